@@ -1,0 +1,1 @@
+"""I/O edges of streamad, imported as ``streamad.adapters``: OpenCV sources, ZeroMQ, display."""

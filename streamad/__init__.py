@@ -1,0 +1,15 @@
+"""streamad: streaming, unsupervised image anomaly detection (incremental InReaCh)."""
+
+from .config import ChannelConfig, FeatureConfig, HeatmapConfig, InReachConfig, PositionalConfig
+from .results import FrameResult, Prediction
+
+__all__ = [
+    "ChannelConfig",
+    "FeatureConfig",
+    "FrameResult",
+    "HeatmapConfig",
+    "InReachConfig",
+    "PositionalConfig",
+    "Prediction",
+]
+__version__ = "0.1.0"

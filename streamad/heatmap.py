@@ -1,0 +1,28 @@
+"""Patch scores to pixel heatmaps: bilinear upsampling, then a Gaussian blur.
+
+    >>> import numpy as np
+    >>> h = heatmap_from_patch_scores(np.array([[0.0, 1.0], [0.0, 0.0]]), (8, 8), blur_sigma=0)
+    >>> h.shape, h.dtype, float(h.max()) <= 1.0
+    ((8, 8), dtype('float32'), True)
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+
+def heatmap_from_patch_scores(patch_scores: np.ndarray, size: tuple[int, int], blur_sigma: float) -> np.ndarray:
+    """Upsample a (H, W) patch score grid to ``size`` = (height, width) and blur it (sigma in pixels)."""
+    grid = np.asarray(patch_scores, dtype=np.float32)
+    height, width = int(size[0]), int(size[1])
+    up = cv2.resize(grid, (width, height), interpolation=cv2.INTER_LINEAR)
+    if blur_sigma > 0:
+        up = gaussian_filter(up, sigma=float(blur_sigma), mode="nearest")
+    return up.astype(np.float32, copy=False)
+
+
+def frame_score(heatmap: np.ndarray) -> float:
+    """The image score: the heatmap maximum."""
+    return float(np.max(heatmap))

@@ -1,0 +1,42 @@
+"""What the detectors return: small frozen dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Batch ``predict`` output for a set of images.
+
+    ``scores`` (N,) image scores; ``heatmaps`` (N, h, w) float32 at the model's input resolution;
+    ``patch_scores`` (N, H, W) the nearest-nominal distances on the descriptor grid.
+    """
+
+    scores: np.ndarray
+    heatmaps: np.ndarray
+    patch_scores: np.ndarray
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """The streaming detector's verdict on one frame.
+
+    While the window cannot yet form channels, ``ready`` is False and ``score``, ``threshold``,
+    ``heatmap`` and ``patch_scores`` are None: nothing is guessed. ``timings`` holds per-stage
+    milliseconds (``features``, ``score``, ``heatmap``, ``admit``, ...).
+    """
+
+    index: int
+    ready: bool
+    score: float | None
+    threshold: float | None
+    anomalous: bool
+    heatmap: np.ndarray | None
+    patch_scores: np.ndarray | None
+    drift: bool
+    admitted: bool
+    timestamp: float
+    timings: dict[str, float] = field(default_factory=dict)
