@@ -1,0 +1,1 @@
+"""Subcommands of the streamad CLI, one module each."""

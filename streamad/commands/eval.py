@@ -1,0 +1,122 @@
+"""Measure a detector on a dataset in the MVTec AD layout (train/good, test/<defect>, ground_truth).
+
+The training images, plus --corrupt K randomly chosen anomalous test images (unlabeled: the
+corruption protocol of the InReaCh paper), are fitted in a seeded shuffled order; the whole test set
+is scored. Prints image AUROC, pixel AUROC, the precision and recall of InReaCh's nominal filter on
+the training patches, the nominal set size and timings.
+
+example:
+  streamad eval ../shared/data/mvtec_ad/bottle --corrupt 10 --json bottle.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import replace
+from typing import Any
+
+from ..config import SPREAD_RULES, ChannelConfig, FeatureConfig, HeatmapConfig, InReachConfig, PositionalConfig
+from ..errors import UserError
+
+NAME = "eval"
+HELP = "measure image/pixel AUROC and the nominal filter on a labeled dataset"
+
+
+def _pair(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or H,W (e.g. 28 or 28,28), got {text!r}") from None
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected N or H,W, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that builds a model (backbone, descriptors, channels)."""
+    f, c, h = FeatureConfig(), ChannelConfig(), HeatmapConfig()
+    g = p.add_argument_group("features")
+    g.add_argument("--backbone", default=f.backbone,
+                   help="efficientnet_lite0 (default, offline weights), efficientnet_lite1/2, wide_resnet50_2, resnet18")
+    g.add_argument("--weights", default=None, metavar="PATH",
+                   help="local weight file for the backbone ('random' for timing only)")
+    g.add_argument("--layers", default=None, help="comma-separated backbone layers (default: stride 8 and 16 blocks)")
+    g.add_argument("--image-size", type=_pair, default=f.image_size, metavar="H,W", help="input size (default 224)")
+    g.add_argument("--grid", type=_pair, default=None, metavar="H,W", help="descriptor grid (default: input/8)")
+    g.add_argument("--dim", type=int, default=f.dim, help=f"maximum descriptor dimension (default {f.dim})")
+    g.add_argument("--device", default=f.device, help="cpu, cuda or auto (default cpu)")
+    g = p.add_argument_group("channels")
+    g.add_argument("--seeds", type=int, default=c.seeds, help=f"association depth D (default {c.seeds})")
+    g.add_argument("--min-span", type=int, default=c.min_span, help=f"minimum channel span L_min (default {c.min_span})")
+    g.add_argument("--k-sigma", type=float, default=c.k_sigma, help=f"maximum channel spread (default {c.k_sigma})")
+    g.add_argument("--spread", choices=SPREAD_RULES, default=c.spread,
+                   help=f"spread rule: std = the reference code's, rms, zscore, none (default {c.spread})")
+    g.add_argument("--positional", choices=("auto", "on", "off"), default="auto",
+                   help="positional embedding: auto runs the transpose test (default)")
+    g.add_argument("--blur", type=float, default=h.blur_sigma, help=f"heatmap blur sigma (default {h.blur_sigma})")
+
+
+def config_from_args(args: argparse.Namespace) -> InReachConfig:
+    """Build the InReaChConfig the model options describe (bad values become UserErrors)."""
+    try:
+        grid = args.grid or (args.image_size[0] // 8, args.image_size[1] // 8)
+        layers = tuple(x.strip() for x in args.layers.split(",")) if args.layers else ()
+        features = FeatureConfig(backbone=args.backbone, layers=layers, image_size=args.image_size, grid=grid,
+                                 dim=args.dim, weights=args.weights, device=args.device)
+        channels = ChannelConfig(seeds=args.seeds, min_span=args.min_span, k_sigma=args.k_sigma, spread=args.spread)
+        return InReachConfig(features=features, channels=channels, heatmap=HeatmapConfig(blur_sigma=args.blur),
+                             positional=replace(PositionalConfig(), mode=args.positional),
+                             seed=getattr(args, "seed", 0))
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data_dir", metavar="DATA_DIR", help="dataset folder in the MVTec AD layout")
+    p.add_argument("--method", default="inreach", choices=("inreach", "patchcore", "spade", "pni"),
+                   help="scorer (default inreach)")
+    p.add_argument("--corrupt", type=int, default=0, metavar="K",
+                   help="add K random anomalous test images to the training set (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the corruption choice and order (default 0)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_model_arguments(p)
+
+
+def print_table(result: dict[str, Any]) -> None:
+    """A two-column results table."""
+    rows = [("dataset", result["dataset"]), ("method", result["method"]), ("backbone", result["backbone"]),
+            ("corrupt images", result["corrupt"]), ("train / test images", f"{result['train_images']} / {result['test_images']}"),
+            ("image AUROC", f"{result['image_auroc']:.3f}"), ("pixel AUROC", f"{result['pixel_auroc']:.3f}")]
+    if result.get("filter_precision") is not None:
+        rows += [("filter precision", f"{result['filter_precision']:.4f}"),
+                 ("filter recall", f"{result['filter_recall']:.3f}"),
+                 ("nominal patches", f"{result['nominal_patches']} of {result['train_patches']}")]
+    if result.get("transpose_score") is not None:
+        rows.append(("positional embedding", f"{'on' if result['uses_positions'] else 'off'} "
+                     f"(transpose score {result['transpose_score']:.0f}{', rotation-aligned' if result['aligned'] else ''})"))
+    rows += [("fit seconds", f"{result['fit_seconds']:.1f}"),
+             ("predict seconds / image", f"{result['predict_seconds_per_image']:.3f}")]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation import evaluate
+
+    config = config_from_args(args)
+    if args.json and os.path.dirname(args.json) and not os.path.isdir(os.path.dirname(args.json)):
+        raise UserError(f"cannot write --json {args.json}: folder {os.path.dirname(args.json)} does not exist")
+    result = evaluate(args.data_dir, method=args.method, corrupt=args.corrupt, seed=args.seed, config=config,
+                      progress=not args.quiet)
+    print_table(result)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+    return 0

@@ -1,0 +1,5 @@
+"""Errors that carry a message for the user rather than a traceback."""
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad path, bad option, missing weights): the CLI prints it plainly."""
