@@ -15,6 +15,8 @@ from .errors import UserError
 # Subcommand modules, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
     "streamad.commands.eval",
+    "streamad.commands.watch",
+    "streamad.commands.listen",
 )
 
 

@@ -28,7 +28,9 @@ class FeatureConfig:
     ``image_size`` is the (height, width) the frame is resized to before the backbone;
     ``grid`` the (H, W) descriptor grid; ``dim`` the descriptor dimension (channel pooling,
     data independent so it works on a stream). ``layers`` names backbone stages; empty means
-    the backbone's default pair (stride 8 and 16).
+    the backbone's default pair (stride 8 and 16). ``center_crop`` < 1 resizes the frame to
+    ``image_size / center_crop`` and keeps the centre ``image_size`` (0.875 is the papers' protocol:
+    256 then a 224 centre crop); the border is then not scored.
     """
 
     backbone: str = "efficientnet_lite0"
@@ -37,6 +39,7 @@ class FeatureConfig:
     grid: tuple[int, int] = (28, 28)
     dim: int = 256
     aggregate: int = 3
+    center_crop: float = 1.0
     weights: str | None = None
     device: str = "cpu"
     batch_size: int = 16
@@ -51,6 +54,7 @@ class FeatureConfig:
         _check(c, "dim", isinstance(self.dim, int) and self.dim >= 1, self.dim, "an int >= 1")
         _check(c, "aggregate", isinstance(self.aggregate, int) and self.aggregate >= 1 and self.aggregate % 2 == 1,
                self.aggregate, "an odd int >= 1")
+        _check(c, "center_crop", 0.25 <= float(self.center_crop) <= 1.0, self.center_crop, "in [0.25, 1]")
         _check(c, "batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, self.batch_size,
                "an int >= 1")
         _check(c, "device", isinstance(self.device, str) and (self.device in ("cpu", "cuda", "auto")
@@ -71,11 +75,15 @@ class ChannelConfig:
     - ``"rms"``: keep ``r_i <= k_sigma * sqrt(mean(r**2))`` (the channel's total standard deviation);
     - ``"zscore"``: keep ``r_i <= mean(r) + k_sigma * std(r)`` (outliers of the distance distribution);
     - ``"none"``: keep every member (span filter only).
+
+    The default (``zscore``, 3) is a measured choice: on MTD the reference ``std`` rule keeps 2% of
+    the training patches and loses 0.07 image AUROC; on MVTec bottle with 10 corrupt images
+    ``zscore`` 3 keeps 98% of the nominal patches at precision 0.999 (README, "Choosing the spread rule").
     """
 
     seeds: int = 10
     min_span: int = 3
-    k_sigma: float = 5.0
+    k_sigma: float = 3.0
     spread: str = "zscore"
 
     def __post_init__(self) -> None:

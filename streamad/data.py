@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from .errors import UserError
+from .features import resize_and_crop
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -101,14 +102,15 @@ def read_image(path: str) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def read_mask(sample: Sample, size: tuple[int, int]) -> np.ndarray:
-    """The sample's ground-truth mask as bool (height, width) = ``size`` (nearest resize); zeros if good."""
+def read_mask(sample: Sample, size: tuple[int, int], center_crop: float = 1.0) -> np.ndarray:
+    """The sample's ground-truth mask as bool (height, width) = ``size``, resized (nearest) and cropped
+    exactly as the image is (see ``streamad.features.resize_and_crop``); zeros for a good image."""
     if sample.mask_path is None:
         return np.zeros(size, bool)
     m = cv2.imread(sample.mask_path, cv2.IMREAD_GRAYSCALE)
     if m is None:
         raise UserError(f"cannot read mask {sample.mask_path}")
-    return cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 127
+    return resize_and_crop(m, size, center_crop, interpolation=cv2.INTER_NEAREST) > 127
 
 
 def training_stream(dataset: Dataset, corrupt: int, seed: int) -> tuple[list[Sample], list[Sample]]:

@@ -66,7 +66,8 @@ def evaluate(data_dir: str, method: str = "inreach", corrupt: int = 0, seed: int
     predict_seconds = (time.perf_counter() - start) / len(test_images)
 
     labels = np.array([s.label for s in dataset.test])
-    masks = np.stack([read_mask(s, size) for s in dataset.test])
+    crop = config.features.center_crop
+    masks = np.stack([read_mask(s, size, crop) for s in dataset.test])
     result: dict[str, Any] = {
         "dataset": data_dir,
         "method": method,
@@ -82,7 +83,7 @@ def evaluate(data_dir: str, method: str = "inreach", corrupt: int = 0, seed: int
     }
     nominal = getattr(detector.model, "nominal_mask_", None)
     if nominal is not None:
-        train_masks = np.stack([read_mask(s, size) for s in order])
+        train_masks = np.stack([read_mask(s, size, crop) for s in order])
         if getattr(detector, "aligned_", False):
             angles = getattr(detector, "train_angles_", [0.0] * len(order))
             train_masks = np.stack([rotate(m.astype(np.uint8), a) > 0 for m, a in zip(train_masks, angles)])

@@ -39,6 +39,23 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def resize_and_crop(img: np.ndarray, size: tuple[int, int], center_crop: float = 1.0,
+                    interpolation: int | None = None) -> np.ndarray:
+    """Resize ``img`` to ``size / center_crop`` and keep the centre ``size`` = (height, width).
+
+        >>> resize_and_crop(np.zeros((300, 400, 3), np.uint8), (224, 224), 0.875).shape
+        (224, 224, 3)
+    """
+    h, w = size
+    rh, rw = (h, w) if center_crop >= 1.0 else (round(h / center_crop), round(w / center_crop))
+    if interpolation is None:
+        shrink = img.shape[0] > rh or img.shape[1] > rw
+        interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    out = cv2.resize(img, (rw, rh), interpolation=interpolation)
+    top, left = (rh - h) // 2, (rw - w) // 2
+    return out[top:top + h, left:left + w]
+
+
 class PatchFeatureExtractor:
     """Callable: a list of RGB uint8 frames (any size) to descriptors (N, H*W, d) float32."""
 
@@ -57,13 +74,11 @@ class PatchFeatureExtractor:
         self._std = torch.tensor(info.std, device=self.device).view(1, 3, 1, 1)
 
     def preprocess(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
-        """Resize to ``image_size`` (area interpolation when shrinking) and normalise: (N, 3, h, w)."""
+        """Resize (and centre-crop) to ``image_size``, area interpolation when shrinking; normalise."""
         h, w = self.image_size
         batch = np.empty((len(frames), h, w, 3), np.uint8)
         for i, frame in enumerate(frames):
-            img = as_rgb_uint8(frame)
-            shrink = img.shape[0] > h or img.shape[1] > w
-            batch[i] = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+            batch[i] = resize_and_crop(as_rgb_uint8(frame), self.image_size, self.config.center_crop)
         x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         return (x - self._mean) / self._std
 

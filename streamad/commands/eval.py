@@ -37,7 +37,7 @@ def _pair(text: str) -> tuple[int, int]:
     return values  # type: ignore[return-value]
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
+def add_model_arguments(p: argparse.ArgumentParser, center_crop: float = 0.875) -> None:
     """Options shared by every command that builds a model (backbone, descriptors, channels)."""
     f, c, h = FeatureConfig(), ChannelConfig(), HeatmapConfig()
     g = p.add_argument_group("features")
@@ -48,6 +48,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--layers", default=None, help="comma-separated backbone layers (default: stride 8 and 16 blocks)")
     g.add_argument("--image-size", type=_pair, default=f.image_size, metavar="H,W", help="input size (default 224)")
     g.add_argument("--grid", type=_pair, default=None, metavar="H,W", help="descriptor grid (default: input/8)")
+    g.add_argument("--center-crop", type=float, default=center_crop, metavar="F",
+                   help=f"resize to size/F and keep the centre (default {center_crop}; 0.875 = the papers' "
+                   "256 -> 224 protocol, 1 = the whole image)")
     g.add_argument("--dim", type=int, default=f.dim, help=f"maximum descriptor dimension (default {f.dim})")
     g.add_argument("--device", default=f.device, help="cpu, cuda or auto (default cpu)")
     g = p.add_argument_group("channels")
@@ -67,7 +70,8 @@ def config_from_args(args: argparse.Namespace) -> InReachConfig:
         grid = args.grid or (args.image_size[0] // 8, args.image_size[1] // 8)
         layers = tuple(x.strip() for x in args.layers.split(",")) if args.layers else ()
         features = FeatureConfig(backbone=args.backbone, layers=layers, image_size=args.image_size, grid=grid,
-                                 dim=args.dim, weights=args.weights, device=args.device)
+                                 dim=args.dim, weights=args.weights, device=args.device,
+                                 center_crop=args.center_crop)
         channels = ChannelConfig(seeds=args.seeds, min_span=args.min_span, k_sigma=args.k_sigma, spread=args.spread)
         return InReachConfig(features=features, channels=channels, heatmap=HeatmapConfig(blur_sigma=args.blur),
                              positional=replace(PositionalConfig(), mode=args.positional),

@@ -1,0 +1,197 @@
+"""Watch a live source: score every frame, learn "normal" from the stream itself, report anomalies.
+
+SOURCE is a camera index (0), a video file, a folder of images, an rtsp:// or http(s):// URL, or
+"demo" (a generated scene with drifting light and occasional defects: no camera or data needed).
+Live sources keep only the newest frame and reconnect with back-off when they fail. Every result can
+be published over ZeroMQ (see 'streamad listen'), shown in a window and saved as an annotated video.
+Ctrl-C or SIGTERM stops after the current frame and prints a summary.
+
+examples:
+  streamad watch demo --max-frames 300
+  streamad watch 0 --publish --show
+  streamad watch rtsp://camera.local/stream1 --publish tcp://127.0.0.1:5560 --save run.mp4
+  streamad watch frames/ --preset fast --save last.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from contextlib import ExitStack
+from typing import Any
+
+from ..errors import UserError
+from ..presets import DESCRIPTIONS, PRESETS
+
+NAME = "watch"
+HELP = "run the streaming detector on a camera, video, folder, URL or the built-in demo"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from streamad.adapters.publisher import DEFAULT_ADDRESS
+
+    p.add_argument("source", metavar="SOURCE", help="0 (camera), a video file, an image folder, a URL, or 'demo'")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
+    p.add_argument("--quiet", action="store_true", help="no status line or event lines")
+    g = p.add_argument_group("detector")
+    g.add_argument("--preset", choices=tuple(PRESETS), default="default",
+                   help="; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()))
+    g.add_argument("--window", type=int, default=None, metavar="W", help="frames kept in the sliding window")
+    g.add_argument("--admit-every", type=int, default=None, metavar="K", help="admit one frame in K to the window")
+    g.add_argument("--backbone", default=None, help="feature backbone (default: the preset's, efficientnet_lite0)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default cpu)")
+    g = p.add_argument_group("outputs")
+    g.add_argument("--publish", nargs="?", const=DEFAULT_ADDRESS, default=None, metavar="ADDR",
+                   help=f"publish every result over ZeroMQ PUB (default address {DEFAULT_ADDRESS})")
+    g.add_argument("--bind-any", action="store_true",
+                   help="allow --publish on a non-loopback address (visible to the network)")
+    g.add_argument("--overlay-jpeg", action="store_true", help="include the annotated frame as JPEG in messages")
+    g.add_argument("--topic", default="streamad", help="ZeroMQ topic (default streamad)")
+    g.add_argument("--show", action="store_true", help="show the annotated frames in a window (q or Esc closes)")
+    g.add_argument("--save", metavar="FILE",
+                   help="write the annotated video (.mp4, .avi, .mkv) or, for .png, the last ready frame")
+    g.add_argument("--fps", type=float, default=None,
+                   help="frame rate of the saved video (default: the source's, else 10)")
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """The StreamConfig the preset and options describe (bad values become UserErrors)."""
+    from ..presets import stream_config
+
+    overrides: dict[str, Any] = {}
+    if args.window is not None:
+        overrides["window"] = args.window
+    if args.admit_every is not None:
+        overrides["admit_every"] = args.admit_every
+    features = {k: v for k, v in (("backbone", args.backbone), ("device", args.device)) if v is not None}
+    if features:
+        overrides["features"] = features
+    try:
+        return stream_config(args.preset, overrides)
+    except ImportError as exc:
+        raise UserError(f"{exc}: the streaming detector is missing from this installation") from exc
+    except (ValueError, TypeError) as exc:
+        raise UserError(str(exc)) from exc
+
+
+def make_detector(config: Any) -> Any:
+    """The real detector: ``streamad.StreamDetector(config)``."""
+    import streamad
+
+    cls = getattr(streamad, "StreamDetector", None)
+    if cls is None:
+        raise UserError("streamad.StreamDetector is not available in this installation")
+    try:
+        return cls(config)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+
+
+class Console:
+    """Status line (rewritten in place on a terminal, a line every few seconds otherwise) and event
+    lines on stderr; safe to call from the source's grabber thread."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.interval = 0.5 if self.tty else 5.0
+        self._pending = False
+        self._lock = threading.Lock()
+
+    def status(self, line: str) -> None:
+        if self.quiet:
+            return
+        with self._lock:
+            if self.tty:
+                sys.stderr.write("\r" + line + "\x1b[K")
+                self._pending = True
+            else:
+                sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+
+    def event(self, line: str) -> None:
+        with self._lock:
+            if self._pending:
+                sys.stderr.write("\n")
+                self._pending = False
+            sys.stderr.write(f"streamad watch: {line}\n")
+            sys.stderr.flush()
+
+    def end(self) -> None:
+        with self._lock:
+            if self._pending:
+                sys.stderr.write("\n")
+                self._pending = False
+
+
+def run(args: argparse.Namespace) -> int:
+    import cv2
+
+    from streamad.adapters.demo import DemoSource
+    from streamad.adapters.display import SnapshotRecorder, Window, make_recorder
+    from streamad.adapters.live import StopFlag, run_watch, stop_on_signals
+    from streamad.adapters.publisher import Publisher
+    from streamad.adapters.sources import VideoFileSource, open_source
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UserError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.fps is not None and not args.fps > 0:
+        raise UserError(f"--fps must be > 0, got {args.fps}")
+    if args.overlay_jpeg and not args.publish:
+        raise UserError("--overlay-jpeg adds images to published messages: use it with --publish")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our own messages explain failures
+    console = Console(args.quiet)
+    config = build_config(args)
+    with ExitStack() as stack:
+        source = stack.enter_context(open_source(args.source, on_event=lambda e: console.event(e.message)))
+        publisher = recorder = window = None
+        if args.publish:
+            publisher = stack.enter_context(Publisher(args.publish, topic=args.topic, bind_any=args.bind_any,
+                                                      overlay_jpeg=args.overlay_jpeg))
+            console.event(f"publishing on {publisher.address} (topic {args.topic!r})")
+        if args.save:
+            fps = args.fps or (source.fps if isinstance(source, VideoFileSource) and source.fps else None)
+            if fps is None and isinstance(source, DemoSource):
+                fps = source.stream.config.fps
+            recorder = make_recorder(args.save, fps=fps or 10.0)
+            stack.callback(recorder.close)
+        if args.show:
+            window = Window(f"streamad: {source.name}")
+            stack.callback(window.close)
+        detector = make_detector(config)
+
+        previous = {"anomalous": False}
+
+        def on_result(frame: Any, result: Any) -> None:
+            if args.quiet:
+                return
+            if result.anomalous and not previous["anomalous"]:
+                thr = "-" if result.threshold is None else f"{result.threshold:.3f}"
+                console.event(f"frame {result.index}: anomalous (score {result.score:.3f}, threshold {thr})")
+            if result.drift:
+                console.event(f"frame {result.index}: drift in the score distribution")
+            previous["anomalous"] = bool(result.anomalous)
+
+        flag = StopFlag()
+        with stop_on_signals(flag, notify=console.event):
+            summary = run_watch(source, detector, publisher=publisher, recorder=recorder, window=window,
+                                max_frames=args.max_frames, stop=flag, on_result=on_result,
+                                on_status=console.status, status_interval=console.interval)
+        console.end()
+        stack.close()  # finish the video file and close the sockets before reporting
+    print(summary)
+    if publisher is not None:
+        print(f"published on {publisher.address}")
+    if isinstance(recorder, SnapshotRecorder):
+        if recorder.wrote_ready is None:
+            print(f"nothing saved to {args.save}: no frame was processed")
+        else:
+            print(f"saved {args.save}" + ("" if recorder.wrote_ready else " (no frame was ready: the last frame)"))
+    elif recorder is not None:
+        print(f"saved {args.save} ({recorder.frames} frames)" if recorder.frames else
+              f"nothing saved to {args.save}: no frame was processed")
+    if summary.frames == 0 and summary.bad_frames > 0:
+        print(f"streamad watch: error: the detector rejected all {summary.bad_frames} frames", file=sys.stderr)
+        return 1
+    return 0
