@@ -173,11 +173,16 @@ def run(args: argparse.Namespace) -> int:
                 console.event(f"frame {result.index}: drift in the score distribution")
             previous["anomalous"] = bool(result.anomalous)
 
+        def on_bad_frame(frame: Any, error: ValueError, count: int) -> None:
+            if count <= 3 or count % 100 == 0:
+                console.event(f"{frame.source} frame {frame.index} skipped ({count} so far): {error}")
+
         flag = StopFlag()
         with stop_on_signals(flag, notify=console.event):
             summary = run_watch(source, detector, publisher=publisher, recorder=recorder, window=window,
                                 max_frames=args.max_frames, stop=flag, on_result=on_result,
-                                on_status=console.status, status_interval=console.interval)
+                                on_status=console.status, status_interval=console.interval,
+                                on_bad_frame=on_bad_frame)
         console.end()
         stack.close()  # finish the video file and close the sockets before reporting
     print(summary)

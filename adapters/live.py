@@ -1,0 +1,216 @@
+"""The live loop: frames from a source through a detector to a publisher, a recorder and a window.
+
+The loop does no math and the detector does no I/O. ``run_watch`` takes every part as a parameter,
+so it runs the same with the real ``StreamDetector`` or a stand-in::
+
+    with open_source("demo") as source:
+        summary = run_watch(source, detector, max_frames=100)
+    print(summary)
+
+It survives bad frames (a ``ValueError`` from ``detector.process`` skips the frame and counts it),
+stops between frames when ``stop`` is set (see :func:`stop_on_signals` for Ctrl-C and SIGTERM), and
+returns a :class:`WatchSummary`. Closing the source, publisher and recorder is the caller's job
+(``with`` blocks), so they are closed however the loop ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from streamad.results import FrameResult
+
+from .display import SnapshotRecorder, VideoRecorder, Window, render_overlay
+from .publisher import Publisher
+from .sources import Frame, Source, SourceStats
+
+log = logging.getLogger(__name__)
+
+
+class Detector(Protocol):
+    """What the loop needs of a detector (``streamad.StreamDetector`` has it)."""
+
+    def process(self, frame: np.ndarray) -> FrameResult: ...
+
+
+class StopFlag:
+    """A stop request that a signal handler may set (a plain attribute: no lock to deadlock on).
+
+    >>> flag = StopFlag()
+    >>> bool(flag), flag.set("signal SIGTERM"), bool(flag), flag.reason
+    (False, None, True, 'signal SIGTERM')
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def set(self, reason: str = "stop requested") -> None:
+        if self.reason is None:
+            self.reason = reason
+
+    def __bool__(self) -> bool:
+        return self.reason is not None
+
+
+@contextmanager
+def stop_on_signals(flag: StopFlag, notify: Callable[[str], None] | None = None) -> Iterator[StopFlag]:
+    """Within the block, SIGINT (Ctrl-C) and SIGTERM set ``flag`` so the loop finishes its current frame
+    and stops; a second Ctrl-C raises ``KeyboardInterrupt`` at once. Previous handlers are restored
+    afterwards. Outside the main thread (where Python allows no handlers) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if flag and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag.set(f"signal {name}")
+        if notify is not None:
+            notify(f"{name}: stopping after the current frame (Ctrl-C again to abort)")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@dataclass(frozen=True)
+class WatchSummary:
+    """What a ``run_watch`` did. ``frames`` were processed, ``bad_frames`` skipped (the detector
+    rejected them), ``stopped`` says why it ended: ``"end"`` of the source, ``"max_frames"``, the
+    stop reason (e.g. ``"signal SIGTERM"``), ``"interrupted"`` or ``"window closed"``."""
+
+    frames: int
+    ready: int
+    anomalies: int
+    drifts: int
+    bad_frames: int
+    seconds: float
+    published: int
+    publish_dropped: int
+    source: SourceStats
+    stopped: str
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        s = self.source
+        lines = [f"frames {self.frames} in {self.seconds:.1f} s ({self.fps:.1f} fps), stopped: {self.stopped}",
+                 f"ready {self.ready}, anomalous {self.anomalies}, drift events {self.drifts}, "
+                 f"bad frames skipped {self.bad_frames}",
+                 f"source: dropped {s.dropped} stale frames, skipped {s.skipped} unreadable files, "
+                 f"{s.failures} failures, {s.reconnects} reconnects"]
+        if self.published or self.publish_dropped:
+            lines.append(f"published {self.published} messages"
+                         + (f", {self.publish_dropped} dropped (send queue full)" if self.publish_dropped else ""))
+        return "\n".join(lines)
+
+
+def status_line(frames: int, seconds: float, result: FrameResult | None, anomalies: int, bad: int,
+                stats: SourceStats) -> str:
+    """One-line progress text."""
+    fps = frames / seconds if seconds > 0 else 0.0
+    text = f"frame {frames}  {fps:5.1f} fps  "
+    if result is None or not result.ready or result.score is None:
+        text += "warming up"
+    else:
+        thr = "-" if result.threshold is None else f"{result.threshold:.3f}"
+        text += f"score {result.score:.3f} / {thr}"
+    text += f"  anomalous {anomalies}"
+    if bad:
+        text += f"  bad {bad}"
+    if stats.dropped:
+        text += f"  dropped {stats.dropped}"
+    if stats.failures:
+        text += f"  failures {stats.failures}"
+    return text
+
+
+def run_watch(source: Source, detector: Detector, *, publisher: Publisher | None = None,
+              recorder: VideoRecorder | SnapshotRecorder | None = None, window: Window | None = None,
+              max_frames: int | None = None, stop: StopFlag | None = None,
+              on_result: Callable[[Frame, FrameResult], None] | None = None,
+              on_status: Callable[[str], None] | None = None, status_interval: float = 1.0,
+              on_bad_frame: Callable[[Frame, ValueError, int], None] | None = None,
+              overlay_scale: float | None = None, poll: float = 0.25) -> WatchSummary:
+    """Run ``detector`` on every frame of ``source`` until it ends, ``max_frames`` frames were read,
+    ``stop`` is set, Ctrl-C, or the window is closed. Each result goes to ``publisher`` (with the frame
+    and source name), its overlay to ``recorder`` and ``window``, and to ``on_result(frame, result)``.
+    ``on_status(line)`` gets a progress line at most every ``status_interval`` seconds;
+    ``on_bad_frame(frame, error, count)`` hears of each skipped frame (default: a logged warning for
+    the first three and every hundredth)."""
+    if max_frames is not None and max_frames < 0:
+        raise ValueError(f"max_frames must be >= 0 or None, got {max_frames!r}")
+    stop = stop if stop is not None else StopFlag()
+    frames = ready = anomalies = drifts = bad = 0
+    last: FrameResult | None = None
+    need_overlay = recorder is not None or window is not None or (publisher is not None and publisher.overlay_jpeg)
+    start = time.monotonic()
+    next_status = start + status_interval
+    stopped = "end"
+    try:
+        while True:
+            if stop:
+                stopped = stop.reason or "stop requested"
+                break
+            if max_frames is not None and frames + bad >= max_frames:
+                stopped = "max_frames"
+                break
+            frame = source.read(timeout=poll)
+            if frame is None:
+                if source.ended:
+                    break
+                continue
+            try:
+                result = detector.process(frame.image)
+            except ValueError as exc:
+                bad += 1
+                if on_bad_frame is not None:
+                    on_bad_frame(frame, exc, bad)
+                elif bad <= 3 or bad % 100 == 0:
+                    log.warning("%s frame %d skipped (%d so far): %s", frame.source, frame.index, bad, exc)
+                continue
+            frames += 1
+            ready += bool(result.ready)
+            anomalies += bool(result.anomalous)
+            drifts += bool(result.drift)
+            last = result
+            overlay = None
+            if need_overlay:
+                overlay = render_overlay(frame.image, result, scale=overlay_scale,
+                                         label=f"{frame.source} #{result.index}")
+            if publisher is not None:
+                publisher.publish(result, frame.image, frame.source, overlay=overlay)
+            if recorder is not None and overlay is not None:
+                recorder.write(overlay, ready=bool(result.ready))
+            if on_result is not None:
+                on_result(frame, result)
+            if window is not None and overlay is not None and not window.show(overlay):
+                stopped = "window closed"
+                break
+            now = time.monotonic()
+            if on_status is not None and now >= next_status:
+                on_status(status_line(frames, now - start, last, anomalies, bad, source.stats))
+                next_status = now + status_interval
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    seconds = time.monotonic() - start
+    if on_status is not None:
+        on_status(status_line(frames, seconds, last, anomalies, bad, source.stats))
+    return WatchSummary(frames=frames, ready=ready, anomalies=anomalies, drifts=drifts, bad_frames=bad,
+                        seconds=seconds, published=publisher.sent if publisher else 0,
+                        publish_dropped=publisher.dropped if publisher else 0, source=source.stats,
+                        stopped=stopped)
