@@ -1,6 +1,7 @@
 """streamad: streaming, unsupervised image anomaly detection (incremental InReaCh)."""
 
 from .config import ChannelConfig, FeatureConfig, HeatmapConfig, InReachConfig, PositionalConfig
+from .detector import StreamDetector
 from .results import FrameResult, Prediction
 
 __all__ = [
@@ -11,5 +12,6 @@ __all__ = [
     "InReachConfig",
     "PositionalConfig",
     "Prediction",
+    "StreamDetector",
 ]
 __version__ = "0.1.0"

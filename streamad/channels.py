@@ -124,6 +124,9 @@ def trim_channel(vectors: np.ndarray, config: ChannelConfig) -> np.ndarray:
         keep = r <= k * r.std() + tol
     elif config.spread == "rms":
         keep = r <= k * np.sqrt((r * r).mean()) + tol
+    elif config.spread == "mad":
+        med = np.median(r)
+        keep = r <= med + k * 1.4826 * np.median(np.abs(r - med)) + tol
     else:  # zscore
         keep = r <= r.mean() + k * r.std() + tol
     if int(keep.sum()) <= config.min_span:

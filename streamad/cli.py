@@ -17,6 +17,7 @@ COMMANDS: tuple[str, ...] = (
     "streamad.commands.eval",
     "streamad.commands.watch",
     "streamad.commands.listen",
+    "streamad.commands.bench_engine",
 )
 
 

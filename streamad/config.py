@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-SPREAD_RULES = ("std", "rms", "zscore", "none")
+SPREAD_RULES = ("std", "rms", "zscore", "mad", "none")
 
 
 def _check(cls: str, name: str, ok: bool, value: Any, need: str) -> None:
@@ -74,6 +74,8 @@ class ChannelConfig:
     - ``"std"``: keep ``r_i <= k_sigma * std(r)`` (the reference code's statistic);
     - ``"rms"``: keep ``r_i <= k_sigma * sqrt(mean(r**2))`` (the channel's total standard deviation);
     - ``"zscore"``: keep ``r_i <= mean(r) + k_sigma * std(r)`` (outliers of the distance distribution);
+    - ``"mad"``: keep ``r_i <= median(r) + k_sigma * 1.4826 * MAD(r)`` (the same, robust to the outliers
+      themselves inflating the spread);
     - ``"none"``: keep every member (span filter only).
 
     The default (``zscore``, 3) is a measured choice: on MTD the reference ``std`` rule keeps 2% of
@@ -141,3 +143,103 @@ class InReachConfig:
             if f.name != "seed" and not isinstance(v, type(f.default_factory())):  # type: ignore[misc]
                 raise ValueError(f"InReachConfig.{f.name} must be a {type(f.default_factory()).__name__}, got {v!r}")  # type: ignore[misc]
         _check("InReachConfig", "seed", isinstance(self.seed, int), self.seed, "an int")
+
+
+DRIFT_DETECTORS = ("adwin", "page_hinkley", "kswin", "none")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """The nominal index (DESIGN section 4): hnswlib HNSW parameters and the exact-search size.
+
+    ``M`` and ``ef_construction`` shape the graph (insertion cost grows with both), ``ef`` is the
+    query breadth (recall against speed), ``exact_below`` the size under which search is exact,
+    ``threads`` the query threads (0: all cores). A static scene puts about ``window`` near-copies
+    of every patch in the index: graph quality then needs ``ef_construction`` or ``ef`` of that order
+    (``streamad bench-engine --mode hnsw`` measures recall); the defaults favour cheap updates and
+    pay with a wider query. ``insert_threads`` other than 1 (0: all cores) updates the graph in
+    parallel (faster), but the graph then depends on thread timing: results are no longer
+    reproducible from run to run.
+    """
+
+    M: int = 16
+    ef_construction: int = 40
+    ef: int = 128
+    exact_below: int = 2000
+    threads: int = 0
+    insert_threads: int = 1
+
+    def __post_init__(self) -> None:
+        c = "IndexConfig"
+        for name, low in (("M", 2), ("ef_construction", 1), ("ef", 1), ("exact_below", 0), ("threads", 0),
+                          ("insert_threads", 0)):
+            v = getattr(self, name)
+            _check(c, name, isinstance(v, int) and not isinstance(v, bool) and v >= low, v, f"an int >= {low}")
+
+
+@dataclass(frozen=True)
+class DecisionConfig:
+    """Alarm threshold and drift detection on the score stream.
+
+    The threshold is the ``quantile`` of the last ``window`` scores (river ``RollingQuantile``), given
+    once ``warmup`` scores have been seen; a score above it is anomalous. ``drift`` names the river
+    detector watching the scores (``adwin``, ``page_hinkley``, ``kswin`` or ``none``); ``drift_delta``
+    is its sensitivity (ADWIN/Page-Hinkley ``delta``, KSWIN ``alpha``).
+    """
+
+    quantile: float = 0.99
+    window: int = 1000
+    warmup: int = 30
+    drift: str = "adwin"
+    drift_delta: float = 0.002
+
+    def __post_init__(self) -> None:
+        c = "DecisionConfig"
+        _check(c, "quantile", 0.0 < float(self.quantile) < 1.0, self.quantile, "in (0, 1)")
+        _check(c, "window", isinstance(self.window, int) and self.window >= 2, self.window, "an int >= 2")
+        _check(c, "warmup", isinstance(self.warmup, int) and self.warmup >= 1, self.warmup, "an int >= 1")
+        _check(c, "drift", self.drift in DRIFT_DETECTORS, self.drift, f"one of {DRIFT_DETECTORS}")
+        _check(c, "drift_delta", 0.0 < float(self.drift_delta) < 1.0, self.drift_delta, "in (0, 1)")
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Everything the streaming detector needs (DESIGN section 3).
+
+    ``window`` frames are kept (must exceed ``channels.seeds`` and ``channels.min_span``); a frame is
+    admitted when at least ``admit_every`` frames and, if set, ``admit_interval_s`` seconds have
+    passed since the last admitted one (every frame is scored). ``seed`` seeds all randomness.
+
+        >>> StreamConfig(window=5)
+        Traceback (most recent call last):
+        ...
+        ValueError: StreamConfig.window must be an int > channels.seeds (10) and > channels.min_span (3), got 5
+    """
+
+    window: int = 64
+    admit_every: int = 1
+    admit_interval_s: float | None = None
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    channels: ChannelConfig = field(default_factory=ChannelConfig)
+    heatmap: HeatmapConfig = field(default_factory=HeatmapConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    decisions: DecisionConfig = field(default_factory=DecisionConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        c = "StreamConfig"
+        for f in fields(self):
+            if f.name in ("features", "channels", "heatmap", "index", "decisions"):
+                want = type(f.default_factory())  # type: ignore[misc]
+                _check(c, f.name, isinstance(getattr(self, f.name), want), getattr(self, f.name),
+                       f"a {want.__name__}")
+        ch = self.channels
+        _check(c, "window", isinstance(self.window, int) and not isinstance(self.window, bool)
+               and self.window > max(ch.seeds, ch.min_span), self.window,
+               f"an int > channels.seeds ({ch.seeds}) and > channels.min_span ({ch.min_span})")
+        _check(c, "admit_every", isinstance(self.admit_every, int) and self.admit_every >= 1, self.admit_every,
+               "an int >= 1")
+        _check(c, "admit_interval_s", self.admit_interval_s is None or (
+            isinstance(self.admit_interval_s, (int, float)) and self.admit_interval_s >= 0),
+               self.admit_interval_s, "None or >= 0 seconds")
+        _check(c, "seed", isinstance(self.seed, int), self.seed, "an int")

@@ -1,4 +1,17 @@
-"""Nearest-nominal-patch search: hnswlib HNSW with an exact fallback for small sets.
+"""Nearest-nominal-patch search: hnswlib HNSW with stable labels, and exact search (DESIGN section 4).
+
+Both indexes hold vectors under the caller's integer labels, support ``add`` (a new label is
+inserted, a known one has its vector replaced), ``remove`` and ``query``, and return **true L2**
+distances (hnswlib's ``l2`` space gives squared ones; we take the square root).
+
+- :class:`ExactIndex` searches by brute force (numpy, chunked): the test oracle.
+- :class:`NominalIndex` answers exactly while it holds fewer than ``exact_below`` vectors and through
+  an HNSW graph above that. Removed vectors are marked deleted in the graph and their slots reused
+  by later additions, so the graph never grows past the largest number of vectors held at once
+  (capacity grows geometrically on demand).
+
+Querying an empty index raises ``ValueError`` (there is no nearest nominal patch to report; a
+distance of ``inf`` would silently turn into an alarm or a NaN downstream).
 
     >>> import numpy as np
     >>> idx = NominalIndex(dim=2)
@@ -6,65 +19,296 @@
     >>> d, lab = idx.query(np.array([[3.0, 4.0], [0.0, 1.0]], np.float32))
     >>> d[:, 0].tolist(), lab[:, 0].tolist()            # true L2, caller's labels
     ([0.0, 1.0], [9, 7])
+    >>> idx.remove([9]); idx.query(np.array([[3.0, 4.0]], np.float32))[0].tolist()
+    [[5.0]]
 """
 
 from __future__ import annotations
 
 import hnswlib
 import numpy as np
-import torch
+
+from .association import squared_distances
+
+# Extra candidates taken from the float32 expansion before the exact float64 re-ranking.
+_RERANK_EXTRA = 8
+
+
+def exact_knn(gallery: np.ndarray, queries: np.ndarray, k: int = 1,
+              chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force k nearest rows of ``gallery`` (n, d) for each query (m, d): (distances, row indices).
+
+    Candidates come from the ``|q|^2 + |g|^2 - 2 q.g`` expansion in float32 (BLAS, in chunks of
+    ``chunk`` queries); the best ``k + 8`` are re-ranked by distances recomputed directly in float64,
+    so the result is exact but for near-ties below float32 resolution. Ties go to the lower row.
+
+        >>> g = np.array([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0]], np.float32)
+        >>> d, i = exact_knn(g, np.array([[0.9, 0.0]], np.float32), k=2)
+        >>> i.tolist(), [round(float(v), 3) for v in d[0]]
+        ([[1, 0]], [0.1, 0.9])
+    """
+    gallery = np.ascontiguousarray(gallery, dtype=np.float32)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    n, m = len(gallery), len(queries)
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, {n}] for a gallery of {n} vectors, got {k}")
+    kk = min(n, k + _RERANK_EXTRA)
+    out_d = np.empty((m, k), np.float32)
+    out_i = np.empty((m, k), np.int64)
+    for start in range(0, m, chunk):
+        q = queries[start:start + chunk]
+        sq = squared_distances(q, gallery)
+        cand = np.argpartition(sq, kk - 1, axis=1)[:, :kk] if kk < n else np.broadcast_to(np.arange(n), sq.shape)
+        diff = gallery[cand].astype(np.float64) - q[:, None, :].astype(np.float64)
+        dist = np.sqrt(np.einsum("qkd,qkd->qk", diff, diff))
+        order = np.lexsort((cand, dist), axis=1)[:, :k]  # by distance, then by row
+        out_d[start:start + len(q)] = np.take_along_axis(dist, order, axis=1)
+        out_i[start:start + len(q)] = np.take_along_axis(cand, order, axis=1)
+    return out_d, out_i
+
+
+class _Slots:
+    """Vectors under caller labels, in reusable slots (a slot freed by ``remove`` is taken by a later ``add``)."""
+
+    def __init__(self, dim: int, capacity: int = 1024) -> None:
+        if not isinstance(dim, (int, np.integer)) or dim < 1:
+            raise ValueError(f"dim must be an int >= 1, got {dim!r}")
+        self.dim = int(dim)
+        self.vectors = np.zeros((max(1, capacity), self.dim), np.float32)
+        self.label_of_slot = np.full(max(1, capacity), -1, np.int64)
+        self.live = np.zeros(max(1, capacity), bool)
+        self.slot_of: dict[int, int] = {}
+        self.free: list[int] = []  # freed slots, reused last-freed first
+        self.used = 0  # slots ever handed out: [0, used)
+
+    def __len__(self) -> int:
+        return len(self.slot_of)
+
+    @property
+    def capacity(self) -> int:
+        return len(self.label_of_slot)
+
+    def _grow(self, needed: int) -> None:
+        cap = self.capacity
+        if needed <= cap:
+            return
+        new = max(needed, 2 * cap)
+        self.vectors = np.concatenate([self.vectors, np.zeros((new - cap, self.dim), np.float32)])
+        self.label_of_slot = np.concatenate([self.label_of_slot, np.full(new - cap, -1, np.int64)])
+        self.live = np.concatenate([self.live, np.zeros(new - cap, bool)])
+
+    def check(self, labels: np.ndarray, vectors: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+            raise ValueError(f"labels must be a 1-d array of integers, got shape {labels.shape} dtype {labels.dtype}")
+        labels = labels.astype(np.int64)
+        if len(np.unique(labels)) != len(labels):
+            raise ValueError("labels must be distinct within one call")
+        if vectors is None:
+            return labels, None
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape != (len(labels), self.dim):
+            raise ValueError(f"vectors must have shape ({len(labels)}, {self.dim}) to match the labels and dim, "
+                             f"got {vectors.shape}")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if not np.isfinite(vectors).all():
+            raise ValueError("vectors contain NaN or infinite values")
+        return labels, vectors
+
+    def assign(self, labels: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Slots for ``labels`` (known labels keep theirs); returns (slots, was_new) and stores the vectors."""
+        slots = np.empty(len(labels), np.int64)
+        is_new = np.zeros(len(labels), bool)
+        for i, lab in enumerate(labels.tolist()):
+            s = self.slot_of.get(lab)
+            if s is None:
+                is_new[i] = True
+            else:
+                slots[i] = s
+        n_new = int(is_new.sum())
+        if n_new:
+            reuse = min(n_new, len(self.free))
+            taken = [self.free.pop() for _ in range(reuse)]
+            fresh = list(range(self.used, self.used + n_new - reuse))
+            self.used += len(fresh)
+            self._grow(self.used)
+            new_slots = np.asarray(taken + fresh, np.int64)
+            slots[is_new] = new_slots
+            for lab, s in zip(labels[is_new].tolist(), new_slots.tolist()):
+                self.slot_of[lab] = s
+        self.vectors[slots] = vectors
+        self.label_of_slot[slots] = labels
+        self.live[slots] = True
+        return slots, is_new
+
+    def release(self, labels: np.ndarray) -> np.ndarray:
+        """Free the slots of ``labels``; a label that is not held raises ``KeyError``."""
+        missing = [lab for lab in labels.tolist() if lab not in self.slot_of]
+        if missing:
+            raise KeyError(f"{len(missing)} label(s) are not in the index, e.g. {missing[0]}")
+        slots = np.asarray([self.slot_of.pop(lab) for lab in labels.tolist()], np.int64)
+        self.live[slots] = False
+        self.label_of_slot[slots] = -1
+        self.free.extend(slots.tolist())
+        return slots
+
+    def live_slots(self) -> np.ndarray:
+        return np.flatnonzero(self.live[:self.used])
+
+
+def _check_query(n: int, dim: int, vectors: np.ndarray, k: int) -> np.ndarray:
+    if n == 0:
+        raise ValueError("the nominal index is empty: nothing is known to be nominal yet, so there is no "
+                         "distance to report (wait until the detector is ready)")
+    q = np.asarray(vectors)
+    if q.ndim != 2 or q.shape[1] != dim:
+        raise ValueError(f"query vectors must have shape (m, {dim}), got {q.shape}")
+    if not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
+        raise ValueError(f"k must be an int in [1, {n}] (the number of vectors held), got {k!r}")
+    return np.ascontiguousarray(q, dtype=np.float32)
+
+
+class ExactIndex:
+    """Brute-force nearest neighbours with the same interface as :class:`NominalIndex` (the oracle).
+
+        >>> idx = ExactIndex(dim=1)
+        >>> idx.add([3, 4], np.array([[0.0], [2.0]]))
+        >>> idx.query(np.array([[1.5]]))
+        (array([[0.5]], dtype=float32), array([[4]]))
+    """
+
+    def __init__(self, dim: int, chunk: int = 1024) -> None:
+        self._slots = _Slots(dim)
+        self.dim = self._slots.dim
+        self.chunk = chunk
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __contains__(self, label: int) -> bool:
+        return int(label) in self._slots.slot_of
+
+    def labels(self) -> np.ndarray:
+        """The labels held, in slot order."""
+        return self._slots.label_of_slot[self._slots.live_slots()]
+
+    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """Insert ``vectors`` (n, dim) under ``labels`` (n,); a label already held gets the new vector."""
+        labels, vectors = self._slots.check(labels, vectors)
+        if len(labels):
+            self._slots.assign(labels, vectors)
+
+    def remove(self, labels: np.ndarray) -> None:
+        """Remove ``labels``; a label that is not held raises ``KeyError`` (nothing is removed then)."""
+        labels, _ = self._slots.check(labels, None)
+        if len(labels):
+            self._slots.release(labels)
+
+    def query(self, vectors: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(distances (m, k) float32 true L2, labels (m, k) int64) of the k nearest, nearest first."""
+        q = _check_query(len(self), self.dim, vectors, k)
+        live = self._slots.live_slots()
+        dist, rows = exact_knn(self._slots.vectors[live], q, k, self.chunk)
+        return dist, self._slots.label_of_slot[live[rows]]
 
 
 class NominalIndex:
-    """Labelled vectors; ``query`` returns true L2 distances and labels of the k nearest."""
+    """HNSW over labelled vectors with exact search below ``exact_below`` vectors.
+
+    ``M``, ``ef_construction`` and ``ef`` (query breadth, raised to ``k`` when smaller) are hnswlib's
+    parameters; ``seed`` seeds the graph's level generator. The graph is built when the index first
+    holds ``exact_below`` vectors and is kept up to date from then on. Insertions run on
+    ``insert_threads`` threads (default 1: the same sequence of calls gives the same graph; more, or 0
+    for all cores, is faster but not reproducible); queries use ``threads`` threads (0: all cores).
+    The graph's element labels are internal slots; the caller's labels are mapped in and out, so a
+    removed label can be added again at any time.
+    """
 
     def __init__(self, dim: int, M: int = 16, ef_construction: int = 100, ef: int = 64,
-                 exact_below: int = 2000, seed: int = 0, threads: int = 0) -> None:
-        self.dim, self.M, self.ef_construction, self.ef = dim, M, ef_construction, ef
-        self.exact_below, self.seed, self.threads = exact_below, seed, threads
-        self._labels = np.zeros(0, np.int64)
-        self._vectors = np.zeros((0, dim), np.float32)
+                 exact_below: int = 2000, seed: int = 0, threads: int = 0, initial_capacity: int = 1024,
+                 insert_threads: int = 1) -> None:
+        for name, value, low in (("M", M, 2), ("ef_construction", ef_construction, 1), ("ef", ef, 1),
+                                 ("exact_below", exact_below, 0), ("threads", threads, 0),
+                                 ("insert_threads", insert_threads, 0),
+                                 ("initial_capacity", initial_capacity, 1)):
+            if not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"NominalIndex.{name} must be an int >= {low}, got {value!r}")
+        self._slots = _Slots(dim, initial_capacity)
+        self.dim = self._slots.dim
+        self.M, self.ef_construction, self.ef = int(M), int(ef_construction), int(ef)
+        self.exact_below, self.seed, self.threads = int(exact_below), int(seed), int(threads)
+        self.insert_threads = int(insert_threads)
         self._hnsw: hnswlib.Index | None = None
 
     def __len__(self) -> int:
-        return len(self._labels)
+        return len(self._slots)
+
+    def __contains__(self, label: int) -> bool:
+        return int(label) in self._slots.slot_of
+
+    @property
+    def uses_graph(self) -> bool:
+        """Whether queries currently go through the HNSW graph (else exact search)."""
+        return self._hnsw is not None and len(self) >= self.exact_below
+
+    @property
+    def capacity(self) -> int:
+        """Slots allocated (graph elements included deleted ones): never more than needed at once, x2."""
+        return self._slots.capacity
+
+    def labels(self) -> np.ndarray:
+        """The labels held, in slot order."""
+        return self._slots.label_of_slot[self._slots.live_slots()]
 
     def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        labels = np.asarray(labels, np.int64)
-        self._labels = np.concatenate([self._labels, labels])
-        self._vectors = np.concatenate([self._vectors, vectors])
-        self._hnsw = None
+        """Insert ``vectors`` (n, dim) under ``labels`` (n,); a label already held gets the new vector."""
+        labels, vectors = self._slots.check(labels, vectors)
+        if not len(labels):
+            return
+        slots, _ = self._slots.assign(labels, vectors)
+        if self._hnsw is None:
+            if len(self) >= self.exact_below:
+                self._build()
+            return
+        self._ensure_graph_capacity()
+        # A reused slot is a deleted graph element: add_items un-deletes it and replaces its vector.
+        self._hnsw.add_items(vectors, slots, num_threads=self.insert_threads or -1)
 
-    def _build(self) -> hnswlib.Index:
-        index = hnswlib.Index(space="l2", dim=self.dim)
-        index.init_index(max_elements=max(1, len(self)), M=self.M, ef_construction=self.ef_construction,
-                         random_seed=self.seed)
-        if self.threads:
-            index.set_num_threads(self.threads)
-        index.add_items(self._vectors, self._labels)
-        index.set_ef(self.ef)
-        return index
+    def remove(self, labels: np.ndarray) -> None:
+        """Remove ``labels`` (marked deleted in the graph, slot reused later); unknown labels raise ``KeyError``."""
+        labels, _ = self._slots.check(labels, None)
+        if not len(labels):
+            return
+        slots = self._slots.release(labels)
+        if self._hnsw is not None:
+            for s in slots.tolist():
+                self._hnsw.mark_deleted(s)
 
     def query(self, vectors: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        if len(self) == 0:
-            raise ValueError("the nominal index is empty: nothing is known to be nominal yet")
-        q = np.ascontiguousarray(vectors, dtype=np.float32)
-        if len(self) < self.exact_below:
-            return _exact(self._vectors, self._labels, q, k)
-        if self._hnsw is None:
-            self._hnsw = self._build()
-        labels, sq = self._hnsw.knn_query(q, k=k)
-        return np.sqrt(np.maximum(sq, 0)), labels.astype(np.int64)
+        """(distances (m, k) float32 true L2, labels (m, k) int64) of the k nearest, nearest first."""
+        q = _check_query(len(self), self.dim, vectors, k)
+        if not self.uses_graph:
+            live = self._slots.live_slots()
+            dist, rows = exact_knn(self._slots.vectors[live], q, k)
+            return dist, self._slots.label_of_slot[live[rows]]
+        assert self._hnsw is not None
+        self._hnsw.set_ef(max(self.ef, k))
+        slots, sq = self._hnsw.knn_query(q, k=k, num_threads=self.threads or -1)
+        return np.sqrt(np.maximum(sq, 0.0)).astype(np.float32), self._slots.label_of_slot[slots.astype(np.int64)]
 
+    def _ensure_graph_capacity(self) -> None:
+        assert self._hnsw is not None
+        if self._slots.used > self._hnsw.get_max_elements():
+            self._hnsw.resize_index(self._slots.capacity)
 
-def _exact(gallery: np.ndarray, labels: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    g = torch.from_numpy(gallery)
-    out_d, out_l = [], []
-    for start in range(0, len(queries), 4096):
-        q = torch.from_numpy(queries[start:start + 4096])
-        d = torch.cdist(q, g)
-        dist, idx = torch.topk(d, min(k, len(gallery)), dim=1, largest=False)
-        out_d.append(dist.numpy())
-        out_l.append(labels[idx.numpy()])
-    return np.concatenate(out_d).astype(np.float32), np.concatenate(out_l)
+    def _build(self) -> None:
+        index = hnswlib.Index(space="l2", dim=self.dim)
+        index.init_index(max_elements=self._slots.capacity, M=self.M, ef_construction=self.ef_construction,
+                         random_seed=self.seed)
+        used = self._slots.used
+        index.add_items(self._slots.vectors[:used], np.arange(used), num_threads=self.insert_threads or -1)
+        dead = np.flatnonzero(~self._slots.live[:used])
+        for s in dead.tolist():
+            index.mark_deleted(s)
+        index.set_ef(self.ef)
+        self._hnsw = index

@@ -14,10 +14,17 @@ the exact greedy rule.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from .knn import as_tensor
+
+
+def coreset_size(total: int, fraction: float) -> int:
+    """Number of coreset elements for ``total`` patches: ``ceil(fraction * total)``, at least 1."""
+    return max(1, min(total, math.ceil(fraction * total - 1e-9)))
 
 
 def jl_projection(x: np.ndarray, dim: int, rng: np.random.Generator) -> np.ndarray:
@@ -51,12 +58,13 @@ def greedy_coreset(x: np.ndarray, n: int, rng: np.random.Generator | None = None
         raise ValueError(f"start must index x (0..{len(x) - 1}), got {start}")
     t = as_tensor(x, device)
     sq_norm = (t * t).sum(1)
+    columns = t.T.contiguous()  # (d, N): a row vector times this is several times faster than t @ c on CPU
     chosen = torch.empty(n, dtype=torch.long, device=t.device)
     chosen[0] = start
     min_sq = torch.full((len(t),), float("inf"), device=t.device)
     for i in range(1, n):
         c = t[chosen[i - 1]]
-        sq = sq_norm - 2.0 * (t @ c) + sq_norm[chosen[i - 1]]
+        sq = sq_norm - 2.0 * (c @ columns) + sq_norm[chosen[i - 1]]
         torch.minimum(min_sq, sq, out=min_sq)
         min_sq[chosen[i - 1]] = -1.0  # chosen elements are never picked again, even after rounding
         chosen[i] = torch.argmax(min_sq)

@@ -7,7 +7,7 @@ directly, so they are true L2 distances, not the cancellation-prone expansion.
     >>> import numpy as np
     >>> g = np.array([[0.0, 0.0], [3.0, 4.0], [10.0, 0.0]], np.float32)
     >>> d, i = nearest(np.array([[3.0, 3.0], [9.0, 0.0]], np.float32), g, k=2)
-    >>> i.tolist(), np.round(d, 3).tolist()
+    >>> i.tolist(), np.round(d.astype(float), 3).tolist()
     ([[1, 0], [2, 1]], [[1.0, 4.243], [1.0, 7.211]])
 """
 

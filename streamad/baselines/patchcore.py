@@ -15,7 +15,6 @@ callable ``image_scores`` (pass ``patch_scores=`` to reuse scores already comput
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from .common import check, check_descriptors, check_device, check_grid
-from .coreset import greedy_coreset
+from .coreset import coreset_size, greedy_coreset
 from .knn import nearest
 
 
@@ -50,11 +49,6 @@ class PatchCoreConfig:
               self.reweight_neighbors, "an int >= 2 (with b = 1 every weight is 0)")
         check(c, "seed", isinstance(self.seed, int), self.seed, "an int")
         check_device(c, self.device)
-
-
-def coreset_size(total: int, fraction: float) -> int:
-    """Number of coreset elements for ``total`` patches: ``ceil(fraction * total)``, at least 1."""
-    return max(1, min(total, math.ceil(fraction * total - 1e-9)))
 
 
 class PatchCore:

@@ -1,0 +1,290 @@
+"""Measure the streaming engine on synthetic patch descriptors (no backbone, no data needed).
+
+Modes:
+  engine  per-admitted-frame cost of each stage (associate, trim, index update, score = index query,
+          heatmap) at several window sizes W, median / p99 / mean over the timed frames (the mean
+          includes seed promotions, amortised), and the ratio median(largest W) / median(smallest W)
+          of the engine total (target <= 1.3: the cost should not depend on W)
+  memory  resident memory after a short and a long stream (target: within 5%); uses a smaller grid
+          and dimension by default (P=100, d=64: 10,000 frames in about 3 minutes on 2 cores)
+  hnsw    recall@1 of the HNSW index against exact search, and query time of both, for a few
+          nominal set sizes (built by streaming frames in, then a few frames of churn)
+
+Synthetic frames: P fixed patch "places" (normal descriptors) plus per-frame noise, a slow drift and,
+now and then, a defect (a few patches moved far away). Every number comes from the real engine
+(StreamDetector.process_descriptors) or the real index.
+
+examples:
+  streamad bench-engine
+  streamad bench-engine --mode hnsw --hnsw-sizes 10000 100000 --json hnsw.json
+  streamad bench-engine --mode memory --memory-frames 2000 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import resource
+import time
+from typing import Any
+
+import numpy as np
+
+NAME = "bench-engine"
+HELP = "measure the streaming engine's per-frame cost, memory and HNSW recall on synthetic descriptors"
+
+STAGES = ("associate", "trim", "index", "score", "heatmap")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=("engine", "memory", "hnsw", "all"), default="engine",
+                   help="what to measure (default: engine)")
+    p.add_argument("--patches", type=int, default=784, metavar="P", help="patches per frame (default 784 = 28x28)")
+    p.add_argument("--dim", type=int, default=152, metavar="D", help="descriptor dimension (default 152)")
+    p.add_argument("--seeds", type=int, default=10, help="seed frames (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    g = p.add_argument_group("engine mode")
+    g.add_argument("--windows", type=int, nargs="+", default=[32, 64, 128, 256], metavar="W",
+                   help="window sizes (default 32 64 128 256)")
+    g.add_argument("--frames", type=int, default=24, metavar="N",
+                   help="timed frames per window, at least two promotion periods (default 24)")
+    g = p.add_argument_group("memory mode")
+    g.add_argument("--memory-frames", type=int, nargs=2, default=[2000, 10000], metavar=("N1", "N2"),
+                   help="read resident memory after N1 and N2 frames (default 2000 10000)")
+    g.add_argument("--memory-patches", type=int, default=100, metavar="P", help="patches per frame (default 100)")
+    g.add_argument("--memory-dim", type=int, default=64, metavar="D", help="descriptor dimension (default 64)")
+    g.add_argument("--memory-window", type=int, default=64, metavar="W", help="window (default 64)")
+    g = p.add_argument_group("hnsw mode")
+    g.add_argument("--hnsw-sizes", type=int, nargs="+", default=[10_000, 100_000], metavar="N",
+                   help="nominal set sizes (default 10000 100000; 1000000 takes minutes)")
+    g.add_argument("--hnsw-ef", type=int, nargs="+", default=None, metavar="EF",
+                   help="query breadths to measure (default: 64, the configured one, 256)")
+    g.add_argument("--hnsw-ef-construction", type=int, default=None, metavar="EFC",
+                   help="graph construction breadth (default: the configured one)")
+
+
+class SyntheticStream:
+    """Frames of ``patches`` descriptors: fixed places + noise + slow drift, a defect in 5% of frames."""
+
+    def __init__(self, patches: int, dim: int, seed: int = 0, noise: float = 0.3) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.places = self.rng.normal(size=(patches, dim)).astype(np.float32)
+        self.direction = self.rng.normal(size=(patches, dim)).astype(np.float32)
+        self.noise = noise
+        self.t = 0
+
+    def next(self) -> np.ndarray:
+        drift = 0.2 * math.sin(self.t / 300.0)
+        x = self.places + drift * self.direction
+        x = x + self.noise * self.rng.standard_normal(x.shape, dtype=np.float32)
+        if self.rng.random() < 0.05:
+            hit = self.rng.choice(len(x), size=max(1, len(x) // 40), replace=False)
+            x[hit] += 3.0 * self.rng.standard_normal((len(hit), x.shape[1]), dtype=np.float32)
+        self.t += 1
+        return x.astype(np.float32)
+
+
+class _Grid:
+    """Stand-in extractor: the detector only needs the grid and input size on the descriptor path."""
+
+    def __init__(self, patches: int) -> None:
+        side = int(math.isqrt(patches))
+        self.grid = (side, side) if side * side == patches else (1, patches)
+        self.image_size = (224, 224)
+
+    def __call__(self, frames: list[np.ndarray]) -> np.ndarray:  # pragma: no cover - never called
+        raise RuntimeError("the benchmark feeds descriptors, not frames")
+
+
+def rss_mib() -> float:
+    """Resident set size of this process in MiB (from /proc/self/statm; ru_maxrss elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:  # pragma: no cover - not Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    v = np.asarray(values, dtype=np.float64)
+    return {"median": float(np.median(v)), "p99": float(np.percentile(v, 99)), "mean": float(v.mean())}
+
+
+def _detector(window: int, patches: int, dim: int, seeds: int, seed: int) -> Any:
+    from ..config import ChannelConfig, FeatureConfig, StreamConfig
+    from ..detector import StreamDetector
+
+    ex = _Grid(patches)
+    cfg = StreamConfig(window=window, channels=ChannelConfig(seeds=seeds),
+                       features=FeatureConfig(grid=ex.grid, dim=dim), seed=seed)
+    return StreamDetector(cfg, extractor=ex)
+
+
+def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {"patches": args.patches, "dim": args.dim, "seeds": args.seeds, "windows": {}}
+    for w in args.windows:
+        det = _detector(w, args.patches, args.dim, args.seeds, args.seed)
+        stream = SyntheticStream(args.patches, args.dim, args.seed)
+        spacing = det.channels.schedule.spacing
+        warm = w + w // 2  # fill the window and let the first seeds be replaced
+        t0 = time.perf_counter()
+        for _ in range(warm):
+            det.learn_descriptors(stream.next())
+        warm_s = time.perf_counter() - t0
+        n = max(args.frames, 2 * spacing)
+        rows, pairs0, promos = [], det.channels.stats["mutual_pairs"], 0
+        for _ in range(n):
+            before = det.channels.schedule.last_promotion
+            r = det.process_descriptors(stream.next())
+            promos += det.channels.schedule.last_promotion != before
+            rows.append(r.timings)
+        per_stage = {s: _stats([r.get(s, 0.0) for r in rows]) for s in STAGES}
+        total = _stats([sum(r.get(s, 0.0) for s in STAGES) for r in rows])
+        out["windows"][str(w)] = {
+            "timed_frames": n, "warmup_frames": warm, "warmup_s": warm_s, "spacing": spacing,
+            "promotions": promos, "mutual_pairs_per_frame": (det.channels.stats["mutual_pairs"] - pairs0) / n,
+            "nominal": det.nominal_count, "seeds_now": len(det.channels.seeds),
+            "stages_ms": per_stage, "total_ms": total,
+        }
+        print(f"  W={w}: {n} frames timed after {warm} ({warm_s:.0f} s), total median "
+              f"{total['median']:.1f} ms", flush=True)
+    ws = [str(w) for w in args.windows]
+    if len(ws) >= 2:
+        lo, hi = min(args.windows), max(args.windows)
+        out["ratio_median_total"] = (out["windows"][str(hi)]["total_ms"]["median"]
+                                     / out["windows"][str(lo)]["total_ms"]["median"])
+        out["ratio_windows"] = [lo, hi]
+    return out
+
+
+def print_engine(res: dict[str, Any]) -> None:
+    print(f"\nengine, per admitted frame (P={res['patches']}, d={res['dim']}, D={res['seeds']}), ms "
+          "median / p99 / mean:")
+    head = f"{'W':>5} " + " ".join(f"{s:>19}" for s in STAGES + ("total",)) + f" {'nominal':>8} {'promo':>5}"
+    print(head)
+    for w, r in res["windows"].items():
+        cells = [r["stages_ms"][s] for s in STAGES] + [r["total_ms"]]
+        print(f"{w:>5} " + " ".join(f"{c['median']:6.1f}/{c['p99']:6.1f}/{c['mean']:5.1f}" for c in cells)
+              + f" {r['nominal']:>8} {r['promotions']:>5}")
+    if "ratio_median_total" in res:
+        lo, hi = res["ratio_windows"]
+        print(f"median total W={hi} / W={lo}: {res['ratio_median_total']:.2f} (target <= 1.3)")
+
+
+def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
+    n1, n2 = sorted(args.memory_frames)
+    det = _detector(args.memory_window, args.memory_patches, args.memory_dim, args.seeds, args.seed)
+    stream = SyntheticStream(args.memory_patches, args.memory_dim, args.seed)
+    readings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for i in range(1, n2 + 1):
+        det.process_descriptors(stream.next(), frame_shape=(64, 64))
+        if i in (n1, n2):
+            gc.collect()
+            readings[str(i)] = rss_mib()
+            print(f"  after {i} frames: {readings[str(i)]:.1f} MiB resident ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+    growth = readings[str(n2)] / readings[str(n1)] - 1.0
+    return {"patches": args.memory_patches, "dim": args.memory_dim, "window": args.memory_window,
+            "seeds": args.seeds, "rss_mib": readings, "growth": growth, "seconds": time.perf_counter() - t0,
+            "nominal": det.nominal_count}
+
+
+def bench_hnsw(args: argparse.Namespace) -> dict[str, Any]:
+    from ..config import IndexConfig
+    from ..nominal_index import NominalIndex, exact_knn
+
+    ic = IndexConfig()
+    efc = args.hnsw_ef_construction or ic.ef_construction
+    efs = sorted(set(args.hnsw_ef or [64, ic.ef, 256]))
+    out: dict[str, Any] = {"M": ic.M, "ef_construction": efc, "ef_default": ic.ef, "dim": args.dim,
+                           "patches": args.patches, "sizes": {}}
+    for size in args.hnsw_sizes:
+        stream = SyntheticStream(args.patches, args.dim, args.seed)
+        idx = NominalIndex(args.dim, M=ic.M, ef_construction=efc, ef=ic.ef, exact_below=0,
+                           seed=args.seed, threads=ic.threads, insert_threads=ic.insert_threads)
+        frames = max(1, -(-size // args.patches))
+        t0 = time.perf_counter()
+        for f in range(frames):
+            idx.add(np.arange(args.patches) + f * args.patches, stream.next())
+        build_us = (time.perf_counter() - t0) / (frames * args.patches) * 1e6
+        churn = 3  # a sliding window: the oldest frame out, a new one in (deleted slots reused)
+        t0 = time.perf_counter()
+        for f in range(frames, frames + churn):
+            idx.remove(np.arange(args.patches) + (f - frames) * args.patches)
+            idx.add(np.arange(args.patches) + f * args.patches, stream.next())
+        churn_us = (time.perf_counter() - t0) / (churn * args.patches) * 1e6
+        queries = stream.next()
+        live = idx._slots.live_slots()
+        gallery = idx._slots.vectors[live]
+        t0 = time.perf_counter()
+        de, rows = exact_knn(gallery, queries, k=1)
+        exact_ms = (time.perf_counter() - t0) * 1e3
+        le = idx._slots.label_of_slot[live[rows]]
+        per_ef = {}
+        for ef in efs:
+            idx.ef = ef
+            t0 = time.perf_counter()
+            dh, lh = idx.query(queries, k=1)
+            hnsw_ms = (time.perf_counter() - t0) * 1e3
+            ratio = dh[:, 0] / np.maximum(de[:, 0], 1e-12)
+            per_ef[str(ef)] = {"recall_at_1": float((lh[:, 0] == le[:, 0]).mean()),
+                               "distance_ratio_mean": float(ratio.mean()),
+                               "share_ratio_above_1.2": float((ratio > 1.2).mean()), "query_ms": hnsw_ms}
+        out["sizes"][str(len(idx))] = {"query_ms_exact": exact_ms, "queries": len(queries), "ef": per_ef,
+                                       "insert_us_fresh": build_us, "insert_us_reusing_slots": churn_us,
+                                       "graph_elements": idx._hnsw.get_current_count() if idx._hnsw else 0}
+        best = per_ef[str(ic.ef)] if str(ic.ef) in per_ef else next(iter(per_ef.values()))
+        print(f"  {len(idx)} vectors: recall@1 {best['recall_at_1']:.3f} at ef={ic.ef}, exact {exact_ms:.0f} ms",
+              flush=True)
+        del idx, gallery
+        gc.collect()
+    return out
+
+
+def print_hnsw(h: dict[str, Any]) -> None:
+    print(f"\nHNSW (M={h['M']}, ef_construction={h['ef_construction']}, d={h['dim']}), {h['patches']} queries, "
+          f"against exact search:")
+    print(f"{'vectors':>9} {'ef':>4} {'recall@1':>9} {'dist ratio':>10} {'>1.2':>6} {'query ms':>9} "
+          f"{'exact ms':>9} {'insert us':>10} {'reuse us':>9}")
+    for n, r in h["sizes"].items():
+        for ef, e in r["ef"].items():
+            print(f"{n:>9} {ef:>4} {e['recall_at_1']:>9.3f} {e['distance_ratio_mean']:>10.4f} "
+                  f"{100 * e['share_ratio_above_1.2']:>5.1f}% {e['query_ms']:>9.1f} {r['query_ms_exact']:>9.1f} "
+                  f"{r['insert_us_fresh']:>10.0f} {r['insert_us_reusing_slots']:>9.0f}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UserError
+
+    if args.patches < 4 or args.dim < 1 or args.seeds < 1 or min(args.windows) <= args.seeds:
+        raise UserError("need --patches >= 4, --dim >= 1, --seeds >= 1 and every --windows value > --seeds")
+    modes = ("engine", "memory", "hnsw") if args.mode == "all" else (args.mode,)
+    results: dict[str, Any] = {"cpu_count": os.cpu_count()}
+    if "engine" in modes:
+        print("engine mode:", flush=True)
+        results["engine"] = bench_engine(args)
+        print_engine(results["engine"])
+    if "memory" in modes:
+        print("memory mode:", flush=True)
+        m = bench_memory(args)
+        results["memory"] = m
+        n1, n2 = sorted(args.memory_frames)
+        print(f"resident memory (P={m['patches']}, d={m['dim']}, W={m['window']}): "
+              f"{m['rss_mib'][str(n1)]:.1f} MiB after {n1} frames, {m['rss_mib'][str(n2)]:.1f} MiB after {n2}: "
+              f"{100 * m['growth']:+.1f}% (target within 5%)")
+    if "hnsw" in modes:
+        print("hnsw mode:", flush=True)
+        h = bench_hnsw(args)
+        results["hnsw"] = h
+        print_hnsw(h)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+        print(f"results written to {args.json}")
+    return 0

@@ -1,0 +1,230 @@
+"""The streaming detector: score every frame, learn "normal" from the stream itself (DESIGN section 3).
+
+``process(frame)`` scores the frame against the current nominal patches **first**, then, when the
+admission policy says so, admits it to the sliding window (a frame never vouches for itself).
+Until the window has formed channels and the nominal set is non-empty, results say ``ready=False``
+and carry no score. The alarm threshold learns from the scores once the window is full: while it
+fills, the nominal set is still growing and scores fall with it, so they would inflate the
+threshold; until then (and for ``decisions.warmup`` scores after) ``threshold`` is None.
+
+    >>> import numpy as np
+    >>> class Toy:                        # any extractor: frames -> (N, P, d) float32, .grid, .image_size
+    ...     grid, image_size = (2, 2), (32, 32)
+    ...     def __call__(self, frames):
+    ...         quads = [f.reshape(2, f.shape[0] // 2, 2, f.shape[1] // 2, 3).mean(axis=(1, 3, 4)) for f in frames]
+    ...         return (np.stack(quads).reshape(len(frames), 4, 1) / 255.0).astype(np.float32)
+    >>> cfg = StreamConfig(window=8, channels=ChannelConfig(seeds=1, min_span=2))
+    >>> det = StreamDetector(cfg, extractor=Toy())
+    >>> frame = np.full((40, 40, 3), 100, np.uint8)
+    >>> [det.process(frame).ready for _ in range(4)]     # 3 admitted: channels of 3 > min_span
+    [False, False, False, True]
+    >>> r = det.process(frame); r.score, r.heatmap.shape
+    (0.0, (40, 40))
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import numpy as np
+
+from .config import ChannelConfig, StreamConfig
+from .decisions import ScoreDecisions
+from .frames import as_rgb_uint8
+from .heatmap import heatmap_from_patch_scores
+from .incremental import IncrementalChannels
+from .nominal_index import NominalIndex
+from .results import FrameResult
+
+__all__ = ["ChannelConfig", "Extractor", "StreamConfig", "StreamDetector"]
+
+
+class Extractor(Protocol):
+    """What the detector needs from a feature extractor."""
+
+    grid: tuple[int, int]
+    image_size: tuple[int, int]
+
+    def __call__(self, frames: list[np.ndarray]) -> np.ndarray:
+        """RGB uint8 frames to (N, P, d) float32 descriptors, P = grid[0] * grid[1]."""
+        ...
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1e3
+
+
+class StreamDetector:
+    """Incremental InReaCh on a stream of frames, river style.
+
+    - ``process(frame)``: score, then admit if due; returns a :class:`~streamad.results.FrameResult`;
+    - ``score_one(frame)``: score only, changes nothing (the threshold is the current one, no drift check);
+    - ``learn_one(frame)``: admit the frame now, whatever the admission policy;
+    - ``process_descriptors`` / ``score_descriptors`` / ``learn_descriptors``: the same on (P, d) descriptors.
+
+    ``extractor`` defaults to :class:`~streamad.features.PatchFeatureExtractor` on ``config.features``.
+    """
+
+    def __init__(self, config: StreamConfig | None = None, extractor: Extractor | None = None) -> None:
+        self.config = config or StreamConfig()
+        if not isinstance(self.config, StreamConfig):
+            raise ValueError(f"config must be a StreamConfig, got {type(self.config).__name__}")
+        if extractor is None:
+            from .features import PatchFeatureExtractor
+
+            extractor = PatchFeatureExtractor(self.config.features)
+        self.extractor = extractor
+        self.grid: tuple[int, int] = tuple(int(v) for v in extractor.grid)  # type: ignore[assignment]
+        self.n_patches = self.grid[0] * self.grid[1]
+        self.channels = IncrementalChannels(self.config.window, self.config.channels)
+        self.decisions = ScoreDecisions(self.config.decisions, seed=self.config.seed)
+        self.index: NominalIndex | None = None
+        self.frames_seen = 0  # frames scored by process / score_one
+        self._next_frame_id = 0  # admission ids (labels in the index are id * P + patch)
+        self._since_admission: int | None = None  # frames processed since the last admission
+        self._last_admission_time: float | None = None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def ready(self) -> bool:
+        """Whether a score can be given: the nominal set is non-empty."""
+        return self.index is not None and len(self.index) > 0
+
+    @property
+    def nominal_count(self) -> int:
+        return 0 if self.index is None else len(self.index)
+
+    # ------------------------------------------------------------------ frames
+    def process(self, frame: np.ndarray, timestamp: float | None = None) -> FrameResult:
+        """Score ``frame`` (RGB uint8 H x W x 3), then admit it to the window if the policy says so."""
+        frame, desc, t_feat = self._features(frame)
+        return self._process(desc, frame.shape[:2], timestamp, learn=True, timings={"features": t_feat})
+
+    def score_one(self, frame: np.ndarray, timestamp: float | None = None) -> FrameResult:
+        """Score ``frame`` without learning from it (nothing in the detector changes but the frame count)."""
+        frame, desc, t_feat = self._features(frame)
+        return self._process(desc, frame.shape[:2], timestamp, learn=False, timings={"features": t_feat})
+
+    def learn_one(self, frame: np.ndarray) -> None:
+        """Admit ``frame`` to the window now (no score)."""
+        _, desc, _ = self._features(frame)
+        self._learn(desc, {})
+
+    def _features(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        frame = as_rgb_uint8(frame)
+        t0 = time.perf_counter()
+        out = np.asarray(self.extractor([frame]))
+        t_feat = _ms(t0)
+        return frame, self._check_descriptors(out[0] if out.ndim == 3 and len(out) == 1 else out,
+                                              "the extractor's output"), t_feat
+
+    # ------------------------------------------------------------------ descriptors
+    def process_descriptors(self, descriptors: np.ndarray, frame_shape: tuple[int, int] | None = None,
+                            timestamp: float | None = None) -> FrameResult:
+        """``process`` on a frame's (P, d) descriptors; the heatmap is ``frame_shape`` (default: the
+        extractor's input size)."""
+        desc = self._check_descriptors(descriptors, "descriptors")
+        return self._process(desc, frame_shape or tuple(self.extractor.image_size), timestamp, learn=True, timings={})
+
+    def score_descriptors(self, descriptors: np.ndarray, frame_shape: tuple[int, int] | None = None,
+                          timestamp: float | None = None) -> FrameResult:
+        """``score_one`` on a frame's (P, d) descriptors."""
+        desc = self._check_descriptors(descriptors, "descriptors")
+        return self._process(desc, frame_shape or tuple(self.extractor.image_size), timestamp, learn=False,
+                             timings={})
+
+    def learn_descriptors(self, descriptors: np.ndarray) -> dict[str, float]:
+        """``learn_one`` on a frame's (P, d) descriptors; returns the stage timings in ms."""
+        timings: dict[str, float] = {}
+        self._learn(self._check_descriptors(descriptors, "descriptors"), timings)
+        return timings
+
+    def _check_descriptors(self, descriptors: np.ndarray, what: str) -> np.ndarray:
+        d = np.asarray(descriptors)
+        if d.ndim != 2 or d.shape[0] != self.n_patches or d.shape[1] < 1:
+            raise ValueError(f"{what} must have shape ({self.n_patches}, d) for the {self.grid[0]}x{self.grid[1]} "
+                             f"grid, got {d.shape}")
+        if self.index is not None and d.shape[1] != self.index.dim:
+            raise ValueError(f"{what} have dimension {d.shape[1]}, but the detector learned {self.index.dim}-d "
+                             "descriptors: use one extractor configuration per detector")
+        if d.dtype.kind != "f" or not np.isfinite(d).all():
+            raise ValueError(f"{what} must be finite floating-point values (got dtype {d.dtype}"
+                             f"{'' if d.dtype.kind != 'f' else ' with NaN or inf'})")
+        return np.ascontiguousarray(d, dtype=np.float32)
+
+    # ------------------------------------------------------------------ the pipeline
+    def _process(self, desc: np.ndarray, frame_shape: tuple[int, ...], timestamp: float | None, learn: bool,
+                 timings: dict[str, float]) -> FrameResult:
+        index_no = self.frames_seen
+        self.frames_seen += 1
+        now = time.time() if timestamp is None else float(timestamp)
+        h, w = int(frame_shape[0]), int(frame_shape[1])
+        score = threshold = heat = patch = None
+        anomalous = drift = False
+        ready = self.ready
+        if ready:
+            assert self.index is not None
+            t0 = time.perf_counter()
+            dist, _ = self.index.query(desc, k=1)
+            patch = dist[:, 0].reshape(self.grid).astype(np.float32)
+            timings["score"] = _ms(t0)
+            t0 = time.perf_counter()
+            heat = self._heatmap(patch, (h, w))
+            score = float(heat.max())
+            timings["heatmap"] = _ms(t0)
+            if learn and self.channels.full:
+                threshold, anomalous, drift = self.decisions.update(score)
+            else:
+                threshold, anomalous, drift = self.decisions.peek(score)
+        admitted = learn and self._due(now)
+        if admitted:
+            self._learn(desc, timings, eligible=not anomalous, now=now)
+        elif learn and self._since_admission is not None:
+            self._since_admission += 1
+        return FrameResult(index=index_no, ready=ready, score=score, threshold=threshold, anomalous=bool(anomalous),
+                           heatmap=heat, patch_scores=patch, drift=bool(drift), admitted=admitted, timestamp=now,
+                           timings=timings)
+
+    def _due(self, now: float) -> bool:
+        """Admission policy: at least ``admit_every`` frames and ``admit_interval_s`` seconds since the last."""
+        if self._since_admission is None:
+            return True
+        if self._since_admission + 1 < self.config.admit_every:
+            return False
+        t = self.config.admit_interval_s
+        return t is None or self._last_admission_time is None or now - self._last_admission_time >= t
+
+    def _learn(self, desc: np.ndarray, timings: dict[str, float], eligible: bool = True,
+               now: float | None = None) -> None:
+        t0 = time.perf_counter()
+        self.channels.push(self._next_frame_id, desc, eligible=eligible)
+        self._next_frame_id += 1
+        timings["associate"] = _ms(t0)
+        t0 = time.perf_counter()
+        changes = self.channels.drain_changes()
+        timings["trim"] = _ms(t0)
+        t0 = time.perf_counter()
+        if self.index is None:
+            ic = self.config.index
+            self.index = NominalIndex(dim=desc.shape[1], M=ic.M, ef_construction=ic.ef_construction, ef=ic.ef,
+                                      exact_below=ic.exact_below, seed=self.config.seed, threads=ic.threads,
+                                      insert_threads=ic.insert_threads)
+        self.index.remove(changes.removed)
+        self.index.add(changes.added, changes.added_vectors)
+        timings["index"] = _ms(t0)
+        self._since_admission = 0
+        self._last_admission_time = time.time() if now is None else now
+
+    def _heatmap(self, patch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """Patch scores to a frame-sized heatmap; with a centre crop, the uncovered border is 0."""
+        h, w = size
+        crop = float(getattr(getattr(self.extractor, "config", None), "center_crop", 1.0) or 1.0)
+        sigma = self.config.heatmap.blur_sigma
+        if crop >= 1.0:
+            return heatmap_from_patch_scores(patch, (h, w), sigma)
+        ch, cw = max(1, round(h * crop)), max(1, round(w * crop))
+        top, left = (h - ch) // 2, (w - cw) // 2
+        heat = np.zeros((h, w), np.float32)
+        heat[top:top + ch, left:left + cw] = heatmap_from_patch_scores(patch, (ch, cw), sigma)
+        return heat
