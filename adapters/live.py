@@ -9,19 +9,25 @@ so it runs the same with the real ``StreamDetector`` or a stand-in::
 
 It survives bad frames (a ``ValueError`` from ``detector.process`` skips the frame and counts it),
 stops between frames when ``stop`` is set (see :func:`stop_on_signals` for Ctrl-C and SIGTERM), and
-returns a :class:`WatchSummary`. Closing the source, publisher and recorder is the caller's job
-(``with`` blocks), so they are closed however the loop ends.
+returns a :class:`WatchSummary`, which also holds the time each stage took per frame (waiting for the
+source, the detector, drawing the overlay, publishing, recording, the window). Closing the source,
+publisher and recorder is the caller's job (``with`` blocks), so they are closed however the loop ends.
+
+The frame's timestamp (grab time of a live source, media time of a video file) is passed to the
+detector, so the published ``timestamp`` is when the frame was taken, not when it was scored.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -38,7 +44,7 @@ log = logging.getLogger(__name__)
 class Detector(Protocol):
     """What the loop needs of a detector (``streamad.StreamDetector`` has it)."""
 
-    def process(self, frame: np.ndarray) -> FrameResult: ...
+    def process(self, frame: np.ndarray, timestamp: float | None = None) -> FrameResult: ...
 
 
 class StopFlag:
@@ -85,6 +91,51 @@ def stop_on_signals(flag: StopFlag, notify: Callable[[str], None] | None = None)
             signal.signal(s, h)
 
 
+STAGES = ("read", "detect", "overlay", "publish", "record", "show")
+
+
+@dataclass(frozen=True)
+class StageTime:
+    """Time one stage of the loop took per frame, in milliseconds: ``count`` frames, ``mean`` over all
+    of them, ``median`` and ``p95`` over the most recent ``StageTimer.keep`` (10,000) frames.
+
+    >>> t = StageTimer()
+    >>> for ms in (1.0, 2.0, 3.0, 10.0):
+    ...     t.add(ms / 1000)
+    >>> s = t.summary()
+    >>> s.count, s.mean, s.median
+    (4, 4.0, 2.5)
+    """
+
+    count: int
+    mean: float
+    median: float
+    p95: float
+
+
+class StageTimer:
+    """Collects the durations (seconds) of one stage; memory is bounded whatever the run's length."""
+
+    keep = 10_000
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.recent: deque[float] = deque(maxlen=self.keep)
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        self.recent.append(seconds)
+
+    def summary(self) -> StageTime:
+        if not self.count:
+            return StageTime(0, math.nan, math.nan, math.nan)
+        recent = np.asarray(self.recent) * 1000.0
+        return StageTime(self.count, self.total * 1000.0 / self.count, float(np.median(recent)),
+                         float(np.percentile(recent, 95)))
+
+
 @dataclass(frozen=True)
 class WatchSummary:
     """What a ``run_watch`` did. ``frames`` were processed, ``bad_frames`` skipped (the detector
@@ -101,10 +152,20 @@ class WatchSummary:
     publish_dropped: int
     source: SourceStats
     stopped: str
+    stages: dict[str, StageTime] = field(default_factory=dict)
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def stage_table(self) -> str:
+        """Per-frame time of each stage that ran, in milliseconds (``read`` is the wait for the source's
+        next frame, including decoding a video file; ``publish`` is encoding and sending one message)."""
+        lines = [f"{'stage':<8} {'frames':>7} {'median ms':>10} {'p95 ms':>8} {'mean ms':>8}"]
+        for name, t in self.stages.items():
+            if t.count:
+                lines.append(f"{name:<8} {t.count:>7} {t.median:>10.2f} {t.p95:>8.2f} {t.mean:>8.2f}")
+        return "\n".join(lines)
 
     def __str__(self) -> str:
         s = self.source
@@ -158,6 +219,8 @@ def run_watch(source: Source, detector: Detector, *, publisher: Publisher | None
     frames = ready = anomalies = drifts = bad = 0
     last: FrameResult | None = None
     need_overlay = recorder is not None or window is not None or (publisher is not None and publisher.overlay_jpeg)
+    timers = {name: StageTimer() for name in STAGES}
+    clock = time.perf_counter
     start = time.monotonic()
     next_status = start + status_interval
     stopped = "end"
@@ -169,13 +232,16 @@ def run_watch(source: Source, detector: Detector, *, publisher: Publisher | None
             if max_frames is not None and frames + bad >= max_frames:
                 stopped = "max_frames"
                 break
+            t0 = clock()
             frame = source.read(timeout=poll)
             if frame is None:
                 if source.ended:
                     break
-                continue
+                continue  # nothing yet (live source): only the read that returns a frame is timed
+            t1 = clock()
+            timers["read"].add(t1 - t0)
             try:
-                result = detector.process(frame.image)
+                result = detector.process(frame.image, timestamp=frame.timestamp)
             except ValueError as exc:
                 bad += 1
                 if on_bad_frame is not None:
@@ -183,6 +249,8 @@ def run_watch(source: Source, detector: Detector, *, publisher: Publisher | None
                 elif bad <= 3 or bad % 100 == 0:
                     log.warning("%s frame %d skipped (%d so far): %s", frame.source, frame.index, bad, exc)
                 continue
+            t0 = clock()
+            timers["detect"].add(t0 - t1)
             frames += 1
             ready += bool(result.ready)
             anomalies += bool(result.anomalous)
@@ -192,15 +260,22 @@ def run_watch(source: Source, detector: Detector, *, publisher: Publisher | None
             if need_overlay:
                 overlay = render_overlay(frame.image, result, scale=overlay_scale,
                                          label=f"{frame.source} #{result.index}")
+                t0 = _lap(timers["overlay"], t0, clock)
             if publisher is not None:
                 publisher.publish(result, frame.image, frame.source, overlay=overlay)
+                t0 = _lap(timers["publish"], t0, clock)
             if recorder is not None and overlay is not None:
                 recorder.write(overlay, ready=bool(result.ready))
+                t0 = _lap(timers["record"], t0, clock)
             if on_result is not None:
                 on_result(frame, result)
-            if window is not None and overlay is not None and not window.show(overlay):
-                stopped = "window closed"
-                break
+            if window is not None and overlay is not None:
+                t0 = clock()
+                is_open = window.show(overlay)
+                _lap(timers["show"], t0, clock)
+                if not is_open:
+                    stopped = "window closed"
+                    break
             now = time.monotonic()
             if on_status is not None and now >= next_status:
                 on_status(status_line(frames, now - start, last, anomalies, bad, source.stats))
@@ -213,4 +288,11 @@ def run_watch(source: Source, detector: Detector, *, publisher: Publisher | None
     return WatchSummary(frames=frames, ready=ready, anomalies=anomalies, drifts=drifts, bad_frames=bad,
                         seconds=seconds, published=publisher.sent if publisher else 0,
                         publish_dropped=publisher.dropped if publisher else 0, source=source.stats,
-                        stopped=stopped)
+                        stopped=stopped, stages={name: t.summary() for name, t in timers.items() if t.count})
+
+
+def _lap(timer: StageTimer, t0: float, clock: Callable[[], float]) -> float:
+    """Record the time since ``t0`` in ``timer``; return now (the start of the next stage)."""
+    now = clock()
+    timer.add(now - t0)
+    return now

@@ -8,8 +8,8 @@ Wire format (schema 1): one multipart message per frame, three parts, or four wi
                   "score": float|null, "threshold": float|null, "anomalous": bool, "ready": bool,
                   "drift": bool, "admitted": bool, "heatmap_shape": [h, w], "heatmap_dtype": "float32",
                   "has_overlay": bool}
-    [2] heatmap  raw float32, C order, h*w*4 bytes; empty (and heatmap_shape [0, 0]) when there is
-                 no heatmap (not ready)
+    [2] heatmap  raw little-endian float32, C order (row by row), h*w*4 bytes; empty (and
+                 heatmap_shape [0, 0]) when there is no heatmap (not ready)
     [3] overlay  JPEG (RGB content) of the annotated frame; present only when has_overlay is true
 
 ``score`` and ``threshold`` are null while warming up (and a non-finite value is sent as null, so the
@@ -101,7 +101,7 @@ def encode_message(result: FrameResult, *, source: str = "", seq: int = 0, topic
     docstring."""
     heatmap = result.heatmap
     if heatmap is not None:
-        hm = np.ascontiguousarray(heatmap, dtype=np.float32)
+        hm = np.ascontiguousarray(heatmap, dtype="<f4")  # little-endian float32 whatever the machine
         if hm.ndim != 2:
             raise ValueError(f"FrameResult.heatmap must be 2-D (h, w), got shape {hm.shape}")
         shape, payload = [int(hm.shape[0]), int(hm.shape[1])], hm.tobytes()

@@ -466,7 +466,7 @@ def open_source(spec: str, *, capture_factory: CaptureFactory | None = None, on_
     >>> with open_source("demo") as source:
     ...     frame = source.read()
     >>> frame.image.shape, frame.image.dtype, frame.source
-    ((256, 256, 3), dtype('uint8'), 'demo')
+    ((384, 384, 3), dtype('uint8'), 'demo')
     """
     text = str(spec).strip()
     if not text:

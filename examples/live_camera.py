@@ -26,7 +26,8 @@ detector = StreamDetector()  # default StreamConfig: efficientnet_lite0, works o
 with open_source(args.source) as source, VideoRecorder(args.out, fps=10) as recorder:
     try:
         for n, frame in enumerate(source):          # frame.image is RGB uint8 (H, W, 3)
-            result = detector.process(frame.image)  # a FrameResult; ready=False while warming up
+            # a FrameResult (ready=False while warming up); timestamp: when the frame was grabbed
+            result = detector.process(frame.image, timestamp=frame.timestamp)
             if result.anomalous:
                 print(f"frame {result.index}: anomaly, score {result.score:.3f} > {result.threshold:.3f}")
             # the overlay: JET heatmap scaled by the threshold, score text, red border on anomalies

@@ -316,3 +316,14 @@ def test_demo_source_frames_truth_and_max_frames() -> None:
         DemoConfig(defect_rate=1.5)
     with pytest.raises(ValueError, match="DemoConfig.size"):
         DemoConfig(size=10)
+
+
+def test_demo_defects_are_rare_enough_for_the_default_alarm_threshold() -> None:
+    # the threshold is a quantile of recent scores: defects far above 1 - quantile would lift it into
+    # their own scores, and `streamad watch demo` would flag almost none of them
+    from streamad.config import DecisionConfig
+
+    assert DemoConfig().defect_rate <= 1.0 - DecisionConfig().quantile + 1e-12
+    stream = DemoStream(DemoConfig())
+    defects = [i for i in range(300) if stream.sample(i).defect]
+    assert defects == [29, 119, 176, 216, 220, 298]   # as documented in the demo module

@@ -43,19 +43,20 @@ class FakeDetector:
         self.results: list[FrameResult] = []
         self.hook = hook
 
-    def process(self, frame: np.ndarray) -> FrameResult:
+    def process(self, frame: np.ndarray, timestamp: float | None = None) -> FrameResult:
         if frame.max() == 0:
             raise ValueError("frame is blank")
         i = len(self.results)
+        ts = float(i) if timestamp is None else timestamp
         gray = frame.astype(np.float32).mean(axis=2)
         if self.reference is None:
             self.reference = gray
         if i < 3:
-            r = FrameResult(i, False, None, None, False, None, None, False, True, float(i))
+            r = FrameResult(i, False, None, None, False, None, None, False, True, ts)
         else:
             hm = cv2.resize(np.abs(gray - self.reference), (16, 16), interpolation=cv2.INTER_AREA)
             score = float(hm.max())
-            r = FrameResult(i, True, score, THRESHOLD, score > THRESHOLD, hm, None, i == 10, i % 2 == 0, float(i))
+            r = FrameResult(i, True, score, THRESHOLD, score > THRESHOLD, hm, None, i == 10, i % 2 == 0, ts)
         self.results.append(r)
         if self.hook is not None:
             self.hook(i)
@@ -112,6 +113,15 @@ def test_run_watch_processes_publishes_and_records_every_good_frame(video: Path,
     assert all(m.source == f"video:{video}" for m in messages)
     anomalous = [m.index for m in messages if m.anomalous]
     assert anomalous == [ANOMALY - len(BAD)]                                 # video frame 15 is result 13
+    good = [i for i in range(20) if i not in BAD]
+    assert [m.timestamp for m in messages] == pytest.approx([i / 10.0 for i in good])  # the frames' media time
+    stages = summary.stages
+    assert set(stages) == {"read", "detect", "overlay", "publish", "record"}  # no window: no "show"
+    assert stages["read"].count == 20 and stages["detect"].count == 18 and stages["publish"].count == 18
+    assert all(t.median >= 0 and t.p95 >= t.median and t.mean >= 0 for t in stages.values())
+    table = summary.stage_table().splitlines()
+    assert table[0].split() == ["stage", "frames", "median", "ms", "p95", "ms", "mean", "ms"]
+    assert [line.split()[0] for line in table[1:]] == ["read", "detect", "overlay", "publish", "record"]
     for m, r in zip(messages, det.results):
         assert m.score == r.score and m.ready == r.ready
         if r.heatmap is not None:
@@ -195,10 +205,13 @@ def fake_backend(monkeypatch):
 def test_cli_watch_video_publishes_saves_and_summarises(video: Path, tmp_path: Path, fake_backend, capsys) -> None:
     out = tmp_path / "annotated.avi"
     code = cli.main(["watch", str(video), "--publish", "tcp://127.0.0.1:*", "--overlay-jpeg", "--save", str(out),
-                     "--max-frames", "10", "--quiet"])
+                     "--max-frames", "10", "--quiet", "--stats"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "frames 9 in" in captured.out and "bad frames skipped 1" in captured.out
+    stage_rows = {line.split()[0]: line.split()[1] for line in captured.out.splitlines()
+                  if line.split() and line.split()[0] in ("read", "detect", "overlay", "publish", "record")}
+    assert stage_rows == {"read": "10", "detect": "9", "overlay": "9", "publish": "9", "record": "9"}
     assert "published 9 messages" in captured.out and "published on tcp://127.0.0.1:" in captured.out
     assert f"saved {out} (9 frames)" in captured.out
     assert len(list(VideoFileSource(out))) == 9
@@ -213,7 +226,7 @@ def test_cli_watch_demo_runs_without_camera_or_data(tmp_path: Path, fake_backend
     assert "frames 6 in" in captured.out and f"saved {snap}" in captured.out
     assert "no frame was ready" not in captured.out
     image = cv2.imread(str(snap))
-    assert image.shape == (256, 256, 3)
+    assert image.shape == (384, 384, 3)
     expected = DemoSource(DemoConfig()).stream.sample(5).image   # the overlay is drawn on demo frame 5
     assert np.abs(image[..., ::-1].astype(int) - expected.astype(int)).mean() < 60
 
@@ -256,6 +269,19 @@ def test_cli_watch_errors_are_plain_messages(tmp_path: Path, video: Path, fake_b
     assert cli.main(["watch", str(blank), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "rejected all 3 frames" in err and "frame 0 skipped (1 so far): frame is blank" in err
+
+
+def test_cli_watch_live_source_that_gives_up_is_an_error(fake_backend, monkeypatch, capsys) -> None:
+    import streamad.adapters.sources as sources
+
+    monkeypatch.setattr(sources, "default_capture", lambda target, **kw: cv2.VideoCapture())  # never opens
+    t = time.monotonic()
+    code = cli.main(["watch", "7", "--max-retries", "1"])
+    captured = capsys.readouterr()
+    assert code == 1 and time.monotonic() - t < 5
+    assert "camera:7: cannot open; retrying in 0.5 s (attempt 1)" in captured.err
+    assert "giving up after 1 retries" in captured.err and "camera:7 could not be read" in captured.err
+    assert cli.main(["watch", "7", "--max-retries", "-1"]) == 2
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,12 +4,16 @@ SOURCE is a camera index (0), a video file, a folder of images, an rtsp:// or ht
 "demo" (a generated scene with drifting light and occasional defects: no camera or data needed).
 Live sources keep only the newest frame and reconnect with back-off when they fail. Every result can
 be published over ZeroMQ (see 'streamad listen'), shown in a window and saved as an annotated video.
-Ctrl-C or SIGTERM stops after the current frame and prints a summary.
+Frames the detector rejects (empty, too small) are skipped and counted. Ctrl-C or SIGTERM stops
+after the current frame and prints a summary; --stats adds the time per frame of each stage.
 
 examples:
   streamad watch demo --max-frames 300
+  streamad watch demo --max-frames 300 --save demo.mp4 --publish
+  streamad listen --count 10                    # in another terminal, while the line above runs
   streamad watch 0 --publish --show
   streamad watch rtsp://camera.local/stream1 --publish tcp://127.0.0.1:5560 --save run.mp4
+  streamad watch clip.mp4 --quiet --stats       # throughput and per-stage cost on a video file
   streamad watch frames/ --preset fast --save last.png
 """
 
@@ -33,7 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("source", metavar="SOURCE", help="0 (camera), a video file, an image folder, a URL, or 'demo'")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
-    p.add_argument("--quiet", action="store_true", help="no status line or event lines")
+    p.add_argument("--quiet", action="store_true",
+                   help="no status line and no per-frame event lines (source failures are still reported)")
+    p.add_argument("--stats", action="store_true",
+                   help="at the end, print the time per frame of each stage (read, detect, overlay, publish, ...)")
+    p.add_argument("--max-retries", type=int, default=None, metavar="N",
+                   help="camera or URL: give up after N failed reconnection attempts in a row (default: retry "
+                        "forever, waiting 0.5 s, 1 s, 2 s, ... up to 10 s between attempts)")
     g = p.add_argument_group("detector")
     g.add_argument("--preset", choices=tuple(PRESETS), default="default",
                    help="; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()))
@@ -136,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.max_retries is not None and args.max_retries < 0:
+        raise UserError(f"--max-retries must be >= 0, got {args.max_retries}")
     if args.fps is not None and not args.fps > 0:
         raise UserError(f"--fps must be > 0, got {args.fps}")
     if args.overlay_jpeg and not args.publish:
@@ -144,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
     console = Console(args.quiet)
     config = build_config(args)
     with ExitStack() as stack:
-        source = stack.enter_context(open_source(args.source, on_event=lambda e: console.event(e.message)))
+        source = stack.enter_context(open_source(args.source, on_event=lambda e: console.event(e.message),
+                                                 max_retries=args.max_retries))
         publisher = recorder = window = None
         if args.publish:
             publisher = stack.enter_context(Publisher(args.publish, topic=args.topic, bind_any=args.bind_any,
@@ -186,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
         console.end()
         stack.close()  # finish the video file and close the sockets before reporting
     print(summary)
+    if args.stats:
+        print(summary.stage_table())
     if publisher is not None:
         print(f"published on {publisher.address}")
     if isinstance(recorder, SnapshotRecorder):
@@ -196,6 +211,10 @@ def run(args: argparse.Namespace) -> int:
     elif recorder is not None:
         print(f"saved {args.save} ({recorder.frames} frames)" if recorder.frames else
               f"nothing saved to {args.save}: no frame was processed")
+    if source.live and summary.stopped == "end":  # a camera or URL only ends by giving up (--max-retries)
+        print(f"streamad watch: error: {source.name} could not be read "
+              f"({summary.source.failures} failed attempts)", file=sys.stderr)
+        return 1
     if summary.frames == 0 and summary.bad_frames > 0:
         print(f"streamad watch: error: the detector rejected all {summary.bad_frames} frames", file=sys.stderr)
         return 1
