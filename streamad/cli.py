@@ -15,6 +15,7 @@ from .errors import UserError
 # Subcommand modules, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
     "streamad.commands.eval",
+    "streamad.commands.compare",
     "streamad.commands.watch",
     "streamad.commands.listen",
     "streamad.commands.bench_engine",

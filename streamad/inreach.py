@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .channels import nominal_mask
-from .config import ChannelConfig, InReachConfig
+from .config import ChannelConfig, IndexConfig, InReachConfig
 from .features import PatchFeatureExtractor, with_positions
 from .nominal_index import NominalIndex
 from .patch_model import ImageAnomalyDetector
@@ -33,9 +33,10 @@ class InReaChPatchModel:
     are ordered). After fitting: ``nominal_mask_`` (N, P) bool and ``nominal_count_``.
     """
 
-    def __init__(self, config: ChannelConfig | None = None, seed: int = 0) -> None:
+    def __init__(self, config: ChannelConfig | None = None, seed: int = 0, index: IndexConfig | None = None) -> None:
         self.config = config or ChannelConfig()
         self.seed = seed
+        self.index_config = index or IndexConfig()
 
     def fit_descriptors(self, descriptors: np.ndarray, grid: tuple[int, int]) -> "InReaChPatchModel":
         n = descriptors.shape[0]
@@ -48,7 +49,10 @@ class InReaChPatchModel:
             raise ValueError("no patch survived channel trimming: nothing is known to be nominal. "
                              "Use more training images, fewer seeds, a smaller min_span or a larger k_sigma.")
         vectors = descriptors[self.nominal_mask_]
-        self.index_ = NominalIndex(dim=vectors.shape[1], seed=self.seed)
+        ic = self.index_config
+        self.index_ = NominalIndex(dim=vectors.shape[1], M=ic.M, ef_construction=ic.ef_construction, ef=ic.ef,
+                                   exact_below=ic.exact_below, seed=self.seed, threads=ic.threads,
+                                   insert_threads=ic.insert_threads)
         self.index_.add(np.arange(len(vectors)), vectors)
         return self
 
@@ -69,7 +73,7 @@ class InReaCh(ImageAnomalyDetector):
     def __init__(self, config: InReachConfig | None = None, extractor: PatchFeatureExtractor | None = None,
                  progress: bool = False) -> None:
         self.config = config or InReachConfig()
-        super().__init__(InReaChPatchModel(self.config.channels, seed=self.config.seed),
+        super().__init__(InReaChPatchModel(self.config.channels, seed=self.config.seed, index=self.config.index),
                          extractor or PatchFeatureExtractor(self.config.features), self.config.heatmap, progress)
         self.uses_positions_ = False
         self.aligned_ = False

@@ -80,5 +80,6 @@ class ImageAnomalyDetector:
         heat = np.stack([heatmap_from_patch_scores(p, self.extractor.image_size, self.heatmap.blur_sigma)
                          for p in patch])
         image_scores = getattr(self.model, "image_scores", None)
-        scores = image_scores(descriptors) if callable(image_scores) else heat.reshape(len(heat), -1).max(1)
+        scores = (image_scores(descriptors, patch_scores=patch) if callable(image_scores)
+                  else heat.reshape(len(heat), -1).max(1))
         return Prediction(scores=np.asarray(scores, np.float32), heatmaps=heat, patch_scores=patch)

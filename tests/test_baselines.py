@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from streamad.baselines import PNI, PatchCore, PNIConfig, PatchCoreConfig, Spade, SpadeConfig, make_patch_model
+from streamad.baselines import coreset, spade
 from streamad.baselines.coreset import greedy_coreset, jl_projection
 from streamad.baselines.knn import nearest
 from streamad.patch_model import PatchModel
@@ -141,16 +142,44 @@ def test_chunked_nearest_matches_brute_force():
     np.testing.assert_allclose(d, np.take_along_axis(full, want_i, 1), rtol=1e-5)
 
 
-def test_greedy_coreset_equals_brute_force_greedy():
+@pytest.mark.parametrize("pruned", [True, False])
+def test_greedy_coreset_equals_brute_force_greedy(pruned):
     rng = np.random.default_rng(3)
     x = rng.normal(size=(60, 5)).astype(np.float32)
-    assert greedy_coreset(x, 15, start=7).tolist() == brute_force_greedy(x, 15, 7)
+    assert greedy_coreset(x, 15, start=7, pruned=pruned).tolist() == brute_force_greedy(x, 15, 7)
+    # clustered data, where the pruned loop skips most clusters, and the whole set (every element chosen)
+    centres = rng.normal(size=(6, 3)) * 10
+    y = (centres[rng.integers(6, size=300)] + rng.normal(size=(300, 3))).astype(np.float32)
+    assert greedy_coreset(y, 80, start=0, pruned=pruned).tolist() == brute_force_greedy(y, 80, 0)
+    whole = greedy_coreset(y, 300, start=11, pruned=pruned)
+    assert sorted(whole.tolist()) == list(range(300)) and whole.tolist()[:60] == brute_force_greedy(y, 60, 11)
     # PatchCore's exact variant: its memory bank is the greedy coreset from its (seeded) start
     train = x.reshape(3, 20, 5)
     model = PatchCore(PatchCoreConfig(coreset_fraction=0.25, projection_dim=None)).fit_descriptors(train, (4, 5))
     start = int(model.coreset_indices_[0])
     assert model.coreset_indices_.tolist() == brute_force_greedy(x, 15, start)
     np.testing.assert_array_equal(model.memory_bank_, x[model.coreset_indices_])
+
+
+def test_a_remembered_coreset_leaves_the_generator_as_a_fresh_run_would():
+    x = np.random.default_rng(12).normal(size=(200, 16)).astype(np.float32)
+    rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
+    first = greedy_coreset(x, 20, rng_a, projection_dim=4)
+    coreset._MEMO.clear()
+    fresh = greedy_coreset(x, 20, rng_b, projection_dim=4)
+    again_rng = np.random.default_rng(1)
+    again = greedy_coreset(x, 20, again_rng, projection_dim=4)  # from the memo
+    assert first.tolist() == fresh.tolist() == again.tolist()
+    assert again_rng.integers(1 << 30) == rng_b.integers(1 << 30)
+    other = greedy_coreset(x + np.float32(1e-3) * (np.arange(16) == 3), 20, np.random.default_rng(1), projection_dim=4)
+    assert len(other) == 20  # different data: computed, not looked up (no error, no stale answer shape)
+
+
+def test_patchcore_and_pni_share_the_embedding_coreset():
+    train, _ = nominal_set()
+    pc = PatchCore(PatchCoreConfig(coreset_fraction=0.2, seed=4)).fit_descriptors(train, GRID)
+    pni = PNI(PNIConfig(embedding_fraction=0.2, distribution_size=8, use_neighborhood=False, seed=4))
+    np.testing.assert_array_equal(pni.fit_descriptors(train, GRID).embedding_coreset_, pc.memory_bank_)
 
 
 def test_projected_greedy_is_the_greedy_of_the_projection():
@@ -187,6 +216,23 @@ def test_spade_only_searches_the_k_nearest_training_images():
     assert one[0].argmax() == 4 and one[0, 4] > 5.0
     every = Spade(SpadeConfig(k_images=4, squared=False)).fit_descriptors(train, GRID).patch_scores(test)
     assert every[0, 4] < 0.1  # with all four images in the gallery its match is found
+
+
+@pytest.mark.parametrize("kappa, squared", [(1, True), (3, False)])
+def test_spade_grouped_search_equals_one_gallery_per_image(monkeypatch, kappa, squared):
+    rng = np.random.default_rng(10)
+    train = rng.normal(size=(30, P, D)).astype(np.float32) + rng.normal(size=(30, 1, D)).astype(np.float32) * 3
+    test = rng.normal(size=(23, P, D)).astype(np.float32) + rng.normal(size=(23, 1, D)).astype(np.float32) * 3
+    monkeypatch.setattr(spade, "GROUP_GALLERY_IMAGES", 9)  # several groups, each a union of several galleries
+    model = Spade(SpadeConfig(k_images=4, kappa=kappa, squared=squared)).fit_descriptors(train, GRID)
+    got = model.patch_scores(test)
+    _, neighbours = model.retrieve(test)
+    assert len(spade._groups(neighbours, np.arange(23), 9)) > 2
+    for m in range(len(test)):
+        gallery = train[neighbours[m]].reshape(-1, D).astype(np.float64)
+        d = np.sort(np.linalg.norm(test[m][:, None] - gallery[None], axis=-1), 1)[:, :kappa]
+        want = (d ** 2 if squared else d).mean(1)
+        np.testing.assert_allclose(got[m], want, rtol=1e-4, atol=1e-5)
 
 
 def test_spade_kappa_and_image_score_are_the_paper_means():
@@ -253,76 +299,3 @@ def test_pni_neighbourhood_term_flags_a_normal_patch_in_the_wrong_context():
     assert s[0].argmax() == 12 and s[0, 12] > 2.0
     prob = model.conditional_probabilities(test)
     assert prob.shape == (1, P, 4) and np.allclose(prob.sum(-1), 1.0, atol=1e-5)
-
-
-# ---------------------------------------------------------------- streamad compare (evaluation faked)
-def compare_main(argv: list[str]) -> int:
-    import argparse
-
-    from streamad.commands import compare
-
-    parser = argparse.ArgumentParser()
-    compare.add_arguments(parser)
-    return compare.run(parser.parse_args(argv))
-
-
-def test_compare_runs_the_grid_and_writes_table_and_json(tiny_dataset, tmp_path, monkeypatch):
-    import json
-
-    from streamad import evaluation
-
-    calls = []
-
-    def fake_evaluate(data_dir, method, corrupt, seed, config, progress):
-        calls.append((method, corrupt, seed, config.seed))
-        return {"dataset": data_dir, "method": method, "corrupt": corrupt,
-                "image_auroc": 0.5 + corrupt / 10, "pixel_auroc": 0.25 + (method == "spade") / 2}
-
-    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
-    out, js = tmp_path / "t.md", tmp_path / "r.json"
-    assert compare_main([str(tiny_dataset), "--methods", "patchcore,spade", "--corrupt", "0,2", "--seed", "4",
-                         "--out", str(out), "--json", str(js), "--quiet"]) == 0
-    assert calls == [("patchcore", 0, 4, 4), ("patchcore", 2, 4, 4), ("spade", 0, 4, 4), ("spade", 2, 4, 4)]
-    table = out.read_text()
-    assert "| method | image AUROC K=0 | image AUROC K=2 | pixel AUROC K=0 | pixel AUROC K=2 |" in table
-    assert "| patchcore | 0.500 | 0.700 | 0.250 | 0.250 |" in table
-    assert "| spade | 0.500 | 0.700 | 0.750 | 0.750 |" in table
-    assert len(json.loads(js.read_text())["results"]) == 4
-
-
-def test_compare_averages_a_folder_of_datasets(make_dataset, tmp_path, monkeypatch, capsys):
-    from streamad import evaluation
-
-    for name in ("a", "b"):
-        make_dataset(tmp_path / "root" / name)
-    score = {"a": 0.6, "b": 0.8}
-    monkeypatch.setattr(evaluation, "evaluate", lambda data_dir, method, corrupt, seed, config, progress: {
-        "dataset": data_dir, "method": method, "corrupt": corrupt,
-        "image_auroc": score[data_dir[-1]], "pixel_auroc": 0.5})
-    assert compare_main([str(tmp_path / "root"), "--methods", "pni", "--corrupt", "0", "--quiet"]) == 0
-    table = capsys.readouterr().out
-    assert "| a | pni | 0.600 | 0.500 |" in table and "| mean | pni | 0.700 | 0.500 |" in table
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["{tiny}", "--corrupt", "0,5"], "--corrupt 5 is more than the 2 anomalous test images"),
-    (["{tiny}", "--out", "no/such/dir/t.md"], "folder no/such/dir does not exist"),
-    (["{tmp}"], "is neither a dataset"),
-])
-def test_compare_user_errors_come_before_the_run(tiny_dataset, tmp_path, argv, message, monkeypatch):
-    from streamad import evaluation
-    from streamad.errors import UserError
-
-    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: pytest.fail("evaluate must not run"))
-    (tmp_path / "empty").mkdir()
-    argv = [a.replace("{tiny}", str(tiny_dataset)).replace("{tmp}", str(tmp_path / "empty")) for a in argv]
-    with pytest.raises(UserError, match=message):
-        compare_main(argv + ["--quiet"])
-
-
-def test_compare_rejects_unknown_methods_and_bad_counts(capsys):
-    for argv in (["x", "--methods", "patchcore,knn"], ["x", "--corrupt", "0,-1"]):
-        with pytest.raises(SystemExit):
-            compare_main(argv)
-    err = capsys.readouterr().err
-    assert "unknown method 'knn'" in err and "integers >= 0" in err

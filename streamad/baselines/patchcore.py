@@ -1,8 +1,9 @@
 """PatchCore (Roth et al., CVPR 2022) as a patch model: a greedy coreset of the training patches.
 
 - Memory bank: the greedy k-center coreset (``coreset.greedy_coreset``) of all training patch
-  descriptors, ``coreset_fraction`` of them, chosen on a random projection to ``projection_dim``
-  dimensions (``None``: exact greedy in the descriptor space).
+  descriptors, ``coreset_fraction`` of them (default 1%: the paper's PatchCore-1%, within 0.1 AUROC
+  point of its 10% and 25% variants on MVTec AD and ten times cheaper to build and search), chosen on
+  a random projection to ``projection_dim`` dimensions (``None``: exact greedy in the descriptor space).
 - Patch score: L2 distance to the nearest coreset element.
 - Image score (paper eq. 7, ``image_scores``): take the test patch ``m_t`` with the largest patch score
   ``s* = |m_t - m*|`` (``m*`` its nearest coreset element) and the ``b`` nearest coreset elements
@@ -30,7 +31,7 @@ from .knn import nearest
 class PatchCoreConfig:
     """PatchCore settings. ``reweight_neighbors`` is the paper's ``b``."""
 
-    coreset_fraction: float = 0.1
+    coreset_fraction: float = 0.01
     projection_dim: int | None = 128
     reweight: bool = True
     reweight_neighbors: int = 9

@@ -21,11 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .common import check, check_descriptors, check_device, check_grid
 from .knn import as_tensor, exact_distances, nearest, squared_distance_blocks
 
 POOLINGS = ("mean", "max")
+# A group of test images is scored against the union of their retrieved training images; groups grow
+# while that union stays within this many images (None: K, i.e. only images with the same K neighbours).
+GROUP_GALLERY_IMAGES: int | None = None
 IMAGE_SCORES = ("knn", "heatmap")
 
 
@@ -83,19 +87,39 @@ class Spade:
         return nearest(pool(x, self.config.pooling), glob, self.config.k_images, self.config.device)
 
     def patch_scores(self, descriptors: np.ndarray) -> np.ndarray:
+        """Mean (squared) distance of each test patch to its ``kappa`` nearest patches among the patches of
+        the image's K retrieved training images.
+
+        Test images that retrieved the same training images (e.g. every image, when K is the whole
+        training set) share one gallery and are searched together; a group's search compares its
+        patches with the union of its members' galleries and masks out, per image, the training images
+        it did not retrieve (so groups of different sets would be exact too, but never cheaper: the
+        work is group size x union size >= group size x K).
+        """
         x, train, _ = self._fitted(descriptors)
         _, neighbours = self.retrieve(x)
         cfg = self.config
-        out = np.empty(x.shape[:2], np.float32)
-        for m in range(len(x)):
-            gallery = as_tensor(train[neighbours[m]].reshape(-1, x.shape[2]), cfg.device)
-            queries = as_tensor(x[m], cfg.device)
-            kappa = min(cfg.kappa, len(gallery))
+        m, p, d = x.shape
+        kappa = min(cfg.kappa, neighbours.shape[1] * train.shape[1])
+        out = np.empty((m, p), np.float32)
+        order = np.lexsort(neighbours.T[::-1])  # images that retrieved the same training images, together
+        for group in _groups(neighbours, order, GROUP_GALLERY_IMAGES or neighbours.shape[1]):
+            union = np.unique(neighbours[group])
+            gallery = as_tensor(train[union].reshape(-1, d), cfg.device)
+            allowed = torch.from_numpy((neighbours[group][:, :, None] == union[None, None, :]).any(1))
+            allowed = allowed.to(gallery.device)  # (G, U): may image g use training image union[u]?
+            queries = as_tensor(x[group].reshape(-1, d), cfg.device)
+            image_of_row = torch.arange(len(group), device=gallery.device).repeat_interleave(p)
+            result = np.empty(len(group) * p, np.float32)
             for start, sq in squared_distance_blocks(queries, gallery):
-                idx = sq.topk(kappa, dim=1, largest=False).indices
-                d = exact_distances(queries[start:start + len(sq)], gallery, idx)
-                d = d * d if cfg.squared else d
-                out[m, start:start + len(sq)] = d.mean(1).cpu().numpy()
+                rows = slice(start, start + len(sq))
+                keep = allowed[image_of_row[rows]]  # (B, U)
+                sq.view(len(sq), len(union), -1).masked_fill_(~keep[:, :, None], float("inf"))
+                idx = sq.topk(kappa, dim=1, largest=False).indices if kappa > 1 else sq.argmin(1, keepdim=True)
+                dist = exact_distances(queries[rows], gallery, idx)
+                dist = dist * dist if cfg.squared else dist
+                result[rows] = dist.mean(1).cpu().numpy()
+            out[group] = result.reshape(len(group), p)
         return out
 
     @property
@@ -107,3 +131,21 @@ class Spade:
         """(M, P, d) to (M,); ``patch_scores`` is accepted for a uniform call and not needed."""
         dist, _ = self.retrieve(descriptors)
         return (dist.astype(np.float64) ** 2).mean(1).astype(np.float32)
+
+
+def _groups(neighbours: np.ndarray, order: np.ndarray, limit: int) -> list[np.ndarray]:
+    """Consecutive runs of ``order`` whose retrieved training images number at most ``limit`` together
+    (a single image is always a group of its own, whatever its K)."""
+    groups: list[np.ndarray] = []
+    current: list[int] = []
+    seen: set[int] = set()
+    for i in order.tolist():
+        new = seen | set(neighbours[i].tolist())
+        if current and len(new) > limit:
+            groups.append(np.array(current))
+            current, new = [], set(neighbours[i].tolist())
+        current.append(i)
+        seen = new
+    if current:
+        groups.append(np.array(current))
+    return groups

@@ -13,12 +13,15 @@ examples:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
+import time
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import UserError
@@ -28,6 +31,8 @@ NAME = "compare"
 HELP = "image/pixel AUROC of several methods with 0, 10, 40 corrupt training images, as a Markdown table"
 
 METHODS = ("inreach", "patchcore", "spade", "pni")
+# Part of every --cache key: bump it when a scorer's code changes what it computes.
+CACHE_VERSION = 1
 METRICS = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"))
 
 
@@ -61,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for the corruption choice, order and models (default 0)")
     p.add_argument("--out", metavar="FILE.md", help="write the Markdown table here (default: print it)")
     p.add_argument("--json", metavar="FILE", help="also write every result as JSON")
+    p.add_argument("--cache", metavar="DIR", default=None,
+                   help="keep descriptors and per-run results in DIR (e.g. out/compare) and reuse them when the "
+                   "data and every setting that determines them are unchanged")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_arguments(p)
 
@@ -130,16 +138,14 @@ def _header(args: argparse.Namespace, datasets: list[str], config: Any) -> str:
     f = config.features
     where = datasets[0] if len(datasets) == 1 else f"{args.data_dir} ({len(datasets)} datasets)"
     return (f"# Corruption comparison: {where}\n\n"
-            f"Backbone `{f.backbone}`, input {f.image_size[0]}x{f.image_size[1]}, grid {f.grid[0]}x{f.grid[1]}, "
-            f"descriptor dim {f.dim}, seed {args.seed}. K = anomalous test images added to the (unlabeled) "
+            f"Backbone `{f.backbone}`, input {f.image_size[0]}x{f.image_size[1]} (centre crop {f.center_crop:g} of the "
+            f"resized image), grid {f.grid[0]}x{f.grid[1]}, descriptor dim at most {f.dim}, seed {args.seed}. K = anomalous test images added to the (unlabeled) "
             f"training set; the whole test set is scored.\n\n"
             f"Grid: `streamad compare {shlex.quote(args.data_dir)} --methods {','.join(args.methods)} "
             f"--corrupt {','.join(map(str, args.corrupt))} --seed {args.seed}` (plus the feature options above).")
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import evaluation
-
     config = config_from_args(args)
     _check_writable("--out", args.out)
     _check_writable("--json", args.json)
@@ -147,15 +153,18 @@ def run(args: argparse.Namespace) -> int:
     _check_corrupt(datasets, args.corrupt)
     header = _header(args, datasets, config)
 
-    grid = [(ds, m, k) for ds in datasets for m in args.methods for k in args.corrupt]
     results: list[dict[str, Any]] = []
-    with tqdm(grid, desc="compare", unit="run", disable=args.quiet) as bar:
-        for ds, method, k in bar:
-            bar.set_postfix_str(f"{os.path.basename(os.path.normpath(ds))} {method} K={k}")
-            results.append(evaluation.evaluate(ds, method=method, corrupt=k, seed=args.seed, config=config,
-                                               progress=False))
-            if args.out:  # keep the file current, so a long run interrupted still leaves its table
-                _write(args.out, render_markdown(results, args.methods, args.corrupt, header))
+    total = len(datasets) * len(args.methods) * len(args.corrupt)
+    with tqdm(total=total, desc="compare", unit="run", disable=args.quiet) as bar:
+        for ds in datasets:
+            shared = SharedDescriptors(ds, config, cache=args.cache, progress=not args.quiet)
+            for k in args.corrupt:
+                for method in args.methods:
+                    bar.set_postfix_str(f"{os.path.basename(os.path.normpath(ds))} {method} K={k}")
+                    results.append(shared.evaluate(method, k, args.seed))
+                    bar.update()
+                    if args.out:  # keep the file current, so a long run interrupted still leaves its table
+                        _write(args.out, render_markdown(results, args.methods, args.corrupt, header))
     text = render_markdown(results, args.methods, args.corrupt, header)
     if args.out:
         _write(args.out, text)
@@ -165,6 +174,166 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         _write(args.json, json.dumps({"config": asdict(config), "results": results}, indent=2, default=str))
     return 0
+
+
+class SharedDescriptors:
+    """One dataset's descriptors, extracted once and shared by every (method, K) of the grid.
+
+    The training stream for K is a reordering of the training images plus K test images, so the
+    descriptors of every training and every test image are computed once (the extractor's output for an
+    image does not depend on the batch it is in) and gathered per K. Each method is then fitted with
+    ``fit_descriptors`` and scored with ``predict_descriptors``, as ``streamad eval --method M`` does
+    after its own extraction: the results are the same. InReaCh's positional test runs on the training
+    images as in ``InReaCh.fit``; if it chooses rotation alignment (the descriptors of rotated images),
+    that run falls back to ``evaluation.evaluate``.
+
+    With ``cache`` (a folder), descriptors and per-run results are kept there, keyed by a hash of the
+    data, the stream and every setting that determines them, and reused by later runs.
+    """
+
+    def __init__(self, data_dir: str, config: Any, cache: str | None = None, progress: bool = False) -> None:
+        from ..data import load_dataset, read_mask
+        from ..features import PatchFeatureExtractor
+
+        self.data_dir, self.config, self.cache, self.progress = data_dir, config, cache, progress
+        self.dataset = load_dataset(data_dir)
+        self._extractor: Any = None
+        self._extractor_cls = PatchFeatureExtractor
+        f = config.features
+        self.size = f.image_size
+        self.labels = np.array([s.label for s in self.dataset.test])
+        self.masks = np.stack([read_mask(s, f.image_size, f.center_crop) for s in self.dataset.test])
+        self._train: np.ndarray | None = None
+        self._test: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ descriptors
+    @property
+    def extractor(self) -> Any:
+        if self._extractor is None:
+            self._extractor = self._extractor_cls(self.config.features)
+        return self._extractor
+
+    def _key(self, what: dict[str, Any]) -> str:
+        blob = json.dumps({"version": CACHE_VERSION, "root": os.path.realpath(self.dataset.root), "train": [s.path for s in self.dataset.train],
+                           "test": [s.path for s in self.dataset.test], "features": asdict(self.config.features),
+                           **what}, sort_keys=True, default=str)
+        name = os.path.basename(os.path.normpath(self.dataset.root)) or "data"
+        return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+    def _extract(self, samples: list, desc: str) -> np.ndarray:
+        from ..data import read_image
+
+        bs = self.config.features.batch_size
+        chunks = []
+        for start in tqdm(range(0, len(samples), bs), desc=desc, unit="batch", disable=not self.progress,
+                          leave=False):
+            chunks.append(self.extractor([read_image(s.path) for s in samples[start:start + bs]]))
+        return np.concatenate(chunks)
+
+    def descriptors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(train (N, P, d), test (M, P, d)) of the dataset's own training and test images, in order."""
+        if self._train is None or self._test is None:
+            path = os.path.join(self.cache, self._key({"what": "descriptors"})) if self.cache else ""
+            if path and os.path.isfile(path + ".test.npy"):
+                self._train, self._test = np.load(path + ".train.npy"), np.load(path + ".test.npy")
+            else:
+                self._train = self._extract(list(self.dataset.train), "train features")
+                self._test = self._extract(list(self.dataset.test), "test features")
+                if path:
+                    os.makedirs(self.cache, exist_ok=True)  # type: ignore[arg-type]
+                    np.save(path + ".train.npy", self._train)
+                    np.save(path + ".test.npy", self._test)
+        return self._train, self._test
+
+    def stream(self, corrupt: int, seed: int) -> tuple[list, np.ndarray]:
+        """The training stream of ``evaluate`` for K = ``corrupt`` and its descriptors (N + K, P, d)."""
+        from ..data import training_stream
+
+        order, _ = training_stream(self.dataset, corrupt, seed)
+        train, test = self.descriptors()
+        row = {s.path: ("train", i) for i, s in enumerate(self.dataset.train)}
+        row.update({s.path: ("test", i) for i, s in enumerate(self.dataset.test)})
+        where = [row[s.path] for s in order]
+        return order, np.stack([(train if part == "train" else test)[i] for part, i in where])
+
+    # ------------------------------------------------------------------ one run
+    def evaluate(self, method: str, corrupt: int, seed: int) -> dict[str, Any]:
+        """The result ``evaluation.evaluate(data_dir, method, corrupt, seed, config)`` gives."""
+        settings = self._settings(method)
+        path = os.path.join(self.cache, self._key({"what": "result", "method": method, "corrupt": corrupt,
+                                                   "seed": seed, "settings": settings}) + ".json") \
+            if self.cache else ""
+        if path and os.path.isfile(path):
+            with open(path) as fh:
+                result = json.load(fh)
+            result["dataset"] = self.data_dir
+            return result
+        result = self._run(method, corrupt, seed)
+        if path:
+            os.makedirs(self.cache, exist_ok=True)  # type: ignore[arg-type]
+            _write(path, json.dumps(result, indent=2, default=str))
+        return result
+
+    def _settings(self, method: str) -> dict[str, Any]:
+        c = self.config
+        if method == "inreach":
+            return {"channels": asdict(c.channels), "positional": asdict(c.positional), "heatmap": asdict(c.heatmap),
+                    "seed": c.seed}
+        from ..baselines import make_patch_model
+
+        return {"model": asdict(make_patch_model(method, seed=c.seed).config), "heatmap": asdict(c.heatmap)}
+
+    def _run(self, method: str, corrupt: int, seed: int) -> dict[str, Any]:
+        from .. import evaluation
+        from ..data import patch_truth, read_image, read_mask
+        from ..inreach import InReaCh
+        from ..metrics import auroc, filter_precision_recall, pixel_auroc
+        from ..patch_model import ImageAnomalyDetector
+
+        order, train = self.stream(corrupt, seed)
+        _, test = self.descriptors()
+        config = self.config
+        extra: dict[str, Any] = {}
+        if method == "inreach":
+            detector: Any = InReaCh(config, extractor=self.extractor)
+            detector.decide_positions([read_image(s.path) for s in order])
+            if detector.aligned_:  # descriptors of rotated images: not the shared ones
+                result = evaluation.evaluate(self.data_dir, method=method, corrupt=corrupt, seed=seed,
+                                             config=config, progress=False)
+                result["descriptors_shared"] = False
+                return result
+            extra = dict(uses_positions=detector.uses_positions_, aligned=False,
+                         transpose_score=detector.transpose_score_)
+        else:
+            from ..baselines import make_patch_model
+
+            detector = ImageAnomalyDetector(make_patch_model(method, seed=config.seed), self.extractor,
+                                            config.heatmap)
+            if method == "pni":
+                extra["refinement_network"] = False
+        start = time.perf_counter()
+        detector.fit_descriptors(train)
+        fit_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        prediction = detector.predict_descriptors(test)
+        predict_seconds = (time.perf_counter() - start) / len(test)
+        result: dict[str, Any] = {
+            "dataset": self.data_dir, "method": method, "mode": "batch", "corrupt": corrupt, "seed": seed,
+            "backbone": config.features.backbone, "train_images": len(order), "test_images": len(test),
+            "image_auroc": auroc(prediction.scores, self.labels),
+            "pixel_auroc": pixel_auroc(prediction.heatmaps, self.masks),
+            "fit_seconds_on_descriptors": fit_seconds, "predict_seconds_per_image_on_descriptors": predict_seconds,
+            "descriptors_shared": True,
+        }
+        nominal = getattr(detector.model, "nominal_mask_", None)
+        if nominal is not None:
+            f = config.features
+            truth = patch_truth(np.stack([read_mask(s, f.image_size, f.center_crop) for s in order]), detector.grid)
+            precision, recall = filter_precision_recall(nominal, truth)
+            result.update(filter_precision=precision, filter_recall=recall, nominal_patches=int(nominal.sum()),
+                          train_patches=int(nominal.size))
+        result.update(extra)
+        return result
 
 
 def _write(path: str, text: str) -> None:

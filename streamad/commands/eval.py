@@ -5,8 +5,18 @@ corruption protocol of the InReaCh paper), are fitted in a seeded shuffled order
 is scored. Prints image AUROC, pixel AUROC, the precision and recall of InReaCh's nominal filter on
 the training patches, the nominal set size and timings.
 
-example:
+With --stream the same evaluation runs through the streaming engine (StreamDetector): the training
+stream is replayed frame by frame in the same order (its first D frames are the batch seeds; each
+frame is scored, then admitted to a window of --window frames), then the test set is scored without
+learning from it. Descriptors come from the same extractor in the same batches as batch fitting, and
+the positional test (transpose test, rotation alignment) is decided on the whole training stream as
+batch fitting decides it. --check-batch also fits batch InReaCh on the same descriptors and reports
+whether the nominal sets are identical.
+
+examples:
   streamad eval ../shared/data/mvtec_ad/bottle --corrupt 10 --json bottle.json
+  streamad eval ../shared/data/mvtec_ad/bottle --corrupt 10 --stream --check-batch --json stream.json
+  streamad eval ../shared/data/mvtec_ad/bottle --corrupt 10 --stream --window 64 --cache out/desc
 """
 
 from __future__ import annotations
@@ -89,14 +99,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for the corruption choice and order (default 0)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = p.add_argument_group("streaming (--stream)")
+    g.add_argument("--stream", action="store_true",
+                   help="replay the training stream through the streaming engine instead of fitting in batch")
+    g.add_argument("--window", type=int, default=None, metavar="W",
+                   help="window size in frames (default: the whole training stream, so nothing is ever "
+                   "evicted and the nominal set is the batch algorithm's)")
+    g.add_argument("--check-batch", action="store_true",
+                   help="also fit batch InReaCh on the same descriptors; report whether the nominal sets are "
+                   "identical and both AUROC pairs (and check the engine against the batch oracle on its "
+                   "final window)")
+    g.add_argument("--exact-reference", action="store_true",
+                   help="also score the test set by exact nearest-neighbour search against the stream's final "
+                   "nominal set (exact_image_auroc, exact_pixel_auroc: what the HNSW index approximates; slow "
+                   "for large sets)")
+    g.add_argument("--cache", metavar="DIR", default=None,
+                   help="save the descriptors and positional decision in DIR and reuse them on later runs with "
+                   "the same data and feature options (e.g. out/desc; fit/predict seconds then repeat the "
+                   "feature time measured when they were computed)")
     add_model_arguments(p)
 
 
 def print_table(result: dict[str, Any]) -> None:
     """A two-column results table."""
     rows = [("dataset", result["dataset"]), ("method", result["method"]), ("backbone", result["backbone"]),
-            ("corrupt images", result["corrupt"]), ("train / test images", f"{result['train_images']} / {result['test_images']}"),
-            ("image AUROC", f"{result['image_auroc']:.3f}"), ("pixel AUROC", f"{result['pixel_auroc']:.3f}")]
+            ("mode", result.get("mode", "batch"))]
+    if result.get("mode") == "stream":
+        holds = " (holds the whole training stream)" if result["window_holds_all"] else ""
+        rows.append(("window", f"{result['window']} frames{holds}, {result['promotions']} seed promotions"))
+    rows += [("corrupt images", result["corrupt"]),
+             ("train / test images", f"{result['train_images']} / {result['test_images']}"),
+             ("image AUROC", f"{result['image_auroc']:.3f}"), ("pixel AUROC", f"{result['pixel_auroc']:.3f}")]
     if result.get("filter_precision") is not None:
         rows += [("filter precision", f"{result['filter_precision']:.4f}"),
                  ("filter recall", f"{result['filter_recall']:.3f}"),
@@ -106,6 +139,16 @@ def print_table(result: dict[str, Any]) -> None:
                      f"(transpose score {result['transpose_score']:.0f}{', rotation-aligned' if result['aligned'] else ''})"))
     rows += [("fit seconds", f"{result['fit_seconds']:.1f}"),
              ("predict seconds / image", f"{result['predict_seconds_per_image']:.3f}")]
+    if "batch_nominal_patches" in result:
+        rows += [("batch nominal patches", f"{result['batch_nominal_patches']} (identical to stream: "
+                  f"{'yes' if result['nominal_sets_identical'] else 'no'}, "
+                  f"{result['nominal_sets_symmetric_difference']} differ)"),
+                 ("batch image / pixel AUROC", f"{result['batch_image_auroc']:.3f} / {result['batch_pixel_auroc']:.3f}")]
+    if "window_oracle_identical" in result:
+        rows.append(("engine = oracle on window", "yes" if result["window_oracle_identical"] else "NO"))
+    if "exact_image_auroc" in result:
+        rows.append(("exact-search image / pixel AUROC",
+                     f"{result['exact_image_auroc']:.3f} / {result['exact_pixel_auroc']:.3f}"))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
@@ -117,8 +160,23 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.json and os.path.dirname(args.json) and not os.path.isdir(os.path.dirname(args.json)):
         raise UserError(f"cannot write --json {args.json}: folder {os.path.dirname(args.json)} does not exist")
-    result = evaluate(args.data_dir, method=args.method, corrupt=args.corrupt, seed=args.seed, config=config,
-                      progress=not args.quiet)
+    if args.stream:
+        from ..evaluation import evaluate_stream
+
+        if args.method != "inreach":
+            raise UserError(f"--stream runs incremental InReaCh; --method {args.method} has no streaming engine")
+        if args.window is not None and args.window < 1:
+            raise UserError(f"--window must be a positive number of frames, got {args.window}")
+        result = evaluate_stream(args.data_dir, window=args.window, corrupt=args.corrupt, seed=args.seed,
+                                 config=config, progress=not args.quiet, check_batch=args.check_batch,
+                                 cache=args.cache, exact_reference=args.exact_reference)
+    else:
+        given = [o for o, v in (("--window", args.window), ("--check-batch", args.check_batch),
+                                ("--exact-reference", args.exact_reference), ("--cache", args.cache)) if v]
+        if given:
+            raise UserError(f"{', '.join(given)} only apply with --stream")
+        result = evaluate(args.data_dir, method=args.method, corrupt=args.corrupt, seed=args.seed, config=config,
+                          progress=not args.quiet)
     print_table(result)
     if args.json:
         with open(args.json, "w") as fh:
