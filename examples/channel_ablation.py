@@ -30,9 +30,7 @@ from streamad.nominal_index import NominalIndex
 
 
 def nearest_distances(gallery: np.ndarray, queries: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    ic = IndexConfig()
-    index = NominalIndex(dim=gallery.shape[1], M=ic.M, ef_construction=ic.ef_construction, ef=ic.ef,
-                         exact_below=ic.exact_below, threads=ic.threads, insert_threads=ic.insert_threads)
+    index = NominalIndex.from_config(gallery.shape[1], IndexConfig())
     index.add(np.arange(len(gallery)), gallery)
     dist, _ = index.query(queries.reshape(-1, queries.shape[2]), k=1)
     return dist[:, 0].reshape(len(queries), *grid)

@@ -206,10 +206,7 @@ class StreamDetector:
         timings["trim"] = _ms(t0)
         t0 = time.perf_counter()
         if self.index is None:
-            ic = self.config.index
-            self.index = NominalIndex(dim=desc.shape[1], M=ic.M, ef_construction=ic.ef_construction, ef=ic.ef,
-                                      exact_below=ic.exact_below, seed=self.config.seed, threads=ic.threads,
-                                      insert_threads=ic.insert_threads)
+            self.index = NominalIndex.from_config(desc.shape[1], self.config.index, seed=self.config.seed)
         self.index.remove(changes.removed)
         self.index.add(changes.added, changes.added_vectors)
         timings["index"] = _ms(t0)

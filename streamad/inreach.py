@@ -49,10 +49,7 @@ class InReaChPatchModel:
             raise ValueError("no patch survived channel trimming: nothing is known to be nominal. "
                              "Use more training images, fewer seeds, a smaller min_span or a larger k_sigma.")
         vectors = descriptors[self.nominal_mask_]
-        ic = self.index_config
-        self.index_ = NominalIndex(dim=vectors.shape[1], M=ic.M, ef_construction=ic.ef_construction, ef=ic.ef,
-                                   exact_below=ic.exact_below, seed=self.seed, threads=ic.threads,
-                                   insert_threads=ic.insert_threads)
+        self.index_ = NominalIndex.from_config(vectors.shape[1], self.index_config, seed=self.seed)
         self.index_.add(np.arange(len(vectors)), vectors)
         return self
 

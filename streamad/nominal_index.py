@@ -29,6 +29,7 @@ import hnswlib
 import numpy as np
 
 from .association import squared_distances
+from .config import IndexConfig
 
 # Extra candidates taken from the float32 expansion before the exact float64 re-ranking.
 _RERANK_EXTRA = 8
@@ -239,6 +240,13 @@ class NominalIndex:
         self.exact_below, self.seed, self.threads = int(exact_below), int(seed), int(threads)
         self.insert_threads = int(insert_threads)
         self._hnsw: hnswlib.Index | None = None
+
+    @classmethod
+    def from_config(cls, dim: int, config: IndexConfig, seed: int = 0) -> NominalIndex:
+        """The index an :class:`~streamad.config.IndexConfig` describes (batch and stream build theirs here)."""
+        return cls(dim=dim, M=config.M, ef_construction=config.ef_construction, ef=config.ef,
+                   exact_below=config.exact_below, seed=seed, threads=config.threads,
+                   insert_threads=config.insert_threads)
 
     def __len__(self) -> int:
         return len(self._slots)
