@@ -21,6 +21,15 @@ def _check(cls: str, name: str, ok: bool, value: Any, need: str) -> None:
         raise ValueError(f"{cls}.{name} must be {need}, got {value!r}")
 
 
+def _check_sections(cls: str, config: Any) -> None:
+    """Every field of ``config`` that defaults to a nested config must hold that config type."""
+    for f in fields(config):
+        if callable(f.default_factory):  # type: ignore[misc]
+            want = type(f.default_factory())  # type: ignore[misc]
+            value = getattr(config, f.name)
+            _check(cls, f.name, isinstance(value, want), value, f"a {want.__name__}")
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """How frames become patch descriptors.
@@ -136,8 +145,9 @@ class IndexConfig:
     ``threads`` the query threads (0: all cores). A static scene puts about ``window`` near-copies
     of every patch in the index: graph quality then needs ``ef_construction`` or ``ef`` of that order
     (``streamad bench-engine --mode hnsw`` measures recall). The defaults (200, 256) give recall@1
-    0.99 against exact search on the nominal set of MVTec bottle (167,101 patches), where
-    (40, 128) gave 0.958 and cost 0.016 image AUROC (README, "The nominal index"). ``insert_threads`` other than 1 (0: all cores) updates the graph in
+    0.99 against exact search on the nominal set of MVTec bottle (167,101 patches), where (40, 128)
+    gave 0.958 and batch's former (100, 64) 0.966, which cost 0.016 image AUROC (docs/streaming.md).
+    ``insert_threads`` other than 1 (0: all cores) updates the graph in
     parallel (faster), but the graph then depends on thread timing: results are no longer
     reproducible from run to run.
     """
@@ -169,10 +179,7 @@ class InReachConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name != "seed" and not isinstance(v, type(f.default_factory())):  # type: ignore[misc]
-                raise ValueError(f"InReachConfig.{f.name} must be a {type(f.default_factory()).__name__}, got {v!r}")  # type: ignore[misc]
+        _check_sections("InReachConfig", self)
         _check("InReachConfig", "seed", isinstance(self.seed, int), self.seed, "an int")
 
 
@@ -230,11 +237,7 @@ class StreamConfig:
 
     def __post_init__(self) -> None:
         c = "StreamConfig"
-        for f in fields(self):
-            if f.name in ("features", "channels", "heatmap", "index", "decisions"):
-                want = type(f.default_factory())  # type: ignore[misc]
-                _check(c, f.name, isinstance(getattr(self, f.name), want), getattr(self, f.name),
-                       f"a {want.__name__}")
+        _check_sections(c, self)
         ch = self.channels
         _check(c, "window", isinstance(self.window, int) and not isinstance(self.window, bool)
                and self.window > max(ch.seeds, ch.min_span), self.window,
