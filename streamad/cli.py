@@ -16,6 +16,7 @@ from .errors import UserError
 COMMANDS: tuple[str, ...] = (
     "streamad.commands.eval",
     "streamad.commands.compare",
+    "streamad.commands.eval_stream",
     "streamad.commands.watch",
     "streamad.commands.listen",
     "streamad.commands.bench_engine",

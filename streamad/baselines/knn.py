@@ -24,6 +24,8 @@ BLOCK_ELEMENTS = 1 << 25
 
 def as_tensor(x: np.ndarray | torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
     """A contiguous float32 2-D tensor on ``device`` (no copy when it already is one)."""
+    if isinstance(x, np.ndarray) and not x.flags.writeable:  # e.g. a memory-mapped cache: torch wants to own it
+        x = np.array(x, dtype=np.float32)
     t = torch.as_tensor(x).to(device=device, dtype=torch.float32)
     if t.ndim != 2:
         raise ValueError(f"expected a 2-D array (n, d), got shape {tuple(t.shape)}")

@@ -278,7 +278,7 @@ class SharedDescriptors:
         c = self.config
         if method == "inreach":
             return {"channels": asdict(c.channels), "positional": asdict(c.positional), "heatmap": asdict(c.heatmap),
-                    "seed": c.seed}
+                    "index": asdict(c.index), "seed": c.seed}
         from ..baselines import make_patch_model
 
         return {"model": asdict(make_patch_model(method, seed=c.seed).config), "heatmap": asdict(c.heatmap)}
