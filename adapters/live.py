@@ -15,12 +15,17 @@ publisher and recorder is the caller's job (``with`` blocks), so they are closed
 
 The frame's timestamp (grab time of a live source, media time of a video file) is passed to the
 detector, so the published ``timestamp`` is when the frame was taken, not when it was scored.
+
+With a :class:`StateSaver` the detector's state is saved every N frames and when the loop ends in
+order (end of the source, ``max_frames``, a stop request, Ctrl-C); a failed save is reported, counted
+and retried N frames later, never fatal (docs/persistence.md).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -32,6 +37,7 @@ from typing import Protocol
 
 import numpy as np
 
+from streamad.frames import as_rgb_uint8
 from streamad.results import FrameResult
 
 from .display import SnapshotRecorder, VideoRecorder, Window, render_overlay
@@ -91,7 +97,75 @@ def stop_on_signals(flag: StopFlag, notify: Callable[[str], None] | None = None)
             signal.signal(s, h)
 
 
-STAGES = ("read", "detect", "overlay", "publish", "record", "show")
+STAGES = ("read", "detect", "overlay", "publish", "record", "show", "save")
+
+
+class StateSaver:
+    """Saves ``detector`` (anything with ``save(directory)``) to ``directory`` every ``every`` frames
+    (None: only at the end) and at the end of the loop. Never raises: a failure is counted in
+    ``failed``, told once per distinct error to ``on_event`` (default: a logged warning), and the next
+    save is tried ``every`` frames later.
+
+    >>> class Flaky:
+    ...     calls = 0
+    ...     def save(self, directory):
+    ...         Flaky.calls += 1
+    ...         if Flaky.calls % 2:
+    ...             raise OSError(28, "No space left on device")
+    >>> notes = []
+    >>> saver = StateSaver(Flaky(), "state", every=2, on_event=notes.append)
+    >>> [saver.frame_done() for _ in range(6)], saver.saved, saver.failed, len(notes)
+    ([False, True, False, True, False, True], 1, 2, 1)
+    >>> notes[0]
+    'cannot save the state to state: No space left on device (errno 28); the loop goes on and retries in 2 frames'
+    """
+
+    def __init__(self, detector: object, directory: str | os.PathLike[str], every: int | None = 500,
+                 on_event: Callable[[str], None] | None = None) -> None:
+        if every is not None and every < 1:
+            raise ValueError(f"every must be >= 1 or None, got {every!r}")
+        self.detector, self.directory, self.every = detector, directory, every
+        self.on_event = on_event or (lambda line: log.warning("%s", line))
+        self.saved = self.failed = 0
+        self._since_attempt = self._unsaved = 0
+        self._told: set[tuple[str, object]] = set()
+
+    def frame_done(self) -> bool:
+        """Count a processed frame; save if ``every`` frames passed since the last try. True if it tried."""
+        self._since_attempt += 1
+        self._unsaved += 1
+        if self.every is None or self._since_attempt < self.every:
+            return False
+        self.save()
+        return True
+
+    def finish(self) -> bool:
+        """The final save, unless nothing changed since the last successful one. True if it tried."""
+        if not self._unsaved:
+            return False
+        self.save()
+        return True
+
+    def save(self) -> bool:
+        """Save now; True on success."""
+        self._since_attempt = 0
+        try:
+            self.detector.save(self.directory)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - a failed save must never stop the live loop
+            self.failed += 1
+            if isinstance(exc, OSError) and exc.strerror:
+                key: tuple[str, object] = (type(exc).__name__, exc.errno)
+                why = f"{exc.strerror} (errno {exc.errno})"
+            else:
+                key, why = (type(exc).__name__, str(exc)), str(exc) or type(exc).__name__
+            if key not in self._told:
+                self._told.add(key)
+                retry = f"retries in {self.every} frames" if self.every else "retries at the end"
+                self.on_event(f"cannot save the state to {self.directory}: {why}; the loop goes on and {retry}")
+            return False
+        self.saved += 1
+        self._unsaved = 0
+        return True
 
 
 @dataclass(frozen=True)
@@ -153,6 +227,9 @@ class WatchSummary:
     source: SourceStats
     stopped: str
     stages: dict[str, StageTime] = field(default_factory=dict)
+    state_dir: str | None = None  # with a StateSaver: where, how many saves succeeded and failed
+    state_saves: int = 0
+    state_save_failures: int = 0
 
     @property
     def fps(self) -> float:
@@ -177,6 +254,10 @@ class WatchSummary:
         if self.published or self.publish_dropped:
             lines.append(f"published {self.published} messages"
                          + (f", {self.publish_dropped} dropped (send queue full)" if self.publish_dropped else ""))
+        if self.state_dir is not None:
+            times = "time" if self.state_saves == 1 else "times"
+            lines.append(f"state saved {self.state_saves} {times} to {self.state_dir}"
+                         + (f", {self.state_save_failures} failed saves" if self.state_save_failures else ""))
         return "\n".join(lines)
 
 
@@ -206,17 +287,21 @@ def run_watch(source: Source, detector: Detector, *, publisher: Publisher | None
               on_result: Callable[[Frame, FrameResult], None] | None = None,
               on_status: Callable[[str], None] | None = None, status_interval: float = 1.0,
               on_bad_frame: Callable[[Frame, ValueError, int], None] | None = None,
-              overlay_scale: float | None = None, poll: float = 0.25) -> WatchSummary:
+              overlay_scale: float | None = None, poll: float = 0.25,
+              saver: StateSaver | None = None) -> WatchSummary:
     """Run ``detector`` on every frame of ``source`` until it ends, ``max_frames`` frames were read,
     ``stop`` is set, Ctrl-C, or the window is closed. Each result goes to ``publisher`` (with the frame
     and source name), its overlay to ``recorder`` and ``window``, and to ``on_result(frame, result)``.
     ``on_status(line)`` gets a progress line at most every ``status_interval`` seconds;
     ``on_bad_frame(frame, error, count)`` hears of each skipped frame (default: a logged warning for
-    the first three and every hundredth)."""
+    the first three and every hundredth). ``saver`` saves the detector's state every N frames and once
+    more when the loop ends (not when an exception escapes it, nor after a Ctrl-C that interrupted the
+    detector in the middle of a frame: its state could be half-updated)."""
     if max_frames is not None and max_frames < 0:
         raise ValueError(f"max_frames must be >= 0 or None, got {max_frames!r}")
     stop = stop if stop is not None else StopFlag()
     frames = ready = anomalies = drifts = bad = 0
+    busy = False
     last: FrameResult | None = None
     need_overlay = recorder is not None or window is not None or (publisher is not None and publisher.overlay_jpeg)
     timers = {name: StageTimer() for name in STAGES}
@@ -241,8 +326,11 @@ def run_watch(source: Source, detector: Detector, *, publisher: Publisher | None
             t1 = clock()
             timers["read"].add(t1 - t0)
             try:
+                busy = True  # a KeyboardInterrupt now may leave the detector half-updated: then it is not saved
                 result = detector.process(frame.image, timestamp=frame.timestamp)
+                busy = False
             except ValueError as exc:
+                busy = False
                 bad += 1
                 if on_bad_frame is not None:
                     on_bad_frame(frame, exc, bad)
@@ -258,7 +346,9 @@ def run_watch(source: Source, detector: Detector, *, publisher: Publisher | None
             last = result
             overlay = None
             if need_overlay:
-                overlay = render_overlay(frame.image, result, scale=overlay_scale,
+                # the detector accepted the frame, so it converts (a custom source may yield grayscale,
+                # float or RGBA arrays; the overlay needs RGB uint8)
+                overlay = render_overlay(as_rgb_uint8(frame.image), result, scale=overlay_scale,
                                          label=f"{frame.source} #{result.index}")
                 t0 = _lap(timers["overlay"], t0, clock)
             if publisher is not None:
@@ -276,19 +366,32 @@ def run_watch(source: Source, detector: Detector, *, publisher: Publisher | None
                 if not is_open:
                     stopped = "window closed"
                     break
+            if saver is not None:
+                t0 = clock()
+                if saver.frame_done():
+                    _lap(timers["save"], t0, clock)
             now = time.monotonic()
             if on_status is not None and now >= next_status:
                 on_status(status_line(frames, now - start, last, anomalies, bad, source.stats))
                 next_status = now + status_interval
     except KeyboardInterrupt:
         stopped = "interrupted"
+    if saver is not None and busy:
+        saver.on_event("not saving the state: interrupted in the middle of a frame (the state saved last is kept)")
+    elif saver is not None:
+        t0 = clock()
+        if saver.finish():
+            _lap(timers["save"], t0, clock)
     seconds = time.monotonic() - start
     if on_status is not None:
         on_status(status_line(frames, seconds, last, anomalies, bad, source.stats))
     return WatchSummary(frames=frames, ready=ready, anomalies=anomalies, drifts=drifts, bad_frames=bad,
                         seconds=seconds, published=publisher.sent if publisher else 0,
                         publish_dropped=publisher.dropped if publisher else 0, source=source.stats,
-                        stopped=stopped, stages={name: t.summary() for name, t in timers.items() if t.count})
+                        stopped=stopped, stages={name: t.summary() for name, t in timers.items() if t.count},
+                        state_dir=None if saver is None else str(saver.directory),
+                        state_saves=0 if saver is None else saver.saved,
+                        state_save_failures=0 if saver is None else saver.failed)
 
 
 def _lap(timer: StageTimer, t0: float, clock: Callable[[], float]) -> float:

@@ -23,7 +23,14 @@ whose queue is full (a slow or stalled one) without telling the sender; a send r
 
 Safety: the socket binds to loopback (``tcp://127.0.0.1:5556``) unless told otherwise; binding to
 any other interface (``tcp://*:5556``, ``tcp://0.0.0.0:...``, a LAN address) exposes the stream to
-the network and needs ``bind_any=True`` (CLI: ``--bind-any``).
+the network and needs ``bind_any=True`` (CLI: ``--bind-any``), unless CURVE is on.
+
+CURVE (optional): with ``curve_secret_key_file`` (the server's ``.key_secret``) and
+``allowed_clients_dir`` (a folder of the accepted clients' public ``.key`` files) every message is
+encrypted and only those clients can subscribe; the others are refused during the handshake and
+receive nothing. Then a non-loopback address needs no ``bind_any``: the stream is not readable by
+whoever can reach the port. The keys are read once, when the publisher starts (see
+:mod:`streamad.adapters.security` and ``streamad keys``).
 
     >>> with Publisher("tcp://127.0.0.1:*") as pub:       # "*": any free port
     ...     pub.address.startswith("tcp://127.0.0.1:")
@@ -34,7 +41,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -42,6 +51,8 @@ import zmq
 
 from streamad.errors import UserError
 from streamad.results import FrameResult
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
@@ -143,33 +154,63 @@ class Publisher:
 
     ``overlay_jpeg=True`` adds the annotated frame as JPEG (rendered from ``frame`` by
     ``streamad.adapters.display.render_overlay`` unless ``publish`` is given ``overlay``).
+    ``curve_secret_key_file`` and ``allowed_clients_dir`` (together) turn CURVE on (see the module
+    docstring): ``curve`` is then True, ``allowed_clients`` counts the admitted public keys, and the
+    socket lives in a ZeroMQ context of its own (``context`` is ignored).
     """
 
     def __init__(self, address: str = DEFAULT_ADDRESS, *, topic: str = DEFAULT_TOPIC, hwm: int = 8,
                  bind_any: bool = False, overlay_jpeg: bool = False, jpeg_quality: int = 80,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, curve_secret_key_file: str | os.PathLike[str] | None = None,
+                 allowed_clients_dir: str | os.PathLike[str] | None = None) -> None:
         if not isinstance(hwm, int) or hwm < 1:
             raise ValueError(f"Publisher.hwm must be an int >= 1 (messages queued per subscriber), got {hwm!r}")
         if not 1 <= int(jpeg_quality) <= 100:
             raise ValueError(f"Publisher.jpeg_quality must be in 1..100, got {jpeg_quality!r}")
-        if not is_loopback(address) and not bind_any:
+        if (curve_secret_key_file is None) != (allowed_clients_dir is None):
+            raise PublishError("CURVE needs both the server's secret key file (--curve-server-key) and the folder "
+                               "of allowed client public keys (--curve-clients); 'streamad keys DIR' writes both")
+        self.curve = curve_secret_key_file is not None
+        if not is_loopback(address) and not bind_any and not self.curve:
             raise PublishError(f"refusing to bind {address}: it is reachable from other machines. Use a loopback "
-                               f"address such as {DEFAULT_ADDRESS}, or pass --bind-any (bind_any=True) if the "
-                               "stream should be visible on the network")
+                               f"address such as {DEFAULT_ADDRESS}, pass --bind-any (bind_any=True) if the "
+                               "stream should be visible on the network, or protect it with CURVE "
+                               "(--curve-server-key and --curve-clients)")
         self.topic = topic
         self.overlay_jpeg = overlay_jpeg
         self.jpeg_quality = int(jpeg_quality)
         self.sent = 0
         self.dropped = 0
-        self._ctx = context or zmq.Context.instance()
+        self.allowed_clients = 0
+        self._auth = None
+        self._own_ctx: zmq.Context | None = None
+        if self.curve:
+            from .security import allowed_client_keys, load_key_pair
+
+            public, secret = load_key_pair(curve_secret_key_file)  # type: ignore[arg-type]
+            self.allowed_clients = len(allowed_client_keys(allowed_clients_dir))  # type: ignore[arg-type]
+            # a context of its own: the authenticator (ZAP handler) then governs this socket only
+            self._own_ctx = self._ctx = zmq.Context()
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self._auth = ThreadAuthenticator(self._ctx, log=log)
+            self._auth.start()
+            self._auth.configure_curve(domain="*", location=str(allowed_clients_dir))
+        else:
+            self._ctx = context or zmq.Context.instance()
         self._socket = self._ctx.socket(zmq.PUB)
         self._socket.setsockopt(zmq.SNDHWM, hwm)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.SNDTIMEO, 0)
+        if self.curve:
+            self._socket.curve_secretkey = secret
+            self._socket.curve_publickey = public
+            self._socket.curve_server = True
         try:
             self._socket.bind(address)
         except zmq.ZMQError as exc:
             self._socket.close(0)
+            self._stop_auth()
             raise PublishError(f"cannot bind {address}: {exc.strerror}. Is another publisher (e.g. a running "
                                "'streamad watch') using it? Pick another address, e.g. tcp://127.0.0.1:5557") from exc
         self.address: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -203,6 +244,15 @@ class Publisher:
         """Close the socket at once (LINGER 0: queued messages are discarded). Safe to call twice."""
         if not self._socket.closed:
             self._socket.close(0)
+        self._stop_auth()
+
+    def _stop_auth(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._own_ctx is not None:
+            self._own_ctx.term()
+            self._own_ctx = None
 
     def __enter__(self) -> Publisher:
         return self

@@ -137,12 +137,29 @@ def redact_url(url: str) -> str:
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
-    """An OpenCV image (BGR, BGRA or grayscale, ``uint8``) as RGB ``uint8`` (H, W, 3)."""
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """An OpenCV image (BGR, BGRA or grayscale) as RGB (H, W, 3), in the image's own dtype.
+
+    This is the one place where OpenCV's BGR(A) order becomes the RGB(A) the engine assumes. It
+    never raises: an image it cannot convert (an odd channel count, an empty or 5-d array, a dtype
+    OpenCV does not convert) is returned unchanged, and the detector rejects it with a clear error,
+    which the live loop counts as a bad frame.
+
+    >>> bgra = np.zeros((2, 2, 4), np.uint8); bgra[..., 0] = 255      # blue, opaque or not
+    >>> to_rgb(bgra)[0, 0].tolist(), to_rgb(np.zeros((2, 2), np.uint8)).shape
+    ([0, 0, 255], (2, 2, 3))
+    >>> to_rgb(np.zeros((2, 2, 2), np.uint8)).shape                     # not convertible: unchanged
+    (2, 2, 2)
+    """
+    try:
+        if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+            return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        if image.ndim == 3 and image.shape[2] == 4:
+            return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+        if image.ndim == 3 and image.shape[2] == 3:
+            return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    except (cv2.error, AttributeError, TypeError) as exc:
+        log.debug("cannot convert a %s image to RGB: %r", getattr(image, "shape", None), exc)
+    return image
 
 
 class Source:
@@ -216,12 +233,31 @@ def _natural_key(path: Path) -> list[Any]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
 
+def _decode_file(path: Path) -> tuple[np.ndarray | None, str]:
+    """(BGR image, "") or (None, why). The bytes are decoded in memory: unlike ``cv2.imread``, which
+    returns the decoded part of a truncated JPEG (the rest grey), ``cv2.imdecode`` refuses it."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, f"cannot read it: {exc.strerror or exc}"
+    if not data:
+        return None, "empty file, 0 bytes"
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        image = None
+    if image is None or image.size == 0:
+        return None, "corrupt, truncated or wrong format"
+    return image, ""
+
+
 class FolderSource(Source):
     """The images of one folder (not its subfolders), in natural name order.
 
     png, jpg/jpeg, bmp and tif/tiff are read (extensions in any case); grayscale and 16-bit images
-    become RGB ``uint8``. A file OpenCV cannot decode is skipped, counted in ``stats.skipped`` and
-    reported; it never stops the stream.
+    become RGB ``uint8``. A file OpenCV cannot decode (corrupt, truncated, empty, not an image, deleted
+    since the folder was listed) is skipped, counted in ``stats.skipped`` and reported; it never stops
+    the stream.
     """
 
     def __init__(self, folder: str | os.PathLike[str], *, on_event: EventCallback | None = None) -> None:
@@ -242,11 +278,11 @@ class FolderSource(Source):
         while not self._ended and self._next < len(self.paths):
             i, path = self._next, self.paths[self._next]
             self._next += 1
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None or image.size == 0:
+            image, why = _decode_file(path)
+            if image is None:
                 self._count("skipped")
                 self._report(SourceEvent("skipped", self.name, f"{self.name}: skipped {path.name}: "
-                                         "not a readable image (corrupt, truncated or wrong format)"))
+                                         f"not a readable image ({why})"))
                 continue
             self._count("frames")
             return Frame(to_rgb(image), time.time(), i, self.name)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -137,33 +139,74 @@ class Subscriber:
     ``topic`` filters by prefix (``""``: everything). ``receive(timeout)`` returns the next decoded
     message or None when none arrived in ``timeout`` seconds; iteration yields messages forever.
     Note ZeroMQ's "slow joiner": messages published before the connection is up are not received.
+
+    For a CURVE publisher pass ``curve_server_public_key`` (the server's ``.key`` file, or its 40
+    Z85 characters) and ``curve_client_key_file`` (this client's ``.key_secret``, whose public key
+    the publisher must list). A refused or mismatched handshake delivers nothing; its reason is in
+    ``handshake_error`` (e.g. "the publisher refused this subscriber's key ...").
     """
 
     def __init__(self, address: str = DEFAULT_ADDRESS, *, topic: str = "", rcvhwm: int = 100,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None,
+                 curve_server_public_key: str | os.PathLike[str] | bytes | None = None,
+                 curve_client_key_file: str | os.PathLike[str] | None = None) -> None:
         if not isinstance(rcvhwm, int) or rcvhwm < 1:
             raise ValueError(f"Subscriber.rcvhwm must be an int >= 1, got {rcvhwm!r}")
+        if (curve_server_public_key is None) != (curve_client_key_file is None):
+            raise ValueError("CURVE needs both the server's public key (--curve-server-public) and this client's "
+                             "secret key file (--curve-client-key); 'streamad keys DIR' writes both")
+        keys = None
+        if curve_server_public_key is not None:
+            from .security import load_key_pair, load_public_key
+
+            keys = (load_public_key(curve_server_public_key), *load_key_pair(curve_client_key_file))  # type: ignore
         self.address = address
+        self.curve = keys is not None
+        self.handshake_error: str | None = None
         self._ctx = context or zmq.Context.instance()
         self._socket = self._ctx.socket(zmq.SUB)
         self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+        if keys is not None:
+            self._socket.curve_serverkey, self._socket.curve_publickey, self._socket.curve_secretkey = keys
+        self._monitor = self._socket.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED)
         try:
             self._socket.connect(address)
         except zmq.ZMQError as exc:
-            self._socket.close(0)
+            self.close()
             raise ValueError(f"cannot connect to {address!r}: {exc.strerror} "
                              f"(expected an address such as {DEFAULT_ADDRESS})") from exc
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
+
+    def _read_monitor(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        from .security import describe_handshake_event
+
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.handshake_error = None
+            else:
+                self.handshake_error = describe_handshake_event(event["event"], event["value"])
 
     def receive_parts(self, timeout: float | None = None) -> list[bytes] | None:
         """The raw parts of the next message, or None after ``timeout`` seconds without one."""
-        ms = None if timeout is None else max(0, int(round(timeout * 1000)))
-        if not self._poller.poll(ms):
-            return None
-        return self._socket.recv_multipart()
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            ms = None if deadline is None else max(0, int(round((deadline - time.monotonic()) * 1000)))
+            ready = dict(self._poller.poll(ms))
+            if self._monitor in ready:
+                self._read_monitor()
+            if self._socket in ready:
+                return self._socket.recv_multipart()
+            if not ready or (deadline is not None and time.monotonic() >= deadline):
+                return None
 
     def receive(self, timeout: float | None = None) -> FrameMessage | None:
         """The next message, decoded (raises :class:`SchemaError` on a malformed one)."""
@@ -178,7 +221,10 @@ class Subscriber:
 
     def close(self) -> None:
         if not self._socket.closed:
+            self._socket.disable_monitor()
             self._socket.close(0)
+        if not self._monitor.closed:
+            self._monitor.close(0)
 
     def __enter__(self) -> Subscriber:
         return self

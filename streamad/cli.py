@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "streamad.commands.eval_stream",
     "streamad.commands.watch",
     "streamad.commands.listen",
+    "streamad.commands.keys",
     "streamad.commands.bench_engine",
 )
 

@@ -13,14 +13,29 @@ the scene changes for good).
     >>> d = dec.update(5.0)
     >>> round(d.threshold, 2), d.anomalous, d.drift
     (1.08, True, False)
+
+river's quantile and drift detectors cannot be serialised, so the scores fed are kept (the last
+``max(window, DRIFT_HISTORY_MAX)`` of them, a bounded ring) and :meth:`ScoreDecisions.from_state`
+rebuilds both by replaying them: exactly for the threshold (it only depends on the last ``window``
+scores), exactly for the drift detector while at most ``DRIFT_HISTORY_MAX`` scores were fed, and from
+the last ``DRIFT_HISTORY_MAX`` scores after that (the drift flag then approximates the original's).
+
+    >>> back = ScoreDecisions.from_state(dec.state_dict(), dec.config)
+    >>> back.update(1.05) == dec.update(1.05), back.count
+    (True, 12)
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from .config import DecisionConfig
+
+# Scores kept for rebuilding the drift detector after a reload (800 kB of float64).
+DRIFT_HISTORY_MAX = 100_000
 
 
 class Decision(NamedTuple):
@@ -57,6 +72,32 @@ class ScoreDecisions:
         self._drift = make_drift_detector(self.config.drift, self.config.drift_delta, seed)
         self.count = 0
         self.drifts = 0
+        keep = self.config.window if self._drift is None else max(self.config.window, DRIFT_HISTORY_MAX)
+        self._history = np.zeros(keep)  # ring: score number i is at i % keep
+
+    def history(self) -> np.ndarray:
+        """The last ``min(count, capacity)`` scores fed, oldest first (float64)."""
+        keep = len(self._history)
+        n = min(self.count, keep)
+        return self._history[(self.count - n + np.arange(n)) % keep]
+
+    def state_dict(self) -> dict[str, Any]:
+        """What :meth:`from_state` needs: the counters and the score history (see the module docstring)."""
+        return {"count": self.count, "drifts": self.drifts, "history": self.history()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], config: DecisionConfig, seed: int = 0) -> ScoreDecisions:
+        """New river objects fed the saved scores again: the last ``window`` to the quantile, all to drift."""
+        dec = cls(config, seed)
+        history = np.asarray(state["history"], np.float64)[-len(dec._history):]
+        for score in history[-config.window:].tolist():
+            dec._quantile.update(score)
+        if dec._drift is not None:
+            for score in history.tolist():
+                dec._drift.update(score)
+        dec.count, dec.drifts = int(state["count"]), int(state["drifts"])
+        dec._history[(dec.count - len(history) + np.arange(len(history))) % len(dec._history)] = history
+        return dec
 
     @property
     def threshold(self) -> float | None:
@@ -77,6 +118,7 @@ class ScoreDecisions:
             raise ValueError(f"score must be a finite number, got {score!r}")
         threshold, anomalous, _ = self.peek(score)
         self._quantile.update(score)
+        self._history[self.count % len(self._history)] = score
         self.count += 1
         drift = False
         if self._drift is not None:

@@ -20,18 +20,31 @@ threshold; until then (and for ``decisions.warmup`` scores after) ``threshold`` 
     [False, False, False, True]
     >>> r = det.process(frame); r.score, r.heatmap.shape
     (0.0, (40, 40))
+
+``save(dir)`` writes the whole engine state (window, channels, nominal index, threshold and drift
+state, counters) and ``StreamDetector.load(dir, extractor)`` resumes it exactly (docs/persistence.md):
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = det.save(f"{tmp}/state")
+    ...     back = StreamDetector.load(f"{tmp}/state", extractor=Toy())
+    >>> back.frames_seen, back.process(frame).score == det.process(frame).score
+    (5, True)
 """
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Protocol
+import warnings
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from .config import ChannelConfig, StreamConfig
 from .decisions import ScoreDecisions
-from .frames import as_rgb_uint8
+from .frames import FrameSizeWarning, as_rgb_uint8, resize_to
 from .heatmap import heatmap_from_patch_scores
 from .incremental import IncrementalChannels
 from .nominal_index import NominalIndex
@@ -53,6 +66,18 @@ class Extractor(Protocol):
 
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1e3
+
+
+def _timestamp(value: object) -> float:
+    """A caller's timestamp as float seconds; a clear error for anything not a finite number."""
+    try:
+        t = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not np.isfinite(t):
+        raise ValueError(f"timestamp must be a finite number of seconds, got {value!r}: pass the frame's capture "
+                         "time (e.g. time.time()) or None for now")
+    return t
 
 
 class StreamDetector:
@@ -84,6 +109,8 @@ class StreamDetector:
         self._next_frame_id = 0  # admission ids (labels in the index are id * P + patch)
         self._since_admission: int | None = None  # frames processed since the last admission
         self._last_admission_time: float | None = None
+        self.frame_size: tuple[int, int] | None = None  # the first frame's (h, w); later frames are resized to it
+        self._warned_size = False
 
     # ------------------------------------------------------------------ state
     @property
@@ -94,6 +121,49 @@ class StreamDetector:
     @property
     def nominal_count(self) -> int:
         return 0 if self.index is None else len(self.index)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the full engine state to ``directory``, atomically (the previous state there stays
+        loadable until the new one is complete). See :mod:`streamad.persistence`."""
+        from .persistence import save_state
+
+        return save_state(self, directory)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], extractor: Extractor | None = None,
+             config: StreamConfig | None = None) -> StreamDetector:
+        """The detector ``save`` wrote to ``directory``, ready to continue the stream exactly where it stopped.
+
+        ``extractor`` defaults to the one the saved ``config.features`` describes; ``config``, if given,
+        must match the saved configuration but for run-time settings (device, batch size, query
+        threads). A missing, corrupt or incompatible state raises
+        :class:`~streamad.persistence.StateError` (a ``ValueError``) that names the file or field.
+        """
+        from .persistence import load_state
+
+        return load_state(directory, extractor=extractor, config=config, cls=cls)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The detector's own counters (the channels, index and decisions have their own ``state_dict``)."""
+        size = getattr(self, "frame_size", None)
+        return {"grid": list(self.grid), "frames_seen": self.frames_seen, "next_frame_id": self._next_frame_id,
+                "since_admission": self._since_admission, "last_admission_time": self._last_admission_time,
+                "frame_size": None if size is None else list(size)}
+
+    @classmethod
+    def from_state(cls, parts: dict[str, dict[str, Any]], config: StreamConfig,
+                   extractor: Extractor | None = None) -> StreamDetector:
+        """A detector from the ``state_dict`` of it (``parts["detector"]``) and of its components."""
+        det = cls(config, extractor)
+        own = parts["detector"]
+        det.frames_seen, det._next_frame_id = int(own["frames_seen"]), int(own["next_frame_id"])
+        det._since_admission, det._last_admission_time = own["since_admission"], own["last_admission_time"]
+        det.frame_size = None if own.get("frame_size") is None else tuple(own["frame_size"])
+        det.channels = IncrementalChannels.from_state(parts["channels"], config.window, config.channels)
+        det.index = None if parts["index"] is None else NominalIndex.from_state(parts["index"])
+        det.decisions = ScoreDecisions.from_state(parts["decisions"], config.decisions, seed=config.seed)
+        return det
 
     # ------------------------------------------------------------------ frames
     def process(self, frame: np.ndarray, timestamp: float | None = None) -> FrameResult:
@@ -113,6 +183,18 @@ class StreamDetector:
 
     def _features(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         frame = as_rgb_uint8(frame)
+        size = (int(frame.shape[0]), int(frame.shape[1]))
+        if self.frame_size is None:
+            self.frame_size = size
+        elif size != self.frame_size:
+            if not self._warned_size:
+                self._warned_size = True
+                h, w = self.frame_size
+                warnings.warn(f"frame size {size[0]}x{size[1]} differs from the stream's first frame ({h}x{w}): "
+                              f"frames of another size are resized to {h}x{w} and heatmaps stay {h}x{w} (warned "
+                              "once per detector; use one detector per camera and resolution)",
+                              FrameSizeWarning, stacklevel=3)
+            frame = resize_to(frame, self.frame_size)
         t0 = time.perf_counter()
         out = np.asarray(self.extractor([frame]))
         t_feat = _ms(t0)
@@ -156,9 +238,9 @@ class StreamDetector:
     # ------------------------------------------------------------------ the pipeline
     def _process(self, desc: np.ndarray, frame_shape: tuple[int, ...], timestamp: float | None, learn: bool,
                  timings: dict[str, float]) -> FrameResult:
+        now = time.time() if timestamp is None else _timestamp(timestamp)
         index_no = self.frames_seen
         self.frames_seen += 1
-        now = time.time() if timestamp is None else float(timestamp)
         h, w = int(frame_shape[0]), int(frame_shape[1])
         score = threshold = heat = patch = None
         anomalous = drift = False

@@ -157,8 +157,8 @@ def prepare_descriptors(detector: InReaCh, dataset: Any, order: list, progress: 
         if os.path.isfile(meta_path):
             with open(meta_path) as fh:
                 meta = json.load(fh)
-            train = np.load(os.path.join(cache, key + ".train.npy"), mmap_mode="r")
-            test = np.load(os.path.join(cache, key + ".test.npy"), mmap_mode="r")
+            train = np.load(os.path.join(cache, key + ".train.npy"), mmap_mode="r", allow_pickle=False)
+            test = np.load(os.path.join(cache, key + ".test.npy"), mmap_mode="r", allow_pickle=False)
             detector.uses_positions_, detector.aligned_ = meta["uses_positions"], meta["aligned"]
             detector.transpose_score_ = meta["transpose_score"]
             if detector.aligned_:

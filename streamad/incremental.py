@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -197,6 +198,49 @@ class IncrementalChannels:
         self._dirty = np.zeros((dcap, p), bool)
         self._arange_p = np.arange(p)
         self._allocated = True
+
+    # Arrays saved as they are by ``state_dict`` (attribute ``_name``); everything else is derived.
+    STATE_ARRAYS = ("x", "frame", "seed_j", "seed_frame", "pair_patch", "pair_dist", "members", "assign_j",
+                    "assign_a", "nominal", "published", "dirty")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The full state as JSON scalars and numpy arrays (for :mod:`streamad.persistence`).
+
+            >>> inc = IncrementalChannels(4, ChannelConfig(seeds=1, min_span=1))
+            >>> inc.push(0, np.ones((2, 3), np.float32)); back = IncrementalChannels.from_state(
+            ...     inc.state_dict(), 4, inc.config)             # doctest: +ELLIPSIS
+            {...}
+            >>> back.window_frames(), back.seeds, back.descriptors(0).shape
+            ([0], [0], (2, 3))
+        """
+        state: dict[str, Any] = {"batched_trim": self.batched_trim, "admissions": self.admissions,
+                                 "last_promotion": self.schedule.last_promotion, "head": self._head,
+                                 "last_id": self._last_id, "allocated": self._allocated, "stats": dict(self.stats)}
+        if self._allocated:
+            state["ids"] = np.fromiter(self._ids, np.int64, len(self._ids))
+            state["eligible"] = np.array([self._eligible[f] for f in self._ids], bool)
+            state["pending_removed"] = np.concatenate([np.zeros(0, np.int64), *self._pending_removed])
+            state.update({name: getattr(self, "_" + name) for name in self.STATE_ARRAYS})
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], window: int, config: ChannelConfig) -> IncrementalChannels:
+        """The channels ``state_dict`` described (arrays are used as given, not copied)."""
+        inc = cls(window, config, batched_trim=bool(state["batched_trim"]))
+        inc.admissions, inc._head, inc._last_id = int(state["admissions"]), int(state["head"]), int(state["last_id"])
+        inc.schedule.last_promotion = state["last_promotion"]
+        inc.stats = dict(state["stats"])
+        if state["allocated"]:
+            inc.n_patches, inc.dim = (int(v) for v in state["x"].shape[1:])
+            inc.dtype, inc._arange_p, inc._allocated = state["x"].dtype.type, np.arange(inc.n_patches), True
+            for name in cls.STATE_ARRAYS:
+                setattr(inc, "_" + name, state[name])
+            ids = state["ids"].tolist()
+            inc._ids = deque(ids)
+            inc._slot_of = {f: (inc._head + i) % inc.window for i, f in enumerate(ids)}
+            inc._eligible = dict(zip(ids, state["eligible"].tolist()))
+            inc._pending_removed = [state["pending_removed"]] if len(state["pending_removed"]) else []
+        return inc
 
     def _grow_seed_capacity(self) -> None:
         dcap = len(self._seed_frame)

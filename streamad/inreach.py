@@ -20,6 +20,7 @@ import numpy as np
 from .channels import nominal_mask
 from .config import ChannelConfig, IndexConfig, InReachConfig
 from .features import PatchFeatureExtractor, with_positions
+from .frames import as_rgb_images
 from .nominal_index import NominalIndex
 from .patch_model import ImageAnomalyDetector
 from .positional import best_rotation, rotate, rotation_angles, transpose_score
@@ -107,8 +108,10 @@ class InReaCh(ImageAnomalyDetector):
         return with_positions(descriptors, self.grid, self.config.positional.weight)
 
     def fit(self, images: Sequence[np.ndarray]) -> "InReaCh":
+        images = as_rgb_images(images, "fit images")
         if len(images) < 2:
-            raise ValueError(f"fit needs at least 2 training images, got {len(images)}")
+            raise ValueError(f"fit needs at least 2 training images, got {len(images)}: pass a list of RGB uint8 "
+                             "arrays, the more the better (at least config.channels.seeds + a few)")
         images = self.decide_positions(images)
         self.fit_descriptors(self.descriptors(images, "fit features"))
         return self
@@ -119,6 +122,9 @@ class InReaCh(ImageAnomalyDetector):
         return self
 
     def predict(self, images: Sequence[np.ndarray]) -> Prediction:
+        images = as_rgb_images(images, "predict images")
+        if len(images) == 0:
+            raise ValueError("predict needs at least one image: pass a non-empty list of RGB uint8 arrays")
         angles = [0.0] * len(images)
         if self.aligned_ and self._reference is not None:
             angles = [best_rotation(img, self._reference) for img in images]

@@ -25,6 +25,8 @@ distance of ``inf`` would silently turn into an alarm or a NaN downstream).
 
 from __future__ import annotations
 
+from typing import Any
+
 import hnswlib
 import numpy as np
 
@@ -253,6 +255,49 @@ class NominalIndex:
 
     def __contains__(self, label: int) -> bool:
         return int(label) in self._slots.slot_of
+
+    def state_dict(self) -> dict[str, Any]:
+        """Parameters, slots (free list in order) and, once built, the graph (``hnsw.*``; see
+        :func:`streamad.persistence.graph_state`): JSON scalars and numpy arrays.
+
+            >>> idx = NominalIndex(dim=2, exact_below=0)
+            >>> idx.add(np.array([7, 9]), np.array([[0.0, 0.0], [3.0, 4.0]], np.float32)); idx.remove([7])
+            >>> back = NominalIndex.from_state(idx.state_dict())
+            >>> back.uses_graph, back.labels().tolist(), back.query(np.zeros((1, 2), np.float32))[0].tolist()
+            (True, [9], [[5.0]])
+        """
+        from .persistence import graph_state
+
+        sl, used = self._slots, self._slots.used
+        state: dict[str, Any] = {
+            "dim": self.dim, "M": self.M, "ef_construction": self.ef_construction, "ef": self.ef,
+            "exact_below": self.exact_below, "seed": self.seed, "threads": self.threads,
+            "insert_threads": self.insert_threads, "capacity": sl.capacity, "used": used,
+            "graph": self._hnsw is not None,
+            "vectors": sl.vectors[:used], "label_of_slot": sl.label_of_slot[:used], "live": sl.live[:used],
+            "free": np.asarray(sl.free, np.int64), "slot_of_labels": np.fromiter(sl.slot_of, np.int64, len(sl)),
+            "slot_of_slots": np.fromiter(sl.slot_of.values(), np.int64, len(sl))}
+        if self._hnsw is not None:
+            state.update({f"hnsw.{k}": v for k, v in graph_state(self._hnsw, self.seed).items()})
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> NominalIndex:
+        """The index ``state_dict`` described (the graph restored, not rebuilt)."""
+        from .persistence import graph_from_state
+
+        idx = cls(dim=state["dim"], M=state["M"], ef_construction=state["ef_construction"], ef=state["ef"],
+                  exact_below=state["exact_below"], seed=state["seed"], threads=state["threads"],
+                  initial_capacity=state["capacity"], insert_threads=state["insert_threads"])
+        sl, used = idx._slots, int(state["used"])
+        sl.vectors[:used], sl.label_of_slot[:used] = state["vectors"], state["label_of_slot"]
+        sl.live[:used] = state["live"]
+        sl.used, sl.free = used, state["free"].tolist()
+        sl.slot_of = dict(zip(state["slot_of_labels"].tolist(), state["slot_of_slots"].tolist()))
+        if state["graph"]:
+            idx._hnsw = graph_from_state({k[5:]: v for k, v in state.items() if k.startswith("hnsw.")})
+            idx._hnsw.set_ef(idx.ef)
+        return idx
 
     @property
     def uses_graph(self) -> bool:

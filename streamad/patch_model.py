@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from .config import FeatureConfig, HeatmapConfig
 from .features import PatchFeatureExtractor
+from .frames import as_rgb_images
 from .heatmap import heatmap_from_patch_scores
 from .results import Prediction
 
@@ -36,7 +37,9 @@ class PatchModel(Protocol):
 class ImageAnomalyDetector:
     """Images in, image scores and heatmaps out, around a ``PatchModel``.
 
-    Images are RGB uint8 arrays of any size; heatmaps come back at the extractor's input resolution.
+    Images are RGB uint8 arrays of any size (grayscale, RGBA, uint16 and float [0, 1] images are
+    converted; see :func:`streamad.frames.as_rgb_uint8`); an unusable one raises ``ValueError`` naming it
+    by position. Heatmaps come back at the extractor's input resolution.
     """
 
     def __init__(self, model: PatchModel, extractor: PatchFeatureExtractor | None = None,
@@ -63,8 +66,9 @@ class ImageAnomalyDetector:
 
     def fit(self, images: Sequence[np.ndarray]) -> "ImageAnomalyDetector":
         """Learn from unlabeled training images (order matters for InReaCh: the first D are seeds)."""
+        images = as_rgb_images(images, "fit images")
         if len(images) == 0:
-            raise ValueError("fit needs at least one training image")
+            raise ValueError("fit needs at least one training image: pass a non-empty list of RGB uint8 arrays")
         return self.fit_descriptors(self.descriptors(images, "fit features"))
 
     def fit_descriptors(self, descriptors: np.ndarray) -> "ImageAnomalyDetector":
@@ -73,6 +77,9 @@ class ImageAnomalyDetector:
 
     def predict(self, images: Sequence[np.ndarray]) -> Prediction:
         """Score images: image scores (N,), heatmaps (N, h, w), patch scores (N, H, W)."""
+        images = as_rgb_images(images, "predict images")
+        if len(images) == 0:
+            raise ValueError("predict needs at least one image: pass a non-empty list of RGB uint8 arrays")
         return self.predict_descriptors(self.descriptors(images, "predict features"))
 
     def predict_descriptors(self, descriptors: np.ndarray) -> Prediction:

@@ -94,8 +94,8 @@ def test_admission_every_k_frames_and_every_t_seconds():
 def test_frame_result_fields_heatmap_shape_and_timings():
     rng = np.random.default_rng(3)
     det = StreamDetector(config(), extractor=BlockMeans())
-    for _ in range(16):
-        det.process(scene(rng))
+    for _ in range(16):  # the heatmap has the stream's frame size (its first frame's: see test_bad_input.py)
+        det.process(scene(rng, shape=(50, 70)))
     r = det.process(scene(rng, defect=True, shape=(50, 70)), timestamp=123.5)
     assert r.index == 16 and r.timestamp == 123.5 and r.ready and r.admitted
     assert r.heatmap.shape == (50, 70) and r.heatmap.dtype == np.float32
@@ -104,7 +104,7 @@ def test_frame_result_fields_heatmap_shape_and_timings():
     assert r.threshold is not None and isinstance(r.anomalous, bool)
     assert set(r.timings) == STAGES and all(v >= 0 for v in r.timings.values())
     assert np.unravel_index(r.heatmap.argmax(), r.heatmap.shape)[1] > 35  # the defect is top right
-    normal = det.process(scene(rng))
+    normal = det.process(scene(rng, shape=(50, 70)))
     assert normal.score < r.score
 
 
@@ -116,7 +116,7 @@ def test_centre_crop_heatmap_covers_the_crop_and_zeroes_the_border():
     rng = np.random.default_rng(9)
     det = StreamDetector(config(), extractor=Cropped())
     for _ in range(6):
-        det.process(scene(rng))
+        det.process(scene(rng, shape=(40, 80)))
     r = det.process(scene(rng, defect=True, shape=(40, 80)))
     assert r.heatmap.shape == (40, 80)
     inside = r.heatmap[10:30, 20:60]

@@ -11,6 +11,10 @@ Modes:
           nominal set sizes (built by streaming frames in, then a few frames of churn); with
           --descriptors on REAL descriptors from a .npy file (e.g. the training descriptors
           `streamad eval --stream --cache out/desc` saves) and --queries for real query descriptors
+  soak    a long run (default 20,000 frames, 10x10 grid, 64-d, W=64, one index thread) on a stream
+          whose normal patches wander slowly (channels keep changing); every --report-every frames it
+          prints the frames so far, resident memory and the median / p99 per-frame latency of that
+          interval, and at the end a verdict: last interval against the first after warm-up
 
 Synthetic frames (engine, memory, and hnsw without --descriptors): P fixed patch "places" (normal descriptors) plus per-frame noise, a slow drift and,
 now and then, a defect (a few patches moved far away). Every number comes from the real engine
@@ -20,6 +24,7 @@ examples:
   streamad bench-engine
   streamad bench-engine --mode hnsw --hnsw-sizes 10000 100000 --json hnsw.json
   streamad bench-engine --mode memory --memory-frames 2000 10000
+  streamad bench-engine --mode soak --frames 20000 --report-every 1000 --json soak.json
   streamad bench-engine --mode hnsw --descriptors out/desc/bottle-<key>.train.npy \
       --queries out/desc/bottle-<key>.test.npy --hnsw-sizes 10000 100000
 """
@@ -44,8 +49,8 @@ STAGES = ("associate", "trim", "index", "score", "heatmap")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", choices=("engine", "memory", "hnsw", "all"), default="engine",
-                   help="what to measure (default: engine)")
+    p.add_argument("--mode", choices=("engine", "memory", "hnsw", "soak", "all"), default="engine",
+                   help="what to measure (default: engine; 'all' is engine, memory and hnsw, not soak)")
     p.add_argument("--patches", type=int, default=784, metavar="P", help="patches per frame (default 784 = 28x28)")
     p.add_argument("--dim", type=int, default=152, metavar="D", help="descriptor dimension (default 152)")
     p.add_argument("--seeds", type=int, default=10, help="seed frames (default 10)")
@@ -54,14 +59,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("engine mode")
     g.add_argument("--windows", type=int, nargs="+", default=[32, 64, 128, 256], metavar="W",
                    help="window sizes (default 32 64 128 256)")
-    g.add_argument("--frames", type=int, default=24, metavar="N",
-                   help="timed frames per window, at least two promotion periods (default 24)")
+    g.add_argument("--frames", type=int, default=None, metavar="N",
+                   help="engine: timed frames per window, at least two promotion periods (default 24); "
+                   "soak: frames in all (default 20000)")
     g = p.add_argument_group("memory mode")
     g.add_argument("--memory-frames", type=int, nargs=2, default=[2000, 10000], metavar=("N1", "N2"),
                    help="read resident memory after N1 and N2 frames (default 2000 10000)")
     g.add_argument("--memory-patches", type=int, default=100, metavar="P", help="patches per frame (default 100)")
     g.add_argument("--memory-dim", type=int, default=64, metavar="D", help="descriptor dimension (default 64)")
     g.add_argument("--memory-window", type=int, default=64, metavar="W", help="window (default 64)")
+    g = p.add_argument_group("soak mode")
+    g.add_argument("--report-every", type=int, default=1000, metavar="N",
+                   help="soak: a row every N frames; the first row is the warm-up (default 1000)")
+    g.add_argument("--soak-patches", type=int, default=100, metavar="P",
+                   help="soak: patches per frame (default 100 = 10x10; 196 = 14x14 takes about 2.5 times longer)")
+    g.add_argument("--soak-dim", type=int, default=64, metavar="D", help="soak: descriptor dimension (default 64)")
+    g.add_argument("--soak-window", type=int, default=64, metavar="W", help="soak: window (default 64)")
     g = p.add_argument_group("hnsw mode")
     g.add_argument("--hnsw-sizes", type=int, nargs="+", default=[10_000, 100_000], metavar="N",
                    help="nominal set sizes (default 10000 100000; 1000000 takes minutes)")
@@ -107,6 +120,32 @@ class SyntheticStream:
         return x.astype(np.float32)
 
 
+class WanderingStream(SyntheticStream):
+    """``SyntheticStream`` whose normal places wander: each place follows an Ornstein-Uhlenbeck walk
+    (mean-reverting, ``spread`` standard deviation around its start, correlation time ``tau`` frames),
+    so the nominal patches keep changing for ever while the distances stay on one scale.
+
+    >>> s = WanderingStream(4, 3, seed=1)
+    >>> a, b = s.next(), s.next()
+    >>> a.shape, a.dtype, bool((a != b).any())
+    ((4, 3), dtype('float32'), True)
+    """
+
+    def __init__(self, patches: int, dim: int, seed: int = 0, noise: float = 0.3, tau: float = 2000.0,
+                 spread: float = 0.5) -> None:
+        super().__init__(patches, dim, seed, noise)
+        self.home = self.places.copy()
+        self.offset = np.zeros_like(self.places)
+        self.theta = 1.0 / tau
+        self.sigma = np.float32(spread * math.sqrt(2.0 * self.theta))
+
+    def next(self) -> np.ndarray:
+        self.offset *= np.float32(1.0 - self.theta)
+        self.offset += self.sigma * self.rng.standard_normal(self.offset.shape, dtype=np.float32)
+        self.places = self.home + self.offset
+        return super().next()
+
+
 class RealDescriptors:
     """Real descriptors served ``patches`` rows at a time, in file order; past the end, the file again
     with Gaussian noise (``noise`` x each dimension's standard deviation) on every repetition."""
@@ -116,7 +155,7 @@ class RealDescriptors:
         from ..errors import UserError
 
         try:
-            x = np.load(path, mmap_mode="r")
+            x = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot read descriptors {path}: {exc}") from None
         if x.ndim not in (2, 3) or x.dtype.kind != "f":
@@ -251,6 +290,69 @@ def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
             "nominal": det.nominal_count}
 
 
+def _soak_row(frames: int, latencies: list[float], rss: float, nominal: int, seconds: float) -> dict[str, Any]:
+    ms = np.asarray(latencies) * 1e3
+    return {"frames": frames, "rss_mib": rss, "median_ms": float(np.median(ms)),
+            "p99_ms": float(np.percentile(ms, 99)), "nominal": nominal, "seconds": seconds}
+
+
+def bench_soak(args: argparse.Namespace, emit: Any = print) -> dict[str, Any]:
+    """Run the engine for ``args.frames`` frames of a :class:`WanderingStream`; a row of frames, resident
+    memory (MiB), median and p99 latency (ms, of ``process_descriptors``: score + admit) per interval."""
+    from ..config import ChannelConfig, FeatureConfig, IndexConfig, StreamConfig
+    from ..detector import StreamDetector
+
+    total, every = args.frames, args.report_every
+    ex = _Grid(args.soak_patches)
+    cfg = StreamConfig(window=args.soak_window, channels=ChannelConfig(seeds=args.seeds),
+                       features=FeatureConfig(grid=ex.grid, dim=args.soak_dim),
+                       index=IndexConfig(threads=1, insert_threads=1), seed=args.seed)
+    det = StreamDetector(cfg, extractor=ex)
+    stream = WanderingStream(args.soak_patches, args.soak_dim, args.seed)
+    shape = (64, 64)
+    rows: list[dict[str, Any]] = []
+    lat: list[float] = []
+    clock = time.perf_counter
+    start = clock()
+    emit(f"{'frames':>8} {'RSS MiB':>8} {'median ms':>10} {'p99 ms':>8} {'nominal':>8} {'elapsed s':>9}")
+    for i in range(1, total + 1):
+        x = stream.next()
+        t0 = clock()
+        det.process_descriptors(x, frame_shape=shape)
+        lat.append(clock() - t0)
+        if i % every == 0:
+            gc.collect()  # outside the timed calls: the reading is of live memory, not of pending garbage
+            row = _soak_row(i, lat, rss_mib(), det.nominal_count, clock() - start)
+            rows.append(row)
+            lat = []
+            emit(f"{row['frames']:>8} {row['rss_mib']:>8.1f} {row['median_ms']:>10.2f} {row['p99_ms']:>8.2f} "
+                 f"{row['nominal']:>8} {row['seconds']:>9.0f}")
+    first, last = rows[1], rows[-1]  # rows[0] is the warm-up (the window fills, the first seeds go)
+    verdict = {"compared": [first["frames"], last["frames"]],
+               "rss_ratio": last["rss_mib"] / first["rss_mib"],
+               "median_ratio": last["median_ms"] / first["median_ms"],
+               "p99_ratio": last["p99_ms"] / first["p99_ms"]}
+    verdict["stable"] = bool(verdict["rss_ratio"] <= 1.05 and verdict["median_ratio"] <= 1.25)
+    return {"patches": args.soak_patches, "grid": list(ex.grid), "dim": args.soak_dim, "window": args.soak_window,
+            "seeds": args.seeds, "frames": total, "report_every": every, "index_threads": 1,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "rows": rows, "verdict": verdict,
+            "seconds": clock() - start}
+
+
+def soak_verdict_line(res: dict[str, Any]) -> str:
+    """The one-line verdict of :func:`bench_soak`: last interval / first interval after the warm-up.
+
+    >>> print(soak_verdict_line({"verdict": {"compared": [2000, 20000], "rss_ratio": 1.004, "median_ratio": 0.98,
+    ...                                      "p99_ratio": 1.1, "stable": True}}))  # doctest: +ELLIPSIS
+    soak verdict: STABLE: frames 20000 vs 2000 (...): memory x1.004, median latency x0.98, p99 latency x1.10 ...
+    """
+    v = res["verdict"]
+    a, b = v["compared"]
+    return (f"soak verdict: {'STABLE' if v['stable'] else 'GROWING'}: frames {b} vs {a} (first interval after "
+            f"warm-up): memory x{v['rss_ratio']:.3f}, median latency x{v['median_ratio']:.2f}, "
+            f"p99 latency x{v['p99_ratio']:.2f} (limits: memory <= 1.05, median <= 1.25)")
+
+
 def bench_hnsw(args: argparse.Namespace) -> dict[str, Any]:
     from ..config import IndexConfig
     from ..errors import UserError
@@ -267,7 +369,7 @@ def bench_hnsw(args: argparse.Namespace) -> dict[str, Any]:
                                 hold_out=0 if args.queries else 1)
         dim, patches, available = probe.dim, probe.patches, len(probe.vectors)
         if args.queries:
-            q = np.load(args.queries, mmap_mode="r")
+            q = np.load(args.queries, mmap_mode="r", allow_pickle=False)
             pool = np.ascontiguousarray(q.reshape(-1, q.shape[-1]), dtype=np.float32)
             if pool.shape[1] != dim:
                 raise UserError(f"--queries have dimension {pool.shape[1]}, --descriptors {dim}")
@@ -354,6 +456,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.patches < 4 or args.dim < 1 or args.seeds < 1 or min(args.windows) <= args.seeds:
         raise UserError("need --patches >= 4, --dim >= 1, --seeds >= 1 and every --windows value > --seeds")
+    if args.mode == "soak":
+        if args.frames is None:
+            args.frames = 20_000
+        if args.report_every < 1 or args.frames < 3 * args.report_every:
+            raise UserError(f"soak needs --report-every >= 1 and --frames >= 3 x --report-every (a warm-up "
+                            f"interval, then two to compare), got --frames {args.frames} --report-every "
+                            f"{args.report_every}")
+        if args.soak_patches < 4 or args.soak_dim < 1 or args.soak_window <= args.seeds:
+            raise UserError("soak needs --soak-patches >= 4, --soak-dim >= 1 and --soak-window > --seeds")
+    elif args.frames is None:
+        args.frames = 24
     modes = ("engine", "memory", "hnsw") if args.mode == "all" else (args.mode,)
     results: dict[str, Any] = {"cpu_count": os.cpu_count()}
     if "engine" in modes:
@@ -373,6 +486,12 @@ def run(args: argparse.Namespace) -> int:
         h = bench_hnsw(args)
         results["hnsw"] = h
         print_hnsw(h)
+    if "soak" in modes:
+        print(f"soak mode: {args.frames} frames, P={args.soak_patches}, d={args.soak_dim}, W={args.soak_window}, "
+              f"a row every {args.report_every} (the first is the warm-up):", flush=True)
+        soak = bench_soak(args, emit=lambda line: print(line, flush=True))
+        results["soak"] = soak
+        print(soak_verdict_line(soak))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)

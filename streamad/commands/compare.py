@@ -235,7 +235,8 @@ class SharedDescriptors:
         if self._train is None or self._test is None:
             path = os.path.join(self.cache, self._key({"what": "descriptors"})) if self.cache else ""
             if path and os.path.isfile(path + ".test.npy"):
-                self._train, self._test = np.load(path + ".train.npy"), np.load(path + ".test.npy")
+                self._train, self._test = (np.load(path + ".train.npy", allow_pickle=False),
+                                           np.load(path + ".test.npy", allow_pickle=False))
             else:
                 self._train = self._extract(list(self.dataset.train), "train features")
                 self._test = self._extract(list(self.dataset.test), "test features")

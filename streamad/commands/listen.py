@@ -8,6 +8,7 @@ examples:
   streamad listen                                  # tcp://127.0.0.1:5556
   streamad listen tcp://127.0.0.1:5560 --count 100 --timeout 10
   streamad listen --json > results.jsonl
+  streamad listen tcp://camera-pc:5556 --curve-server-public keys/server.key --curve-client-key keys/client.key_secret
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="give up (exit status 1) after S seconds without a message (default: wait forever)")
     p.add_argument("--topic", default="", help="only messages whose topic starts with this (default: all)")
     p.add_argument("--json", action="store_true", help="print each message's header fields as a JSON line")
+    p.add_argument("--curve-server-public", metavar="FILE", default=None,
+                   help="the CURVE publisher's public key file (server.key from 'streamad keys'); needs "
+                        "--curve-client-key")
+    p.add_argument("--curve-client-key", metavar="SECRETFILE", default=None,
+                   help="this subscriber's secret key file (NAME.key_secret); its public key must be in the "
+                        "publisher's --curve-clients folder")
 
 
 def format_line(msg) -> str:  # type: ignore[no-untyped-def]
@@ -53,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if args.timeout is not None and not args.timeout > 0:
         raise UserError(f"--timeout must be > 0 seconds, got {args.timeout}")
     try:
-        sub = Subscriber(args.address, topic=args.topic)
+        sub = Subscriber(args.address, topic=args.topic, curve_server_public_key=args.curve_server_public,
+                         curve_client_key_file=args.curve_client_key)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     received, last_seq, missed = 0, None, 0
@@ -64,9 +72,10 @@ def run(args: argparse.Namespace) -> int:
             except SchemaError as exc:
                 raise UserError(f"bad message from {args.address}: {exc}") from exc
             if msg is None:
+                why = (f"{sub.handshake_error}" if sub.handshake_error else
+                       f"is 'streamad watch SOURCE --publish {args.address}' running?")
                 print(f"streamad listen: no message from {args.address} within {args.timeout:g} s "
-                      f"({received} received): is 'streamad watch SOURCE --publish {args.address}' running?",
-                      file=sys.stderr)
+                      f"({received} received): {why}", file=sys.stderr)
                 return 1
             if last_seq is not None and msg.seq > last_seq + 1:
                 missed += msg.seq - last_seq - 1

@@ -7,6 +7,12 @@ be published over ZeroMQ (see 'streamad listen'), shown in a window and saved as
 Frames the detector rejects (empty, too small) are skipped and counted. Ctrl-C or SIGTERM stops
 after the current frame and prints a summary; --stats adds the time per frame of each stage.
 
+With --state DIR the detector resumes from the state saved in DIR (window, nominal patches,
+threshold, counters; see docs/persistence.md) and saves it there every --save-every frames and on
+exit. A failed save (read-only folder, disk full) is reported once and retried, never fatal. A state
+that cannot be loaded (corrupt, other format, other settings) stops the command with exit code 2,
+unless --state-reset moves it aside (to DIR.bad-TIMESTAMP) and starts fresh.
+
 examples:
   streamad watch demo --max-frames 300
   streamad watch demo --max-frames 300 --save demo.mp4 --publish
@@ -15,6 +21,7 @@ examples:
   streamad watch rtsp://camera.local/stream1 --publish tcp://127.0.0.1:5560 --save run.mp4
   streamad watch clip.mp4 --quiet --stats       # throughput and per-stage cost on a video file
   streamad watch frames/ --preset fast --save last.png
+  streamad watch 0 --state line3.state --publish    # stop and start again: it carries on where it was
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from ..presets import DESCRIPTIONS, PRESETS
 
 NAME = "watch"
 HELP = "run the streaming detector on a camera, video, folder, URL or the built-in demo"
+DEFAULT_SAVE_EVERY = 500  # --save-every: frames between two saves of the state
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,7 +63,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--publish", nargs="?", const=DEFAULT_ADDRESS, default=None, metavar="ADDR",
                    help=f"publish every result over ZeroMQ PUB (default address {DEFAULT_ADDRESS})")
     g.add_argument("--bind-any", action="store_true",
-                   help="allow --publish on a non-loopback address (visible to the network)")
+                   help="allow --publish on a non-loopback address (visible to the network); not needed with CURVE")
+    g.add_argument("--curve-server-key", metavar="SECRETFILE", default=None,
+                   help="encrypt the published stream with CURVE using this server secret key (see 'streamad "
+                        "keys'); needs --curve-clients")
+    g.add_argument("--curve-clients", metavar="DIR", default=None,
+                   help="with --curve-server-key: only subscribers whose public key (*.key) is in DIR may connect")
     g.add_argument("--overlay-jpeg", action="store_true", help="include the annotated frame as JPEG in messages")
     g.add_argument("--topic", default="streamad", help="ZeroMQ topic (default streamad)")
     g.add_argument("--show", action="store_true", help="show the annotated frames in a window (q or Esc closes)")
@@ -63,6 +76,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write the annotated video (.mp4, .avi, .mkv) or, for .png, the last ready frame")
     g.add_argument("--fps", type=float, default=None,
                    help="frame rate of the saved video (default: the source's, else 10)")
+    g = p.add_argument_group("state (resume after a restart)")
+    g.add_argument("--state", metavar="DIR", default=None,
+                   help="resume from the detector state saved in DIR if there is one; save it there every "
+                        "--save-every frames and on exit (end of source, Ctrl-C, SIGTERM)")
+    g.add_argument("--save-every", type=int, default=None, metavar="N",
+                   help=f"with --state: save every N frames (default {DEFAULT_SAVE_EVERY}; 0: only on exit)")
+    g.add_argument("--state-reset", action="store_true",
+                   help="with --state: if DIR holds a state that cannot be loaded (corrupt, another format "
+                        "version, other settings), move it aside to DIR.bad-TIMESTAMP and start fresh instead "
+                        "of stopping with an error")
 
 
 def build_config(args: argparse.Namespace) -> Any:
@@ -96,6 +119,38 @@ def make_detector(config: Any) -> Any:
         return cls(config)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
+
+
+def open_state(directory: str, detector: Any, reset: bool, console: Console) -> Any:
+    """``detector`` resumed from the state in ``directory`` if there is one (else ``detector`` itself,
+    fresh). An unusable state is a UserError, or with ``reset`` is moved aside."""
+    from streamad.persistence import StateError, has_state, move_aside
+
+    if not callable(getattr(detector, "save", None)) or not callable(getattr(type(detector), "load", None)):
+        raise UserError("--state needs a detector that can save and load its state")
+    try:
+        found = has_state(directory)
+    except OSError as exc:
+        raise UserError(f"cannot read the state directory {directory}: {exc.strerror or exc}") from exc
+    if not found:
+        console.event(f"no saved state in {directory}: starting fresh (it will be saved there)")
+        return detector
+    try:
+        resumed = type(detector).load(directory, extractor=detector.extractor, config=detector.config)
+    except StateError as exc:
+        if not reset:
+            hint = "" if "--state-reset" in str(exc) else " (--state-reset moves it aside and starts fresh)"
+            raise UserError(f"{exc}{hint}") from exc
+        try:
+            aside = move_aside(directory)
+        except OSError as err:
+            raise UserError(f"{exc}; and it cannot be moved aside: {err.strerror or err}") from err
+        console.event(f"cannot resume: {exc}")
+        console.event(f"moved the unusable state to {aside}; starting fresh")
+        return detector
+    console.event(f"resumed from {directory}: {resumed.frames_seen} frames seen, window "
+                  f"{len(resumed.channels)}/{resumed.config.window} frames, {resumed.nominal_count} nominal patches")
+    return resumed
 
 
 class Console:
@@ -140,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
 
     from streamad.adapters.demo import DemoSource
     from streamad.adapters.display import SnapshotRecorder, Window, make_recorder
-    from streamad.adapters.live import StopFlag, run_watch, stop_on_signals
+    from streamad.adapters.live import StateSaver, StopFlag, run_watch, stop_on_signals
     from streamad.adapters.publisher import Publisher
     from streamad.adapters.sources import VideoFileSource, open_source
 
@@ -152,6 +207,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--fps must be > 0, got {args.fps}")
     if args.overlay_jpeg and not args.publish:
         raise UserError("--overlay-jpeg adds images to published messages: use it with --publish")
+    if (args.curve_server_key or args.curve_clients) and not args.publish:
+        raise UserError("--curve-server-key and --curve-clients protect the published stream: use them with --publish")
+    if args.state is None and (args.save_every is not None or args.state_reset):
+        raise UserError("--save-every and --state-reset apply to a state directory: use them with --state DIR")
+    if args.save_every is not None and args.save_every < 0:
+        raise UserError(f"--save-every must be >= 0 (0: only on exit), got {args.save_every}")
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our own messages explain failures
     console = Console(args.quiet)
     config = build_config(args)
@@ -161,8 +222,11 @@ def run(args: argparse.Namespace) -> int:
         publisher = recorder = window = None
         if args.publish:
             publisher = stack.enter_context(Publisher(args.publish, topic=args.topic, bind_any=args.bind_any,
-                                                      overlay_jpeg=args.overlay_jpeg))
-            console.event(f"publishing on {publisher.address} (topic {args.topic!r})")
+                                                      overlay_jpeg=args.overlay_jpeg,
+                                                      curve_secret_key_file=args.curve_server_key,
+                                                      allowed_clients_dir=args.curve_clients))
+            curve = f", CURVE: {publisher.allowed_clients} allowed client key(s)" if publisher.curve else ""
+            console.event(f"publishing on {publisher.address} (topic {args.topic!r}{curve})")
         if args.save:
             fps = args.fps or (source.fps if isinstance(source, VideoFileSource) and source.fps else None)
             if fps is None and isinstance(source, DemoSource):
@@ -173,6 +237,11 @@ def run(args: argparse.Namespace) -> int:
             window = Window(f"streamad: {source.name}")
             stack.callback(window.close)
         detector = make_detector(config)
+        saver = None
+        if args.state is not None:
+            detector = open_state(args.state, detector, args.state_reset, console)
+            every = DEFAULT_SAVE_EVERY if args.save_every is None else args.save_every
+            saver = StateSaver(detector, args.state, every=every or None, on_event=console.event)
 
         previous = {"anomalous": False}
 
@@ -195,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
             summary = run_watch(source, detector, publisher=publisher, recorder=recorder, window=window,
                                 max_frames=args.max_frames, stop=flag, on_result=on_result,
                                 on_status=console.status, status_interval=console.interval,
-                                on_bad_frame=on_bad_frame)
+                                on_bad_frame=on_bad_frame, saver=saver)
         console.end()
         stack.close()  # finish the video file and close the sockets before reporting
     print(summary)
