@@ -17,6 +17,7 @@ from streamad.adapters.live import run_watch
 from streamad.adapters.sources import Frame, LiveSource, Source, VideoFileSource, to_rgb
 from streamad.baselines import make_patch_model
 from streamad.config import ChannelConfig, DecisionConfig, FeatureConfig, InReachConfig, StreamConfig
+from streamad import standin
 from streamad.detector import StreamDetector
 from streamad.frames import FrameSizeWarning, as_rgb_images, as_rgb_uint8, resize_to
 from streamad.inreach import InReaCh
@@ -124,16 +125,7 @@ def test_sources_convert_bgra_and_grayscale_captures_to_rgb() -> None:
 # -- the streaming detector --------------------------------------------------------------------------
 
 
-class BlockMeans:
-    """Stand-in extractor: 4x4 grid of block means of the frame resized to 32x32."""
-
-    grid = (4, 4)
-    image_size = (32, 32)
-
-    def __call__(self, frames):
-        out = [cv2.resize(f, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32).reshape(4, 8, 4, 8, 3)
-               .mean(axis=(1, 3)).reshape(16, 3) / 255.0 for f in frames]
-        return np.stack(out).astype(np.float32)
+BlockMeans = standin.BlockMeans  # stand-in extractor: 4x4 grid of block means of the frame at 32x32
 
 
 def detector() -> StreamDetector:

@@ -22,20 +22,12 @@ from streamad.adapters.publisher import Publisher
 from streamad.adapters.sources import Backoff, FolderSource, LiveSource, VideoFileSource
 from streamad.adapters.subscriber import Subscriber
 from streamad.config import ChannelConfig, DecisionConfig, StreamConfig
+from streamad import standin
 from streamad.detector import StreamDetector
 from streamad.results import FrameResult
 
 
-class BlockMeans:
-    """Stand-in extractor for the real StreamDetector: 4x4 grid of block means (frames resized to 32x32)."""
-
-    grid = (4, 4)
-    image_size = (32, 32)
-
-    def __call__(self, frames):
-        out = [cv2.resize(f, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32).reshape(4, 8, 4, 8, 3)
-               .mean(axis=(1, 3)).reshape(16, 3) / 255.0 for f in frames]
-        return np.stack(out).astype(np.float32)
+BlockMeans = standin.BlockMeans  # stand-in extractor: 4x4 grid of block means of the frame at 32x32
 
 
 def real_detector() -> StreamDetector:
