@@ -20,6 +20,7 @@ COMMANDS: tuple[str, ...] = (
     "streamad.commands.watch",
     "streamad.commands.listen",
     "streamad.commands.keys",
+    "streamad.commands.bench",
     "streamad.commands.bench_engine",
 )
 

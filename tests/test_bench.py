@@ -1,0 +1,33 @@
+"""`streamad bench`: backbone-only and full-pipeline rates on the same frames, JSON keys, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streamad.cli import main
+
+
+def test_bench_reports_both_rates_on_the_same_frames(bottle_dir, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", str(bottle_dir / "test" / "good"), "--frames", "32", "--window", "24", "--device", "cpu",
+                 "--warmup", "1", "--json", str(out), "--quiet"]) == 0
+    r = json.loads(out.read_text())
+    for key in ("backbone_fps", "pipeline_fps", "ratio", "p50_ms", "p99_ms"):
+        assert isinstance(r[key], float) and r[key] > 0, key
+    assert r["ratio"] == pytest.approx(r["pipeline_fps"] / r["backbone_fps"])
+    assert r["frames_timed"] == {"backbone": 32, "pipeline": 8}  # the pipeline is timed once the window is full
+    assert r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+    assert r["device"] == "cpu" and r["window"] == 24 and r["nominal_patches_at_end"] > 0
+    assert r["timed_frames_ready"] == 8  # every timed frame went through the whole pipeline
+    assert {"features", "score", "associate", "index"} <= set(r["stage_ms"])
+    printed = capsys.readouterr().out
+    assert "backbone only" in printed and "full pipeline" in printed and "ratio pipeline / backbone" in printed
+
+
+def test_bench_refuses_too_few_frames_and_empty_folders(tmp_path, capsys):
+    assert main(["bench", str(tmp_path), "--frames", "10", "--window", "12"]) == 2
+    assert "must exceed --window" in capsys.readouterr().err
+    assert main(["bench", str(tmp_path), "--frames", "20", "--window", "12"]) == 2
+    assert "no images" in capsys.readouterr().err
