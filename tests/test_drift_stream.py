@@ -197,3 +197,5 @@ def test_eval_stream_rejects_bad_options(tmp_path, capsys):
     assert "no images of run(s) exp9" in capsys.readouterr().err
     assert main(base + ["--defect-rate", "0.4"]) == 2
     assert "lower --defect-rate" in capsys.readouterr().err
+    assert main(base + ["--positional", "on"]) == 2
+    assert "plain patch descriptors" in capsys.readouterr().err

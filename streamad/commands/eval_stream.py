@@ -174,6 +174,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--calibration must be in (0, 0.9), got {args.calibration}")
     if not 0.0 < args.quantile < 1.0:
         raise UserError(f"--quantile must be in (0, 1), got {args.quantile}")
+    if args.positional == "on":
+        raise UserError("--positional on is not supported here: every method of eval-stream scores the plain "
+                        "patch descriptors (as the streaming engine does); use auto or off")
     config = config_from_args(args)
     manifest = args.manifest or os.path.join(os.path.dirname(os.path.abspath(args.data_dir)), "manifest.csv")
     runs = _list(args.runs)
