@@ -11,8 +11,10 @@ and its patch scores.
   ``calibrate`` frames, fixed for the rest of the stream; a drift detector of the same kind as the
   engine's watches its scores, so both panels of a plot can show where the scores drift.
 
-Frame scores are the maximum of the blurred heatmap (:func:`~streamad.heatmap.heatmap_from_patch_scores`
-at the model input size), for every method alike.
+Frame scores are what each method gives an image elsewhere in streamad: the engine's ``FrameResult``
+score, and a static model's ``ImageAnomalyDetector.predict_descriptors`` score (the heatmap maximum,
+or PatchCore's reweighted score, paper eq. 7), so ``static-patchcore`` here is the PatchCore of
+``streamad eval --method patchcore``.
 
     >>> import numpy as np
     >>> from streamad.config import ChannelConfig, DecisionConfig, StreamConfig
@@ -34,10 +36,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import ChannelConfig, FeatureConfig, IndexConfig, StreamConfig
+from .config import ChannelConfig, FeatureConfig, HeatmapConfig, IndexConfig, StreamConfig
 from .decisions import make_drift_detector
 from .detector import StreamDetector
-from .heatmap import heatmap_from_patch_scores
+from .patch_model import ImageAnomalyDetector
 
 
 @dataclass
@@ -68,11 +70,6 @@ class PrecomputedDescriptors:
 
     def __call__(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         raise RuntimeError("descriptors are precomputed: call the detector's *_descriptors methods")
-
-
-def frame_scores(patch_scores: np.ndarray, size: tuple[int, int], blur: float) -> np.ndarray:
-    """Frame score (heatmap maximum) of each (h, w) patch score grid in ``patch_scores`` (N, h, w)."""
-    return np.array([float(heatmap_from_patch_scores(p, size, blur).max()) for p in patch_scores])
 
 
 def trace_stream(method: str, descriptors: np.ndarray, config: StreamConfig, grid: tuple[int, int],
@@ -122,22 +119,23 @@ def trace_static(method: str, model: Any, descriptors: np.ndarray, fit: np.ndarr
         raise ValueError(f"{method}: needs fitting frames and calibration frames, got {len(fit)} and {len(calibrate)}")
     if np.intersect1d(fit, calibrate).size:
         raise ValueError(f"{method}: calibration frames must not be fitted on")
-    model.fit_descriptors(np.ascontiguousarray(descriptors[fit]), grid)
+    detector = ImageAnomalyDetector(model, PrecomputedDescriptors(grid, size), HeatmapConfig(blur_sigma=blur))
+    detector.fit_descriptors(np.ascontiguousarray(descriptors[fit]))
     n = len(descriptors)
     patches = np.empty((n,) + tuple(grid), np.float32)
+    scores = np.empty(n)
     for s in tqdm(range(0, n, chunk), desc=method, unit="chunk", disable=not progress, leave=False):
-        block = np.ascontiguousarray(descriptors[s:s + chunk])
-        patches[s:s + len(block)] = np.asarray(model.patch_scores(block)).reshape((len(block),) + tuple(grid))
-    scores = frame_scores(patches, size, blur)
+        pred = detector.predict_descriptors(np.ascontiguousarray(descriptors[s:s + chunk]))
+        patches[s:s + len(pred.scores)], scores[s:s + len(pred.scores)] = pred.patch_scores, pred.scores
     threshold = float(np.quantile(scores[calibrate], quantile))
-    detector = make_drift_detector(drift, drift_delta, seed)
+    watcher = make_drift_detector(drift, drift_delta, seed)
     flags = []
     for s in scores:
-        if detector is None:
+        if watcher is None:
             flags.append(False)
             continue
-        detector.update(float(s))
-        flags.append(bool(detector.drift_detected))
+        watcher.update(float(s))
+        flags.append(bool(watcher.drift_detected))
     info = {"fit_frames": int(len(fit)), "calibration_frames": int(len(calibrate)), "threshold": threshold,
             "drift_flags": int(sum(flags))}
     return MethodTrace(method, [float(s) for s in scores], [threshold] * n, flags, patches, info)

@@ -199,3 +199,26 @@ def test_eval_stream_rejects_bad_options(tmp_path, capsys):
     assert "lower --defect-rate" in capsys.readouterr().err
     assert main(base + ["--positional", "on"]) == 2
     assert "plain patch descriptors" in capsys.readouterr().err
+
+
+def test_static_patchcore_scores_frames_as_patchcore_does_elsewhere():
+    """The drift benchmark's static PatchCore gives the image score of `streamad eval --method patchcore`
+    (paper eq. 7 reweighting), not a plain heatmap maximum."""
+    from streamad.baselines import make_patch_model
+    from streamad.config import HeatmapConfig
+    from streamad.drift_eval import PrecomputedDescriptors, trace_static
+    from streamad.patch_model import ImageAnomalyDetector
+
+    rng = np.random.default_rng(0)
+    desc = (rng.normal(size=(1, 16, 8)) + 0.2 * rng.normal(size=(30, 16, 8))).astype(np.float32)
+    desc[25, 3] += 4.0  # a defect
+    fit, cal = np.arange(20), np.arange(20, 24)
+    trace = trace_static("static-patchcore", make_patch_model("patchcore", coreset_fraction=0.5), desc, fit, cal,
+                         (4, 4), (32, 32), blur=1.0, quantile=0.9, drift="none", chunk=7)
+    ref = ImageAnomalyDetector(make_patch_model("patchcore", coreset_fraction=0.5), PrecomputedDescriptors((4, 4), (32, 32)),
+                               HeatmapConfig(blur_sigma=1.0)).fit_descriptors(desc[fit])
+    want = ref.predict_descriptors(desc)
+    np.testing.assert_allclose(trace.scores, want.scores, rtol=1e-6)
+    np.testing.assert_allclose(trace.patch_scores, want.patch_scores, rtol=1e-6)
+    assert int(np.argmax(trace.scores)) == 25
+    assert trace.thresholds[0] == pytest.approx(np.quantile(want.scores[cal], 0.9))
