@@ -102,6 +102,20 @@ def read_image(path: str) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def descriptors_of_files(paths: Sequence[str], extractor, desc: str = "features",
+                         progress: bool = False) -> np.ndarray:
+    """Descriptors (N, P, d) of the image files ``paths``, read and extracted ``extractor.config.batch_size``
+    at a time (only one batch of images is in memory), with an optional progress bar."""
+    from tqdm.auto import tqdm
+
+    if not len(paths):
+        raise UserError("no images to extract descriptors from")
+    bs = int(extractor.config.batch_size)
+    chunks = [np.asarray(extractor([read_image(p) for p in paths[start:start + bs]]))
+              for start in tqdm(range(0, len(paths), bs), desc=desc, unit="batch", disable=not progress, leave=False)]
+    return np.concatenate(chunks)
+
+
 def read_mask(sample: Sample, size: tuple[int, int], center_crop: float = 1.0) -> np.ndarray:
     """The sample's ground-truth mask as bool (height, width) = ``size``, resized (nearest) and cropped
     exactly as the image is (see ``streamad.features.resize_and_crop``); zeros for a good image."""

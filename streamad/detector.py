@@ -146,7 +146,7 @@ class StreamDetector:
 
     def state_dict(self) -> dict[str, Any]:
         """The detector's own counters (the channels, index and decisions have their own ``state_dict``)."""
-        size = getattr(self, "frame_size", None)
+        size = self.frame_size
         return {"grid": list(self.grid), "frames_seen": self.frames_seen, "next_frame_id": self._next_frame_id,
                 "since_admission": self._since_admission, "last_admission_time": self._last_admission_time,
                 "frame_size": None if size is None else list(size)}

@@ -221,14 +221,9 @@ class SharedDescriptors:
         return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
     def _extract(self, samples: list, desc: str) -> np.ndarray:
-        from ..data import read_image
+        from ..data import descriptors_of_files
 
-        bs = self.config.features.batch_size
-        chunks = []
-        for start in tqdm(range(0, len(samples), bs), desc=desc, unit="batch", disable=not self.progress,
-                          leave=False):
-            chunks.append(self.extractor([read_image(s.path) for s in samples[start:start + bs]]))
-        return np.concatenate(chunks)
+        return descriptors_of_files([s.path for s in samples], self.extractor, desc, self.progress)
 
     def descriptors(self) -> tuple[np.ndarray, np.ndarray]:
         """(train (N, P, d), test (M, P, d)) of the dataset's own training and test images, in order."""

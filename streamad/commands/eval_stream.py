@@ -36,7 +36,6 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..errors import UserError
 from .eval import add_model_arguments, config_from_args
@@ -88,9 +87,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
 
 
-def _descriptors(paths: list[str], config: Any, cache: str | None, progress: bool) -> tuple[np.ndarray, Any]:
+def _descriptors(paths: list[str], config: Any, cache: str | None, progress: bool) -> np.ndarray:
     """(N, P, d) float32 descriptors of ``paths``, reusing ``cache`` when it holds them."""
-    from ..data import read_image
+    from ..data import descriptors_of_files
     from ..features import PatchFeatureExtractor
 
     blob = json.dumps({"paths": [os.path.realpath(p) for p in paths], "features": asdict(config.features)},
@@ -98,19 +97,15 @@ def _descriptors(paths: list[str], config: Any, cache: str | None, progress: boo
     key = "drift-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
     path = os.path.join(cache, key + ".npy") if cache else ""
     if path and os.path.isfile(path):
-        return np.load(path, mmap_mode="r", allow_pickle=False), None
+        return np.load(path, mmap_mode="r", allow_pickle=False)
     extractor = PatchFeatureExtractor(config.features)
-    bs = config.features.batch_size
-    chunks = []
-    for s in tqdm(range(0, len(paths), bs), desc="features", unit="batch", disable=not progress, leave=False):
-        chunks.append(np.asarray(extractor([read_image(p) for p in paths[s:s + bs]]), np.float32))
-    desc = np.concatenate(chunks)
+    desc = descriptors_of_files(paths, extractor, "features", progress).astype(np.float32, copy=False)
     if path:
         os.makedirs(cache, exist_ok=True)  # type: ignore[arg-type]
         tmp = path + ".tmp.npy"
         np.save(tmp, desc)
         os.replace(tmp, path)
-    return desc, extractor
+    return desc
 
 
 def _fmt(v: Any) -> str:
@@ -189,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     frame_runs = [f.run for f in stream]
     print(f"stream: {len(stream)} frames, {sum(labels)} defective, runs {', '.join(runs)}", file=sys.stderr)
 
-    desc, _ = _descriptors([f.sample.path for f in stream], config, args.cache, progress)
+    desc = _descriptors([f.sample.path for f in stream], config, args.cache, progress)
     f = config.features
     size, grid, blur = tuple(f.image_size), tuple(f.grid), config.heatmap.blur_sigma
     masks = np.stack([read_mask(fr.sample, size, f.center_crop) for fr in stream])
