@@ -19,7 +19,7 @@ import numpy as np
 
 from streamad.config import StreamConfig
 from streamad.detector import StreamDetector
-from streamad.drift_eval import PrecomputedDescriptors
+from streamad.standin import PrecomputedDescriptors
 
 
 def main() -> None:

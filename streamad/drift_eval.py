@@ -30,16 +30,17 @@ or PatchCore's reweighted score, paper eq. 7), so ``static-patchcore`` here is t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import ChannelConfig, FeatureConfig, HeatmapConfig, IndexConfig, StreamConfig
+from .config import ChannelConfig, HeatmapConfig, IndexConfig, StreamConfig
 from .decisions import make_drift_detector
 from .detector import StreamDetector
 from .patch_model import ImageAnomalyDetector
+from .standin import PrecomputedDescriptors
 
 
 @dataclass
@@ -56,20 +57,6 @@ class MethodTrace:
     @property
     def alarms(self) -> list[bool]:
         return [s is not None and t is not None and s > t for s, t in zip(self.scores, self.thresholds)]
-
-
-class PrecomputedDescriptors:
-    """Stands in for the feature extractor when descriptors are computed beforehand: it tells the
-    detector the grid and input size; heatmaps stay in model-input coordinates (no crop border)."""
-
-    def __init__(self, grid: tuple[int, int], size: tuple[int, int], features: FeatureConfig | None = None) -> None:
-        self.grid = tuple(int(v) for v in grid)
-        self.image_size = tuple(int(v) for v in size)
-        base = features or FeatureConfig(image_size=self.image_size, grid=self.grid)
-        self.config = replace(base, center_crop=1.0)
-
-    def __call__(self, frames: Sequence[np.ndarray]) -> np.ndarray:
-        raise RuntimeError("descriptors are precomputed: call the detector's *_descriptors methods")
 
 
 def trace_stream(method: str, descriptors: np.ndarray, config: StreamConfig, grid: tuple[int, int],

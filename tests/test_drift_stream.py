@@ -206,7 +206,8 @@ def test_static_patchcore_scores_frames_as_patchcore_does_elsewhere():
     (paper eq. 7 reweighting), not a plain heatmap maximum."""
     from streamad.baselines import make_patch_model
     from streamad.config import HeatmapConfig
-    from streamad.drift_eval import PrecomputedDescriptors, trace_static
+    from streamad.drift_eval import trace_static
+    from streamad.standin import PrecomputedDescriptors
     from streamad.patch_model import ImageAnomalyDetector
 
     rng = np.random.default_rng(0)

@@ -183,16 +183,12 @@ class RealDescriptors:
         return np.ascontiguousarray(out, dtype=np.float32)
 
 
-class _Grid:
-    """Stand-in extractor: the detector only needs the grid and input size on the descriptor path."""
+def _stand_in(patches: int) -> Any:
+    """The detector only needs the grid and input size on the descriptor path: a square grid if it can."""
+    from ..standin import PrecomputedDescriptors
 
-    def __init__(self, patches: int) -> None:
-        side = int(math.isqrt(patches))
-        self.grid = (side, side) if side * side == patches else (1, patches)
-        self.image_size = (224, 224)
-
-    def __call__(self, frames: list[np.ndarray]) -> np.ndarray:  # pragma: no cover - never called
-        raise RuntimeError("the benchmark feeds descriptors, not frames")
+    side = int(math.isqrt(patches))
+    return PrecomputedDescriptors((side, side) if side * side == patches else (1, patches), (224, 224))
 
 
 def rss_mib() -> float:
@@ -214,7 +210,7 @@ def _detector(window: int, patches: int, dim: int, seeds: int, seed: int) -> Any
     from ..config import ChannelConfig, FeatureConfig, StreamConfig
     from ..detector import StreamDetector
 
-    ex = _Grid(patches)
+    ex = _stand_in(patches)
     cfg = StreamConfig(window=window, channels=ChannelConfig(seeds=seeds),
                        features=FeatureConfig(grid=ex.grid, dim=dim), seed=seed)
     return StreamDetector(cfg, extractor=ex)
@@ -303,7 +299,7 @@ def bench_soak(args: argparse.Namespace, emit: Any = print) -> dict[str, Any]:
     from ..detector import StreamDetector
 
     total, every = args.frames, args.report_every
-    ex = _Grid(args.soak_patches)
+    ex = _stand_in(args.soak_patches)
     cfg = StreamConfig(window=args.soak_window, channels=ChannelConfig(seeds=args.seeds),
                        features=FeatureConfig(grid=ex.grid, dim=args.soak_dim),
                        index=IndexConfig(threads=1, insert_threads=1), seed=args.seed)
