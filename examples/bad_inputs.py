@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from streamad.config import ChannelConfig, InReachConfig, StreamConfig
-from streamad.detector import StreamDetector
-from streamad.inreach import InReaCh
+from streamad.stream.detector import StreamDetector
+from streamad.batch.inreach import InReaCh
 
 
 class Means:

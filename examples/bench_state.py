@@ -18,8 +18,8 @@ import time
 import numpy as np
 
 from streamad.config import StreamConfig
-from streamad.detector import StreamDetector
-from streamad.standin import PrecomputedDescriptors
+from streamad.stream.detector import StreamDetector
+from streamad.testing.standin import PrecomputedDescriptors
 
 
 def main() -> None:

@@ -20,13 +20,13 @@ import time
 
 import numpy as np
 
-from streamad.channels import associate, channel_members, nominal_from_channels
+from streamad.core.channels import associate, channel_members, nominal_from_channels
 from streamad.config import ChannelConfig, FeatureConfig, IndexConfig
-from streamad.data import load_dataset, patch_truth, read_image, read_mask, training_stream
-from streamad.features import PatchFeatureExtractor
-from streamad.heatmap import heatmap_from_patch_scores
-from streamad.metrics import auroc, filter_precision_recall, pixel_auroc
-from streamad.nominal_index import NominalIndex
+from streamad.evaluation.datasets import load_dataset, patch_truth, read_image, read_mask, training_stream
+from streamad.vision.features import PatchFeatureExtractor
+from streamad.vision.heatmap import heatmap_from_patch_scores
+from streamad.evaluation.metrics import auroc, filter_precision_recall, pixel_auroc
+from streamad.index.hnsw import NominalIndex
 
 
 def nearest_distances(gallery: np.ndarray, queries: np.ndarray, grid: tuple[int, int]) -> np.ndarray:

@@ -1,8 +1,8 @@
 """streamad: streaming, unsupervised image anomaly detection (incremental InReaCh)."""
 
-from .config import ChannelConfig, FeatureConfig, HeatmapConfig, InReachConfig, PositionalConfig
-from .detector import StreamDetector
-from .results import FrameResult, Prediction
+from streamad.config import ChannelConfig, FeatureConfig, HeatmapConfig, InReachConfig, PositionalConfig
+from streamad.stream.detector import StreamDetector
+from streamad.results import FrameResult, Prediction
 
 __all__ = [
     "ChannelConfig",
@@ -14,4 +14,4 @@ __all__ = [
     "Prediction",
     "StreamDetector",
 ]
-__version__ = "0.1.0"
+from streamad.version import __version__  # noqa: E402

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from streamad.backbones import load_backbone
+from streamad.vision.backbones import load_backbone
 from streamad.config import ChannelConfig, FeatureConfig, InReachConfig, PositionalConfig
-from streamad.data import load_dataset, read_image, read_mask
+from streamad.evaluation.datasets import load_dataset, read_image, read_mask
 from streamad.errors import UserError
-from streamad.features import PatchFeatureExtractor
-from streamad.inreach import InReaCh
+from streamad.vision.features import PatchFeatureExtractor
+from streamad.batch.inreach import InReaCh
 
 
 def test_lite0_weights_are_the_real_imagenet_ones():

@@ -15,13 +15,13 @@ import pytest
 from streamad.adapters.display import VideoRecorder
 from streamad.adapters.live import run_watch
 from streamad.adapters.sources import Frame, LiveSource, Source, VideoFileSource, to_rgb
-from streamad.baselines import make_patch_model
+from streamad.batch.baselines import make_patch_model
 from streamad.config import ChannelConfig, DecisionConfig, FeatureConfig, InReachConfig, StreamConfig
-from streamad import standin
-from streamad.detector import StreamDetector
-from streamad.frames import FrameSizeWarning, as_rgb_images, as_rgb_uint8, resize_to
-from streamad.inreach import InReaCh
-from streamad.patch_model import ImageAnomalyDetector
+from streamad.testing import standin
+from streamad.stream.detector import StreamDetector
+from streamad.vision.frames import FrameSizeWarning, as_rgb_images, as_rgb_uint8, resize_to
+from streamad.batch.inreach import InReaCh
+from streamad.batch.image_detector import ImageAnomalyDetector
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, size=(16, 20, 3), dtype=np.uint8)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from streamad.baselines import PNI, PatchCore, PNIConfig, PatchCoreConfig, Spade, SpadeConfig, make_patch_model
-from streamad.baselines import coreset, spade
-from streamad.baselines.coreset import greedy_coreset, jl_projection
-from streamad.baselines.knn import nearest
-from streamad.patch_model import PatchModel
+from streamad.batch.baselines import PNI, PatchCore, PNIConfig, PatchCoreConfig, Spade, SpadeConfig, make_patch_model
+from streamad.batch.baselines import coreset, spade
+from streamad.batch.baselines.coreset import greedy_coreset, jl_projection
+from streamad.batch.baselines.knn import nearest
+from streamad.batch.image_detector import PatchModel
 
 torch.set_num_threads(1)
 

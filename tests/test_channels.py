@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from streamad.association import NO_PAIR, mutual_pairs, pairwise_distances
-from streamad.channels import associate, channel_members, nominal_mask, trim_channel
+from streamad.core.association import NO_PAIR, mutual_pairs, pairwise_distances
+from streamad.core.channels import associate, channel_members, nominal_mask, trim_channel
 from streamad.config import ChannelConfig
 
 

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from streamad import evaluation
+from streamad.evaluation import batch_eval as evaluation
 from streamad.cli import main
-from streamad.commands import compare
-from streamad.commands.eval import config_from_args
+from streamad.cli import compare
+from streamad.cli.eval import config_from_args
 from streamad.errors import UserError
 
 TINY = ["--image-size", "64", "--seeds", "2", "--min-span", "2", "--quiet"]

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamad.data import load_dataset, patch_truth, read_image, read_mask, training_stream
+from streamad.evaluation.datasets import load_dataset, patch_truth, read_image, read_mask, training_stream
 from streamad.errors import UserError
 
 

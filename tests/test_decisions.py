@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamad.config import DecisionConfig
-from streamad.decisions import ScoreDecisions
+from streamad.stream.decisions import ScoreDecisions
 
 
 def test_no_threshold_and_no_alarm_during_warm_up():

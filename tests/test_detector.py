@@ -8,7 +8,7 @@ import pytest
 
 import streamad
 from streamad.config import ChannelConfig, DecisionConfig, FeatureConfig, IndexConfig, StreamConfig
-from streamad.detector import StreamDetector
+from streamad.stream.detector import StreamDetector
 
 STAGES = {"features", "score", "heatmap", "associate", "trim", "index"}
 
@@ -214,7 +214,7 @@ def test_stream_config_validation_names_field_and_value():
 
 
 def test_presets_build_a_stream_config():
-    from streamad.presets import stream_config
+    from streamad.stream.presets import stream_config
 
     cfg = stream_config("fast", {"window": 30})
     assert isinstance(cfg, StreamConfig) and cfg.window == 30 and cfg.channels.seeds == 5

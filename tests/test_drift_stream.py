@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from streamad.cli import main
-from streamad.data import read_image
-from streamad.drift_stream import ManifestRow, build_drift_stream, read_manifest
+from streamad.evaluation.datasets import read_image
+from streamad.evaluation.drift_stream import ManifestRow, build_drift_stream, read_manifest
 from streamad.errors import UserError
-from streamad.stream_metrics import ROW_KEYS, per_run_metrics
+from streamad.evaluation.stream_metrics import ROW_KEYS, per_run_metrics
 
 MANIFEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtd" / "manifest.csv"
 
@@ -204,11 +204,11 @@ def test_eval_stream_rejects_bad_options(tmp_path, capsys):
 def test_static_patchcore_scores_frames_as_patchcore_does_elsewhere():
     """The drift benchmark's static PatchCore gives the image score of `streamad eval --method patchcore`
     (paper eq. 7 reweighting), not a plain heatmap maximum."""
-    from streamad.baselines import make_patch_model
+    from streamad.batch.baselines import make_patch_model
     from streamad.config import HeatmapConfig
-    from streamad.drift_eval import trace_static
-    from streamad.standin import PrecomputedDescriptors
-    from streamad.patch_model import ImageAnomalyDetector
+    from streamad.evaluation.drift_eval import trace_static
+    from streamad.testing.standin import PrecomputedDescriptors
+    from streamad.batch.image_detector import ImageAnomalyDetector
 
     rng = np.random.default_rng(0)
     desc = (rng.normal(size=(1, 16, 8)) + 0.2 * rng.normal(size=(30, 16, 8))).astype(np.float32)

@@ -22,8 +22,8 @@ from streamad.adapters.publisher import Publisher
 from streamad.adapters.sources import Backoff, FolderSource, LiveSource, VideoFileSource
 from streamad.adapters.subscriber import Subscriber
 from streamad.config import ChannelConfig, DecisionConfig, StreamConfig
-from streamad import standin
-from streamad.detector import StreamDetector
+from streamad.testing import standin
+from streamad.stream.detector import StreamDetector
 from streamad.results import FrameResult
 
 
@@ -181,7 +181,7 @@ STAND_IN = textwrap.dedent('''
     from streamad.results import FrameResult
 
     marker = Path(sys.argv[1])
-    watch_cmd = importlib.import_module("streamad.commands.watch")
+    watch_cmd = importlib.import_module("streamad.cli.watch")
 
     class SlowDetector:
         n = 0
@@ -297,7 +297,7 @@ def test_a_file_deleted_while_the_folder_is_read_is_skipped(tmp_path: Path) -> N
 
 
 def test_cli_watch_on_a_folder_with_corrupt_files_reports_and_exits_0(tmp_path: Path, monkeypatch, capsys) -> None:
-    watch_cmd = __import__("importlib").import_module("streamad.commands.watch")
+    watch_cmd = __import__("importlib").import_module("streamad.cli.watch")
     corrupt_folder(tmp_path)
     made: list[CountingDetector] = []
     monkeypatch.setattr(watch_cmd, "build_config", lambda args: None)

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamad.metrics import auroc, filter_precision_recall, pixel_auroc
+from streamad.evaluation.metrics import auroc, filter_precision_recall, pixel_auroc
 
 
 def test_auroc_perfect_inverted_and_ties():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamad.nominal_index import ExactIndex, NominalIndex, exact_knn
+from streamad.index.hnsw import ExactIndex, NominalIndex, exact_knn
 
 
 def brute(gallery: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

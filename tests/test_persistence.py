@@ -1,4 +1,4 @@
-"""Saving and loading the full engine state (streamad.persistence): exact resume, atomic saves,
+"""Saving and loading the full engine state (streamad.stream.persistence): exact resume, atomic saves,
 clear refusals of unusable states, and ``streamad watch --state`` (resume, periodic and shutdown
 saves, failed saves that never stop the loop)."""
 
@@ -19,13 +19,15 @@ import cv2
 import numpy as np
 import pytest
 
-from streamad import cli, persistence
+from streamad import cli
+from streamad.index import graph_state as graph_io
+from streamad.stream import persistence
 from streamad.config import ChannelConfig, DecisionConfig, IndexConfig, StreamConfig
-from streamad.decisions import ScoreDecisions
-from streamad.detector import StreamDetector
-from streamad.persistence import StateError
+from streamad.stream.decisions import ScoreDecisions
+from streamad.stream.detector import StreamDetector
+from streamad.stream.persistence import StateError
 
-watch_cmd = importlib.import_module("streamad.commands.watch")
+watch_cmd = importlib.import_module("streamad.cli.watch")
 
 GRID, P, D = (4, 4), 16, 8
 SHAPE = (16, 16)
@@ -141,7 +143,7 @@ def test_resume_with_the_hnsw_graph_grows_the_same_graph(tmp_path: Path) -> None
 
 def test_without_fast_forward_the_restored_graph_would_differ(tmp_path: Path, monkeypatch) -> None:
     """The check above can fail: a graph restored with the plain seed grows differently."""
-    monkeypatch.setattr(persistence, "levels_resume_exactly", lambda: False)
+    monkeypatch.setattr(graph_io, "levels_resume_exactly", lambda: False)
     cfg, frames = config(exact_below=0), stream()
     ref = StreamDetector(cfg, extractor=Toy())
     run(ref, frames)
@@ -151,21 +153,21 @@ def test_without_fast_forward_the_restored_graph_would_differ(tmp_path: Path, mo
 
 
 def test_a_failing_level_probe_warns_once_and_still_saves(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(persistence, "_RESUMES_EXACTLY", None)
-    monkeypatch.setattr(persistence, "_probe", lambda: False)
+    monkeypatch.setattr(graph_io, "_RESUMES_EXACTLY", None)
+    monkeypatch.setattr(graph_io, "_probe", lambda: False)
     det = StreamDetector(config(exact_below=0), extractor=Toy())
     run(det, stream(8))
     with pytest.warns(RuntimeWarning, match="HNSW answers may differ within its recall"):
         det.save(tmp_path / "a")
     det.save(tmp_path / "b")                   # no second warning (pytest's filter would turn one into an error)
-    assert persistence.graph_state(det.index._hnsw, 0)["seed"] == 0
+    assert graph_io.graph_state(det.index._hnsw, 0)["seed"] == 0
     back = StreamDetector.load(tmp_path / "b", extractor=Toy())
     assert back.index.uses_graph and len(back.index) == len(det.index)
 
 
 def test_the_real_level_probe_passes_here() -> None:
-    assert persistence._probe() is True
-    assert persistence.fast_forward_seed(5, 0) == 5 and persistence.fast_forward_seed(2 ** 31 - 1, 0) == 1
+    assert graph_io._probe() is True
+    assert graph_io.fast_forward_seed(5, 0) == 5 and graph_io.fast_forward_seed(2 ** 31 - 1, 0) == 1
 
 
 @pytest.mark.parametrize("drift", ["adwin", "kswin", "page_hinkley"])
@@ -184,7 +186,7 @@ def test_decisions_replay_gives_the_same_thresholds_and_drift_flags(drift: str) 
 
 
 def test_decision_history_is_bounded_and_the_threshold_stays_exact(monkeypatch) -> None:
-    import streamad.decisions as decisions
+    import streamad.stream.decisions as decisions
 
     monkeypatch.setattr(decisions, "DRIFT_HISTORY_MAX", 50)
     cfg = DecisionConfig(warmup=5, window=20, drift="adwin")
@@ -554,7 +556,7 @@ spec = importlib.util.spec_from_file_location("persistence_tests", {test_file!r}
 tests = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(tests)
 from streamad import cli
-from streamad.commands import watch
+from streamad.cli import watch
 tests.use_toy_detector(watch, delay={delay}, marker={marker!r})
 if {limit}:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)      # writes past the limit fail with EFBIG instead

@@ -3,8 +3,8 @@
 import numpy as np
 
 from streamad.config import ChannelConfig, FeatureConfig, InReachConfig, PositionalConfig
-from streamad.inreach import InReaCh
-from streamad.positional import best_rotation, rotate, transpose_score
+from streamad.batch.inreach import InReaCh
+from streamad.vision.positional import best_rotation, rotate, transpose_score
 
 
 def _bar(size=96):

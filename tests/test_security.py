@@ -218,7 +218,7 @@ def free_port() -> int:
 
 
 def test_watch_and_listen_cli_flags_carry_the_keys(keys: Path, monkeypatch, capsys) -> None:
-    watch_cmd = importlib.import_module("streamad.commands.watch")
+    watch_cmd = importlib.import_module("streamad.cli.watch")
 
     class Quick:
         n = 0

@@ -10,7 +10,7 @@ import numpy as np
 
 from streamad.cli import main
 
-bench = importlib.import_module("streamad.commands.bench_engine")
+bench = importlib.import_module("streamad.cli.bench_engine")
 
 TINY = ["--mode", "soak", "--frames", "60", "--report-every", "20", "--soak-patches", "16", "--soak-dim", "8",
         "--soak-window", "16", "--seeds", "3"]

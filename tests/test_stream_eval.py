@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamad.channels import nominal_mask
+from streamad.core.channels import nominal_mask
 from streamad.cli import main
 from streamad.config import ChannelConfig, FeatureConfig, InReachConfig, StreamConfig
-from streamad.data import load_dataset, read_image, training_stream
-from streamad.evaluation import evaluate_stream, replay_stream
-from streamad.features import PatchFeatureExtractor
-from streamad.inreach import InReaChPatchModel
+from streamad.evaluation.datasets import load_dataset, read_image, training_stream
+from streamad.evaluation.batch_eval import evaluate_stream, replay_stream
+from streamad.vision.features import PatchFeatureExtractor
+from streamad.batch.inreach import InReaChPatchModel
 
 # The batch eval keys, and what --stream / --check-batch add.
 KEYS = {"image_auroc", "pixel_auroc", "filter_precision", "filter_recall", "nominal_patches", "fit_seconds",

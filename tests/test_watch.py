@@ -27,7 +27,7 @@ from streamad.config import ChannelConfig, FeatureConfig
 from streamad.errors import UserError
 from streamad.results import FrameResult
 
-watch_cmd = importlib.import_module("streamad.commands.watch")
+watch_cmd = importlib.import_module("streamad.cli.watch")
 
 BAD = (5, 12)      # video frames that are blank: the detector rejects them
 ANOMALY = 15       # video frame with a bright square

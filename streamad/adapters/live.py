@@ -1,0 +1,401 @@
+"""The live loop: frames from a source through a detector to a publisher, a recorder and a window.
+
+The loop does no math and the detector does no I/O. ``run_watch`` takes every part as a parameter,
+so it runs the same with the real ``StreamDetector`` or a stand-in::
+
+    with open_source("demo") as source:
+        summary = run_watch(source, detector, max_frames=100)
+    print(summary)
+
+It survives bad frames (a ``ValueError`` from ``detector.process`` skips the frame and counts it),
+stops between frames when ``stop`` is set (see :func:`stop_on_signals` for Ctrl-C and SIGTERM), and
+returns a :class:`WatchSummary`, which also holds the time each stage took per frame (waiting for the
+source, the detector, drawing the overlay, publishing, recording, the window). Closing the source,
+publisher and recorder is the caller's job (``with`` blocks), so they are closed however the loop ends.
+
+The frame's timestamp (grab time of a live source, media time of a video file) is passed to the
+detector, so the published ``timestamp`` is when the frame was taken, not when it was scored.
+
+With a :class:`StateSaver` the detector's state is saved every N frames and when the loop ends in
+order (end of the source, ``max_frames``, a stop request, Ctrl-C); a failed save is reported, counted
+and retried N frames later, never fatal (docs/persistence.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from streamad.vision.frames import as_rgb_uint8
+from streamad.results import FrameResult
+
+from streamad.adapters.display import SnapshotRecorder, VideoRecorder, Window, render_overlay
+from streamad.adapters.publisher import Publisher
+from streamad.adapters.sources import Frame, Source, SourceStats
+
+log = logging.getLogger(__name__)
+
+
+class Detector(Protocol):
+    """What the loop needs of a detector (``streamad.StreamDetector`` has it)."""
+
+    def process(self, frame: np.ndarray, timestamp: float | None = None) -> FrameResult: ...
+
+
+class StopFlag:
+    """A stop request that a signal handler may set (a plain attribute: no lock to deadlock on).
+
+    >>> flag = StopFlag()
+    >>> bool(flag), flag.set("signal SIGTERM"), bool(flag), flag.reason
+    (False, None, True, 'signal SIGTERM')
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def set(self, reason: str = "stop requested") -> None:
+        if self.reason is None:
+            self.reason = reason
+
+    def __bool__(self) -> bool:
+        return self.reason is not None
+
+
+@contextmanager
+def stop_on_signals(flag: StopFlag, notify: Callable[[str], None] | None = None) -> Iterator[StopFlag]:
+    """Within the block, SIGINT (Ctrl-C) and SIGTERM set ``flag`` so the loop finishes its current frame
+    and stops; a second Ctrl-C raises ``KeyboardInterrupt`` at once. Previous handlers are restored
+    afterwards. Outside the main thread (where Python allows no handlers) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if flag and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag.set(f"signal {name}")
+        if notify is not None:
+            notify(f"{name}: stopping after the current frame (Ctrl-C again to abort)")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+STAGES = ("read", "detect", "overlay", "publish", "record", "show", "save")
+
+
+class StateSaver:
+    """Saves ``detector`` (anything with ``save(directory)``) to ``directory`` every ``every`` frames
+    (None: only at the end) and at the end of the loop. Never raises: a failure is counted in
+    ``failed``, told once per distinct error to ``on_event`` (default: a logged warning), and the next
+    save is tried ``every`` frames later.
+
+    >>> class Flaky:
+    ...     calls = 0
+    ...     def save(self, directory):
+    ...         Flaky.calls += 1
+    ...         if Flaky.calls % 2:
+    ...             raise OSError(28, "No space left on device")
+    >>> notes = []
+    >>> saver = StateSaver(Flaky(), "state", every=2, on_event=notes.append)
+    >>> [saver.frame_done() for _ in range(6)], saver.saved, saver.failed, len(notes)
+    ([False, True, False, True, False, True], 1, 2, 1)
+    >>> notes[0]
+    'cannot save the state to state: No space left on device (errno 28); the loop goes on and retries in 2 frames'
+    """
+
+    def __init__(self, detector: object, directory: str | os.PathLike[str], every: int | None = 500,
+                 on_event: Callable[[str], None] | None = None) -> None:
+        if every is not None and every < 1:
+            raise ValueError(f"every must be >= 1 or None, got {every!r}")
+        self.detector, self.directory, self.every = detector, directory, every
+        self.on_event = on_event or (lambda line: log.warning("%s", line))
+        self.saved = self.failed = 0
+        self._since_attempt = self._unsaved = 0
+        self._told: set[tuple[str, object]] = set()
+
+    def frame_done(self) -> bool:
+        """Count a processed frame; save if ``every`` frames passed since the last try. True if it tried."""
+        self._since_attempt += 1
+        self._unsaved += 1
+        if self.every is None or self._since_attempt < self.every:
+            return False
+        self.save()
+        return True
+
+    def finish(self) -> bool:
+        """The final save, unless nothing changed since the last successful one. True if it tried."""
+        if not self._unsaved:
+            return False
+        self.save()
+        return True
+
+    def save(self) -> bool:
+        """Save now; True on success."""
+        self._since_attempt = 0
+        try:
+            self.detector.save(self.directory)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - a failed save must never stop the live loop
+            self.failed += 1
+            if isinstance(exc, OSError) and exc.strerror:
+                key: tuple[str, object] = (type(exc).__name__, exc.errno)
+                why = f"{exc.strerror} (errno {exc.errno})"
+            else:
+                key, why = (type(exc).__name__, str(exc)), str(exc) or type(exc).__name__
+            if key not in self._told:
+                self._told.add(key)
+                retry = f"retries in {self.every} frames" if self.every else "retries at the end"
+                self.on_event(f"cannot save the state to {self.directory}: {why}; the loop goes on and {retry}")
+            return False
+        self.saved += 1
+        self._unsaved = 0
+        return True
+
+
+@dataclass(frozen=True)
+class StageTime:
+    """Time one stage of the loop took per frame, in milliseconds: ``count`` frames, ``mean`` over all
+    of them, ``median`` and ``p95`` over the most recent ``StageTimer.keep`` (10,000) frames.
+
+    >>> t = StageTimer()
+    >>> for ms in (1.0, 2.0, 3.0, 10.0):
+    ...     t.add(ms / 1000)
+    >>> s = t.summary()
+    >>> s.count, s.mean, s.median
+    (4, 4.0, 2.5)
+    """
+
+    count: int
+    mean: float
+    median: float
+    p95: float
+
+
+class StageTimer:
+    """Collects the durations (seconds) of one stage; memory is bounded whatever the run's length."""
+
+    keep = 10_000
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.recent: deque[float] = deque(maxlen=self.keep)
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        self.recent.append(seconds)
+
+    def summary(self) -> StageTime:
+        if not self.count:
+            return StageTime(0, math.nan, math.nan, math.nan)
+        recent = np.asarray(self.recent) * 1000.0
+        return StageTime(self.count, self.total * 1000.0 / self.count, float(np.median(recent)),
+                         float(np.percentile(recent, 95)))
+
+
+@dataclass(frozen=True)
+class WatchSummary:
+    """What a ``run_watch`` did. ``frames`` were processed, ``bad_frames`` skipped (the detector
+    rejected them), ``stopped`` says why it ended: ``"end"`` of the source, ``"max_frames"``, the
+    stop reason (e.g. ``"signal SIGTERM"``), ``"interrupted"`` or ``"window closed"``."""
+
+    frames: int
+    ready: int
+    anomalies: int
+    drifts: int
+    bad_frames: int
+    seconds: float
+    published: int
+    publish_dropped: int
+    source: SourceStats
+    stopped: str
+    stages: dict[str, StageTime] = field(default_factory=dict)
+    state_dir: str | None = None  # with a StateSaver: where, how many saves succeeded and failed
+    state_saves: int = 0
+    state_save_failures: int = 0
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def stage_table(self) -> str:
+        """Per-frame time of each stage that ran, in milliseconds (``read`` is the wait for the source's
+        next frame, including decoding a video file; ``publish`` is encoding and sending one message)."""
+        lines = [f"{'stage':<8} {'frames':>7} {'median ms':>10} {'p95 ms':>8} {'mean ms':>8}"]
+        for name, t in self.stages.items():
+            if t.count:
+                lines.append(f"{name:<8} {t.count:>7} {t.median:>10.2f} {t.p95:>8.2f} {t.mean:>8.2f}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        s = self.source
+        lines = [f"frames {self.frames} in {self.seconds:.1f} s ({self.fps:.1f} fps), stopped: {self.stopped}",
+                 f"ready {self.ready}, anomalous {self.anomalies}, drift events {self.drifts}, "
+                 f"bad frames skipped {self.bad_frames}",
+                 f"source: dropped {s.dropped} stale frames, skipped {s.skipped} unreadable files, "
+                 f"{s.failures} failures, {s.reconnects} reconnects"]
+        if self.published or self.publish_dropped:
+            lines.append(f"published {self.published} messages"
+                         + (f", {self.publish_dropped} dropped (send queue full)" if self.publish_dropped else ""))
+        if self.state_dir is not None:
+            times = "time" if self.state_saves == 1 else "times"
+            lines.append(f"state saved {self.state_saves} {times} to {self.state_dir}"
+                         + (f", {self.state_save_failures} failed saves" if self.state_save_failures else ""))
+        return "\n".join(lines)
+
+
+def status_line(frames: int, seconds: float, result: FrameResult | None, anomalies: int, bad: int,
+                stats: SourceStats) -> str:
+    """One-line progress text."""
+    fps = frames / seconds if seconds > 0 else 0.0
+    text = f"frame {frames}  {fps:5.1f} fps  "
+    if result is None or not result.ready or result.score is None:
+        text += "warming up"
+    else:
+        thr = "-" if result.threshold is None else f"{result.threshold:.3f}"
+        text += f"score {result.score:.3f} / {thr}"
+    text += f"  anomalous {anomalies}"
+    if bad:
+        text += f"  bad {bad}"
+    if stats.dropped:
+        text += f"  dropped {stats.dropped}"
+    if stats.failures:
+        text += f"  failures {stats.failures}"
+    return text
+
+
+def run_watch(source: Source, detector: Detector, *, publisher: Publisher | None = None,
+              recorder: VideoRecorder | SnapshotRecorder | None = None, window: Window | None = None,
+              max_frames: int | None = None, stop: StopFlag | None = None,
+              on_result: Callable[[Frame, FrameResult], None] | None = None,
+              on_status: Callable[[str], None] | None = None, status_interval: float = 1.0,
+              on_bad_frame: Callable[[Frame, ValueError, int], None] | None = None,
+              overlay_scale: float | None = None, poll: float = 0.25,
+              saver: StateSaver | None = None) -> WatchSummary:
+    """Run ``detector`` on every frame of ``source`` until it ends, ``max_frames`` frames were read,
+    ``stop`` is set, Ctrl-C, or the window is closed. Each result goes to ``publisher`` (with the frame
+    and source name), its overlay to ``recorder`` and ``window``, and to ``on_result(frame, result)``.
+    ``on_status(line)`` gets a progress line at most every ``status_interval`` seconds;
+    ``on_bad_frame(frame, error, count)`` hears of each skipped frame (default: a logged warning for
+    the first three and every hundredth). ``saver`` saves the detector's state every N frames and once
+    more when the loop ends (not when an exception escapes it, nor after a Ctrl-C that interrupted the
+    detector in the middle of a frame: its state could be half-updated)."""
+    if max_frames is not None and max_frames < 0:
+        raise ValueError(f"max_frames must be >= 0 or None, got {max_frames!r}")
+    stop = stop if stop is not None else StopFlag()
+    frames = ready = anomalies = drifts = bad = 0
+    busy = False
+    last: FrameResult | None = None
+    need_overlay = recorder is not None or window is not None or (publisher is not None and publisher.overlay_jpeg)
+    timers = {name: StageTimer() for name in STAGES}
+    clock = time.perf_counter
+    start = time.monotonic()
+    next_status = start + status_interval
+    stopped = "end"
+    try:
+        while True:
+            if stop:
+                stopped = stop.reason or "stop requested"
+                break
+            if max_frames is not None and frames + bad >= max_frames:
+                stopped = "max_frames"
+                break
+            t0 = clock()
+            frame = source.read(timeout=poll)
+            if frame is None:
+                if source.ended:
+                    break
+                continue  # nothing yet (live source): only the read that returns a frame is timed
+            t1 = clock()
+            timers["read"].add(t1 - t0)
+            try:
+                busy = True  # a KeyboardInterrupt now may leave the detector half-updated: then it is not saved
+                result = detector.process(frame.image, timestamp=frame.timestamp)
+                busy = False
+            except ValueError as exc:
+                busy = False
+                bad += 1
+                if on_bad_frame is not None:
+                    on_bad_frame(frame, exc, bad)
+                elif bad <= 3 or bad % 100 == 0:
+                    log.warning("%s frame %d skipped (%d so far): %s", frame.source, frame.index, bad, exc)
+                continue
+            t0 = clock()
+            timers["detect"].add(t0 - t1)
+            frames += 1
+            ready += bool(result.ready)
+            anomalies += bool(result.anomalous)
+            drifts += bool(result.drift)
+            last = result
+            overlay = None
+            if need_overlay:
+                # the detector accepted the frame, so it converts (a custom source may yield grayscale,
+                # float or RGBA arrays; the overlay needs RGB uint8)
+                overlay = render_overlay(as_rgb_uint8(frame.image), result, scale=overlay_scale,
+                                         label=f"{frame.source} #{result.index}")
+                t0 = _lap(timers["overlay"], t0, clock)
+            if publisher is not None:
+                publisher.publish(result, frame.image, frame.source, overlay=overlay)
+                t0 = _lap(timers["publish"], t0, clock)
+            if recorder is not None and overlay is not None:
+                recorder.write(overlay, ready=bool(result.ready))
+                t0 = _lap(timers["record"], t0, clock)
+            if on_result is not None:
+                on_result(frame, result)
+            if window is not None and overlay is not None:
+                t0 = clock()
+                is_open = window.show(overlay)
+                _lap(timers["show"], t0, clock)
+                if not is_open:
+                    stopped = "window closed"
+                    break
+            if saver is not None:
+                t0 = clock()
+                if saver.frame_done():
+                    _lap(timers["save"], t0, clock)
+            now = time.monotonic()
+            if on_status is not None and now >= next_status:
+                on_status(status_line(frames, now - start, last, anomalies, bad, source.stats))
+                next_status = now + status_interval
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    if saver is not None and busy:
+        saver.on_event("not saving the state: interrupted in the middle of a frame (the state saved last is kept)")
+    elif saver is not None:
+        t0 = clock()
+        if saver.finish():
+            _lap(timers["save"], t0, clock)
+    seconds = time.monotonic() - start
+    if on_status is not None:
+        on_status(status_line(frames, seconds, last, anomalies, bad, source.stats))
+    return WatchSummary(frames=frames, ready=ready, anomalies=anomalies, drifts=drifts, bad_frames=bad,
+                        seconds=seconds, published=publisher.sent if publisher else 0,
+                        publish_dropped=publisher.dropped if publisher else 0, source=source.stats,
+                        stopped=stopped, stages={name: t.summary() for name, t in timers.items() if t.count},
+                        state_dir=None if saver is None else str(saver.directory),
+                        state_saves=0 if saver is None else saver.saved,
+                        state_save_failures=0 if saver is None else saver.failed)
+
+
+def _lap(timer: StageTimer, t0: float, clock: Callable[[], float]) -> float:
+    """Record the time since ``t0`` in ``timer``; return now (the start of the next stage)."""
+    now = clock()
+    timer.add(now - t0)
+    return now

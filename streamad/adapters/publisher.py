@@ -1,0 +1,261 @@
+"""Publish every frame's verdict over ZeroMQ (PUB), without ever blocking the engine.
+
+Wire format (schema 1): one multipart message per frame, three parts, or four with an overlay::
+
+    [0] topic    bytes, default b"streamad" (subscribers filter on its prefix)
+    [1] header   UTF-8 JSON object:
+                 {"schema": 1, "seq": int, "index": int, "timestamp": float, "source": str,
+                  "score": float|null, "threshold": float|null, "anomalous": bool, "ready": bool,
+                  "drift": bool, "admitted": bool, "heatmap_shape": [h, w], "heatmap_dtype": "float32",
+                  "has_overlay": bool}
+    [2] heatmap  raw little-endian float32, C order (row by row), h*w*4 bytes; empty (and
+                 heatmap_shape [0, 0]) when there is no heatmap (not ready)
+    [3] overlay  JPEG (RGB content) of the annotated frame; present only when has_overlay is true
+
+``score`` and ``threshold`` are null while warming up (and a non-finite value is sent as null, so the
+header is strict JSON). ``seq`` numbers the messages of one publisher (0, 1, 2, ...): a gap at a
+subscriber means messages were dropped on the way. ``index`` is the detector's frame number.
+
+Never blocking: the socket has a bounded send high-water mark (``hwm`` messages per subscriber),
+``LINGER 0`` and every send is non-blocking. ZeroMQ's PUB socket drops messages for a subscriber
+whose queue is full (a slow or stalled one) without telling the sender; a send refused outright
+(``zmq.Again``) is counted in ``dropped``. Either way ``publish`` returns at once.
+
+Safety: the socket binds to loopback (``tcp://127.0.0.1:5556``) unless told otherwise; binding to
+any other interface (``tcp://*:5556``, ``tcp://0.0.0.0:...``, a LAN address) exposes the stream to
+the network and needs ``bind_any=True`` (CLI: ``--bind-any``), unless CURVE is on.
+
+CURVE (optional): with ``curve_secret_key_file`` (the server's ``.key_secret``) and
+``allowed_clients_dir`` (a folder of the accepted clients' public ``.key`` files) every message is
+encrypted and only those clients can subscribe; the others are refused during the handshake and
+receive nothing. Then a non-loopback address needs no ``bind_any``: the stream is not readable by
+whoever can reach the port. The keys are read once, when the publisher starts (see
+:mod:`streamad.adapters.security` and ``streamad keys``).
+
+    >>> with Publisher("tcp://127.0.0.1:*") as pub:       # "*": any free port
+    ...     pub.address.startswith("tcp://127.0.0.1:")
+    True
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import math
+import os
+from typing import Any
+
+import numpy as np
+import zmq
+
+from streamad.errors import UserError
+from streamad.results import FrameResult
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
+DEFAULT_TOPIC = "streamad"
+HEATMAP_DTYPE = "float32"
+LOCAL_TRANSPORTS = ("ipc", "inproc")
+
+
+class PublishError(UserError):
+    """The publisher cannot bind (address in use, not loopback without permission, malformed)."""
+
+
+def _host_of(address: str) -> tuple[str, str]:
+    """(transport, host) of a ZeroMQ endpoint such as ``tcp://127.0.0.1:5556``."""
+    if "://" not in address:
+        raise PublishError(f"bad publish address {address!r}: expected e.g. {DEFAULT_ADDRESS}")
+    transport, rest = address.split("://", 1)
+    if transport not in ("tcp",):
+        return transport, rest
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port:
+        raise PublishError(f"bad publish address {address!r}: expected tcp://HOST:PORT, e.g. {DEFAULT_ADDRESS}")
+    return transport, host.strip("[]")
+
+
+def is_loopback(address: str) -> bool:
+    """True when a bind address only accepts connections from this machine.
+
+    >>> is_loopback("tcp://127.0.0.1:5556"), is_loopback("tcp://localhost:1"), is_loopback("ipc:///tmp/s")
+    (True, True, True)
+    >>> is_loopback("tcp://*:5556"), is_loopback("tcp://0.0.0.0:5556"), is_loopback("tcp://192.168.1.4:5556")
+    (False, False, False)
+    """
+    transport, host = _host_of(address)
+    if transport in LOCAL_TRANSPORTS:
+        return True
+    if transport != "tcp":
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # "*", an interface name or a hostname: not provably local
+        return False
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
+def encode_message(result: FrameResult, *, source: str = "", seq: int = 0, topic: str = DEFAULT_TOPIC,
+                   overlay_jpeg: bytes | None = None) -> list[bytes]:
+    """The multipart message (3 ``bytes`` parts, 4 with an overlay) for one result; see the module
+    docstring."""
+    heatmap = result.heatmap
+    if heatmap is not None:
+        hm = np.ascontiguousarray(heatmap, dtype="<f4")  # little-endian float32 whatever the machine
+        if hm.ndim != 2:
+            raise ValueError(f"FrameResult.heatmap must be 2-D (h, w), got shape {hm.shape}")
+        shape, payload = [int(hm.shape[0]), int(hm.shape[1])], hm.tobytes()
+    else:
+        shape, payload = [0, 0], b""
+    header = {
+        "schema": SCHEMA_VERSION,
+        "seq": int(seq),
+        "index": int(result.index),
+        "timestamp": _number(result.timestamp),
+        "source": str(source),
+        "score": _number(result.score),
+        "threshold": _number(result.threshold),
+        "anomalous": bool(result.anomalous),
+        "ready": bool(result.ready),
+        "drift": bool(result.drift),
+        "admitted": bool(result.admitted),
+        "heatmap_shape": shape,
+        "heatmap_dtype": HEATMAP_DTYPE,
+        "has_overlay": bool(overlay_jpeg),
+    }
+    text = json.dumps(header, allow_nan=False, separators=(",", ":"))
+    parts = [topic.encode("utf-8"), text.encode("utf-8"), payload]
+    return parts + [overlay_jpeg] if overlay_jpeg else parts
+
+
+def encode_jpeg(image_rgb: np.ndarray, quality: int = 80) -> bytes:
+    """JPEG bytes of an RGB ``uint8`` image."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding of the overlay failed")
+    return buf.tobytes()
+
+
+class Publisher:
+    """A ZeroMQ PUB socket that sends one message per frame (see the module docstring).
+
+    ``overlay_jpeg=True`` adds the annotated frame as JPEG (rendered from ``frame`` by
+    ``streamad.adapters.display.render_overlay`` unless ``publish`` is given ``overlay``).
+    ``curve_secret_key_file`` and ``allowed_clients_dir`` (together) turn CURVE on (see the module
+    docstring): ``curve`` is then True, ``allowed_clients`` counts the admitted public keys, and the
+    socket lives in a ZeroMQ context of its own (``context`` is ignored).
+    """
+
+    def __init__(self, address: str = DEFAULT_ADDRESS, *, topic: str = DEFAULT_TOPIC, hwm: int = 8,
+                 bind_any: bool = False, overlay_jpeg: bool = False, jpeg_quality: int = 80,
+                 context: zmq.Context | None = None, curve_secret_key_file: str | os.PathLike[str] | None = None,
+                 allowed_clients_dir: str | os.PathLike[str] | None = None) -> None:
+        if not isinstance(hwm, int) or hwm < 1:
+            raise ValueError(f"Publisher.hwm must be an int >= 1 (messages queued per subscriber), got {hwm!r}")
+        if not 1 <= int(jpeg_quality) <= 100:
+            raise ValueError(f"Publisher.jpeg_quality must be in 1..100, got {jpeg_quality!r}")
+        if (curve_secret_key_file is None) != (allowed_clients_dir is None):
+            raise PublishError("CURVE needs both the server's secret key file (--curve-server-key) and the folder "
+                               "of allowed client public keys (--curve-clients); 'streamad keys DIR' writes both")
+        self.curve = curve_secret_key_file is not None
+        if not is_loopback(address) and not bind_any and not self.curve:
+            raise PublishError(f"refusing to bind {address}: it is reachable from other machines. Use a loopback "
+                               f"address such as {DEFAULT_ADDRESS}, pass --bind-any (bind_any=True) if the "
+                               "stream should be visible on the network, or protect it with CURVE "
+                               "(--curve-server-key and --curve-clients)")
+        self.topic = topic
+        self.overlay_jpeg = overlay_jpeg
+        self.jpeg_quality = int(jpeg_quality)
+        self.sent = 0
+        self.dropped = 0
+        self.allowed_clients = 0
+        self._auth = None
+        self._own_ctx: zmq.Context | None = None
+        if self.curve:
+            from streamad.adapters.security import allowed_client_keys, load_key_pair
+
+            public, secret = load_key_pair(curve_secret_key_file)  # type: ignore[arg-type]
+            self.allowed_clients = len(allowed_client_keys(allowed_clients_dir))  # type: ignore[arg-type]
+            # a context of its own: the authenticator (ZAP handler) then governs this socket only
+            self._own_ctx = self._ctx = zmq.Context()
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self._auth = ThreadAuthenticator(self._ctx, log=log)
+            self._auth.start()
+            self._auth.configure_curve(domain="*", location=str(allowed_clients_dir))
+        else:
+            self._ctx = context or zmq.Context.instance()
+        self._socket = self._ctx.socket(zmq.PUB)
+        self._socket.setsockopt(zmq.SNDHWM, hwm)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.SNDTIMEO, 0)
+        if self.curve:
+            self._socket.curve_secretkey = secret
+            self._socket.curve_publickey = public
+            self._socket.curve_server = True
+        try:
+            self._socket.bind(address)
+        except zmq.ZMQError as exc:
+            self._socket.close(0)
+            self._stop_auth()
+            raise PublishError(f"cannot bind {address}: {exc.strerror}. Is another publisher (e.g. a running "
+                               "'streamad watch') using it? Pick another address, e.g. tcp://127.0.0.1:5557") from exc
+        self.address: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._seq = 0
+
+    def publish(self, result: FrameResult, frame: np.ndarray | None = None, source: str = "", *,
+                overlay: np.ndarray | None = None) -> bool:
+        """Send ``result`` (plus, with ``overlay_jpeg``, the annotated ``frame`` or the given
+        ``overlay`` image, RGB). Returns False when the message was dropped. Never blocks."""
+        if self._socket.closed:
+            raise RuntimeError("publish() on a closed Publisher")
+        jpeg = None
+        if self.overlay_jpeg:
+            if overlay is None and frame is not None:
+                from streamad.adapters.display import render_overlay
+
+                overlay = render_overlay(frame, result)
+            if overlay is not None:
+                jpeg = encode_jpeg(overlay, self.jpeg_quality)
+        parts = encode_message(result, source=source, seq=self._seq, topic=self.topic, overlay_jpeg=jpeg)
+        self._seq += 1
+        try:
+            self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            return False
+        self.sent += 1
+        return True
+
+    def close(self) -> None:
+        """Close the socket at once (LINGER 0: queued messages are discarded). Safe to call twice."""
+        if not self._socket.closed:
+            self._socket.close(0)
+        self._stop_auth()
+
+    def _stop_auth(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._own_ctx is not None:
+            self._own_ctx.term()
+            self._own_ctx = None
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,233 @@
+"""Receive and decode the messages of :mod:`streamad.adapters.publisher` (wire format schema 1).
+
+    >>> from streamad.results import FrameResult
+    >>> from streamad.adapters.publisher import encode_message
+    >>> import numpy as np
+    >>> r = FrameResult(index=7, ready=True, score=2.5, threshold=2.0, anomalous=True,
+    ...                 heatmap=np.ones((4, 6), np.float32), patch_scores=None, drift=False,
+    ...                 admitted=False, timestamp=1.5)
+    >>> m = decode_message(encode_message(r, source="demo"))
+    >>> m.index, m.score, m.anomalous, m.heatmap.shape, m.overlay
+    (7, 2.5, True, (4, 6), None)
+    >>> try:
+    ...     decode_message([b"streamad", b'{"schema": 2}', b""])
+    ... except SchemaError as exc:
+    ...     print(exc)
+    message has schema 2, this streamad reads schema 1: run the same streamad version on both ends
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zmq
+
+from streamad.adapters.publisher import DEFAULT_ADDRESS, HEATMAP_DTYPE, SCHEMA_VERSION
+
+
+class SchemaError(ValueError):
+    """A message that is not a streamad schema-1 frame message (wrong version, garbage, inconsistent)."""
+
+
+@dataclass(frozen=True, eq=False)
+class FrameMessage:
+    """One decoded frame message: the header fields, the heatmap (float32 (h, w), or None when the
+    publisher had none: not ready) and the JPEG overlay bytes (or None)."""
+
+    topic: str
+    schema: int
+    seq: int
+    index: int
+    timestamp: float | None
+    source: str
+    score: float | None
+    threshold: float | None
+    anomalous: bool
+    ready: bool
+    drift: bool
+    admitted: bool
+    heatmap: np.ndarray | None
+    overlay: bytes | None
+
+    def overlay_image(self) -> np.ndarray | None:
+        """The overlay decoded to RGB ``uint8`` (H, W, 3), or None when the message has none."""
+        if self.overlay is None:
+            return None
+        import cv2
+
+        image = cv2.imdecode(np.frombuffer(self.overlay, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise SchemaError("the overlay part is not a decodable JPEG")
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+_FIELDS: dict[str, tuple[str, Any]] = {
+    "seq": ("an int", _is_int),
+    "index": ("an int", _is_int),
+    "timestamp": ("a number or null", lambda v: v is None or _is_number(v)),
+    "source": ("a string", lambda v: isinstance(v, str)),
+    "score": ("a number or null", lambda v: v is None or _is_number(v)),
+    "threshold": ("a number or null", lambda v: v is None or _is_number(v)),
+    "anomalous": ("true or false", lambda v: isinstance(v, bool)),
+    "ready": ("true or false", lambda v: isinstance(v, bool)),
+    "drift": ("true or false", lambda v: isinstance(v, bool)),
+    "admitted": ("true or false", lambda v: isinstance(v, bool)),
+    "heatmap_shape": ("[h, w] with ints >= 0",
+                      lambda v: isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x >= 0 for x in v)),
+    "heatmap_dtype": (f'"{HEATMAP_DTYPE}"', lambda v: v == HEATMAP_DTYPE),
+    "has_overlay": ("true or false", lambda v: isinstance(v, bool)),
+}
+
+
+def decode_message(parts: Sequence[bytes]) -> FrameMessage:
+    """Decode one multipart message; raises :class:`SchemaError` saying what is wrong with it."""
+    if len(parts) not in (3, 4):
+        raise SchemaError(f"expected 3 or 4 message parts (topic, header, heatmap[, overlay]), got {len(parts)}: "
+                          "is the address a streamad publisher?")
+    topic_b, header_b, heatmap_b = (bytes(p) for p in parts[:3])
+    try:
+        header = json.loads(header_b.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SchemaError(f"message header is not UTF-8 JSON ({exc.__class__.__name__}: {exc}): "
+                          "is the address a streamad publisher?") from None
+    if not isinstance(header, dict) or "schema" not in header:
+        raise SchemaError("message header has no 'schema' field: is the address a streamad publisher?")
+    if header["schema"] != SCHEMA_VERSION:
+        raise SchemaError(f"message has schema {header['schema']!r}, this streamad reads schema {SCHEMA_VERSION}: "
+                          "run the same streamad version on both ends")
+    for name, (need, ok) in _FIELDS.items():
+        if name not in header:
+            raise SchemaError(f"message header lacks the field {name!r}")
+        if not ok(header[name]):
+            raise SchemaError(f"message header field {name!r} must be {need}, got {header[name]!r}")
+    h, w = header["heatmap_shape"]
+    if len(heatmap_b) != h * w * 4:
+        raise SchemaError(f"heatmap part has {len(heatmap_b)} bytes, but heatmap_shape {[h, w]} of float32 "
+                          f"needs {h * w * 4}")
+    heatmap = np.frombuffer(heatmap_b, dtype="<f4").reshape(h, w).astype(np.float32) if h * w else None
+    overlay = bytes(parts[3]) if len(parts) == 4 else None
+    if header["has_overlay"] != bool(overlay):
+        raise SchemaError(f"has_overlay is {header['has_overlay']} but the message "
+                          f"{'has' if overlay else 'has no'} overlay part")
+    return FrameMessage(
+        topic=topic_b.decode("utf-8", errors="replace"), schema=SCHEMA_VERSION, seq=header["seq"],
+        index=header["index"], timestamp=header["timestamp"], source=header["source"],
+        score=None if header["score"] is None else float(header["score"]),
+        threshold=None if header["threshold"] is None else float(header["threshold"]),
+        anomalous=header["anomalous"], ready=header["ready"], drift=header["drift"], admitted=header["admitted"],
+        heatmap=heatmap, overlay=overlay)
+
+
+class Subscriber:
+    """A ZeroMQ SUB socket connected to a streamad publisher.
+
+    ``topic`` filters by prefix (``""``: everything). ``receive(timeout)`` returns the next decoded
+    message or None when none arrived in ``timeout`` seconds; iteration yields messages forever.
+    Note ZeroMQ's "slow joiner": messages published before the connection is up are not received.
+
+    For a CURVE publisher pass ``curve_server_public_key`` (the server's ``.key`` file, or its 40
+    Z85 characters) and ``curve_client_key_file`` (this client's ``.key_secret``, whose public key
+    the publisher must list). A refused or mismatched handshake delivers nothing; its reason is in
+    ``handshake_error`` (e.g. "the publisher refused this subscriber's key ...").
+    """
+
+    def __init__(self, address: str = DEFAULT_ADDRESS, *, topic: str = "", rcvhwm: int = 100,
+                 context: zmq.Context | None = None,
+                 curve_server_public_key: str | os.PathLike[str] | bytes | None = None,
+                 curve_client_key_file: str | os.PathLike[str] | None = None) -> None:
+        if not isinstance(rcvhwm, int) or rcvhwm < 1:
+            raise ValueError(f"Subscriber.rcvhwm must be an int >= 1, got {rcvhwm!r}")
+        if (curve_server_public_key is None) != (curve_client_key_file is None):
+            raise ValueError("CURVE needs both the server's public key (--curve-server-public) and this client's "
+                             "secret key file (--curve-client-key); 'streamad keys DIR' writes both")
+        keys = None
+        if curve_server_public_key is not None:
+            from streamad.adapters.security import load_key_pair, load_public_key
+
+            keys = (load_public_key(curve_server_public_key), *load_key_pair(curve_client_key_file))  # type: ignore
+        self.address = address
+        self.curve = keys is not None
+        self.handshake_error: str | None = None
+        self._ctx = context or zmq.Context.instance()
+        self._socket = self._ctx.socket(zmq.SUB)
+        self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+        if keys is not None:
+            self._socket.curve_serverkey, self._socket.curve_publickey, self._socket.curve_secretkey = keys
+        self._monitor = self._socket.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        try:
+            self._socket.connect(address)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise ValueError(f"cannot connect to {address!r}: {exc.strerror} "
+                             f"(expected an address such as {DEFAULT_ADDRESS})") from exc
+        self._poller = zmq.Poller()
+        self._poller.register(self._socket, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
+
+    def _read_monitor(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        from streamad.adapters.security import describe_handshake_event
+
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.handshake_error = None
+            else:
+                self.handshake_error = describe_handshake_event(event["event"], event["value"])
+
+    def receive_parts(self, timeout: float | None = None) -> list[bytes] | None:
+        """The raw parts of the next message, or None after ``timeout`` seconds without one."""
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            ms = None if deadline is None else max(0, int(round((deadline - time.monotonic()) * 1000)))
+            ready = dict(self._poller.poll(ms))
+            if self._monitor in ready:
+                self._read_monitor()
+            if self._socket in ready:
+                return self._socket.recv_multipart()
+            if not ready or (deadline is not None and time.monotonic() >= deadline):
+                return None
+
+    def receive(self, timeout: float | None = None) -> FrameMessage | None:
+        """The next message, decoded (raises :class:`SchemaError` on a malformed one)."""
+        parts = self.receive_parts(timeout)
+        return None if parts is None else decode_message(parts)
+
+    def __iter__(self) -> Iterator[FrameMessage]:
+        while True:
+            msg = self.receive(None)
+            if msg is not None:
+                yield msg
+
+    def close(self) -> None:
+        if not self._socket.closed:
+            self._socket.disable_monitor()
+            self._socket.close(0)
+        if not self._monitor.closed:
+            self._monitor.close(0)
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

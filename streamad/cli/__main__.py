@@ -1,0 +1,7 @@
+"""``python -m streamad.cli``: the same as the ``streamad`` command."""
+
+import sys
+
+from streamad.cli import main
+
+sys.exit(main())

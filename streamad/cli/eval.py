@@ -1,0 +1,184 @@
+"""Measure a detector on a dataset in the MVTec AD layout (train/good, test/<defect>, ground_truth).
+
+The training images, plus --corrupt K randomly chosen anomalous test images (unlabeled: the
+corruption protocol of the InReaCh paper), are fitted in a seeded shuffled order; the whole test set
+is scored. Prints image AUROC, pixel AUROC, the precision and recall of InReaCh's nominal filter on
+the training patches, the nominal set size and timings.
+
+With --stream the same evaluation runs through the streaming engine (StreamDetector): the training
+stream is replayed frame by frame in the same order (its first D frames are the batch seeds; each
+frame is scored, then admitted to a window of --window frames), then the test set is scored without
+learning from it. Descriptors come from the same extractor in the same batches as batch fitting, and
+the positional test (transpose test, rotation alignment) is decided on the whole training stream as
+batch fitting decides it. --check-batch also fits batch InReaCh on the same descriptors and reports
+whether the nominal sets are identical.
+
+examples:
+  streamad eval ../shared/data/mvtec_ad/bottle --corrupt 10 --json bottle.json
+  streamad eval ../shared/data/mvtec_ad/bottle --corrupt 10 --stream --check-batch --json stream.json
+  streamad eval ../shared/data/mvtec_ad/bottle --corrupt 10 --stream --window 64 --cache out/desc
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import replace
+from typing import Any
+
+from streamad.config import SPREAD_RULES, ChannelConfig, FeatureConfig, HeatmapConfig, InReachConfig, PositionalConfig
+from streamad.errors import UserError
+
+NAME = "eval"
+HELP = "measure image/pixel AUROC and the nominal filter on a labeled dataset"
+
+
+def _pair(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or H,W (e.g. 28 or 28,28), got {text!r}") from None
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected N or H,W, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def add_model_arguments(p: argparse.ArgumentParser, center_crop: float = 0.875) -> None:
+    """Options shared by every command that builds a model (backbone, descriptors, channels)."""
+    f, c, h = FeatureConfig(), ChannelConfig(), HeatmapConfig()
+    g = p.add_argument_group("features")
+    g.add_argument("--backbone", default=f.backbone,
+                   help="efficientnet_lite0 (default, offline weights), efficientnet_lite1/2, wide_resnet50_2, resnet18")
+    g.add_argument("--weights", default=None, metavar="PATH",
+                   help="local weight file for the backbone ('random' for timing only)")
+    g.add_argument("--layers", default=None, help="comma-separated backbone layers (default: stride 8 and 16 blocks)")
+    g.add_argument("--image-size", type=_pair, default=f.image_size, metavar="H,W", help="input size (default 224)")
+    g.add_argument("--grid", type=_pair, default=None, metavar="H,W", help="descriptor grid (default: input/8)")
+    g.add_argument("--center-crop", type=float, default=center_crop, metavar="F",
+                   help=f"resize to size/F and keep the centre (default {center_crop}; 0.875 = the papers' "
+                   "256 -> 224 protocol, 1 = the whole image)")
+    g.add_argument("--dim", type=int, default=f.dim, help=f"maximum descriptor dimension (default {f.dim})")
+    g.add_argument("--device", default=f.device, help="cpu, cuda or auto (default cpu)")
+    g = p.add_argument_group("channels")
+    g.add_argument("--seeds", type=int, default=c.seeds, help=f"association depth D (default {c.seeds})")
+    g.add_argument("--min-span", type=int, default=c.min_span, help=f"minimum channel span L_min (default {c.min_span})")
+    g.add_argument("--k-sigma", type=float, default=c.k_sigma, help=f"maximum channel spread (default {c.k_sigma})")
+    g.add_argument("--spread", choices=SPREAD_RULES, default=c.spread,
+                   help=f"spread rule: std = the reference code's, rms, zscore, none (default {c.spread})")
+    g.add_argument("--positional", choices=("auto", "on", "off"), default="auto",
+                   help="positional embedding: auto runs the transpose test (default)")
+    g.add_argument("--blur", type=float, default=h.blur_sigma, help=f"heatmap blur sigma (default {h.blur_sigma})")
+
+
+def config_from_args(args: argparse.Namespace) -> InReachConfig:
+    """Build the InReaChConfig the model options describe (bad values become UserErrors)."""
+    try:
+        grid = args.grid or (args.image_size[0] // 8, args.image_size[1] // 8)
+        layers = tuple(x.strip() for x in args.layers.split(",")) if args.layers else ()
+        features = FeatureConfig(backbone=args.backbone, layers=layers, image_size=args.image_size, grid=grid,
+                                 dim=args.dim, weights=args.weights, device=args.device,
+                                 center_crop=args.center_crop)
+        channels = ChannelConfig(seeds=args.seeds, min_span=args.min_span, k_sigma=args.k_sigma, spread=args.spread)
+        return InReachConfig(features=features, channels=channels, heatmap=HeatmapConfig(blur_sigma=args.blur),
+                             positional=replace(PositionalConfig(), mode=args.positional),
+                             seed=getattr(args, "seed", 0))
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data_dir", metavar="DATA_DIR", help="dataset folder in the MVTec AD layout")
+    p.add_argument("--method", default="inreach", choices=("inreach", "patchcore", "spade", "pni"),
+                   help="scorer (default inreach)")
+    p.add_argument("--corrupt", type=int, default=0, metavar="K",
+                   help="add K random anomalous test images to the training set (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the corruption choice and order (default 0)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = p.add_argument_group("streaming (--stream)")
+    g.add_argument("--stream", action="store_true",
+                   help="replay the training stream through the streaming engine instead of fitting in batch")
+    g.add_argument("--window", type=int, default=None, metavar="W",
+                   help="window size in frames (default: the whole training stream, so nothing is ever "
+                   "evicted and the nominal set is the batch algorithm's)")
+    g.add_argument("--check-batch", action="store_true",
+                   help="also fit batch InReaCh on the same descriptors; report whether the nominal sets are "
+                   "identical and both AUROC pairs (and check the engine against the batch oracle on its "
+                   "final window)")
+    g.add_argument("--exact-reference", action="store_true",
+                   help="also score the test set by exact nearest-neighbour search against the stream's final "
+                   "nominal set (exact_image_auroc, exact_pixel_auroc: what the HNSW index approximates; slow "
+                   "for large sets)")
+    g.add_argument("--cache", metavar="DIR", default=None,
+                   help="save the descriptors and positional decision in DIR and reuse them on later runs with "
+                   "the same data and feature options (e.g. out/desc; fit/predict seconds then repeat the "
+                   "feature time measured when they were computed)")
+    add_model_arguments(p)
+
+
+def print_table(result: dict[str, Any]) -> None:
+    """A two-column results table."""
+    rows = [("dataset", result["dataset"]), ("method", result["method"]), ("backbone", result["backbone"]),
+            ("mode", result.get("mode", "batch"))]
+    if result.get("mode") == "stream":
+        holds = " (holds the whole training stream)" if result["window_holds_all"] else ""
+        rows.append(("window", f"{result['window']} frames{holds}, {result['promotions']} seed promotions"))
+    rows += [("corrupt images", result["corrupt"]),
+             ("train / test images", f"{result['train_images']} / {result['test_images']}"),
+             ("image AUROC", f"{result['image_auroc']:.3f}"), ("pixel AUROC", f"{result['pixel_auroc']:.3f}")]
+    if result.get("filter_precision") is not None:
+        rows += [("filter precision", f"{result['filter_precision']:.4f}"),
+                 ("filter recall", f"{result['filter_recall']:.3f}"),
+                 ("nominal patches", f"{result['nominal_patches']} of {result['train_patches']}")]
+    if result.get("transpose_score") is not None:
+        rows.append(("positional embedding", f"{'on' if result['uses_positions'] else 'off'} "
+                     f"(transpose score {result['transpose_score']:.0f}{', rotation-aligned' if result['aligned'] else ''})"))
+    rows += [("fit seconds", f"{result['fit_seconds']:.1f}"),
+             ("predict seconds / image", f"{result['predict_seconds_per_image']:.3f}")]
+    if "batch_nominal_patches" in result:
+        rows += [("batch nominal patches", f"{result['batch_nominal_patches']} (identical to stream: "
+                  f"{'yes' if result['nominal_sets_identical'] else 'no'}, "
+                  f"{result['nominal_sets_symmetric_difference']} differ)"),
+                 ("batch image / pixel AUROC", f"{result['batch_image_auroc']:.3f} / {result['batch_pixel_auroc']:.3f}")]
+    if "window_oracle_identical" in result:
+        rows.append(("engine = oracle on window", "yes" if result["window_oracle_identical"] else "NO"))
+    if "exact_image_auroc" in result:
+        rows.append(("exact-search image / pixel AUROC",
+                     f"{result['exact_image_auroc']:.3f} / {result['exact_pixel_auroc']:.3f}"))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from streamad.evaluation.batch_eval import evaluate
+
+    config = config_from_args(args)
+    if args.json and os.path.dirname(args.json) and not os.path.isdir(os.path.dirname(args.json)):
+        raise UserError(f"cannot write --json {args.json}: folder {os.path.dirname(args.json)} does not exist")
+    if args.stream:
+        from streamad.evaluation.batch_eval import evaluate_stream
+
+        if args.method != "inreach":
+            raise UserError(f"--stream runs incremental InReaCh; --method {args.method} has no streaming engine")
+        if args.window is not None and args.window < 1:
+            raise UserError(f"--window must be a positive number of frames, got {args.window}")
+        result = evaluate_stream(args.data_dir, window=args.window, corrupt=args.corrupt, seed=args.seed,
+                                 config=config, progress=not args.quiet, check_batch=args.check_batch,
+                                 cache=args.cache, exact_reference=args.exact_reference)
+    else:
+        given = [o for o, v in (("--window", args.window), ("--check-batch", args.check_batch),
+                                ("--exact-reference", args.exact_reference), ("--cache", args.cache)) if v]
+        if given:
+            raise UserError(f"{', '.join(given)} only apply with --stream")
+        result = evaluate(args.data_dir, method=args.method, corrupt=args.corrupt, seed=args.seed, config=config,
+                          progress=not args.quiet)
+    print_table(result)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+    return 0

@@ -1,1 +1,0 @@
-"""Subcommands of the streamad CLI, one module each."""

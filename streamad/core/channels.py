@@ -1,0 +1,154 @@
+"""Inter-Realization Channels in batch: association, channels, trimming (DESIGN section 2).
+
+This is the plain, readable implementation and the oracle the streaming engine is tested against.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> base = rng.normal(size=(4, 8))                  # 4 patch "places", 8-d descriptors
+    >>> frames = base[None] + 0.01 * rng.normal(size=(6, 4, 8))
+    >>> nominal_mask(frames, seeds=[0], config=ChannelConfig(seeds=1, min_span=3)).all()
+    np.True_
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamad.core.association import NO_PAIR, mutual_pairs
+from streamad.config import ChannelConfig
+
+# A member within this fraction of the channel's mean norm from the mean is always kept: it is
+# numerically at the mean, and float rounding must not decide its fate.
+_REL_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class Association:
+    """Which channel every patch joined.
+
+    ``channel_frame[n, p]``/``channel_patch[n, p]`` name the channel head ``(seed frame, seed patch)``
+    that patch ``p`` of frame ``n`` joined, or ``NO_PAIR``; ``distance`` is the pair distance. A seed's
+    own patches head their channels (distance 0).
+    """
+
+    channel_frame: np.ndarray  # (N, P) int64
+    channel_patch: np.ndarray  # (N, P) int64
+    distance: np.ndarray  # (N, P) float64
+
+
+def best_pair(distances: np.ndarray, seed_patches: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pick, for every patch, the closest of its mutual pairs over the seeds.
+
+    ``distances`` and ``seed_patches`` are (S, P): row ``s`` holds the pairs with the ``s``-th seed in
+    seed order (ascending frame index). Ties go to the earliest seed. Returns (seed row or -1,
+    seed patch or -1, distance or inf).
+    """
+    if distances.shape[0] == 0:
+        p = distances.shape[1]
+        return np.full(p, NO_PAIR, np.int64), np.full(p, NO_PAIR, np.int64), np.full(p, np.inf)
+    row = np.argmin(distances, axis=0)  # first minimum = earliest seed
+    cols = np.arange(distances.shape[1])
+    dist = distances[row, cols]
+    has = np.isfinite(dist)
+    row = np.where(has, row, NO_PAIR)
+    patch = np.where(has, seed_patches[np.maximum(row, 0), cols], NO_PAIR)
+    return row.astype(np.int64), patch.astype(np.int64), dist
+
+
+def associate(descriptors: np.ndarray, seeds: Sequence[int]) -> Association:
+    """Associate every non-seed frame's patches with the seeds (paper Algorithm 1).
+
+    ``descriptors`` is (N, P, d); ``seeds`` are frame indices into it.
+    """
+    n_frames, n_patches = descriptors.shape[:2]
+    seeds = sorted(int(s) for s in seeds)
+    if len(set(seeds)) != len(seeds) or any(not 0 <= s < n_frames for s in seeds):
+        raise ValueError(f"seeds must be distinct frame indices in [0, {n_frames}), got {seeds}")
+    ch_frame = np.full((n_frames, n_patches), NO_PAIR, np.int64)
+    ch_patch = np.full((n_frames, n_patches), NO_PAIR, np.int64)
+    distance = np.full((n_frames, n_patches), np.inf)
+    seed_set = set(seeds)
+    for s in seeds:
+        ch_frame[s] = s
+        ch_patch[s] = np.arange(n_patches)
+        distance[s] = 0.0
+    for n in range(n_frames):
+        if n in seed_set:
+            continue
+        pairs = [mutual_pairs(descriptors[s], descriptors[n]) for s in seeds]
+        dists = np.stack([p.distance for p in pairs]) if pairs else np.zeros((0, n_patches))
+        patches = np.stack([p.seed_patch for p in pairs]) if pairs else np.zeros((0, n_patches), np.int64)
+        row, patch, dist = best_pair(dists, patches)
+        ch_frame[n] = np.where(row >= 0, np.asarray(seeds, np.int64)[np.maximum(row, 0)], NO_PAIR)
+        ch_patch[n] = patch
+        distance[n] = dist
+    return Association(ch_frame, ch_patch, distance)
+
+
+def channel_members(assoc: Association) -> dict[tuple[int, int], list[tuple[int, int]]]:
+    """Channels as ``{(seed frame, seed patch): [(frame, patch), ...]}``, members sorted, head included."""
+    channels: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    frames, patches = np.nonzero(assoc.channel_frame >= 0)
+    for n, p in zip(frames.tolist(), patches.tolist()):
+        key = (int(assoc.channel_frame[n, p]), int(assoc.channel_patch[n, p]))
+        channels.setdefault(key, []).append((n, p))
+    for members in channels.values():
+        members.sort()
+    return channels
+
+
+def trim_channel(vectors: np.ndarray, config: ChannelConfig) -> np.ndarray:
+    """Span and spread trimming of one channel; ``vectors`` (m, d) in canonical member order.
+
+    Returns a boolean mask of the nominal members (all False when the channel is dropped).
+
+        >>> v = np.array([[0.0], [0.1], [0.2], [-0.1], [50.0]])
+        >>> trim_channel(v, ChannelConfig(min_span=3, k_sigma=1.0, spread="zscore")).tolist()
+        [True, True, True, True, False]
+    """
+    m = vectors.shape[0]
+    keep = np.zeros(m, dtype=bool)
+    if m <= config.min_span:
+        return keep
+    x = np.asarray(vectors, dtype=np.float64)
+    mu = x.mean(axis=0)
+    r = np.sqrt(((x - mu) ** 2).sum(axis=1))
+    tol = _REL_TOL * max(1.0, float(np.sqrt((mu * mu).sum())))
+    k = float(config.k_sigma)
+    if config.spread == "none":
+        keep[:] = True
+    elif config.spread == "std":
+        keep = r <= k * r.std() + tol
+    elif config.spread == "rms":
+        keep = r <= k * np.sqrt((r * r).mean()) + tol
+    elif config.spread == "mad":
+        med = np.median(r)
+        keep = r <= med + k * 1.4826 * np.median(np.abs(r - med)) + tol
+    else:  # zscore
+        keep = r <= r.mean() + k * r.std() + tol
+    if int(keep.sum()) <= config.min_span:
+        keep[:] = False
+    return keep
+
+
+def nominal_from_channels(
+    descriptors: np.ndarray, channels: dict[tuple[int, int], list[tuple[int, int]]], config: ChannelConfig
+) -> np.ndarray:
+    """Boolean (N, P) mask of nominal patches from channel membership lists."""
+    mask = np.zeros(descriptors.shape[:2], dtype=bool)
+    for members in channels.values():
+        if len(members) <= config.min_span:
+            continue
+        idx = np.asarray(members)
+        keep = trim_channel(descriptors[idx[:, 0], idx[:, 1]], config)
+        mask[idx[keep, 0], idx[keep, 1]] = True
+    return mask
+
+
+def nominal_mask(descriptors: np.ndarray, seeds: Sequence[int], config: ChannelConfig) -> np.ndarray:
+    """The batch oracle: which patches of ``descriptors`` (N, P, d) are nominal with these seeds."""
+    assoc = associate(descriptors, seeds)
+    return nominal_from_channels(descriptors, channel_members(assoc), config)

@@ -1,0 +1,600 @@
+"""Incremental InReaCh over a sliding window of frames (DESIGN section 3).
+
+:class:`IncrementalChannels` holds the window's patch descriptors, the seed set, every non-seed
+patch's mutual pairs with every seed, the channels and their trimmed (nominal) members, and keeps
+them equal to the batch oracle (:func:`streamad.core.channels.nominal_mask` on the window with the same
+seeds) after every operation, while touching only what changed:
+
+- ``admit``: ``D`` mutual-pair computations (``P x P`` each) for the new frame, its patches join
+  their best channels;
+- ``evict_oldest``: the oldest frame's patches leave their channels (or, for a seed, its channels
+  dissolve and their members fall back to their next best stored pair);
+- ``promote`` / ``retire`` / ``reseed``: a window frame becomes a seed (associated with every
+  non-seed window frame) or stops being one (associated with the remaining seeds).
+
+Changed channels are re-trimmed lazily, once, when the nominal set is next read (``nominal_keys``,
+``nominal_mask``, ``drain_changes``). Trimming applies exactly :func:`streamad.core.channels.trim_channel`'s
+arithmetic to every changed channel at once (channels of equal length are stacked), so the result is
+bit-identical to the oracle; ``batched_trim=False`` calls ``trim_channel`` channel by channel instead.
+
+:class:`SeedSchedule` decides which frames are seeds: the first ``D`` admitted frames; afterwards one
+promotion at a time, at least ``W // D`` admissions apart, of the most recent eligible frame whenever
+fewer than ``D`` seeds are left in the window. ``push`` applies it.
+
+    >>> import numpy as np
+    >>> from streamad.core.channels import nominal_mask
+    >>> rng = np.random.default_rng(0)
+    >>> base = rng.normal(size=(6, 4))                          # 6 patch "places", 4-d
+    >>> frames = [base + 0.01 * rng.normal(size=(6, 4)) for _ in range(8)]
+    >>> inc = IncrementalChannels(window=5, config=ChannelConfig(seeds=2, min_span=2))
+    >>> for i, f in enumerate(frames):
+    ...     step = inc.push(i, f)
+    >>> step
+    {'evicted': 2, 'promoted': 7, 'seed': False}
+    >>> inc.window_frames(), inc.seeds                          # seeds 0, 1 left; 5 and 7 promoted
+    ([3, 4, 5, 6, 7], [5, 7])
+    >>> positions = [inc.window_frames().index(s) for s in inc.seeds]
+    >>> bool((inc.nominal_mask() == nominal_mask(inc.window_descriptors(), positions, inc.config)).all())
+    True
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streamad.core.association import NO_PAIR, mutual_pairs
+from streamad.core.channels import _REL_TOL, best_pair, trim_channel
+from streamad.config import ChannelConfig
+
+# Spread rules whose arithmetic ``trim_many`` reproduces; any other falls back to ``trim_channel``.
+_BATCHED_RULES = ("std", "rms", "zscore", "mad", "none")
+
+
+def channel_distances(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Channel means (C, d) and member distances to them (C, m) of (C, m, d) vectors, in float64.
+
+    Bit-identical, row by row, to ``trim_channel``'s ``x.mean(axis=0)`` and
+    ``sqrt(((x - mu) ** 2).sum(axis=1))`` on ``x = float64(vectors[c])`` (the same additions in the
+    same order), without materialising the float64 copy.
+    """
+    mu = vectors.mean(axis=1, dtype=np.float64)
+    diff = np.subtract(vectors, mu[:, None, :], dtype=np.float64)
+    np.multiply(diff, diff, out=diff)
+    return mu, np.sqrt(diff.sum(axis=2))
+
+
+def trim_many(vectors: np.ndarray, config: ChannelConfig) -> np.ndarray:
+    """``trim_channel`` on ``C`` channels of equal length at once: (C, m, d) to a (C, m) keep mask.
+
+    Every operation is ``trim_channel``'s, applied along the batch axis, so each row's mask is
+    bit-identical to ``trim_channel(vectors[c], config)`` (tests check this for every rule).
+
+        >>> v = np.array([[[0.0], [0.1], [0.2], [-0.1], [50.0]]])
+        >>> trim_many(v, ChannelConfig(min_span=3, k_sigma=1.0, spread="zscore")).tolist()
+        [[True, True, True, True, False]]
+    """
+    c, m = vectors.shape[:2]
+    if m <= config.min_span or c == 0:
+        return np.zeros((c, m), dtype=bool)
+    if config.spread not in _BATCHED_RULES:
+        return np.stack([trim_channel(v, config) for v in vectors])
+    mu, r = channel_distances(vectors)
+    tol = (_REL_TOL * np.maximum(1.0, np.sqrt((mu * mu).sum(axis=1))))[:, None]
+    k = float(config.k_sigma)
+    if config.spread == "none":
+        keep = np.ones((c, m), dtype=bool)
+    elif config.spread == "std":
+        keep = r <= k * r.std(axis=1)[:, None] + tol
+    elif config.spread == "rms":
+        keep = r <= k * np.sqrt((r * r).mean(axis=1))[:, None] + tol
+    elif config.spread == "mad":
+        med = np.median(r, axis=1)[:, None]
+        keep = r <= med + k * 1.4826 * np.median(np.abs(r - med), axis=1)[:, None] + tol
+    else:  # zscore
+        keep = r <= r.mean(axis=1)[:, None] + k * r.std(axis=1)[:, None] + tol
+    keep[keep.sum(axis=1) <= config.min_span] = False
+    return keep
+
+
+@dataclass(frozen=True)
+class NominalChanges:
+    """Net change of the nominal set since the previous ``drain_changes``.
+
+    Labels are ``frame_id * P + patch`` (see :meth:`IncrementalChannels.label`); ``added_vectors``
+    (n, d) are the descriptors of ``added``.
+    """
+
+    added: np.ndarray  # (n,) int64
+    added_vectors: np.ndarray  # (n, d)
+    removed: np.ndarray  # (r,) int64
+
+
+class SeedSchedule:
+    """Which frames are seeds: the first ``seeds`` admitted frames, then renewals one at a time.
+
+    After the initial seeds, a promotion happens when fewer than ``seeds`` seeds are in the window
+    (the oldest ones leave with the window), at least ``spacing = max(1, window // seeds)``
+    admissions after the previous one (at once if no seed is left), and takes the most recent
+    eligible non-seed frame. Seeds thus stay spread over the window's time span, and the cost of a
+    promotion (``W`` mutual-pair computations) is amortised over ``spacing`` admissions. While the
+    window never evicts, the seeds are the first ``seeds`` frames: the batch algorithm's choice.
+    When the window first fills, the initial seeds leave one per admission and are replaced at
+    ``spacing`` intervals, so for about ``window`` admissions fewer seeds are in use.
+
+        >>> s = SeedSchedule(window=8, seeds=2)
+        >>> [s.is_initial_seed(i) for i in range(3)], s.spacing
+        ([True, True, False], 4)
+    """
+
+    def __init__(self, window: int, seeds: int) -> None:
+        if seeds < 1 or window <= seeds:
+            raise ValueError(f"SeedSchedule needs 1 <= seeds < window, got seeds={seeds}, window={window}")
+        self.window, self.seeds = int(window), int(seeds)
+        self.spacing = max(1, self.window // self.seeds)
+        self.last_promotion: int | None = None
+
+    def is_initial_seed(self, admission: int) -> bool:
+        """Whether the ``admission``-th admitted frame (0-based) is one of the initial seeds."""
+        return admission < self.seeds
+
+    def promotion_due(self, admission: int, n_seeds: int) -> bool:
+        """Whether to promote after the ``admission``-th admission with ``n_seeds`` seeds in the window."""
+        if self.is_initial_seed(admission) or n_seeds >= self.seeds:
+            return False
+        if n_seeds == 0 or self.last_promotion is None:
+            return True
+        return admission - self.last_promotion >= self.spacing
+
+    def promoted(self, admission: int) -> None:
+        self.last_promotion = admission
+
+
+class IncrementalChannels:
+    """The sliding-window InReaCh state; see the module docstring.
+
+    ``window`` is the capacity ``W`` in frames; ``config`` gives ``D`` (``seeds``), ``min_span`` and the
+    spread rule. Frames are identified by increasing non-negative integer ids. Descriptors are (P, d)
+    arrays, stored as float32 if the first frame's are float32, else float64.
+    """
+
+    def __init__(self, window: int, config: ChannelConfig | None = None, batched_trim: bool = True) -> None:
+        self.config = config or ChannelConfig()
+        if not isinstance(window, (int, np.integer)) or window <= self.config.seeds:
+            raise ValueError(f"window must be an int > the number of seeds ({self.config.seeds}), got {window!r}")
+        self.window = int(window)
+        self.batched_trim = batched_trim
+        self.schedule = SeedSchedule(self.window, self.config.seeds)
+        self.admissions = 0  # frames admitted so far
+        self._ids: deque[int] = deque()  # frame ids in the window, oldest first
+        self._head = 0  # ring slot of the oldest frame
+        self._last_id = -1
+        self._eligible: dict[int, bool] = {}
+        self._slot_of: dict[int, int] = {}
+        self._allocated = False
+        self._pending_removed: list[np.ndarray] = []
+        self.stats = {"mutual_pairs": 0, "trimmed_channels": 0}
+
+    # ------------------------------------------------------------------ layout
+    def _allocate(self, descriptors: np.ndarray) -> None:
+        p, d = descriptors.shape
+        cap, dcap = self.window, max(1, self.config.seeds)
+        self.n_patches, self.dim = p, d
+        self.dtype = np.float32 if descriptors.dtype == np.float32 else np.float64
+        self._x = np.zeros((cap, p, d), self.dtype)  # ring buffer of descriptors
+        self._frame = np.full(cap, -1, np.int64)  # frame id per slot
+        self._seed_j = np.full(cap, -1, np.int64)  # seed index of a slot that is a seed
+        self._seed_frame = np.full(dcap, -1, np.int64)  # frame id of seed index j (-1: unused)
+        self._pair_patch = np.full((dcap, cap, p), NO_PAIR, np.int64)  # mutual seed patch of (slot, b)
+        self._pair_dist = np.full((dcap, cap, p), np.inf)
+        self._members = np.full((dcap, p, cap), NO_PAIR, np.int32)  # channel (j, a): member patch per slot
+        self._assign_j = np.full((cap, p), NO_PAIR, np.int64)  # channel of (slot, b): seed index ...
+        self._assign_a = np.full((cap, p), NO_PAIR, np.int64)  # ... and seed patch
+        self._nominal = np.zeros((cap, p), bool)
+        self._published = np.zeros((cap, p), bool)
+        self._dirty = np.zeros((dcap, p), bool)
+        self._arange_p = np.arange(p)
+        self._allocated = True
+
+    # Arrays saved as they are by ``state_dict`` (attribute ``_name``); everything else is derived.
+    STATE_ARRAYS = ("x", "frame", "seed_j", "seed_frame", "pair_patch", "pair_dist", "members", "assign_j",
+                    "assign_a", "nominal", "published", "dirty")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The full state as JSON scalars and numpy arrays (for :mod:`streamad.stream.persistence`).
+
+            >>> inc = IncrementalChannels(4, ChannelConfig(seeds=1, min_span=1))
+            >>> inc.push(0, np.ones((2, 3), np.float32)); back = IncrementalChannels.from_state(
+            ...     inc.state_dict(), 4, inc.config)             # doctest: +ELLIPSIS
+            {...}
+            >>> back.window_frames(), back.seeds, back.descriptors(0).shape
+            ([0], [0], (2, 3))
+        """
+        state: dict[str, Any] = {"batched_trim": self.batched_trim, "admissions": self.admissions,
+                                 "last_promotion": self.schedule.last_promotion, "head": self._head,
+                                 "last_id": self._last_id, "allocated": self._allocated, "stats": dict(self.stats)}
+        if self._allocated:
+            state["ids"] = np.fromiter(self._ids, np.int64, len(self._ids))
+            state["eligible"] = np.array([self._eligible[f] for f in self._ids], bool)
+            state["pending_removed"] = np.concatenate([np.zeros(0, np.int64), *self._pending_removed])
+            state.update({name: getattr(self, "_" + name) for name in self.STATE_ARRAYS})
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], window: int, config: ChannelConfig) -> IncrementalChannels:
+        """The channels ``state_dict`` described (arrays are used as given, not copied)."""
+        inc = cls(window, config, batched_trim=bool(state["batched_trim"]))
+        inc.admissions, inc._head, inc._last_id = int(state["admissions"]), int(state["head"]), int(state["last_id"])
+        inc.schedule.last_promotion = state["last_promotion"]
+        inc.stats = dict(state["stats"])
+        if state["allocated"]:
+            inc.n_patches, inc.dim = (int(v) for v in state["x"].shape[1:])
+            inc.dtype, inc._arange_p, inc._allocated = state["x"].dtype.type, np.arange(inc.n_patches), True
+            for name in cls.STATE_ARRAYS:
+                setattr(inc, "_" + name, state[name])
+            ids = state["ids"].tolist()
+            inc._ids = deque(ids)
+            inc._slot_of = {f: (inc._head + i) % inc.window for i, f in enumerate(ids)}
+            inc._eligible = dict(zip(ids, state["eligible"].tolist()))
+            inc._pending_removed = [state["pending_removed"]] if len(state["pending_removed"]) else []
+        return inc
+
+    def _grow_seed_capacity(self) -> None:
+        dcap = len(self._seed_frame)
+        cap, p = self.window, self.n_patches
+        self._seed_frame = np.concatenate([self._seed_frame, np.full(dcap, -1, np.int64)])
+        self._pair_patch = np.concatenate([self._pair_patch, np.full((dcap, cap, p), NO_PAIR, np.int64)])
+        self._pair_dist = np.concatenate([self._pair_dist, np.full((dcap, cap, p), np.inf)])
+        self._members = np.concatenate([self._members, np.full((dcap, p, cap), NO_PAIR, np.int32)])
+        self._dirty = np.concatenate([self._dirty, np.zeros((dcap, p), bool)])
+
+    def _order(self) -> np.ndarray:
+        """Window slots, oldest frame first (= frame id order)."""
+        return (self._head + np.arange(len(self._ids))) % self.window
+
+    def _slot(self, frame_id: int) -> int:
+        slot = self._slot_of.get(int(frame_id))
+        if slot is None:
+            raise KeyError(f"frame {frame_id} is not in the window (frames {self.window_frames()})")
+        return slot
+
+    def _active_seeds(self) -> np.ndarray:
+        """Seed indices j in seed frame order (the oracle's seed order; ties go to the earliest)."""
+        js = np.flatnonzero(self._seed_frame >= 0)
+        return js[np.argsort(self._seed_frame[js], kind="stable")]
+
+    def _non_seed_slots(self) -> np.ndarray:
+        order = self._order()
+        return order[self._seed_j[order] < 0]
+
+    # ------------------------------------------------------------------ public views
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @property
+    def full(self) -> bool:
+        return len(self._ids) == self.window
+
+    @property
+    def seeds(self) -> list[int]:
+        """Frame ids of the seeds, ascending."""
+        if not self._allocated:
+            return []
+        return sorted(int(f) for f in self._seed_frame[self._seed_frame >= 0])
+
+    def window_frames(self) -> list[int]:
+        """Frame ids in the window, oldest first."""
+        return list(self._ids)
+
+    def window_descriptors(self) -> np.ndarray:
+        """The window's descriptors stacked oldest first, (n, P, d): the oracle's input."""
+        if not self._ids:
+            return np.zeros((0, 0, 0))
+        return self._x[self._order()]
+
+    def descriptors(self, frame_id: int) -> np.ndarray:
+        """A copy of the stored (P, d) descriptors of a window frame."""
+        return self._x[self._slot(frame_id)].copy()
+
+    def label(self, frame_id: int, patch: int) -> int:
+        """The integer label of a patch: ``frame_id * P + patch`` (stable while the frame is in the window)."""
+        return int(frame_id) * self.n_patches + int(patch)
+
+    def key(self, label: int) -> tuple[int, int]:
+        """(frame_id, patch) of a label."""
+        f, p = divmod(int(label), self.n_patches)
+        return f, p
+
+    def nominal_mask(self) -> np.ndarray:
+        """(n, P) bool, window order: which patches are nominal (the oracle's ``nominal_mask``)."""
+        self.flush()
+        if not self._ids:
+            return np.zeros((0, 0), bool)
+        return self._nominal[self._order()].copy()
+
+    def nominal_keys(self) -> set[tuple[int, int]]:
+        """The nominal patches as {(frame_id, patch)}."""
+        mask = self.nominal_mask()
+        ids = np.fromiter(self._ids, np.int64, len(self._ids))
+        rows, cols = np.nonzero(mask)
+        return set(zip(ids[rows].tolist(), cols.tolist()))
+
+    def assignment(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every window patch's channel, window order: (seed frame id, seed patch), ``NO_PAIR`` for none.
+
+        A seed's own patches head their channels: ``(its id, the patch itself)``.
+        """
+        if not self._ids:
+            return np.zeros((0, 0), np.int64), np.zeros((0, 0), np.int64)
+        order = self._order()
+        j = self._assign_j[order]
+        frame = np.where(j >= 0, self._seed_frame[np.maximum(j, 0)], NO_PAIR)
+        return frame, self._assign_a[order].copy()
+
+    def nominal_count(self) -> int:
+        self.flush()
+        return int(self._nominal.sum()) if self._allocated else 0
+
+    def nominal_vectors(self, keys: list[tuple[int, int]] | np.ndarray) -> np.ndarray:
+        """Descriptors (n, d) of nominal (or any window) patches given as (frame_id, patch) pairs."""
+        keys = np.asarray(keys, np.int64).reshape(-1, 2)
+        slots = np.asarray([self._slot(int(f)) for f in keys[:, 0]], np.int64)
+        return self._x[slots, keys[:, 1]]
+
+    def drain_changes(self) -> NominalChanges:
+        """Net additions and removals of nominal patches since the last call (for the nominal index)."""
+        self.flush()
+        if not self._allocated or not self._ids:
+            removed = np.concatenate(self._pending_removed) if self._pending_removed else np.zeros(0, np.int64)
+            self._pending_removed = []
+            d = self.dim if self._allocated else 0
+            return NominalChanges(np.zeros(0, np.int64), np.zeros((0, d), np.float32), removed)
+        order = self._order()
+        cur, pub = self._nominal[order], self._published[order]
+        ids = self._frame[order]
+        add_r, add_c = np.nonzero(cur & ~pub)
+        rem_r, rem_c = np.nonzero(pub & ~cur)
+        added = ids[add_r] * self.n_patches + add_c
+        vectors = self._x[order[add_r], add_c]
+        removed = np.concatenate(self._pending_removed + [ids[rem_r] * self.n_patches + rem_c])
+        self._published[order] = cur
+        self._pending_removed = []
+        return NominalChanges(added.astype(np.int64), vectors, removed.astype(np.int64))
+
+    # ------------------------------------------------------------------ channel bookkeeping
+    def _detach(self, slots: np.ndarray, patches: np.ndarray) -> None:
+        """Take patches (slot, b) out of their channels (those must be re-trimmed)."""
+        j = self._assign_j[slots, patches]
+        has = j >= 0
+        slots, patches, j = slots[has], patches[has], j[has]
+        a = self._assign_a[slots, patches]
+        self._members[j, a, slots] = NO_PAIR
+        self._dirty[j, a] = True
+        self._assign_j[slots, patches] = NO_PAIR
+        self._assign_a[slots, patches] = NO_PAIR
+        self._nominal[slots, patches] = False
+
+    def _attach(self, slots: np.ndarray, patches: np.ndarray, j: np.ndarray, a: np.ndarray) -> None:
+        self._members[j, a, slots] = patches
+        self._dirty[j, a] = True
+        self._assign_j[slots, patches] = j
+        self._assign_a[slots, patches] = a
+        self._nominal[slots, patches] = False
+
+    def _reassign(self, slots: np.ndarray) -> None:
+        """Give every patch of the non-seed ``slots`` its best stored pair (``best_pair``), moving what changed."""
+        if len(slots) == 0:
+            return
+        p = self.n_patches
+        js = self._active_seeds()
+        n = len(slots)
+        if len(js):
+            dist = self._pair_dist[js[:, None], slots[None, :]].reshape(len(js), n * p)
+            patch = self._pair_patch[js[:, None], slots[None, :]].reshape(len(js), n * p)
+            row, seed_patch, _ = best_pair(dist, patch)
+            new_j = np.where(row >= 0, js[np.maximum(row, 0)], NO_PAIR).reshape(n, p)
+            new_a = seed_patch.reshape(n, p)
+        else:
+            new_j = np.full((n, p), NO_PAIR, np.int64)
+            new_a = np.full((n, p), NO_PAIR, np.int64)
+        old_j, old_a = self._assign_j[slots], self._assign_a[slots]
+        changed = (new_j != old_j) | (new_a != old_a)
+        rows, cols = np.nonzero(changed)
+        s = slots[rows]
+        self._detach(s, cols)
+        joins = new_j[rows, cols] >= 0
+        self._attach(s[joins], cols[joins], new_j[rows, cols][joins], new_a[rows, cols][joins])
+
+    def _associate(self, j: int, slots: np.ndarray) -> None:
+        """Store the mutual pairs of seed j with each of ``slots`` (``mutual_pairs``, as the oracle)."""
+        seed = self._x[self._slot(int(self._seed_frame[j]))]
+        for s in slots.tolist():
+            pairs = mutual_pairs(seed, self._x[s])
+            self._pair_patch[j, s] = pairs.seed_patch
+            self._pair_dist[j, s] = pairs.distance
+        self.stats["mutual_pairs"] += len(slots)
+
+    def _clear_pairs(self, slot: int) -> None:
+        self._pair_patch[:, slot] = NO_PAIR
+        self._pair_dist[:, slot] = np.inf
+
+    def _make_seed(self, slot: int) -> None:
+        """Turn window slot ``slot`` (no memberships, no pairs) into a seed heading P channels."""
+        free = np.flatnonzero(self._seed_frame < 0)
+        if len(free) == 0:
+            self._grow_seed_capacity()
+            free = np.flatnonzero(self._seed_frame < 0)
+        j = int(free[0])
+        self._seed_frame[j] = self._frame[slot]
+        self._seed_j[slot] = j
+        self._members[j] = NO_PAIR
+        self._pair_patch[j] = NO_PAIR
+        self._pair_dist[j] = np.inf
+        arange = self._arange_p
+        self._attach(np.full(self.n_patches, slot), arange, np.full(self.n_patches, j), arange)
+        others = self._non_seed_slots()
+        self._associate(j, others)
+        self._reassign(others)
+
+    def _dissolve_seed(self, slot: int) -> None:
+        """The seed in ``slot`` stops heading channels; members fall back to their next best pair."""
+        j = int(self._seed_j[slot])
+        members = self._assign_j == j
+        rows, cols = np.nonzero(members)
+        self._nominal[rows, cols] = False
+        self._assign_j[rows, cols] = NO_PAIR
+        self._assign_a[rows, cols] = NO_PAIR
+        self._members[j] = NO_PAIR
+        self._dirty[j] = False
+        self._seed_frame[j] = -1
+        self._seed_j[slot] = -1
+        self._pair_patch[j] = NO_PAIR
+        self._pair_dist[j] = np.inf
+        affected = np.unique(rows)
+        self._reassign(affected[(affected != slot) & (self._seed_j[affected] < 0)])
+
+    # ------------------------------------------------------------------ operations
+    def admit(self, frame_id: int, descriptors: np.ndarray, seed: bool = False, eligible: bool = True) -> None:
+        """Add a frame to the window (it must not be full), as a seed or associated with the seeds.
+
+        ``eligible`` says whether the schedule may later promote it to a seed.
+        """
+        descriptors = np.asarray(descriptors)
+        if descriptors.ndim != 2 or descriptors.shape[0] < 1 or descriptors.shape[1] < 1:
+            raise ValueError(f"descriptors must be a (P, d) array, got shape {descriptors.shape}")
+        if self._allocated and descriptors.shape != (self.n_patches, self.dim):
+            raise ValueError(f"descriptors must have shape ({self.n_patches}, {self.dim}) like the window's, "
+                             f"got {descriptors.shape}")
+        if descriptors.dtype.kind not in "fiu" or not np.isfinite(descriptors).all():
+            raise ValueError("descriptors must be finite real numbers (found NaN, inf or a non-numeric dtype)")
+        if not isinstance(frame_id, (int, np.integer)) or frame_id <= self._last_id:
+            raise ValueError(f"frame ids must be increasing non-negative ints: got {frame_id!r} "
+                             f"after {self._last_id}")
+        if self.full:
+            raise ValueError(f"the window is full ({self.window} frames): evict_oldest() first")
+        if not self._allocated:
+            self._allocate(descriptors)
+        slot = (self._head + len(self._ids)) % self.window
+        self._x[slot] = descriptors
+        self._frame[slot] = frame_id
+        self._seed_j[slot] = -1
+        self._ids.append(int(frame_id))
+        self._slot_of[int(frame_id)] = slot
+        self._last_id = int(frame_id)
+        self._eligible[int(frame_id)] = bool(eligible)
+        self._clear_pairs(slot)
+        self.admissions += 1
+        if seed:
+            self._make_seed(slot)
+        else:
+            slots = np.asarray([slot])
+            for j in self._active_seeds().tolist():
+                self._associate(j, slots)
+            self._reassign(slots)
+
+    def evict_oldest(self) -> int:
+        """Remove the oldest frame from the window; returns its id. An evicted seed's channels dissolve."""
+        if not self._ids:
+            raise ValueError("the window is empty: nothing to evict")
+        slot = self._head
+        frame_id = self._ids[0]
+        if self._seed_j[slot] >= 0:
+            self._dissolve_seed(slot)
+        else:
+            self._detach(np.full(self.n_patches, slot), self._arange_p)
+        self._clear_pairs(slot)
+        published = np.flatnonzero(self._published[slot])
+        if len(published):
+            self._pending_removed.append(frame_id * self.n_patches + published)
+        self._published[slot] = False
+        self._nominal[slot] = False
+        self._frame[slot] = -1
+        self._ids.popleft()
+        self._eligible.pop(frame_id, None)
+        del self._slot_of[frame_id]
+        self._head = (self._head + 1) % self.window
+        return frame_id
+
+    def promote(self, frame_id: int) -> None:
+        """Make a non-seed window frame a seed: its memberships go, every non-seed frame pairs with it."""
+        slot = self._slot(frame_id)
+        if self._seed_j[slot] >= 0:
+            raise ValueError(f"frame {frame_id} is already a seed")
+        self._detach(np.full(self.n_patches, slot), self._arange_p)
+        self._clear_pairs(slot)
+        self._make_seed(slot)
+
+    def retire(self, frame_id: int) -> None:
+        """A seed stops being one but stays in the window, associated with the remaining seeds."""
+        slot = self._slot(frame_id)
+        if self._seed_j[slot] < 0:
+            raise ValueError(f"frame {frame_id} is not a seed (seeds: {self.seeds})")
+        self._dissolve_seed(slot)
+        self._clear_pairs(slot)
+        slots = np.asarray([slot])
+        for j in self._active_seeds().tolist():
+            self._associate(j, slots)
+        self._reassign(slots)
+
+    def reseed(self, retire_id: int, promote_id: int) -> None:
+        """Retire one seed and promote another frame."""
+        self.retire(retire_id)
+        self.promote(promote_id)
+
+    def push(self, frame_id: int, descriptors: np.ndarray, eligible: bool = True) -> dict[str, int | bool | None]:
+        """One step of the stream under the seed schedule: evict if full, admit, promote if due.
+
+        Returns what happened: ``{"evicted": id or None, "promoted": id or None, "seed": bool}``.
+        """
+        evicted = self.evict_oldest() if self.full else None
+        admission = self.admissions
+        initial = self.schedule.is_initial_seed(admission) and len(self.seeds) < self.config.seeds
+        self.admit(frame_id, descriptors, seed=initial, eligible=eligible)
+        promoted = None
+        if self.schedule.promotion_due(admission, len(self.seeds)):
+            candidate = self._most_recent_eligible()
+            if candidate is not None:
+                self.promote(candidate)
+                self.schedule.promoted(admission)
+                promoted = candidate
+        return {"evicted": evicted, "promoted": promoted, "seed": initial}
+
+    def _most_recent_eligible(self) -> int | None:
+        seeds = set(self.seeds)
+        for f in reversed(self._ids):
+            if f not in seeds and self._eligible.get(f, True):
+                return f
+        return None
+
+    # ------------------------------------------------------------------ trimming
+    def flush(self) -> int:
+        """Re-trim every channel changed since the last flush; returns how many were re-trimmed."""
+        if not self._allocated:
+            return 0
+        js, as_ = np.nonzero(self._dirty)
+        if len(js) == 0:
+            return 0
+        self._dirty[js, as_] = False
+        order = self._order()
+        cols = self._members[js, as_][:, order]  # (channels, n): member patch per window frame
+        mask = cols >= 0
+        sizes = mask.sum(axis=1)
+        ci, pi = np.nonzero(mask)  # channel-major, frame order within a channel: canonical order
+        slots = order[pi]
+        patches = cols[ci, pi].astype(np.int64)
+        keep = np.zeros(len(ci), bool)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        for m in np.unique(sizes[sizes > self.config.min_span]).tolist():
+            chans = np.flatnonzero(sizes == m)
+            idx = starts[chans][:, None] + np.arange(m)  # (C, m) positions in the member list
+            vectors = self._x[slots[idx], patches[idx]]  # (C, m, d)
+            if self.batched_trim:
+                keep[idx] = trim_many(vectors, self.config)
+            else:
+                keep[idx] = np.stack([trim_channel(v, self.config) for v in vectors])
+        self._nominal[slots, patches] = keep
+        self.stats["trimmed_channels"] += len(js)
+        return len(js)

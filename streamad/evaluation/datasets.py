@@ -1,0 +1,171 @@
+"""Datasets in the MVTec AD folder layout, and the corruption protocol.
+
+Layout::
+
+    <root>/train/good/*                      nominal training images
+    <root>/test/good/*                       nominal test images
+    <root>/test/<defect>/*                   anomalous test images
+    <root>/ground_truth/<defect>/<stem>_mask.png
+
+Images may be png, jpg, jpeg, bmp or tif; grayscale images are converted to RGB.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from streamad.errors import UserError
+from streamad.vision.features import resize_and_crop
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: where it is, whether it is anomalous, which defect, and its mask file (if any)."""
+
+    path: str
+    label: int
+    defect: str
+    mask_path: str | None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A class folder: training samples (unlabeled in use) and labeled test samples."""
+
+    root: str
+    train: tuple[Sample, ...]
+    test: tuple[Sample, ...]
+
+
+def _images_in(folder: str) -> list[str]:
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                  if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+
+
+def load_dataset(root: str) -> Dataset:
+    """Index a dataset folder; clear errors for a bad path, empty folders or missing masks.
+
+    Every anomalous test image needs ``ground_truth/<defect>/<stem>_mask.png``.
+    """
+    if not os.path.isdir(root):
+        raise UserError(f"dataset folder not found: {root} (expected <root>/train/good and <root>/test/...)")
+    train_dir = os.path.join(root, "train", "good")
+    test_dir = os.path.join(root, "test")
+    for d in (train_dir, test_dir):
+        if not os.path.isdir(d):
+            raise UserError(f"{root} is not in the MVTec layout: missing folder {d}")
+    train = tuple(Sample(p, 0, "good", None) for p in _images_in(train_dir))
+    if not train:
+        raise UserError(f"no training images ({', '.join(IMAGE_EXTENSIONS)}) in {train_dir}")
+    test: list[Sample] = []
+    missing: list[str] = []
+    for defect in sorted(os.listdir(test_dir)):
+        folder = os.path.join(test_dir, defect)
+        if not os.path.isdir(folder):
+            continue
+        for path in _images_in(folder):
+            if defect == "good":
+                test.append(Sample(path, 0, "good", None))
+                continue
+            stem = os.path.splitext(os.path.basename(path))[0]
+            mask = os.path.join(root, "ground_truth", defect, f"{stem}_mask.png")
+            if not os.path.isfile(mask):
+                missing.append(mask)
+            test.append(Sample(path, 1, defect, mask))
+    if missing:
+        raise UserError(f"{len(missing)} anomalous test image(s) have no mask, e.g. {missing[0]}")
+    if not test:
+        raise UserError(f"no test images in {test_dir}")
+    if not any(s.label for s in test) or all(s.label for s in test):
+        raise UserError(f"the test set in {test_dir} needs both good and anomalous images to measure AUROC")
+    return Dataset(root=root, train=train, test=tuple(test))
+
+
+def read_image(path: str) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3); grayscale becomes RGB."""
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise UserError(f"cannot read image {path}: missing, unreadable or not an image")
+    if img.dtype == np.uint16:
+        img = (img // 257).astype(np.uint8)
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def descriptors_of_files(paths: Sequence[str], extractor, desc: str = "features",
+                         progress: bool = False) -> np.ndarray:
+    """Descriptors (N, P, d) of the image files ``paths``, read and extracted ``extractor.config.batch_size``
+    at a time (only one batch of images is in memory), with an optional progress bar."""
+    from tqdm.auto import tqdm
+
+    if not len(paths):
+        raise UserError("no images to extract descriptors from")
+    bs = int(extractor.config.batch_size)
+    chunks = [np.asarray(extractor([read_image(p) for p in paths[start:start + bs]]))
+              for start in tqdm(range(0, len(paths), bs), desc=desc, unit="batch", disable=not progress, leave=False)]
+    return np.concatenate(chunks)
+
+
+def read_mask(sample: Sample, size: tuple[int, int], center_crop: float = 1.0) -> np.ndarray:
+    """The sample's ground-truth mask as bool (height, width) = ``size``, resized (nearest) and cropped
+    exactly as the image is (see ``streamad.vision.features.resize_and_crop``); zeros for a good image."""
+    if sample.mask_path is None:
+        return np.zeros(size, bool)
+    m = cv2.imread(sample.mask_path, cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        raise UserError(f"cannot read mask {sample.mask_path}")
+    return resize_and_crop(m, size, center_crop, interpolation=cv2.INTER_NEAREST) > 127
+
+
+def training_stream(dataset: Dataset, corrupt: int, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """The corruption protocol: ``corrupt`` randomly chosen anomalous test images join the training set.
+
+    Returns (training samples in a seeded shuffled order, the added test samples). The order is what
+    batch fitting uses (its first D frames are the seeds) and what a stream replay feeds.
+
+        >>> ds = Dataset("x", tuple(Sample(f"t{i}", 0, "good", None) for i in range(5)),
+        ...              tuple(Sample(f"a{i}", 1, "cut", f"m{i}") for i in range(3)))
+        >>> order, added = training_stream(ds, corrupt=2, seed=0)
+        >>> len(order), len(added), all(s in order for s in added)
+        (7, 2, True)
+    """
+    anomalous = [s for s in dataset.test if s.label == 1]
+    if not 0 <= corrupt <= len(anomalous):
+        raise UserError(f"--corrupt must be between 0 and {len(anomalous)} (the anomalous test images), got {corrupt}")
+    rng = np.random.default_rng(seed)
+    added = [anomalous[i] for i in sorted(rng.choice(len(anomalous), size=corrupt, replace=False).tolist())]
+    pool = list(dataset.train) + added
+    order = [pool[i] for i in rng.permutation(len(pool)).tolist()]
+    return order, added
+
+
+def patch_truth(masks: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Which grid cells are truly nominal: (N, h, w) bool masks to (N, H*W) bool, True = no anomalous pixel.
+
+        >>> m = np.zeros((1, 4, 4), bool); m[0, 0, 3] = True
+        >>> patch_truth(m, (2, 2)).tolist()
+        [[True, False, True, True]]
+    """
+    n, h, w = masks.shape
+    gh, gw = grid
+    rows = np.minimum((np.arange(h) * gh) // h, gh - 1)
+    cols = np.minimum((np.arange(w) * gw) // w, gw - 1)
+    bad = np.zeros((n, gh, gw), bool)
+    i, y, x = np.nonzero(masks)
+    bad[i, rows[y], cols[x]] = True
+    return ~bad.reshape(n, gh * gw)
+
+
+def read_images(samples: Sequence[Sample]) -> list[np.ndarray]:
+    """Read every sample's image (RGB uint8)."""
+    return [read_image(s.path) for s in samples]

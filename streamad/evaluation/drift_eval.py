@@ -1,0 +1,128 @@
+"""Methods on a drifting stream: the streaming engine against static models fitted once.
+
+Every method sees the same per-frame descriptors in stream order and leaves a :class:`MethodTrace`:
+per frame its score (None while not ready), the threshold it judged the frame by, its drift flag,
+and its patch scores.
+
+- :func:`trace_stream`: a :class:`~streamad.stream.detector.StreamDetector` with window ``W`` processes the
+  frames one by one (score, then admit); thresholds are its river quantile, drift flags its detector.
+- :func:`trace_static`: a batch model (InReaCh or a baseline) fitted on ``fit`` frames only (the first
+  run, less a held-out calibration part); its threshold is the ``quantile`` of its scores on the
+  ``calibrate`` frames, fixed for the rest of the stream; a drift detector of the same kind as the
+  engine's watches its scores, so both panels of a plot can show where the scores drift.
+
+Frame scores are what each method gives an image elsewhere in streamad: the engine's ``FrameResult``
+score, and a static model's ``ImageAnomalyDetector.predict_descriptors`` score (the heatmap maximum,
+or PatchCore's reweighted score, paper eq. 7), so ``static-patchcore`` here is the PatchCore of
+``streamad eval --method patchcore``.
+
+    >>> import numpy as np
+    >>> from streamad.config import ChannelConfig, DecisionConfig, StreamConfig
+    >>> rng = np.random.default_rng(0)
+    >>> desc = (rng.normal(size=(1, 16, 4)) + 0.05 * rng.normal(size=(30, 16, 4))).astype(np.float32)
+    >>> cfg = StreamConfig(window=8, channels=ChannelConfig(seeds=2, min_span=2),
+    ...                    decisions=DecisionConfig(warmup=5, drift="none"))
+    >>> trace = trace_stream("stream-8", desc, cfg, grid=(4, 4), size=(16, 16))
+    >>> trace.scores[0] is None, trace.scores[-1] is not None, trace.patch_scores.shape
+    (True, True, (30, 4, 4))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from streamad.config import ChannelConfig, HeatmapConfig, IndexConfig, StreamConfig
+from streamad.stream.decisions import make_drift_detector
+from streamad.stream.detector import StreamDetector
+from streamad.batch.image_detector import ImageAnomalyDetector
+from streamad.testing.standin import PrecomputedDescriptors
+
+
+@dataclass
+class MethodTrace:
+    """What one method did on the stream, frame by frame."""
+
+    method: str
+    scores: list[float | None]
+    thresholds: list[float | None]
+    drift: list[bool]
+    patch_scores: np.ndarray  # (N, h, w) float32; NaN where the method gave no score
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def alarms(self) -> list[bool]:
+        return [s is not None and t is not None and s > t for s, t in zip(self.scores, self.thresholds)]
+
+
+def trace_stream(method: str, descriptors: np.ndarray, config: StreamConfig, grid: tuple[int, int],
+                 size: tuple[int, int], progress: bool = False) -> MethodTrace:
+    """Run a fresh streaming detector over ``descriptors`` (N, P, d) in order: ``process`` per frame."""
+    det = StreamDetector(config, extractor=PrecomputedDescriptors(grid, size, config.features))
+    n = len(descriptors)
+    scores: list[float | None] = []
+    thresholds: list[float | None] = []
+    drift: list[bool] = []
+    patches = np.full((n,) + tuple(grid), np.nan, np.float32)
+    stage_ms: dict[str, float] = {}
+    for i in tqdm(range(n), desc=method, unit="frame", disable=not progress, leave=False):
+        r = det.process_descriptors(np.asarray(descriptors[i]), frame_shape=size)
+        scores.append(r.score)
+        thresholds.append(r.threshold)
+        drift.append(r.drift)
+        if r.patch_scores is not None:
+            patches[i] = r.patch_scores
+        for k, v in r.timings.items():
+            stage_ms[k] = stage_ms.get(k, 0.0) + v
+    info = {"window": config.window, "ready_from_frame": next((i for i, s in enumerate(scores) if s is not None), None),
+            "drift_flags": int(sum(drift)), "nominal_patches_at_end": det.nominal_count,
+            "stage_ms_per_frame": {k: v / n for k, v in stage_ms.items()}}
+    return MethodTrace(method, scores, thresholds, drift, patches, info)
+
+
+def make_static_model(kind: str, channels: ChannelConfig, index: IndexConfig, seed: int) -> Any:
+    """``inreach`` (batch InReaCh patch model) or a baseline name (``patchcore``, ``spade``, ``pni``)."""
+    if kind == "inreach":
+        from streamad.batch.inreach import InReaChPatchModel
+
+        return InReaChPatchModel(channels, seed=seed, index=index)
+    from streamad.batch.baselines import make_patch_model
+
+    return make_patch_model(kind, seed=seed)
+
+
+def trace_static(method: str, model: Any, descriptors: np.ndarray, fit: np.ndarray, calibrate: np.ndarray,
+                 grid: tuple[int, int], size: tuple[int, int], blur: float, quantile: float,
+                 drift: str = "adwin", drift_delta: float = 0.002, seed: int = 0, chunk: int = 64,
+                 progress: bool = False) -> MethodTrace:
+    """Fit ``model`` on ``descriptors[fit]``, score every frame, threshold at ``quantile`` of the scores of
+    ``descriptors[calibrate]`` (frames not fitted on)."""
+    fit, calibrate = np.asarray(fit, int), np.asarray(calibrate, int)
+    if not len(fit) or not len(calibrate):
+        raise ValueError(f"{method}: needs fitting frames and calibration frames, got {len(fit)} and {len(calibrate)}")
+    if np.intersect1d(fit, calibrate).size:
+        raise ValueError(f"{method}: calibration frames must not be fitted on")
+    detector = ImageAnomalyDetector(model, PrecomputedDescriptors(grid, size), HeatmapConfig(blur_sigma=blur))
+    detector.fit_descriptors(np.ascontiguousarray(descriptors[fit]))
+    n = len(descriptors)
+    patches = np.empty((n,) + tuple(grid), np.float32)
+    scores = np.empty(n)
+    for s in tqdm(range(0, n, chunk), desc=method, unit="chunk", disable=not progress, leave=False):
+        pred = detector.predict_descriptors(np.ascontiguousarray(descriptors[s:s + chunk]))
+        patches[s:s + len(pred.scores)], scores[s:s + len(pred.scores)] = pred.patch_scores, pred.scores
+    threshold = float(np.quantile(scores[calibrate], quantile))
+    watcher = make_drift_detector(drift, drift_delta, seed)
+    flags = []
+    for s in scores:
+        if watcher is None:
+            flags.append(False)
+            continue
+        watcher.update(float(s))
+        flags.append(bool(watcher.drift_detected))
+    info = {"fit_frames": int(len(fit)), "calibration_frames": int(len(calibrate)), "threshold": threshold,
+            "drift_flags": int(sum(flags))}
+    return MethodTrace(method, [float(s) for s in scores], [threshold] * n, flags, patches, info)

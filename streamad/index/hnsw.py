@@ -1,0 +1,186 @@
+"""Nearest-nominal-patch search: hnswlib HNSW with stable labels, and exact search (docs/DESIGN.md section 4).
+
+Both indexes hold vectors under the caller's integer labels, support ``add`` (a new label is
+inserted, a known one has its vector replaced), ``remove`` and ``query``, and return **true L2**
+distances (hnswlib's ``l2`` space gives squared ones; we take the square root).
+
+- :class:`ExactIndex` searches by brute force (numpy, chunked): the test oracle.
+- :class:`NominalIndex` answers exactly while it holds fewer than ``exact_below`` vectors and through
+  an HNSW graph above that. Removed vectors are marked deleted in the graph and their slots reused
+  by later additions, so the graph never grows past the largest number of vectors held at once
+  (capacity grows geometrically on demand).
+
+Querying an empty index raises ``ValueError`` (there is no nearest nominal patch to report; a
+distance of ``inf`` would silently turn into an alarm or a NaN downstream).
+
+    >>> import numpy as np
+    >>> idx = NominalIndex(dim=2)
+    >>> idx.add(np.array([7, 9]), np.array([[0.0, 0.0], [3.0, 4.0]], np.float32))
+    >>> d, lab = idx.query(np.array([[3.0, 4.0], [0.0, 1.0]], np.float32))
+    >>> d[:, 0].tolist(), lab[:, 0].tolist()            # true L2, caller's labels
+    ([0.0, 1.0], [9, 7])
+    >>> idx.remove([9]); idx.query(np.array([[3.0, 4.0]], np.float32))[0].tolist()
+    [[5.0]]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hnswlib
+import numpy as np
+
+from streamad.index.exact import ExactIndex, exact_knn
+from streamad.index.slots import Slots, check_query
+from streamad.config import IndexConfig
+from streamad.index.graph_state import graph_from_state, graph_state
+
+__all__ = ["ExactIndex", "NominalIndex", "exact_knn"]
+
+
+class NominalIndex:
+    """HNSW over labelled vectors with exact search below ``exact_below`` vectors.
+
+    ``M``, ``ef_construction`` and ``ef`` (query breadth, raised to ``k`` when smaller) are hnswlib's
+    parameters; ``seed`` seeds the graph's level generator. The graph is built when the index first
+    holds ``exact_below`` vectors and is kept up to date from then on. Insertions run on
+    ``insert_threads`` threads (default 1: the same sequence of calls gives the same graph; more, or 0
+    for all cores, is faster but not reproducible); queries use ``threads`` threads (0: all cores).
+    The graph's element labels are internal slots; the caller's labels are mapped in and out, so a
+    removed label can be added again at any time.
+    """
+
+    def __init__(self, dim: int, M: int = 16, ef_construction: int = 100, ef: int = 64,
+                 exact_below: int = 2000, seed: int = 0, threads: int = 0, initial_capacity: int = 1024,
+                 insert_threads: int = 1) -> None:
+        for name, value, low in (("M", M, 2), ("ef_construction", ef_construction, 1), ("ef", ef, 1),
+                                 ("exact_below", exact_below, 0), ("threads", threads, 0),
+                                 ("insert_threads", insert_threads, 0),
+                                 ("initial_capacity", initial_capacity, 1)):
+            if not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"NominalIndex.{name} must be an int >= {low}, got {value!r}")
+        self._slots = Slots(dim, initial_capacity)
+        self.dim = self._slots.dim
+        self.M, self.ef_construction, self.ef = int(M), int(ef_construction), int(ef)
+        self.exact_below, self.seed, self.threads = int(exact_below), int(seed), int(threads)
+        self.insert_threads = int(insert_threads)
+        self._hnsw: hnswlib.Index | None = None
+
+    @classmethod
+    def from_config(cls, dim: int, config: IndexConfig, seed: int = 0) -> NominalIndex:
+        """The index an :class:`~streamad.config.IndexConfig` describes (batch and stream build theirs here)."""
+        return cls(dim=dim, M=config.M, ef_construction=config.ef_construction, ef=config.ef,
+                   exact_below=config.exact_below, seed=seed, threads=config.threads,
+                   insert_threads=config.insert_threads)
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __contains__(self, label: int) -> bool:
+        return int(label) in self._slots.slot_of
+
+    def state_dict(self) -> dict[str, Any]:
+        """Parameters, slots (free list in order) and, once built, the graph (``hnsw.*``; see
+        :func:`streamad.index.graph_state.graph_state`): JSON scalars and numpy arrays.
+
+            >>> idx = NominalIndex(dim=2, exact_below=0)
+            >>> idx.add(np.array([7, 9]), np.array([[0.0, 0.0], [3.0, 4.0]], np.float32)); idx.remove([7])
+            >>> back = NominalIndex.from_state(idx.state_dict())
+            >>> back.uses_graph, back.labels().tolist(), back.query(np.zeros((1, 2), np.float32))[0].tolist()
+            (True, [9], [[5.0]])
+        """
+        sl, used = self._slots, self._slots.used
+        state: dict[str, Any] = {
+            "dim": self.dim, "M": self.M, "ef_construction": self.ef_construction, "ef": self.ef,
+            "exact_below": self.exact_below, "seed": self.seed, "threads": self.threads,
+            "insert_threads": self.insert_threads, "capacity": sl.capacity, "used": used,
+            "graph": self._hnsw is not None,
+            "vectors": sl.vectors[:used], "label_of_slot": sl.label_of_slot[:used], "live": sl.live[:used],
+            "free": np.asarray(sl.free, np.int64), "slot_of_labels": np.fromiter(sl.slot_of, np.int64, len(sl)),
+            "slot_of_slots": np.fromiter(sl.slot_of.values(), np.int64, len(sl))}
+        if self._hnsw is not None:
+            state.update({f"hnsw.{k}": v for k, v in graph_state(self._hnsw, self.seed).items()})
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> NominalIndex:
+        """The index ``state_dict`` described (the graph restored, not rebuilt)."""
+        idx = cls(dim=state["dim"], M=state["M"], ef_construction=state["ef_construction"], ef=state["ef"],
+                  exact_below=state["exact_below"], seed=state["seed"], threads=state["threads"],
+                  initial_capacity=state["capacity"], insert_threads=state["insert_threads"])
+        sl, used = idx._slots, int(state["used"])
+        sl.vectors[:used], sl.label_of_slot[:used] = state["vectors"], state["label_of_slot"]
+        sl.live[:used] = state["live"]
+        sl.used, sl.free = used, state["free"].tolist()
+        sl.slot_of = dict(zip(state["slot_of_labels"].tolist(), state["slot_of_slots"].tolist()))
+        if state["graph"]:
+            idx._hnsw = graph_from_state({k[5:]: v for k, v in state.items() if k.startswith("hnsw.")})
+            idx._hnsw.set_ef(idx.ef)
+        return idx
+
+    @property
+    def uses_graph(self) -> bool:
+        """Whether queries currently go through the HNSW graph (else exact search)."""
+        return self._hnsw is not None and len(self) >= self.exact_below
+
+    @property
+    def capacity(self) -> int:
+        """Slots allocated (graph elements included deleted ones): never more than needed at once, x2."""
+        return self._slots.capacity
+
+    def labels(self) -> np.ndarray:
+        """The labels held, in slot order."""
+        return self._slots.label_of_slot[self._slots.live_slots()]
+
+    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """Insert ``vectors`` (n, dim) under ``labels`` (n,); a label already held gets the new vector."""
+        labels, vectors = self._slots.check(labels, vectors)
+        if not len(labels):
+            return
+        slots, _ = self._slots.assign(labels, vectors)
+        if self._hnsw is None:
+            if len(self) >= self.exact_below:
+                self._build()
+            return
+        self._ensure_graph_capacity()
+        # A reused slot is a deleted graph element: add_items un-deletes it and replaces its vector.
+        self._hnsw.add_items(vectors, slots, num_threads=self.insert_threads or -1)
+
+    def remove(self, labels: np.ndarray) -> None:
+        """Remove ``labels`` (marked deleted in the graph, slot reused later); unknown labels raise ``KeyError``."""
+        labels, _ = self._slots.check(labels, None)
+        if not len(labels):
+            return
+        slots = self._slots.release(labels)
+        if self._hnsw is not None:
+            for s in slots.tolist():
+                self._hnsw.mark_deleted(s)
+
+    def query(self, vectors: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(distances (m, k) float32 true L2, labels (m, k) int64) of the k nearest, nearest first."""
+        q = check_query(len(self), self.dim, vectors, k)
+        if not self.uses_graph:
+            live = self._slots.live_slots()
+            dist, rows = exact_knn(self._slots.vectors[live], q, k)
+            return dist, self._slots.label_of_slot[live[rows]]
+        assert self._hnsw is not None
+        self._hnsw.set_ef(max(self.ef, k))
+        slots, sq = self._hnsw.knn_query(q, k=k, num_threads=self.threads or -1)
+        return np.sqrt(np.maximum(sq, 0.0)).astype(np.float32), self._slots.label_of_slot[slots.astype(np.int64)]
+
+    def _ensure_graph_capacity(self) -> None:
+        assert self._hnsw is not None
+        if self._slots.used > self._hnsw.get_max_elements():
+            self._hnsw.resize_index(self._slots.capacity)
+
+    def _build(self) -> None:
+        index = hnswlib.Index(space="l2", dim=self.dim)
+        index.init_index(max_elements=self._slots.capacity, M=self.M, ef_construction=self.ef_construction,
+                         random_seed=self.seed)
+        used = self._slots.used
+        index.add_items(self._slots.vectors[:used], np.arange(used), num_threads=self.insert_threads or -1)
+        dead = np.flatnonzero(~self._slots.live[:used])
+        for s in dead.tolist():
+            index.mark_deleted(s)
+        index.set_ef(self.ef)
+        self._hnsw = index

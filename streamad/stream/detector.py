@@ -1,0 +1,309 @@
+"""The streaming detector: score every frame, learn "normal" from the stream itself (DESIGN section 3).
+
+``process(frame)`` scores the frame against the current nominal patches **first**, then, when the
+admission policy says so, admits it to the sliding window (a frame never vouches for itself).
+Until the window has formed channels and the nominal set is non-empty, results say ``ready=False``
+and carry no score. The alarm threshold learns from the scores once the window is full: while it
+fills, the nominal set is still growing and scores fall with it, so they would inflate the
+threshold; until then (and for ``decisions.warmup`` scores after) ``threshold`` is None.
+
+    >>> import numpy as np
+    >>> class Toy:                        # any extractor: frames -> (N, P, d) float32, .grid, .image_size
+    ...     grid, image_size = (2, 2), (32, 32)
+    ...     def __call__(self, frames):
+    ...         quads = [f.reshape(2, f.shape[0] // 2, 2, f.shape[1] // 2, 3).mean(axis=(1, 3, 4)) for f in frames]
+    ...         return (np.stack(quads).reshape(len(frames), 4, 1) / 255.0).astype(np.float32)
+    >>> cfg = StreamConfig(window=8, channels=ChannelConfig(seeds=1, min_span=2))
+    >>> det = StreamDetector(cfg, extractor=Toy())
+    >>> frame = np.full((40, 40, 3), 100, np.uint8)
+    >>> [det.process(frame).ready for _ in range(4)]     # 3 admitted: channels of 3 > min_span
+    [False, False, False, True]
+    >>> r = det.process(frame); r.score, r.heatmap.shape
+    (0.0, (40, 40))
+
+``save(dir)`` writes the whole engine state (window, channels, nominal index, threshold and drift
+state, counters) and ``StreamDetector.load(dir, extractor)`` resumes it exactly (docs/persistence.md):
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = det.save(f"{tmp}/state")
+    ...     back = StreamDetector.load(f"{tmp}/state", extractor=Toy())
+    >>> back.frames_seen, back.process(frame).score == det.process(frame).score
+    (5, True)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from streamad.config import ChannelConfig, StreamConfig
+from streamad.stream.decisions import ScoreDecisions
+from streamad.vision.frames import FrameSizeWarning, as_rgb_uint8, resize_to
+from streamad.vision.heatmap import heatmap_from_patch_scores
+from streamad.core.incremental import IncrementalChannels
+from streamad.index.hnsw import NominalIndex
+from streamad.results import FrameResult
+
+__all__ = ["ChannelConfig", "Extractor", "StreamConfig", "StreamDetector"]
+
+
+class Extractor(Protocol):
+    """What the detector needs from a feature extractor."""
+
+    grid: tuple[int, int]
+    image_size: tuple[int, int]
+
+    def __call__(self, frames: list[np.ndarray]) -> np.ndarray:
+        """RGB uint8 frames to (N, P, d) float32 descriptors, P = grid[0] * grid[1]."""
+        ...
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _timestamp(value: object) -> float:
+    """A caller's timestamp as float seconds; a clear error for anything not a finite number."""
+    try:
+        t = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not np.isfinite(t):
+        raise ValueError(f"timestamp must be a finite number of seconds, got {value!r}: pass the frame's capture "
+                         "time (e.g. time.time()) or None for now")
+    return t
+
+
+class StreamDetector:
+    """Incremental InReaCh on a stream of frames, river style.
+
+    - ``process(frame)``: score, then admit if due; returns a :class:`~streamad.results.FrameResult`;
+    - ``score_one(frame)``: score only, changes nothing (the threshold is the current one, no drift check);
+    - ``learn_one(frame)``: admit the frame now, whatever the admission policy;
+    - ``process_descriptors`` / ``score_descriptors`` / ``learn_descriptors``: the same on (P, d) descriptors.
+
+    ``extractor`` defaults to :class:`~streamad.vision.features.PatchFeatureExtractor` on ``config.features``.
+    """
+
+    def __init__(self, config: StreamConfig | None = None, extractor: Extractor | None = None) -> None:
+        self.config = config or StreamConfig()
+        if not isinstance(self.config, StreamConfig):
+            raise ValueError(f"config must be a StreamConfig, got {type(self.config).__name__}")
+        if extractor is None:
+            from streamad.vision.features import PatchFeatureExtractor
+
+            extractor = PatchFeatureExtractor(self.config.features)
+        self.extractor = extractor
+        self.grid: tuple[int, int] = tuple(int(v) for v in extractor.grid)  # type: ignore[assignment]
+        self.n_patches = self.grid[0] * self.grid[1]
+        self.channels = IncrementalChannels(self.config.window, self.config.channels)
+        self.decisions = ScoreDecisions(self.config.decisions, seed=self.config.seed)
+        self.index: NominalIndex | None = None
+        self.frames_seen = 0  # frames scored by process / score_one
+        self._next_frame_id = 0  # admission ids (labels in the index are id * P + patch)
+        self._since_admission: int | None = None  # frames processed since the last admission
+        self._last_admission_time: float | None = None
+        self.frame_size: tuple[int, int] | None = None  # the first frame's (h, w); later frames are resized to it
+        self._warned_size = False
+
+    # ------------------------------------------------------------------ state
+    @property
+    def ready(self) -> bool:
+        """Whether a score can be given: the nominal set is non-empty."""
+        return self.index is not None and len(self.index) > 0
+
+    @property
+    def nominal_count(self) -> int:
+        return 0 if self.index is None else len(self.index)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the full engine state to ``directory``, atomically (the previous state there stays
+        loadable until the new one is complete). See :mod:`streamad.stream.persistence`."""
+        from streamad.stream.persistence import save_state
+
+        return save_state(self, directory)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], extractor: Extractor | None = None,
+             config: StreamConfig | None = None) -> StreamDetector:
+        """The detector ``save`` wrote to ``directory``, ready to continue the stream exactly where it stopped.
+
+        ``extractor`` defaults to the one the saved ``config.features`` describes; ``config``, if given,
+        must match the saved configuration but for run-time settings (device, batch size, query
+        threads). A missing, corrupt or incompatible state raises
+        :class:`~streamad.errors.StateError` (a ``ValueError``) that names the file or field.
+        """
+        from streamad.stream.persistence import load_state
+
+        return load_state(directory, extractor=extractor, config=config, cls=cls)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The detector's own counters (the channels, index and decisions have their own ``state_dict``)."""
+        size = self.frame_size
+        return {"grid": list(self.grid), "frames_seen": self.frames_seen, "next_frame_id": self._next_frame_id,
+                "since_admission": self._since_admission, "last_admission_time": self._last_admission_time,
+                "frame_size": None if size is None else list(size)}
+
+    @classmethod
+    def from_state(cls, parts: dict[str, dict[str, Any]], config: StreamConfig,
+                   extractor: Extractor | None = None) -> StreamDetector:
+        """A detector from the ``state_dict`` of it (``parts["detector"]``) and of its components."""
+        det = cls(config, extractor)
+        own = parts["detector"]
+        det.frames_seen, det._next_frame_id = int(own["frames_seen"]), int(own["next_frame_id"])
+        det._since_admission, det._last_admission_time = own["since_admission"], own["last_admission_time"]
+        det.frame_size = None if own.get("frame_size") is None else tuple(own["frame_size"])
+        det.channels = IncrementalChannels.from_state(parts["channels"], config.window, config.channels)
+        det.index = None if parts["index"] is None else NominalIndex.from_state(parts["index"])
+        det.decisions = ScoreDecisions.from_state(parts["decisions"], config.decisions, seed=config.seed)
+        return det
+
+    # ------------------------------------------------------------------ frames
+    def process(self, frame: np.ndarray, timestamp: float | None = None) -> FrameResult:
+        """Score ``frame`` (RGB uint8 H x W x 3), then admit it to the window if the policy says so."""
+        frame, desc, t_feat = self._features(frame)
+        return self._process(desc, frame.shape[:2], timestamp, learn=True, timings={"features": t_feat})
+
+    def score_one(self, frame: np.ndarray, timestamp: float | None = None) -> FrameResult:
+        """Score ``frame`` without learning from it (nothing in the detector changes but the frame count)."""
+        frame, desc, t_feat = self._features(frame)
+        return self._process(desc, frame.shape[:2], timestamp, learn=False, timings={"features": t_feat})
+
+    def learn_one(self, frame: np.ndarray) -> None:
+        """Admit ``frame`` to the window now (no score)."""
+        _, desc, _ = self._features(frame)
+        self._learn(desc, {})
+
+    def _features(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        frame = as_rgb_uint8(frame)
+        size = (int(frame.shape[0]), int(frame.shape[1]))
+        if self.frame_size is None:
+            self.frame_size = size
+        elif size != self.frame_size:
+            if not self._warned_size:
+                self._warned_size = True
+                h, w = self.frame_size
+                warnings.warn(f"frame size {size[0]}x{size[1]} differs from the stream's first frame ({h}x{w}): "
+                              f"frames of another size are resized to {h}x{w} and heatmaps stay {h}x{w} (warned "
+                              "once per detector; use one detector per camera and resolution)",
+                              FrameSizeWarning, stacklevel=3)
+            frame = resize_to(frame, self.frame_size)
+        t0 = time.perf_counter()
+        out = np.asarray(self.extractor([frame]))
+        t_feat = _ms(t0)
+        return frame, self._check_descriptors(out[0] if out.ndim == 3 and len(out) == 1 else out,
+                                              "the extractor's output"), t_feat
+
+    # ------------------------------------------------------------------ descriptors
+    def process_descriptors(self, descriptors: np.ndarray, frame_shape: tuple[int, int] | None = None,
+                            timestamp: float | None = None) -> FrameResult:
+        """``process`` on a frame's (P, d) descriptors; the heatmap is ``frame_shape`` (default: the
+        extractor's input size)."""
+        desc = self._check_descriptors(descriptors, "descriptors")
+        return self._process(desc, frame_shape or tuple(self.extractor.image_size), timestamp, learn=True, timings={})
+
+    def score_descriptors(self, descriptors: np.ndarray, frame_shape: tuple[int, int] | None = None,
+                          timestamp: float | None = None) -> FrameResult:
+        """``score_one`` on a frame's (P, d) descriptors."""
+        desc = self._check_descriptors(descriptors, "descriptors")
+        return self._process(desc, frame_shape or tuple(self.extractor.image_size), timestamp, learn=False,
+                             timings={})
+
+    def learn_descriptors(self, descriptors: np.ndarray) -> dict[str, float]:
+        """``learn_one`` on a frame's (P, d) descriptors; returns the stage timings in ms."""
+        timings: dict[str, float] = {}
+        self._learn(self._check_descriptors(descriptors, "descriptors"), timings)
+        return timings
+
+    def _check_descriptors(self, descriptors: np.ndarray, what: str) -> np.ndarray:
+        d = np.asarray(descriptors)
+        if d.ndim != 2 or d.shape[0] != self.n_patches or d.shape[1] < 1:
+            raise ValueError(f"{what} must have shape ({self.n_patches}, d) for the {self.grid[0]}x{self.grid[1]} "
+                             f"grid, got {d.shape}")
+        if self.index is not None and d.shape[1] != self.index.dim:
+            raise ValueError(f"{what} have dimension {d.shape[1]}, but the detector learned {self.index.dim}-d "
+                             "descriptors: use one extractor configuration per detector")
+        if d.dtype.kind != "f" or not np.isfinite(d).all():
+            raise ValueError(f"{what} must be finite floating-point values (got dtype {d.dtype}"
+                             f"{'' if d.dtype.kind != 'f' else ' with NaN or inf'})")
+        return np.ascontiguousarray(d, dtype=np.float32)
+
+    # ------------------------------------------------------------------ the pipeline
+    def _process(self, desc: np.ndarray, frame_shape: tuple[int, ...], timestamp: float | None, learn: bool,
+                 timings: dict[str, float]) -> FrameResult:
+        now = time.time() if timestamp is None else _timestamp(timestamp)
+        index_no = self.frames_seen
+        self.frames_seen += 1
+        h, w = int(frame_shape[0]), int(frame_shape[1])
+        score = threshold = heat = patch = None
+        anomalous = drift = False
+        ready = self.ready
+        if ready:
+            assert self.index is not None
+            t0 = time.perf_counter()
+            dist, _ = self.index.query(desc, k=1)
+            patch = dist[:, 0].reshape(self.grid).astype(np.float32)
+            timings["score"] = _ms(t0)
+            t0 = time.perf_counter()
+            heat = self._heatmap(patch, (h, w))
+            score = float(heat.max())
+            timings["heatmap"] = _ms(t0)
+            if learn and self.channels.full:
+                threshold, anomalous, drift = self.decisions.update(score)
+            else:
+                threshold, anomalous, drift = self.decisions.peek(score)
+        admitted = learn and self._due(now)
+        if admitted:
+            self._learn(desc, timings, eligible=not anomalous, now=now)
+        elif learn and self._since_admission is not None:
+            self._since_admission += 1
+        return FrameResult(index=index_no, ready=ready, score=score, threshold=threshold, anomalous=bool(anomalous),
+                           heatmap=heat, patch_scores=patch, drift=bool(drift), admitted=admitted, timestamp=now,
+                           timings=timings)
+
+    def _due(self, now: float) -> bool:
+        """Admission policy: at least ``admit_every`` frames and ``admit_interval_s`` seconds since the last."""
+        if self._since_admission is None:
+            return True
+        if self._since_admission + 1 < self.config.admit_every:
+            return False
+        t = self.config.admit_interval_s
+        return t is None or self._last_admission_time is None or now - self._last_admission_time >= t
+
+    def _learn(self, desc: np.ndarray, timings: dict[str, float], eligible: bool = True,
+               now: float | None = None) -> None:
+        t0 = time.perf_counter()
+        self.channels.push(self._next_frame_id, desc, eligible=eligible)
+        self._next_frame_id += 1
+        timings["associate"] = _ms(t0)
+        t0 = time.perf_counter()
+        changes = self.channels.drain_changes()
+        timings["trim"] = _ms(t0)
+        t0 = time.perf_counter()
+        if self.index is None:
+            self.index = NominalIndex.from_config(desc.shape[1], self.config.index, seed=self.config.seed)
+        self.index.remove(changes.removed)
+        self.index.add(changes.added, changes.added_vectors)
+        timings["index"] = _ms(t0)
+        self._since_admission = 0
+        self._last_admission_time = time.time() if now is None else now
+
+    def _heatmap(self, patch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """Patch scores to a frame-sized heatmap; with a centre crop, the uncovered border is 0."""
+        h, w = size
+        crop = float(getattr(getattr(self.extractor, "config", None), "center_crop", 1.0) or 1.0)
+        sigma = self.config.heatmap.blur_sigma
+        if crop >= 1.0:
+            return heatmap_from_patch_scores(patch, (h, w), sigma)
+        ch, cw = max(1, round(h * crop)), max(1, round(w * crop))
+        top, left = (h - ch) // 2, (w - cw) // 2
+        heat = np.zeros((h, w), np.float32)
+        heat[top:top + ch, left:left + cw] = heatmap_from_patch_scores(patch, (ch, cw), sigma)
+        return heat

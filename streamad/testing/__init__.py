@@ -1,0 +1,1 @@
+"""Stand-in extractors for tests and examples (no backbone, deterministic, fast)."""

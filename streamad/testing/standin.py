@@ -1,0 +1,64 @@
+"""Stand-in feature extractors for examples, tests and benchmarks that need no backbone.
+
+:class:`PrecomputedDescriptors` stands in when descriptors are computed beforehand (the detectors'
+``*_descriptors`` methods): it only tells the grid and input size, and calling it is an error.
+
+:class:`BlockMeans` turns each frame into a grid of RGB block means (the frame resized to
+``image_size`` first): cheap, deterministic, and shaped like the real extractor's output
+(``(N, gh * gw, 3)`` float32, with ``grid``, ``image_size`` and a ``config`` the detectors read).
+
+    >>> import numpy as np
+    >>> from streamad import StreamDetector
+    >>> from streamad.config import ChannelConfig, StreamConfig
+    >>> ext = BlockMeans(grid=(4, 4), image_size=(32, 32))
+    >>> ext([np.zeros((48, 64, 3), np.uint8)]).shape
+    (1, 16, 3)
+    >>> det = StreamDetector(StreamConfig(window=8, channels=ChannelConfig(seeds=2, min_span=2)), extractor=ext)
+    >>> det.process(np.zeros((48, 64, 3), np.uint8)).ready
+    False
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+
+from streamad.config import FeatureConfig
+
+
+class BlockMeans:
+    """Frames to a ``grid`` of RGB block means in [0, 1] (float32), after resizing to ``image_size``."""
+
+    def __init__(self, grid: tuple[int, int] = (4, 4), image_size: tuple[int, int] = (32, 32),
+                 batch_size: int = 8) -> None:
+        gh, gw = (int(v) for v in grid)
+        h, w = (int(v) for v in image_size)
+        if gh < 1 or gw < 1 or h % gh or w % gw:
+            raise ValueError(f"image_size {image_size} must be a positive multiple of grid {grid}")
+        self.grid = (gh, gw)
+        self.image_size = (h, w)
+        self.config = SimpleNamespace(batch_size=int(batch_size), center_crop=1.0)
+
+    def __call__(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        (gh, gw), (h, w) = self.grid, self.image_size
+        out = [cv2.resize(np.asarray(f), (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+               .reshape(gh, h // gh, gw, w // gw, 3).mean(axis=(1, 3)).reshape(gh * gw, 3) / 255.0 for f in frames]
+        return np.stack(out).astype(np.float32)
+
+
+class PrecomputedDescriptors:
+    """Stands in for the feature extractor when descriptors are computed beforehand: it tells the
+    detector the grid and input size; heatmaps stay in model-input coordinates (no crop border)."""
+
+    def __init__(self, grid: tuple[int, int], size: tuple[int, int], features: FeatureConfig | None = None) -> None:
+        self.grid = tuple(int(v) for v in grid)
+        self.image_size = tuple(int(v) for v in size)
+        base = features or FeatureConfig(image_size=self.image_size, grid=self.grid)
+        self.config = replace(base, center_crop=1.0)
+
+    def __call__(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        raise RuntimeError("descriptors are precomputed: call the detector's *_descriptors methods")
