@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from streamad.core.association import NO_PAIR, mutual_pairs, pairwise_distances
-from streamad.core.channels import associate, channel_members, nominal_mask, trim_channel
+from streamad.core.channels import associate, channel_members, nominal_mask
+from streamad.core.trimming import trim_channel
 from streamad.config import ChannelConfig
 
 

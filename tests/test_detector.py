@@ -110,8 +110,7 @@ def test_frame_result_fields_heatmap_shape_and_timings():
 
 def test_centre_crop_heatmap_covers_the_crop_and_zeroes_the_border():
     class Cropped(BlockMeans):
-        class config:  # noqa: N801 - mimics PatchFeatureExtractor.config
-            center_crop = 0.5
+        center_crop = 0.5  # as PatchFeatureExtractor.center_crop
 
     rng = np.random.default_rng(9)
     det = StreamDetector(config(), extractor=Cropped())

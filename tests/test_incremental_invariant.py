@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from streamad.core.association import NO_PAIR
-from streamad.core.channels import associate, nominal_mask, trim_channel
+from streamad.core.channels import associate, nominal_mask
+from streamad.core.trimming import channel_distances, trim_channel, trim_many
 from streamad.config import SPREAD_RULES, ChannelConfig
-from streamad.core.incremental import IncrementalChannels, SeedSchedule, channel_distances, trim_many
+from streamad.core.incremental import IncrementalChannels, SeedSchedule
 
 
 def make_frames(rng: np.random.Generator, kind: str, n: int, p: int, d: int) -> list[np.ndarray]:
@@ -232,7 +233,7 @@ def test_channel_distances_bit_identical_at_engine_sizes(shape):
 
 
 def test_trim_many_falls_back_to_trim_channel_for_an_unknown_rule(monkeypatch):
-    import streamad.core.incremental as incremental
+    import streamad.core.trimming as incremental
 
     monkeypatch.setattr(incremental, "_BATCHED_RULES", ())
     v = np.random.default_rng(0).normal(size=(3, 6, 2))

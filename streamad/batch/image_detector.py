@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from streamad.config import FeatureConfig, HeatmapConfig
 from streamad.vision.features import PatchFeatureExtractor
 from streamad.vision.frames import as_rgb_images
-from streamad.vision.heatmap import heatmap_from_patch_scores
+from streamad.vision.heatmap import heatmap_from_patch_scores, image_score
 from streamad.results import Prediction
 
 
@@ -88,5 +88,5 @@ class ImageAnomalyDetector:
                          for p in patch])
         image_scores = getattr(self.model, "image_scores", None)
         scores = (image_scores(descriptors, patch_scores=patch) if callable(image_scores)
-                  else heat.reshape(len(heat), -1).max(1))
+                  else image_score(heat))
         return Prediction(scores=np.asarray(scores, np.float32), heatmaps=heat, patch_scores=patch)

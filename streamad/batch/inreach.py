@@ -24,6 +24,7 @@ from streamad.vision.frames import as_rgb_images
 from streamad.index.hnsw import NominalIndex
 from streamad.batch.image_detector import ImageAnomalyDetector
 from streamad.vision.positional import best_rotation, rotate, rotation_angles, transpose_score
+from streamad.vision.heatmap import image_score
 from streamad.results import Prediction
 
 
@@ -133,7 +134,7 @@ class InReaCh(ImageAnomalyDetector):
         if not any(angles):
             return pred
         heat = np.stack([rotate(h, -a) for h, a in zip(pred.heatmaps, angles)])
-        return Prediction(scores=heat.reshape(len(heat), -1).max(1), heatmaps=heat, patch_scores=pred.patch_scores)
+        return Prediction(scores=image_score(heat), heatmaps=heat, patch_scores=pred.patch_scores)
 
     def predict_descriptors(self, descriptors: np.ndarray) -> Prediction:
         return super().predict_descriptors(self._with_positions(descriptors))

@@ -401,13 +401,12 @@ def bench_hnsw(args: argparse.Namespace) -> dict[str, Any]:
         churn_us = (time.perf_counter() - t0) / (churn * patches) * 1e6
         if not real:
             queries = stream.next()
-        live = idx._slots.live_slots()
-        gallery = idx._slots.vectors[live]
+        gallery = idx.vectors()
         t0 = time.perf_counter()
         # chunks of queries small enough that a (chunk x n) distance matrix stays ~200 MB at 10^6 vectors
         de, rows = exact_knn(gallery, queries, k=1, chunk=max(16, int(5e7 // len(gallery))))
         exact_ms = (time.perf_counter() - t0) * 1e3
-        le = idx._slots.label_of_slot[live[rows]]
+        le = idx.labels()[rows]
         per_ef = {}
         for ef in efs:
             idx.ef = ef
@@ -425,7 +424,7 @@ def bench_hnsw(args: argparse.Namespace) -> dict[str, Any]:
                                        "build_s": build_s, "insert_us_fresh": build_us,
                                        "insert_us_reusing_slots": churn_us,
                                        "real_vectors": n_real, "tiled_vectors": len(idx) - n_real if real else 0,
-                                       "graph_elements": idx._hnsw.get_current_count() if idx._hnsw else 0}
+                                       "graph_elements": idx.graph_elements}
         best = per_ef[str(ic.ef)] if str(ic.ef) in per_ef else next(iter(per_ef.values()))
         print(f"  {len(idx)} vectors: recall@1 {best['recall_at_1']:.3f} at ef={ic.ef}, exact {exact_ms:.0f} ms, "
               f"HNSW {best['query_ms']:.0f} ms for {len(queries)} queries (built in {build_s:.0f} s)", flush=True)

@@ -1,4 +1,4 @@
-"""Inter-Realization Channels in batch: association, channels, trimming (DESIGN section 2).
+"""Inter-Realization Channels in batch: association, channels and trimming over all frames (docs/DESIGN.md section 2).
 
 This is the plain, readable implementation and the oracle the streaming engine is tested against.
 
@@ -19,10 +19,10 @@ import numpy as np
 
 from streamad.core.association import NO_PAIR, mutual_pairs
 from streamad.config import ChannelConfig
+from streamad.core.trimming import trim_channel
 
 # A member within this fraction of the channel's mean norm from the mean is always kept: it is
 # numerically at the mean, and float rounding must not decide its fate.
-_REL_TOL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -98,40 +98,6 @@ def channel_members(assoc: Association) -> dict[tuple[int, int], list[tuple[int,
     for members in channels.values():
         members.sort()
     return channels
-
-
-def trim_channel(vectors: np.ndarray, config: ChannelConfig) -> np.ndarray:
-    """Span and spread trimming of one channel; ``vectors`` (m, d) in canonical member order.
-
-    Returns a boolean mask of the nominal members (all False when the channel is dropped).
-
-        >>> v = np.array([[0.0], [0.1], [0.2], [-0.1], [50.0]])
-        >>> trim_channel(v, ChannelConfig(min_span=3, k_sigma=1.0, spread="zscore")).tolist()
-        [True, True, True, True, False]
-    """
-    m = vectors.shape[0]
-    keep = np.zeros(m, dtype=bool)
-    if m <= config.min_span:
-        return keep
-    x = np.asarray(vectors, dtype=np.float64)
-    mu = x.mean(axis=0)
-    r = np.sqrt(((x - mu) ** 2).sum(axis=1))
-    tol = _REL_TOL * max(1.0, float(np.sqrt((mu * mu).sum())))
-    k = float(config.k_sigma)
-    if config.spread == "none":
-        keep[:] = True
-    elif config.spread == "std":
-        keep = r <= k * r.std() + tol
-    elif config.spread == "rms":
-        keep = r <= k * np.sqrt((r * r).mean()) + tol
-    elif config.spread == "mad":
-        med = np.median(r)
-        keep = r <= med + k * 1.4826 * np.median(np.abs(r - med)) + tol
-    else:  # zscore
-        keep = r <= r.mean() + k * r.std() + tol
-    if int(keep.sum()) <= config.min_span:
-        keep[:] = False
-    return keep
 
 
 def nominal_from_channels(

@@ -47,58 +47,9 @@ from typing import Any
 import numpy as np
 
 from streamad.core.association import NO_PAIR, mutual_pairs
-from streamad.core.channels import _REL_TOL, best_pair, trim_channel
+from streamad.core.channels import best_pair
+from streamad.core.trimming import trim_channel, trim_many
 from streamad.config import ChannelConfig
-
-# Spread rules whose arithmetic ``trim_many`` reproduces; any other falls back to ``trim_channel``.
-_BATCHED_RULES = ("std", "rms", "zscore", "mad", "none")
-
-
-def channel_distances(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Channel means (C, d) and member distances to them (C, m) of (C, m, d) vectors, in float64.
-
-    Bit-identical, row by row, to ``trim_channel``'s ``x.mean(axis=0)`` and
-    ``sqrt(((x - mu) ** 2).sum(axis=1))`` on ``x = float64(vectors[c])`` (the same additions in the
-    same order), without materialising the float64 copy.
-    """
-    mu = vectors.mean(axis=1, dtype=np.float64)
-    diff = np.subtract(vectors, mu[:, None, :], dtype=np.float64)
-    np.multiply(diff, diff, out=diff)
-    return mu, np.sqrt(diff.sum(axis=2))
-
-
-def trim_many(vectors: np.ndarray, config: ChannelConfig) -> np.ndarray:
-    """``trim_channel`` on ``C`` channels of equal length at once: (C, m, d) to a (C, m) keep mask.
-
-    Every operation is ``trim_channel``'s, applied along the batch axis, so each row's mask is
-    bit-identical to ``trim_channel(vectors[c], config)`` (tests check this for every rule).
-
-        >>> v = np.array([[[0.0], [0.1], [0.2], [-0.1], [50.0]]])
-        >>> trim_many(v, ChannelConfig(min_span=3, k_sigma=1.0, spread="zscore")).tolist()
-        [[True, True, True, True, False]]
-    """
-    c, m = vectors.shape[:2]
-    if m <= config.min_span or c == 0:
-        return np.zeros((c, m), dtype=bool)
-    if config.spread not in _BATCHED_RULES:
-        return np.stack([trim_channel(v, config) for v in vectors])
-    mu, r = channel_distances(vectors)
-    tol = (_REL_TOL * np.maximum(1.0, np.sqrt((mu * mu).sum(axis=1))))[:, None]
-    k = float(config.k_sigma)
-    if config.spread == "none":
-        keep = np.ones((c, m), dtype=bool)
-    elif config.spread == "std":
-        keep = r <= k * r.std(axis=1)[:, None] + tol
-    elif config.spread == "rms":
-        keep = r <= k * np.sqrt((r * r).mean(axis=1))[:, None] + tol
-    elif config.spread == "mad":
-        med = np.median(r, axis=1)[:, None]
-        keep = r <= med + k * 1.4826 * np.median(np.abs(r - med), axis=1)[:, None] + tol
-    else:  # zscore
-        keep = r <= r.mean(axis=1)[:, None] + k * r.std(axis=1)[:, None] + tol
-    keep[keep.sum(axis=1) <= config.min_span] = False
-    return keep
-
 
 @dataclass(frozen=True)
 class NominalChanges:
@@ -337,12 +288,6 @@ class IncrementalChannels:
     def nominal_count(self) -> int:
         self.flush()
         return int(self._nominal.sum()) if self._allocated else 0
-
-    def nominal_vectors(self, keys: list[tuple[int, int]] | np.ndarray) -> np.ndarray:
-        """Descriptors (n, d) of nominal (or any window) patches given as (frame_id, patch) pairs."""
-        keys = np.asarray(keys, np.int64).reshape(-1, 2)
-        slots = np.asarray([self._slot(int(f)) for f in keys[:, 0]], np.int64)
-        return self._x[slots, keys[:, 1]]
 
     def drain_changes(self) -> NominalChanges:
         """Net additions and removals of nominal patches since the last call (for the nominal index)."""

@@ -24,7 +24,7 @@ from streamad.evaluation.datasets import load_dataset, patch_truth, read_image, 
 from streamad.errors import UserError
 from streamad.stream.detector import StreamDetector
 from streamad.vision.features import PatchFeatureExtractor
-from streamad.vision.heatmap import heatmap_from_patch_scores
+from streamad.vision.heatmap import heatmap_from_patch_scores, image_score
 from streamad.batch.inreach import InReaCh
 from streamad.evaluation.metrics import auroc, filter_precision_recall, pixel_auroc
 from streamad.index.hnsw import exact_knn
@@ -290,7 +290,7 @@ def evaluate_stream(data_dir: str, window: int | None = None, corrupt: int = 0, 
     replay = replay_stream(train, test, stream_config, detector.extractor, progress)
     blur = config.heatmap.blur_sigma
     heat = _heatmaps(replay.patch_scores, size, blur, prep.test_angles)
-    scores = heat.reshape(len(heat), -1).max(1)
+    scores = image_score(heat)
 
     labels = np.array([s.label for s in dataset.test])
     crop = config.features.center_crop
@@ -334,7 +334,7 @@ def evaluate_stream(data_dir: str, window: int | None = None, corrupt: int = 0, 
         exact = exact.reshape(replay.patch_scores.shape)
         eheat = _heatmaps(exact, size, blur, prep.test_angles)
         diff = np.abs(exact - replay.patch_scores)
-        result.update(exact_image_auroc=auroc(eheat.reshape(len(eheat), -1).max(1), labels),
+        result.update(exact_image_auroc=auroc(image_score(eheat), labels),
                       exact_pixel_auroc=pixel_auroc(eheat, masks),
                       exact_patch_scores_share_equal=float((diff <= 1e-5).mean()),
                       exact_patch_scores_max_abs_difference=float(diff.max()),
@@ -373,7 +373,7 @@ def _check_against_batch(detector: InReaCh, train: np.ndarray, test: np.ndarray,
     out: dict[str, Any] = {
         "batch_nominal_patches": int(batch_mask.sum()), "nominal_sets_identical": identical,
         "nominal_sets_symmetric_difference": _symmetric_difference(frames, mask, batch_mask),
-        "batch_image_auroc": auroc(heat.reshape(len(heat), -1).max(1), labels),
+        "batch_image_auroc": auroc(image_score(heat), labels),
         "batch_pixel_auroc": pixel_auroc(heat, masks),
         "batch_filter_precision": precision, "batch_filter_recall": recall,
         # With identical nominal sets, score differences come only from the two indexes' approximate search.

@@ -164,8 +164,3 @@ def patch_truth(masks: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     i, y, x = np.nonzero(masks)
     bad[i, rows[y], cols[x]] = True
     return ~bad.reshape(n, gh * gw)
-
-
-def read_images(samples: Sequence[Sample]) -> list[np.ndarray]:
-    """Read every sample's image (RGB uint8)."""
-    return [read_image(s.path) for s in samples]

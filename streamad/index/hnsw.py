@@ -128,9 +128,21 @@ class NominalIndex:
         """Slots allocated (graph elements included deleted ones): never more than needed at once, x2."""
         return self._slots.capacity
 
+    @property
+    def graph_elements(self) -> int:
+        """Elements in the HNSW graph, deleted ones included (0 before the graph is built)."""
+        return 0 if self._hnsw is None else int(self._hnsw.get_current_count())
+
     def labels(self) -> np.ndarray:
         """The labels held, in slot order."""
         return self._slots.label_of_slot[self._slots.live_slots()]
+
+    def vectors(self) -> np.ndarray:
+        """The vectors held, (len, dim) float32 in the order of :meth:`labels`: a read-only copy-free view
+        when possible (for benchmarks and exact references; writing to it raises)."""
+        out = self._slots.vectors[self._slots.live_slots()]
+        out.flags.writeable = False
+        return out
 
     def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         """Insert ``vectors`` (n, dim) under ``labels`` (n,); a label already held gets the new vector."""

@@ -45,7 +45,7 @@ import numpy as np
 from streamad.config import ChannelConfig, StreamConfig
 from streamad.stream.decisions import ScoreDecisions
 from streamad.vision.frames import FrameSizeWarning, as_rgb_uint8, resize_to
-from streamad.vision.heatmap import heatmap_from_patch_scores
+from streamad.vision.heatmap import heatmap_from_patch_scores, image_score
 from streamad.core.incremental import IncrementalChannels
 from streamad.index.hnsw import NominalIndex
 from streamad.results import FrameResult
@@ -58,6 +58,7 @@ class Extractor(Protocol):
 
     grid: tuple[int, int]
     image_size: tuple[int, int]
+    # Optional ``center_crop: float`` (default 1.0): the centred share of the frame the grid covers.
 
     def __call__(self, frames: list[np.ndarray]) -> np.ndarray:
         """RGB uint8 frames to (N, P, d) float32 descriptors, P = grid[0] * grid[1]."""
@@ -253,7 +254,7 @@ class StreamDetector:
             timings["score"] = _ms(t0)
             t0 = time.perf_counter()
             heat = self._heatmap(patch, (h, w))
-            score = float(heat.max())
+            score = float(image_score(heat))
             timings["heatmap"] = _ms(t0)
             if learn and self.channels.full:
                 threshold, anomalous, drift = self.decisions.update(score)
@@ -298,7 +299,7 @@ class StreamDetector:
     def _heatmap(self, patch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """Patch scores to a frame-sized heatmap; with a centre crop, the uncovered border is 0."""
         h, w = size
-        crop = float(getattr(getattr(self.extractor, "config", None), "center_crop", 1.0) or 1.0)
+        crop = float(getattr(self.extractor, "center_crop", 1.0))
         sigma = self.config.heatmap.blur_sigma
         if crop >= 1.0:
             return heatmap_from_patch_scores(patch, (h, w), sigma)

@@ -70,6 +70,7 @@ class PatchFeatureExtractor:
         self.dim = int(sum(self._shares))
         self.grid: tuple[int, int] = self.config.grid
         self.image_size: tuple[int, int] = self.config.image_size
+        self.center_crop: float = float(self.config.center_crop)  # the share of the frame the grid covers
         self._mean = torch.tensor(info.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(info.std, device=self.device).view(1, 3, 1, 1)
 

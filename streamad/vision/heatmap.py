@@ -23,6 +23,19 @@ def heatmap_from_patch_scores(patch_scores: np.ndarray, size: tuple[int, int], b
     return up.astype(np.float32, copy=False)
 
 
-def frame_score(heatmap: np.ndarray) -> float:
-    """The image score: the heatmap maximum."""
-    return float(np.max(heatmap))
+def image_score(heatmaps: np.ndarray) -> float | np.ndarray:
+    """The image score: the heatmap maximum (one (H, W) heatmap gives a float, a stack (N, H, W) an (N,) array).
+
+    Every model and the streaming engine score frames with this function.
+
+        >>> image_score(np.array([[0.0, 2.5], [1.0, 0.5]], np.float32))
+        2.5
+        >>> image_score(np.zeros((3, 2, 2), np.float32)).tolist()
+        [0.0, 0.0, 0.0]
+    """
+    heat = np.asarray(heatmaps)
+    if heat.ndim == 2:
+        return float(heat.max())
+    if heat.ndim != 3:
+        raise ValueError(f"heatmaps must be (H, W) or (N, H, W), got shape {heat.shape}")
+    return heat.reshape(len(heat), -1).max(1)
