@@ -76,7 +76,7 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class ChannelConfig:
-    """InReaCh channel parameters (DESIGN section 2).
+    """InReaCh channel parameters (docs/DESIGN.md section 2).
 
     ``spread`` picks the trimming rule, with ``r_i`` the member distances to the channel mean:
 
@@ -138,7 +138,7 @@ class PositionalConfig:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """The nominal index (DESIGN section 4): hnswlib HNSW parameters and the exact-search size.
+    """The nominal index (docs/DESIGN.md section 4): hnswlib HNSW parameters and the exact-search size.
 
     ``M`` and ``ef_construction`` shape the graph (insertion cost grows with both), ``ef`` is the
     query breadth (recall against speed), ``exact_below`` the size under which search is exact,
@@ -213,7 +213,7 @@ class DecisionConfig:
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """Everything the streaming detector needs (DESIGN section 3).
+    """Everything the streaming detector needs (docs/DESIGN.md section 3).
 
     ``window`` frames are kept (must exceed ``channels.seeds`` and ``channels.min_span``); a frame is
     admitted when at least ``admit_every`` frames and, if set, ``admit_interval_s`` seconds have

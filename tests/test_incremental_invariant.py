@@ -1,4 +1,4 @@
-"""The streaming engine's invariant (DESIGN section 3): after every admit / evict / promote / retire /
+"""The streaming engine's invariant (docs/DESIGN.md section 3): after every admit / evict / promote / retire /
 reseed / scheduled push, the incremental nominal set (and every patch's channel) equals the batch
 oracle's on the frames in the window with the same seeds.
 

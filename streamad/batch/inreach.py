@@ -1,4 +1,4 @@
-"""Batch InReaCh (DESIGN section 2): fit on unlabeled, possibly contaminated images; score new ones.
+"""Batch InReaCh (docs/DESIGN.md section 2): fit on unlabeled, possibly contaminated images; score new ones.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)

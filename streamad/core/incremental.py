@@ -1,4 +1,4 @@
-"""Incremental InReaCh over a sliding window of frames (DESIGN section 3).
+"""Incremental InReaCh over a sliding window of frames (docs/DESIGN.md section 3).
 
 :class:`IncrementalChannels` holds the window's patch descriptors, the seed set, every non-seed
 patch's mutual pairs with every seed, the channels and their trimmed (nominal) members, and keeps

@@ -1,4 +1,4 @@
-"""Evaluation on a labeled dataset the way the InReaCh paper measures (DESIGN section 7).
+"""Evaluation on a labeled dataset the way the InReaCh paper measures (docs/DESIGN.md section 7).
 
 Training images (plus ``corrupt`` anomalous test images, unlabeled) are fitted in a seeded shuffled
 order; the whole test set is scored. Reports image AUROC, pixel AUROC, the nominal filter's precision
@@ -109,7 +109,7 @@ def evaluate(data_dir: str, method: str = "inreach", corrupt: int = 0, seed: int
 
 
 # ---------------------------------------------------------------------------------------------------
-# The same evaluation through the streaming engine (DESIGN section 3).
+# The same evaluation through the streaming engine (docs/DESIGN.md section 3).
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Per-frame decisions on the score stream: alarm threshold and drift (DESIGN section 3).
+"""Per-frame decisions on the score stream: alarm threshold and drift (docs/DESIGN.md section 3).
 
 The threshold is a streaming quantile (river ``RollingQuantile``) of the recent scores; the drift flag
 comes from a river drift detector (ADWIN by default) fed with every score. A score is compared with

@@ -1,4 +1,4 @@
-"""The streaming detector: score every frame, learn "normal" from the stream itself (DESIGN section 3).
+"""The streaming detector: score every frame, learn "normal" from the stream itself (docs/DESIGN.md section 3).
 
 ``process(frame)`` scores the frame against the current nominal patches **first**, then, when the
 admission policy says so, admits it to the sliding window (a frame never vouches for itself).

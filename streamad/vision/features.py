@@ -1,4 +1,4 @@
-"""Frames to patch descriptors (DESIGN section 2, step 1).
+"""Frames to patch descriptors (docs/DESIGN.md section 2, step 1).
 
 Each chosen backbone map is locally aggregated over a 3x3 neighbourhood (PatchCore's locally aware
 average pooling), resized bilinearly to the common grid, pooled along channels to its share of the
