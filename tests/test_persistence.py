@@ -401,6 +401,135 @@ def test_arrays_of_the_wrong_shape_are_refused(tmp_path: Path) -> None:
         StreamDetector.load(path, extractor=Toy())
 
 
+def relist(path: Path, name: str, array: np.ndarray) -> None:
+    """Replace array ``name`` of the state in ``path`` by ``array``, consistently listed in the manifest."""
+    file = path / f"{name}.npy"
+    np.save(file, array, allow_pickle=False)
+    data = file.read_bytes()
+    edit_manifest(path, lambda m: m["arrays"][name].update(shape=list(array.shape), dtype=array.dtype.str,
+                                                           bytes=len(data), crc32=zlib.crc32(data)))
+
+
+@pytest.mark.parametrize("name, change, message", [
+    ("channels.pair_dist", lambda a: a.astype(np.float32),
+     r"channels\.pair_dist\.npy has shape \(2, 10, 16\) and dtype float32, but this state needs shape "
+     r"\(2, 10, 16\) and dtype float64; restore it"),
+    ("channels.ids", lambda a: a + 1, r"inconsistent state \(the window's frame ids do not match its ring buffer\)"),
+    ("index.free", lambda a: np.array([10 ** 6], np.int64), r"the nominal index's slot bookkeeping does not agree"),
+    ("index.hnsw.link_lists", lambda a: a[:-1], r"index\.hnsw\.link_lists\.npy has shape \(\d+,\) .* needs "
+                                                r"shape \(\d+\)"),
+    ("decisions.history", lambda a: np.where(np.arange(len(a)) == 3, np.nan, a),
+     r"inconsistent state \(\d+ saved scores for a count of \d+\)"),
+])
+def test_each_part_is_checked_by_its_owner(tmp_path: Path, name: str, change, message: str) -> None:
+    det = StreamDetector(config(exact_below=0), extractor=Toy())
+    run(det, stream(20))
+    path = det.save(tmp_path / "state")
+    relist(path, name, change(np.load(path / f"{name}.npy")))
+    with pytest.raises(StateError, match=message):
+        StreamDetector.load(path, extractor=Toy())
+
+
+def test_broken_scalars_and_parts_are_refused_naming_the_field(tmp_path: Path) -> None:
+    _, path = saved(tmp_path)
+    edit_manifest(path, lambda m: m["state"]["detector"].update(frame_size=[0, 3]))
+    with pytest.raises(StateError, match=r"manifest\.json: detector\.frame_size is \[0, 3\], expected pair\?"):
+        StreamDetector.load(path, extractor=Toy())
+    edit_manifest(path, lambda m: m["state"]["detector"].update(frame_size=None))
+    edit_manifest(path, lambda m: m["state"]["decisions"].update(drifts=True))
+    with pytest.raises(StateError, match=r"decisions\.drifts is True, expected int"):
+        StreamDetector.load(path, extractor=Toy())
+    edit_manifest(path, lambda m: m["state"].pop("decisions"))
+    with pytest.raises(StateError, match=r"unexpected array 'decisions\.history'"):
+        StreamDetector.load(path, extractor=Toy())
+    edit_manifest(path, lambda m: m["arrays"].pop("decisions.history"))
+    with pytest.raises(StateError, match=r"manifest\.json: state part 'decisions' is missing; restore it"):
+        StreamDetector.load(path, extractor=Toy())
+    edit_manifest(path, lambda m: m["state"].update(decisions=[1]))
+    with pytest.raises(StateError, match=r"state part 'decisions' is not a dict"):
+        StreamDetector.load(path, extractor=Toy())
+
+
+def test_component_checks_work_on_states_in_memory() -> None:
+    class Wide(Toy):
+        grid = (4, 5)
+
+    det = StreamDetector(config(exact_below=0), extractor=Toy())
+    run(det, stream(20))
+    cfg = det.config
+    assert det.channels.check_state(det.channels.state_dict(), cfg.window, cfg.channels, P) == D
+    det.index.check_state(det.index.state_dict())
+    det.decisions.check_state(det.decisions.state_dict())
+    parts = {"detector": det.state_dict(), "channels": det.channels.state_dict(), "index": det.index.state_dict(),
+             "decisions": det.decisions.state_dict()}
+    StreamDetector.check_state(parts, cfg, Toy())
+    with pytest.raises(StateError, match=r"channels\.x\.npy has shape \(10, 16, 8\) .* needs shape \(10, 20, n\)"):
+        StreamDetector.check_state({**parts, "detector": {**parts["detector"], "grid": [4, 5]}}, cfg, Wide())
+    index = dict(parts["index"], **{"hnsw.dim": 3})
+    with pytest.raises(StateError, match=r"the HNSW graph does not fit the index \(dim 3 vs 8"):
+        det.index.check_state(index)
+    assert StreamDetector.from_state(parts, cfg, Toy()).nominal_count == det.nominal_count
+
+
+def test_persistence_reads_and_writes_parts_without_knowing_them(tmp_path: Path) -> None:
+    cfg = config()
+    parts = {"a": {"n": 1, "xs": np.arange(4, dtype=np.int16), "dotted.key": np.ones((2, 2))}, "b": None, "c": {}}
+    path = persistence.write_state(tmp_path / "s", parts, cfg, {"note": "hello"})
+    back = persistence.read_state(path)
+    assert back.path == path and back.config == cfg and back.manifest["summary"] == {"note": "hello"}
+    assert back.parts.keys() == parts.keys() and back.parts["b"] is None and back.parts["c"] == {}
+    assert back.parts["a"]["n"] == 1 and back.parts["a"]["xs"].dtype == np.int16
+    assert np.array_equal(back.parts["a"]["dotted.key"], np.ones((2, 2)))
+    assert (path / "a.dotted.key.npy").is_file()
+    runtime = dataclasses.replace(cfg, index=dataclasses.replace(cfg.index, threads=3))
+    assert persistence.read_state(path, runtime).config is runtime
+    with pytest.raises(ValueError, match="no '.'"):
+        persistence.write_state(tmp_path / "t", {"a.b": {}}, cfg, {})
+
+
+def test_persistence_does_not_import_the_detector() -> None:
+    """The detector calls persistence, never the reverse (not even inside a function)."""
+    import ast
+
+    tree = ast.parse(Path(persistence.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not [m for m in imported if m and m.startswith("streamad.stream")], imported
+    assert {m for m in imported if m and m.startswith("streamad")} <= {"streamad.config", "streamad.errors",
+                                                                      "streamad.state_schema", "streamad.version"}
+
+
+V1_SCALARS = {
+    "detector": ["grid", "frames_seen", "next_frame_id", "since_admission", "last_admission_time", "frame_size"],
+    "channels": ["batched_trim", "admissions", "last_promotion", "head", "last_id", "allocated", "stats"],
+    "index": ["dim", "M", "ef_construction", "ef", "exact_below", "seed", "threads", "insert_threads", "capacity",
+              "used", "graph"],
+    "decisions": ["count", "drifts"]}
+V1_ARRAYS = (["channels.ids", "channels.eligible", "channels.pending_removed"]
+             + [f"channels.{k}" for k in ("x", "frame", "seed_j", "seed_frame", "pair_patch", "pair_dist", "members",
+                                          "assign_j", "assign_a", "nominal", "published", "dirty")]
+             + [f"index.{k}" for k in ("vectors", "label_of_slot", "live", "free", "slot_of_labels", "slot_of_slots")]
+             + [f"index.hnsw.{k}" for k in ("label_lookup_external", "label_lookup_internal", "element_levels",
+                                            "data_level0", "link_lists")]
+             + ["decisions.history"])
+
+
+def test_the_saved_layout_is_format_version_1(tmp_path: Path) -> None:
+    """What format_version 1 holds, part by part and in order: a change here makes states saved before it
+    unreadable, so it needs a new FORMAT_VERSION (or a reader that still accepts version 1)."""
+    det = StreamDetector(config(exact_below=0), extractor=Toy())
+    run(det, stream(12))
+    manifest = persistence.read_manifest(det.save(tmp_path / "state"))
+    assert persistence.FORMAT_VERSION == 1
+    assert list(manifest)[:5] == ["format", "format_version", "streamad_version", "hnswlib_version", "saved_at"]
+    assert list(manifest)[5:] == ["summary", "config", "state", "arrays"]
+    assert list(manifest["summary"]) == ["frames_seen", "window_frames", "window", "nominal_patches", "graph"]
+    state = {part: [k for k in keys if not k.startswith("hnsw.")] for part, keys in manifest["state"].items()}
+    assert state == V1_SCALARS
+    assert list(manifest["arrays"]) == V1_ARRAYS
+    assert all(m["file"] == f"{name}.npy" for name, m in manifest["arrays"].items())
+
+
 # -- streamad watch --state ----------------------------------------------------------------------------
 
 

@@ -50,6 +50,7 @@ from streamad.core.association import NO_PAIR, mutual_pairs
 from streamad.core.channels import best_pair
 from streamad.core.trimming import trim_channel, trim_many
 from streamad.config import ChannelConfig
+from streamad.state_schema import StatePart
 
 @dataclass(frozen=True)
 class NominalChanges:
@@ -150,9 +151,19 @@ class IncrementalChannels:
         self._arange_p = np.arange(p)
         self._allocated = True
 
-    # Arrays saved as they are by ``state_dict`` (attribute ``_name``); everything else is derived.
-    STATE_ARRAYS = ("x", "frame", "seed_j", "seed_frame", "pair_patch", "pair_dist", "members", "assign_j",
-                    "assign_a", "nominal", "published", "dirty")
+    # The saved state (``state_dict``; checked by ``check_state``). Scalars and their kinds (see
+    # streamad.state_schema); then the arrays saved as they are (attribute ``_name``) with their shapes
+    # (W window slots, P patches, S seed slots, d dimension) and dtypes. Besides those, ``ids``,
+    # ``eligible`` and ``pending_removed`` are saved; everything else is derived.
+    STATE_SCALARS = {"batched_trim": "bool", "admissions": "int", "last_promotion": "int?", "head": "int",
+                     "last_id": "int", "allocated": "bool", "stats": "dict"}
+    STATE_ARRAYS: dict[str, tuple[tuple[str, ...], tuple[type, ...]]] = {
+        "x": (("W", "P", "d"), (np.float32, np.float64)), "frame": (("W",), (np.int64,)),
+        "seed_j": (("W",), (np.int64,)), "seed_frame": (("S",), (np.int64,)),
+        "pair_patch": (("S", "W", "P"), (np.int64,)), "pair_dist": (("S", "W", "P"), (np.float64,)),
+        "members": (("S", "P", "W"), (np.int32,)), "assign_j": (("W", "P"), (np.int64,)),
+        "assign_a": (("W", "P"), (np.int64,)), "nominal": (("W", "P"), (np.bool_,)),
+        "published": (("W", "P"), (np.bool_,)), "dirty": (("S", "P"), (np.bool_,))}
 
     def state_dict(self) -> dict[str, Any]:
         """The full state as JSON scalars and numpy arrays (for :mod:`streamad.stream.persistence`).
@@ -192,6 +203,43 @@ class IncrementalChannels:
             inc._eligible = dict(zip(ids, state["eligible"].tolist()))
             inc._pending_removed = [state["pending_removed"]] if len(state["pending_removed"]) else []
         return inc
+
+    @classmethod
+    def check_state(cls, state: dict[str, Any], window: int, config: ChannelConfig, n_patches: int,
+                    where: StatePart | None = None) -> int | None:
+        """Refuse (:class:`~streamad.errors.StateError`, naming the field or file of ``where``) a
+        ``state_dict`` that :meth:`from_state` cannot use for ``window`` frames of ``n_patches`` patches:
+        scalar kinds, every array's shape and dtype, the ring buffer's frame ids. Returns the descriptor
+        dimension (None before the first frame).
+
+            >>> inc = IncrementalChannels(4, ChannelConfig(seeds=1, min_span=1))
+            >>> _ = inc.push(0, np.ones((2, 3), np.float32))
+            >>> IncrementalChannels.check_state(inc.state_dict(), 4, inc.config, n_patches=2)
+            3
+            >>> IncrementalChannels.check_state(inc.state_dict(), 5, inc.config, n_patches=2)
+            Traceback (most recent call last):
+            ...
+            streamad.errors.StateError: channels.x.npy has shape (4, 2, 3) and dtype float32, but this state needs ...
+        """
+        where = where or StatePart(".", "channels")
+        where.scalars(state, cls.STATE_SCALARS)
+        if not state["allocated"]:
+            return None
+        x = where.array(state, "x", (window, n_patches, -1), *cls.STATE_ARRAYS["x"][1])
+        seed_slots = len(where.array(state, "seed_frame", (-1,), *cls.STATE_ARRAYS["seed_frame"][1]))
+        if seed_slots < config.seeds:
+            raise where.inconsistent(f"{seed_slots} seed slots for {config.seeds} seeds")
+        size = {"W": window, "P": n_patches, "S": seed_slots, "d": x.shape[2]}
+        for name, (dims, dtypes) in cls.STATE_ARRAYS.items():
+            where.array(state, name, tuple(size[k] for k in dims), *dtypes)
+        where.array(state, "pending_removed", (-1,), np.int64)
+        ids = where.array(state, "ids", (-1,), np.int64)
+        where.array(state, "eligible", (len(ids),), np.bool_)
+        head = state["head"]
+        if len(ids) > window or not 0 <= head < window or not np.array_equal(
+                state["frame"][(head + np.arange(len(ids))) % window], ids):
+            raise where.inconsistent("the window's frame ids do not match its ring buffer")
+        return int(x.shape[2])
 
     def _grow_seed_capacity(self) -> None:
         dcap = len(self._seed_frame)

@@ -11,8 +11,11 @@ import hnswlib
 import numpy as np
 
 from streamad.errors import StateError
+from streamad.state_schema import FIX, StatePart
 
-_FIX = "restore it from a backup, or start fresh (streamad watch: --state-reset moves it aside)"
+# The scalars of a saved graph (streamad.state_schema kinds) that the checks below rely on.
+GRAPH_SCALARS = {"space": "str", "dim": "int", "cur_element_count": "int", "max_elements": "int",
+                 "size_data_per_element": "int", "size_links_per_element": "int", "seed": "int"}
 
 
 def fast_forward_seed(seed: int, n: int) -> int:
@@ -77,5 +80,23 @@ def graph_from_state(state: dict[str, Any]) -> hnswlib.Index:
         index.__setstate__((dict(state),))
     except (RuntimeError, ValueError, TypeError) as exc:
         raise StateError(f"hnswlib cannot restore the saved HNSW graph ({exc}): it may come from another hnswlib "
-                         f"version; {_FIX}") from None
+                         f"version; {FIX}") from None
     return index
+
+
+def check_graph_state(state: dict[str, Any], dim: int, capacity: int, where: StatePart,
+                      prefix: str = "hnsw.") -> None:
+    """Refuse (:class:`~streamad.errors.StateError`) a :func:`graph_state` (its keys under ``prefix`` in
+    ``state``) that does not fit an index of ``dim`` and ``capacity``: its scalars, and the sizes of the
+    arrays hnswlib will read (a wrong size would crash it, not raise)."""
+    where.scalars(state, {prefix + k: kind for k, kind in GRAPH_SCALARS.items()})
+    cur, top, gdim = (state[prefix + k] for k in ("cur_element_count", "max_elements", "dim"))
+    if gdim != dim or state[prefix + "space"] != "l2" or not 0 <= cur <= top or cur > capacity:
+        raise StateError(f"{where.directory}: the HNSW graph does not fit the index (dim {gdim} vs {dim}, "
+                         f"{cur} of {top} elements, capacity {capacity}); {FIX}")
+    where.array(state, prefix + "label_lookup_external", (cur,), np.uint64)
+    where.array(state, prefix + "label_lookup_internal", (cur,), np.uint32)
+    levels = where.array(state, prefix + "element_levels", (top,), np.int32)
+    where.array(state, prefix + "data_level0", (cur * state[prefix + "size_data_per_element"],), np.int8)
+    links = int(np.maximum(levels[:cur], 0).sum()) * state[prefix + "size_links_per_element"]
+    where.array(state, prefix + "link_lists", (links,), np.int8)

@@ -33,7 +33,8 @@ import numpy as np
 from streamad.index.exact import ExactIndex, exact_knn
 from streamad.index.slots import Slots, check_query
 from streamad.config import IndexConfig
-from streamad.index.graph_state import graph_from_state, graph_state
+from streamad.index.graph_state import check_graph_state, graph_from_state, graph_state
+from streamad.state_schema import StatePart
 
 __all__ = ["ExactIndex", "NominalIndex", "exact_knn"]
 
@@ -117,6 +118,42 @@ class NominalIndex:
             idx._hnsw = graph_from_state({k[5:]: v for k, v in state.items() if k.startswith("hnsw.")})
             idx._hnsw.set_ef(idx.ef)
         return idx
+
+    # The scalars of ``state_dict`` and their kinds (streamad.state_schema); ``check_state`` checks the rest.
+    STATE_SCALARS = {"dim": "int", "M": "int", "ef_construction": "int", "ef": "int", "exact_below": "int",
+                     "seed": "int", "threads": "int", "insert_threads": "int", "capacity": "int", "used": "int",
+                     "graph": "bool"}
+
+    @classmethod
+    def check_state(cls, state: dict[str, Any], where: StatePart | None = None) -> None:
+        """Refuse (:class:`~streamad.errors.StateError`, naming the field or file of ``where``) a
+        ``state_dict`` that :meth:`from_state` cannot use: scalar kinds, array shapes and dtypes, slot
+        bookkeeping that disagrees with itself, a graph that does not fit the slots.
+
+            >>> idx = NominalIndex(dim=2)
+            >>> idx.add(np.array([7, 9]), np.array([[0.0, 0.0], [3.0, 4.0]], np.float32))
+            >>> state = idx.state_dict(); NominalIndex.check_state(state)
+            >>> state["slot_of_labels"] = np.array([7, 8]); NominalIndex.check_state(state)
+            Traceback (most recent call last):
+            ...
+            streamad.errors.StateError: .: inconsistent state (the nominal index's slot bookkeeping does not agree ...
+        """
+        where = where or StatePart(".", "index")
+        where.scalars(state, cls.STATE_SCALARS)
+        used, cap, d = state["used"], state["capacity"], state["dim"]
+        if not 0 <= used <= cap or d < 1:
+            raise where.inconsistent(f"index slots used {used}, capacity {cap}, dim {d}")
+        where.array(state, "vectors", (used, d), np.float32)
+        labels = where.array(state, "label_of_slot", (used,), np.int64)
+        live = where.array(state, "live", (used,), np.bool_)
+        free = where.array(state, "free", (-1,), np.int64)
+        keys = where.array(state, "slot_of_labels", (-1,), np.int64)
+        vals = where.array(state, "slot_of_slots", (len(keys),), np.int64)
+        if (len(keys) != live.sum() or ((vals < 0) | (vals >= used)).any() or not live[vals].all()
+                or not np.array_equal(labels[vals], keys) or ((free < 0) | (free >= used)).any() or live[free].any()):
+            raise where.inconsistent("the nominal index's slot bookkeeping does not agree with itself")
+        if state["graph"]:
+            check_graph_state(state, d, cap, where, prefix="hnsw.")
 
     @property
     def uses_graph(self) -> bool:

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from streamad.config import DecisionConfig
+from streamad.state_schema import StatePart
 
 # Scores kept for rebuilding the drift detector after a reload (800 kB of float64).
 DRIFT_HISTORY_MAX = 100_000
@@ -98,6 +99,19 @@ class ScoreDecisions:
         dec.count, dec.drifts = int(state["count"]), int(state["drifts"])
         dec._history[(dec.count - len(history) + np.arange(len(history))) % len(dec._history)] = history
         return dec
+
+    STATE_SCALARS = {"count": "int", "drifts": "int"}  # besides the array "history" (streamad.state_schema kinds)
+
+    @classmethod
+    def check_state(cls, state: dict[str, Any], where: StatePart | None = None) -> None:
+        """Refuse (:class:`~streamad.errors.StateError`, naming the field or file of ``where``) a
+        ``state_dict`` that :meth:`from_state` cannot use: counters that are not ints, a history that is
+        not finite float64 or longer than the count."""
+        where = where or StatePart(".", "decisions")
+        where.scalars(state, cls.STATE_SCALARS)
+        history = where.array(state, "history", (-1,), np.float64)
+        if len(history) > state["count"] or not np.isfinite(history).all():
+            raise where.inconsistent(f"{len(history)} saved scores for a count of {state['count']}")
 
     @property
     def threshold(self) -> float | None:

@@ -49,6 +49,9 @@ from streamad.vision.heatmap import heatmap_from_patch_scores, image_score
 from streamad.core.incremental import IncrementalChannels
 from streamad.index.hnsw import NominalIndex
 from streamad.results import FrameResult
+from streamad.errors import StateError
+from streamad.state_schema import StatePart
+from streamad.stream.persistence import read_state, write_state
 
 __all__ = ["ChannelConfig", "Extractor", "StreamConfig", "StreamDetector"]
 
@@ -127,9 +130,12 @@ class StreamDetector:
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the full engine state to ``directory``, atomically (the previous state there stays
         loadable until the new one is complete). See :mod:`streamad.stream.persistence`."""
-        from streamad.stream.persistence import save_state
-
-        return save_state(self, directory)
+        index = self.index
+        parts = {"detector": self.state_dict(), "channels": self.channels.state_dict(),
+                 "index": None if index is None else index.state_dict(), "decisions": self.decisions.state_dict()}
+        summary = {"frames_seen": self.frames_seen, "window_frames": len(self.channels), "window": self.config.window,
+                   "nominal_patches": self.nominal_count, "graph": bool(index is not None and index.uses_graph)}
+        return write_state(directory, parts, self.config, summary)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], extractor: Extractor | None = None,
@@ -141,12 +147,51 @@ class StreamDetector:
         threads). A missing, corrupt or incompatible state raises
         :class:`~streamad.errors.StateError` (a ``ValueError``) that names the file or field.
         """
-        from streamad.stream.persistence import load_state
+        saved = read_state(directory, config)
+        cls.check_state(saved.parts, saved.config, extractor, saved.path)
+        parts = saved.parts
+        if parts["index"] is not None:
+            parts["index"]["threads"] = saved.config.index.threads  # a run-time setting: the one given wins
+        return cls.from_state(parts, saved.config, extractor)  # type: ignore[arg-type]
 
-        return load_state(directory, extractor=extractor, config=config, cls=cls)
+    # The parts of a saved state, and the scalars of the detector's own (streamad.state_schema kinds).
+    STATE_PARTS = ("detector", "channels", "index", "decisions")
+    STATE_SCALARS = {"frames_seen": "int", "next_frame_id": "int", "since_admission": "int?",
+                     "last_admission_time": "num?", "frame_size": "pair?", "grid": "grid"}
+
+    @classmethod
+    def check_state(cls, parts: dict[str, Any], config: StreamConfig, extractor: Extractor | None = None,
+                    directory: str | os.PathLike[str] = ".") -> None:
+        """Refuse (:class:`~streamad.errors.StateError`, naming the file or field in ``directory``) saved
+        ``parts`` that :meth:`from_state` cannot resume with ``config`` and ``extractor``: each part as its
+        owner's ``check_state`` says, then the parts against each other and the extractor."""
+        where = {name: StatePart(directory, name) for name in cls.STATE_PARTS}
+        own, channels = where["detector"].require(parts), where["channels"].require(parts)
+        index, decisions = where["index"].require(parts, optional=True), where["decisions"].require(parts)
+        where["detector"].scalars(own, cls.STATE_SCALARS)
+        grid = tuple(own["grid"])
+        want = tuple(int(v) for v in (extractor.grid if extractor is not None else config.features.grid))
+        if want != grid:
+            raise StateError(f"cannot resume from {directory}: it was saved with a {grid[0]}x{grid[1]} descriptor "
+                             f"grid, but the extractor gives {want[0]}x{want[1]}: use the extractor (features) it "
+                             "was saved with")
+        dim = IncrementalChannels.check_state(channels, config.window, config.channels, grid[0] * grid[1],
+                                              where["channels"])
+        if index is not None:
+            NominalIndex.check_state(index, where["index"])
+            if dim is not None and index["dim"] != dim:
+                raise where["index"].inconsistent(f"the window holds {dim}-d descriptors, the nominal index "
+                                                  f"{index['dim']}-d ones")
+            ext_dim = getattr(extractor, "dim", None)
+            if isinstance(ext_dim, (int, np.integer)) and int(ext_dim) != index["dim"]:
+                raise StateError(f"cannot resume from {directory}: it holds {index['dim']}-d descriptors, but the "
+                                 f"extractor gives {int(ext_dim)}-d ones: use the extractor (features) it was saved "
+                                 "with")
+        ScoreDecisions.check_state(decisions, where["decisions"])
 
     def state_dict(self) -> dict[str, Any]:
-        """The detector's own counters (the channels, index and decisions have their own ``state_dict``)."""
+        """The detector's own counters (the channels, index and decisions have their own ``state_dict``;
+        ``save`` writes them all as the parts ``STATE_PARTS``)."""
         size = self.frame_size
         return {"grid": list(self.grid), "frames_seen": self.frames_seen, "next_frame_id": self._next_frame_id,
                 "since_admission": self._since_admission, "last_admission_time": self._last_admission_time,

@@ -1,12 +1,14 @@
-"""Save and load the streaming engine's full state (docs/persistence.md).
+"""Write a saved state to disk atomically and read it back, checked (docs/persistence.md).
 
 A state directory holds ``manifest.json`` (format and version, the configuration, every scalar, and
 the file, shape, dtype, size and CRC-32 of every array) and one ``.npy`` file per array, written with
 ``np.save`` and read with ``np.load(..., allow_pickle=False)``: nothing is unpickled or evaluated.
-The classes that own the state say what it is (``state_dict()`` / ``from_state()`` on
-:class:`~streamad.stream.detector.StreamDetector`, :class:`~streamad.core.incremental.IncrementalChannels`,
-:class:`~streamad.index.hnsw.NominalIndex` and :class:`~streamad.stream.decisions.ScoreDecisions`); this
-module writes it, reads it back and checks it.
+A state is a dict of parts, each a dict of JSON scalars and numpy arrays (or None). What the parts
+hold, and whether that is loadable, is said by the classes that own them (``state_dict()``,
+``from_state()`` and ``check_state()`` on :class:`~streamad.core.incremental.IncrementalChannels`,
+:class:`~streamad.index.hnsw.NominalIndex`, :class:`~streamad.stream.decisions.ScoreDecisions` and
+:class:`~streamad.stream.detector.StreamDetector`, whose ``save`` and ``load`` call this module); this
+module only writes the files and reads them back.
 
 Saving is atomic: the state is written into a temporary sibling directory, every file and the
 directory are fsynced, then it replaces the target (the old state is renamed to ``.NAME.previous``,
@@ -14,29 +16,26 @@ the new one into place, the old one deleted). A crash at any point leaves a load
 one, or the new one, or (between the two renames) ``.NAME.previous``, which the next load or save
 puts back.
 
-Loading refuses, with a :class:`StateError` naming the file or field, both values and what to do: a
-missing or corrupt file (bad JSON, truncated or altered ``.npy``, wrong shapes), another format
-version, a configuration other than the one given, a descriptor grid or dimension other than the
-extractor's.
+Reading refuses, with a :class:`StateError` naming the file or field, both values and what to do: a
+missing or corrupt file (bad JSON, truncated or altered ``.npy``, shapes other than the manifest's),
+another format version, a configuration other than the one given.
 
     >>> import tempfile, numpy as np
     >>> from streamad.config import StreamConfig, ChannelConfig
-    >>> from streamad.stream.detector import StreamDetector
-    >>> class Toy:
-    ...     grid, image_size = (1, 2), (32, 32)
-    >>> det = StreamDetector(StreamConfig(window=4, channels=ChannelConfig(seeds=1, min_span=1)), extractor=Toy())
-    >>> for i in range(3):
-    ...     _ = det.process_descriptors(np.full((2, 3), i, np.float32), timestamp=float(i))
+    >>> config = StreamConfig(window=4, channels=ChannelConfig(seeds=1, min_span=1))
+    >>> parts = {"counter": {"n": 3, "values": np.arange(3.0)}, "graph": None}
     >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     path = save_state(det, f"{tmp}/state")
-    ...     back = load_state(path, extractor=Toy())
-    ...     load_state(path, extractor=Toy(), config=StreamConfig(window=5, channels=det.config.channels))
+    ...     path = write_state(f"{tmp}/state", parts, config, summary={"n": 3})
+    ...     saved = read_state(path)
+    ...     read_state(path, config=StreamConfig(window=5, channels=config.channels))
     ...     # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     streamad.errors.StateError: cannot resume from .../state: it was saved with StreamConfig.window=4, ...
-    >>> back.frames_seen, back.nominal_count == det.nominal_count
-    (3, True)
+    >>> saved.parts["counter"]["n"], saved.parts["counter"]["values"].tolist(), saved.parts["graph"]
+    (3, [0.0, 1.0, 2.0], None)
+    >>> saved.config == config, saved.manifest["summary"], sorted(saved.manifest["arrays"])
+    (True, {'n': 3}, ['counter.values'])
 """
 
 from __future__ import annotations
@@ -48,35 +47,30 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
-import hnswlib
 import numpy as np
 
 from streamad.config import StreamConfig
 from streamad.errors import StateError
+from streamad.state_schema import FIX, MANIFEST, array_file
 
-if TYPE_CHECKING:
-    from streamad.stream.detector import Extractor, StreamDetector
-
-__all__ = ["FORMAT_VERSION", "StateError", "has_state", "load_state", "move_aside", "read_manifest", "save_state"]
+__all__ = ["FORMAT_VERSION", "RUNTIME_FIELDS", "SavedState", "StateError", "check_compatible", "has_state",
+           "move_aside", "read_manifest", "read_state", "write_state"]
 
 FORMAT = "streamad-engine-state"
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 # Settings that may differ between the saved and the resuming configuration (they change no state).
 RUNTIME_FIELDS = frozenset({"features.device", "features.batch_size", "index.threads"})
-_FIX = "restore it from a backup, or start fresh (streamad watch: --state-reset moves it aside)"
-
-
 
 
 # ---------------------------------------------------------------------------------------------- saving
-def save_state(detector: StreamDetector, directory: str | os.PathLike[str]) -> Path:
-    """Write ``detector``'s full state to ``directory`` atomically; returns its path.
+def write_state(directory: str | os.PathLike[str], parts: dict[str, dict[str, Any] | None], config: StreamConfig,
+                summary: dict[str, Any]) -> Path:
+    """Write ``parts`` (name: a dict of JSON scalars and numpy arrays, or None), ``config`` and
+    ``summary`` (for people and tools) to ``directory`` atomically; returns its path.
 
     ``directory`` may be new, empty or a previous state (replaced only once the new one is complete);
     a non-empty directory that holds no state is refused. ``OSError`` (read-only, disk full) leaves
@@ -90,12 +84,11 @@ def save_state(detector: StreamDetector, directory: str | os.PathLike[str]) -> P
         if not (target / MANIFEST).is_file() and any(target.iterdir()):
             raise StateError(f"cannot save the state to {target}: the directory is not empty and holds no streamad "
                              f"state ({MANIFEST} is missing); refusing to replace it: choose a new or empty directory")
-    parts = {"detector": detector.state_dict(), "channels": detector.channels.state_dict(),
-             "index": None if detector.index is None else detector.index.state_dict(),
-             "decisions": detector.decisions.state_dict()}
     scalars: dict[str, Any] = {}
     arrays: dict[str, np.ndarray] = {}
     for part, state in parts.items():
+        if not part or "." in part:
+            raise ValueError(f"state part names must be non-empty and hold no '.', got {part!r}")
         scalars[part] = None if state is None else {}
         for key, value in (state or {}).items():
             if isinstance(value, np.ndarray):
@@ -106,17 +99,15 @@ def save_state(detector: StreamDetector, directory: str | os.PathLike[str]) -> P
 
     manifest: dict[str, Any] = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "streamad_version": __version__,
-        "hnswlib_version": _hnswlib_version(), "saved_at": time.time(),
-        "summary": {"frames_seen": detector.frames_seen, "window_frames": len(detector.channels),
-                    "window": detector.config.window, "nominal_patches": detector.nominal_count,
-                    "graph": bool(detector.index is not None and detector.index.uses_graph)},
-        "config": dataclasses.asdict(detector.config), "state": scalars, "arrays": {}}
+        "hnswlib_version": _hnswlib_version(), "saved_at": time.time(), "summary": summary,
+        "config": dataclasses.asdict(config), "state": scalars, "arrays": {}}
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.saving-{os.getpid()}-", dir=target.parent))
     try:
         for name, array in arrays.items():
-            manifest["arrays"][name] = _write_array(tmp / f"{name}.npy", array)
+            part, _, key = name.partition(".")
+            manifest["arrays"][name] = _write_array(tmp / array_file(part, key), array)
         _write_file(tmp / MANIFEST, json.dumps(manifest, indent=1, allow_nan=False, default=_plain).encode())
         _fsync_dir(tmp)
         _swap_into_place(tmp, target)
@@ -272,14 +263,14 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         manifest = json.loads(file.read_bytes().decode("utf-8"))
     except FileNotFoundError:
-        raise StateError(f"{file} is missing: {path} holds no streamad state, or an incomplete one; {_FIX}") from None
+        raise StateError(f"{file} is missing: {path} holds no streamad state, or an incomplete one; {FIX}") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise StateError(f"{file} is not valid JSON ({exc}): the state is corrupt; {_FIX}") from None
+        raise StateError(f"{file} is not valid JSON ({exc}): the state is corrupt; {FIX}") from None
     except OSError as exc:
         raise StateError(f"cannot read {file}: {exc.strerror or exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise StateError(f"{file} is not a streamad engine state (format {found!r}, expected {FORMAT!r}); {_FIX}")
+        raise StateError(f"{file} is not a streamad engine state (format {found!r}, expected {FORMAT!r}); {FIX}")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise StateError(f"{path} holds a state in format_version {version!r}, but this streamad "
@@ -287,36 +278,42 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
                          "or start a new state (streamad watch: --state-reset moves it aside)")
     for key, kind in (("config", dict), ("state", dict), ("arrays", dict)):
         if not isinstance(manifest.get(key), kind):
-            raise StateError(f"{file}: field {key!r} is missing or not a {kind.__name__}; {_FIX}")
+            raise StateError(f"{file}: field {key!r} is missing or not a {kind.__name__}; {FIX}")
     return manifest
 
 
-def load_state(directory: str | os.PathLike[str], extractor: Extractor | None = None,
-               config: StreamConfig | None = None, cls: type[StreamDetector] | None = None) -> StreamDetector:
-    """The detector saved in ``directory`` (see :meth:`StreamDetector.load`)."""
-    if cls is None:
-        from streamad.stream.detector import StreamDetector as cls  # type: ignore[no-redef]
+class SavedState(NamedTuple):
+    """What :func:`read_state` read: the state directory, its manifest, the configuration to resume with
+    and the parts (the manifest's scalars and the arrays read from their files, part by part)."""
+
+    path: Path
+    manifest: dict[str, Any]
+    config: StreamConfig
+    parts: dict[str, dict[str, Any] | None]
+
+
+def read_state(directory: str | os.PathLike[str], config: StreamConfig | None = None) -> SavedState:
+    """The state :func:`write_state` wrote to ``directory``, every file read and verified (CRC-32, .npy
+    format, shape and dtype as in the manifest). ``config``, if given, must match the saved one but for
+    the run-time settings (:func:`check_compatible`) and is then the one returned; else the saved one.
+    What the parts hold is for their owners to check (their ``check_state``)."""
     path = Path(directory)
     manifest = read_manifest(path)
     saved = _config_from_dict(manifest["config"], path / MANIFEST)
     if config is not None:
         check_compatible(saved, config, path)
-    config = config or saved
-    parts = _parts(manifest, path)
-    _check(parts, config, path)
-    if parts["index"] is not None:
-        parts["index"]["threads"] = config.index.threads  # a run-time setting: the one given wins
-    grid = tuple(parts["detector"]["grid"])
-    want = tuple(int(v) for v in (extractor.grid if extractor is not None else config.features.grid))
-    if want != grid:
-        raise StateError(f"cannot resume from {path}: it was saved with a {grid[0]}x{grid[1]} descriptor grid, but "
-                         f"the extractor gives {want[0]}x{want[1]}: use the extractor (features) it was saved with")
-    dim = int(parts["index"]["dim"]) if parts["index"] is not None else None
-    ext_dim = getattr(extractor, "dim", None)
-    if dim is not None and isinstance(ext_dim, (int, np.integer)) and int(ext_dim) != dim:
-        raise StateError(f"cannot resume from {path}: it holds {dim}-d descriptors, but the extractor gives "
-                         f"{int(ext_dim)}-d ones: use the extractor (features) it was saved with")
-    return cls.from_state(parts, config, extractor)
+    parts: dict[str, dict[str, Any] | None] = {}
+    for part, state in manifest["state"].items():
+        if state is not None and not isinstance(state, dict):
+            raise StateError(f"{path / MANIFEST}: state part {part!r} is not a dict; {FIX}")
+        parts[part] = None if state is None else dict(state)
+    for name, meta in manifest["arrays"].items():
+        part, _, key = name.partition(".")
+        state = parts.get(part)
+        if state is None or not key:
+            raise StateError(f"{path / MANIFEST}: unexpected array {name!r}; {FIX}")
+        state[key] = _read_array(path / array_file(part, key), meta)
+    return SavedState(path, manifest, config or saved, parts)
 
 
 def _config_from_dict(data: dict[str, Any], where: Path) -> StreamConfig:
@@ -327,7 +324,7 @@ def _config_from_dict(data: dict[str, Any], where: Path) -> StreamConfig:
                 kwargs[f.name] = f.default_factory(**kwargs[f.name])  # type: ignore[misc]
         return StreamConfig(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise StateError(f"{where}: the saved configuration is not valid for this streamad ({exc}); {_FIX}") from None
+        raise StateError(f"{where}: the saved configuration is not valid for this streamad ({exc}); {FIX}") from None
 
 
 def _flat(config: StreamConfig) -> dict[str, Any]:
@@ -359,161 +356,28 @@ def check_compatible(saved: StreamConfig, given: StreamConfig, where: Path | str
                          "settings, or use another state directory (streamad watch: --state-reset moves this one aside)")
 
 
-# Scalars each part must hold: "int", "int?" (or None), "num?", "bool", "dict", "str", "num".
-_SCALARS: dict[str, dict[str, str]] = {
-    "detector": {"frames_seen": "int", "next_frame_id": "int", "since_admission": "int?",
-                 "last_admission_time": "num?", "frame_size": "pair?"},
-    "channels": {"batched_trim": "bool", "admissions": "int", "last_promotion": "int?", "head": "int",
-                 "last_id": "int", "allocated": "bool", "stats": "dict"},
-    "index": {"dim": "int", "M": "int", "ef_construction": "int", "ef": "int", "exact_below": "int", "seed": "int",
-              "threads": "int", "insert_threads": "int", "capacity": "int", "used": "int", "graph": "bool"},
-    "decisions": {"count": "int", "drifts": "int"},
-}
-_HNSW_SCALARS = {"space": "str", "dim": "int", "cur_element_count": "int", "max_elements": "int",
-                 "size_data_per_element": "int", "size_links_per_element": "int", "seed": "int"}
-_KINDS = {"int": (int,), "int?": (int, type(None)), "num?": (int, float, type(None)), "num": (int, float),
-          "bool": (bool,), "dict": (dict,), "str": (str,)}
-
-
-def _parts(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The manifest's scalars merged with the arrays read from their files, part by part."""
-    scalars, arrays = manifest["state"], manifest["arrays"]
-    parts: dict[str, Any] = {}
-    for part, schema in _SCALARS.items():
-        if part not in scalars:
-            raise StateError(f"{path / MANIFEST}: state part {part!r} is missing; {_FIX}")
-        if scalars[part] is None and part == "index":
-            parts[part] = None
-            continue
-        state = scalars[part]
-        if not isinstance(state, dict):
-            raise StateError(f"{path / MANIFEST}: state part {part!r} is not a dict; {_FIX}")
-        if part == "detector":
-            schema = {**schema, "grid": "grid"}
-        elif part == "index" and state.get("graph") is True:
-            schema = {**schema, **{f"hnsw.{k}": v for k, v in _HNSW_SCALARS.items()}}
-        for key, kind in schema.items():
-            value = state.get(key, ...)
-            if kind in ("grid", "pair?"):
-                ok = (kind == "pair?" and value is None) or (isinstance(value, list) and len(value) == 2
-                                                             and all(type(v) is int and v >= 1 for v in value))
-            else:
-                ok = isinstance(value, _KINDS[kind]) and (kind == "bool" or type(value) is not bool)
-            if not ok:
-                raise StateError(f"{path / MANIFEST}: {part}.{key} is {'missing' if value is ... else repr(value)}, "
-                                 f"expected {kind}; {_FIX}")
-        parts[part] = dict(state)
-    for name, meta in arrays.items():
-        part, _, key = name.partition(".")
-        if parts.get(part) is None or not key:
-            raise StateError(f"{path / MANIFEST}: unexpected array {name!r}; {_FIX}")
-        parts[part][key] = _read_array(path, name, meta)
-    return parts
-
-
-def _read_array(directory: Path, name: str, meta: Any) -> np.ndarray:
-    file = directory / f"{name}.npy"
+def _read_array(file: Path, meta: Any) -> np.ndarray:
+    directory = file.parent
     if not (isinstance(meta, dict) and meta.get("file") == file.name and isinstance(meta.get("bytes"), int)
             and isinstance(meta.get("crc32"), int) and isinstance(meta.get("shape"), list)
             and isinstance(meta.get("dtype"), str)):
-        raise StateError(f"{directory / MANIFEST}: the entry of {file.name} is malformed; {_FIX}")
+        raise StateError(f"{directory / MANIFEST}: the entry of {file.name} is malformed; {FIX}")
     try:
         data = file.read_bytes()
     except FileNotFoundError:
-        raise StateError(f"{file} is missing: the state in {directory} is incomplete; {_FIX}") from None
+        raise StateError(f"{file} is missing: the state in {directory} is incomplete; {FIX}") from None
     except OSError as exc:
         raise StateError(f"cannot read {file}: {exc.strerror or exc}") from None
     if len(data) != meta["bytes"]:
         raise StateError(f"{file} is truncated or was altered: {len(data)} bytes, the manifest says {meta['bytes']}; "
-                         f"{_FIX}")
+                         f"{FIX}")
     if zlib.crc32(data) != meta["crc32"]:
-        raise StateError(f"{file} is corrupt (its CRC-32 does not match the manifest's); {_FIX}")
+        raise StateError(f"{file} is corrupt (its CRC-32 does not match the manifest's); {FIX}")
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any parse failure is a corrupt file
-        raise StateError(f"{file} is not a readable .npy array ({exc}); {_FIX}") from None
+        raise StateError(f"{file} is not a readable .npy array ({exc}); {FIX}") from None
     if not isinstance(array, np.ndarray) or list(array.shape) != meta["shape"] or array.dtype.str != meta["dtype"]:
         raise StateError(f"{file} holds a {array.dtype} array of shape {array.shape}, but the manifest says "
-                         f"{meta['dtype']} {tuple(meta['shape'])}; {_FIX}")
+                         f"{meta['dtype']} {tuple(meta['shape'])}; {FIX}")
     return array
-
-
-def _need(path: Path, part: dict[str, Any], pname: str, key: str, shape: tuple[int, ...],
-          *dtypes: Any) -> np.ndarray:
-    """The array ``part[key]``, which must have ``shape`` (-1: any length) and one of ``dtypes``."""
-    file = path / f"{pname}.{key}.npy"
-    array = part.get(key)
-    if not isinstance(array, np.ndarray):
-        raise StateError(f"{file} is missing from the manifest: the state is incomplete; {_FIX}")
-    ok_shape = array.ndim == len(shape) and all(w in (-1, s) for w, s in zip(shape, array.shape))
-    if not ok_shape or array.dtype not in [np.dtype(d) for d in dtypes]:
-        want = "(" + ", ".join("n" if w == -1 else str(w) for w in shape) + ")"
-        raise StateError(f"{file} has shape {array.shape} and dtype {array.dtype}, but this state needs shape {want} "
-                         f"and dtype {' or '.join(str(np.dtype(d)) for d in dtypes)}; {_FIX}")
-    return array
-
-
-def _check(parts: dict[str, Any], config: StreamConfig, path: Path) -> None:
-    """Shapes and bookkeeping of every array against the configuration and each other."""
-    i8, i4, f8, b1 = np.int64, np.int32, np.float64, np.bool_
-
-    def bad(what: str) -> StateError:
-        return StateError(f"{path}: inconsistent state ({what}); {_FIX}")
-
-    gh, gw = parts["detector"]["grid"]
-    w, p = config.window, gh * gw
-    ch = parts["channels"]
-    dim = None
-    if ch["allocated"]:
-        x = _need(path, ch, "channels", "x", (w, p, -1), np.float32, np.float64)
-        dim = x.shape[2]
-        dcap = len(_need(path, ch, "channels", "seed_frame", (-1,), i8))
-        if dcap < config.channels.seeds:
-            raise bad(f"{dcap} seed slots for {config.channels.seeds} seeds")
-        for key, shape, dtype in (("frame", (w,), i8), ("seed_j", (w,), i8), ("pair_patch", (dcap, w, p), i8),
-                                  ("pair_dist", (dcap, w, p), f8), ("members", (dcap, p, w), i4),
-                                  ("assign_j", (w, p), i8), ("assign_a", (w, p), i8), ("nominal", (w, p), b1),
-                                  ("published", (w, p), b1), ("dirty", (dcap, p), b1),
-                                  ("pending_removed", (-1,), i8)):
-            _need(path, ch, "channels", key, shape, dtype)
-        ids = _need(path, ch, "channels", "ids", (-1,), i8)
-        _need(path, ch, "channels", "eligible", (len(ids),), b1)
-        slots = (ch["head"] + np.arange(len(ids))) % w
-        if len(ids) > w or not 0 <= ch["head"] < w or not np.array_equal(ch["frame"][slots], ids):
-            raise bad("the window's frame ids do not match its ring buffer")
-    idx = parts["index"]
-    if idx is not None:
-        if dim is not None and idx["dim"] != dim:
-            raise bad(f"the window holds {dim}-d descriptors, the nominal index {idx['dim']}-d ones")
-        used, cap, d = idx["used"], idx["capacity"], idx["dim"]
-        if not 0 <= used <= cap or d < 1:
-            raise bad(f"index slots used {used}, capacity {cap}, dim {d}")
-        _need(path, idx, "index", "vectors", (used, d), np.float32)
-        labels = _need(path, idx, "index", "label_of_slot", (used,), i8)
-        live = _need(path, idx, "index", "live", (used,), b1)
-        free = _need(path, idx, "index", "free", (-1,), i8)
-        keys = _need(path, idx, "index", "slot_of_labels", (-1,), i8)
-        vals = _need(path, idx, "index", "slot_of_slots", (len(keys),), i8)
-        if (len(keys) != live.sum() or ((vals < 0) | (vals >= used)).any() or not live[vals].all()
-                or not np.array_equal(labels[vals], keys) or ((free < 0) | (free >= used)).any() or live[free].any()):
-            raise bad("the nominal index's slot bookkeeping does not agree with itself")
-        if idx["graph"]:
-            _check_graph(path, idx, d, cap)
-    dec = parts["decisions"]
-    history = _need(path, dec, "decisions", "history", (-1,), f8)
-    if len(history) > dec["count"] or not np.isfinite(history).all():
-        raise bad(f"{len(history)} saved scores for a count of {dec['count']}")
-
-
-def _check_graph(path: Path, idx: dict[str, Any], dim: int, capacity: int) -> None:
-    """The HNSW arrays must have the sizes hnswlib will read (a wrong size would crash it, not raise)."""
-    cur, top = idx["hnsw.cur_element_count"], idx["hnsw.max_elements"]
-    if idx["hnsw.dim"] != dim or idx["hnsw.space"] != "l2" or not 0 <= cur <= top or cur > capacity:
-        raise StateError(f"{path}: the HNSW graph does not fit the index (dim {idx['hnsw.dim']} vs {dim}, "
-                         f"{cur} of {top} elements, capacity {capacity}); {_FIX}")
-    _need(path, idx, "index", "hnsw.label_lookup_external", (cur,), np.uint64)
-    _need(path, idx, "index", "hnsw.label_lookup_internal", (cur,), np.uint32)
-    levels = _need(path, idx, "index", "hnsw.element_levels", (top,), np.int32)
-    _need(path, idx, "index", "hnsw.data_level0", (cur * idx["hnsw.size_data_per_element"],), np.int8)
-    links = int(np.maximum(levels[:cur], 0).sum()) * idx["hnsw.size_links_per_element"]
-    _need(path, idx, "index", "hnsw.link_lists", (links,), np.int8)
