@@ -31,3 +31,15 @@ def test_bench_refuses_too_few_frames_and_empty_folders(tmp_path, capsys):
     assert "must exceed --window" in capsys.readouterr().err
     assert main(["bench", str(tmp_path), "--frames", "20", "--window", "12"]) == 2
     assert "no images" in capsys.readouterr().err
+
+
+def test_bench_without_a_folder_runs_on_the_demo_stream(tmp_path, capsys):
+    # the fewest frames the command allows: a window must exceed the 10 seeds, and one frame is timed after it
+    out = tmp_path / "demo.json"
+    assert main(["bench", "--frames", "12", "--window", "11", "--device", "cpu", "--weights", "random",
+                 "--warmup", "0", "--json", str(out), "--quiet"]) == 0
+    r = json.loads(out.read_text())
+    for key in ("backbone_fps", "pipeline_fps", "ratio", "p50_ms", "p99_ms"):
+        assert isinstance(r[key], float) and r[key] > 0, key
+    assert r["frames_timed"] == {"backbone": 12, "pipeline": 1} and r["window"] == 11
+    assert "the first 12 of the built-in demo stream (384x384)" in capsys.readouterr().out

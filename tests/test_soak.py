@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
 import numpy as np
 
+from streamad.bench import soak
+from streamad.bench.streams import WanderingStream
 from streamad.cli import main
-
-bench = importlib.import_module("streamad.cli.bench_engine")
 
 TINY = ["--mode", "soak", "--frames", "60", "--report-every", "20", "--soak-patches", "16", "--soak-dim", "8",
         "--soak-window", "16", "--seeds", "3"]
@@ -38,7 +37,7 @@ def test_soak_prints_a_row_per_interval_writes_json_and_a_verdict(tmp_path: Path
 
 def test_soak_verdict_flags_growing_memory(monkeypatch, capsys) -> None:
     readings = iter([100.0, 100.0, 130.0])
-    monkeypatch.setattr(bench, "rss_mib", lambda: next(readings))
+    monkeypatch.setattr(soak, "rss_mib", lambda: next(readings))
     assert main(["bench-engine", *TINY]) == 0
     verdict = capsys.readouterr().out.splitlines()[-1]
     assert verdict.startswith("soak verdict: GROWING") and "memory x1.300" in verdict
@@ -50,12 +49,12 @@ def test_soak_needs_a_warm_up_and_two_intervals(capsys) -> None:
 
 
 def test_wandering_stream_keeps_moving_but_stays_on_one_scale() -> None:
-    s = bench.WanderingStream(200, 16, seed=0, tau=500.0, spread=0.5)
+    s = WanderingStream(200, 16, seed=0, tau=500.0, spread=0.5)
     start = s.next().copy()
     for _ in range(3000):
         s.next()
     assert 0.4 < float(s.offset.std()) < 0.6               # stationary spread of the walk
     moved = np.linalg.norm(s.places - s.home, axis=1).mean()
     assert moved > 1.0                                       # the normal places have moved (noise is 0.3 / dim)
-    again = bench.WanderingStream(200, 16, seed=0, tau=500.0, spread=0.5)
+    again = WanderingStream(200, 16, seed=0, tau=500.0, spread=0.5)
     np.testing.assert_array_equal(again.next(), start)      # seeded

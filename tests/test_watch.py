@@ -272,9 +272,9 @@ def test_cli_watch_errors_are_plain_messages(tmp_path: Path, video: Path, fake_b
 
 
 def test_cli_watch_live_source_that_gives_up_is_an_error(fake_backend, monkeypatch, capsys) -> None:
-    import streamad.adapters.sources as sources
+    import streamad.adapters.sources.camera as camera
 
-    monkeypatch.setattr(sources, "default_capture", lambda target, **kw: cv2.VideoCapture())  # never opens
+    monkeypatch.setattr(camera, "default_capture", lambda target, **kw: cv2.VideoCapture())  # never opens
     t = time.monotonic()
     code = cli.main(["watch", "7", "--max-retries", "1"])
     captured = capsys.readouterr()

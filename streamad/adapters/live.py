@@ -299,103 +299,166 @@ def run_watch(source: Source, detector: Detector, *, publisher: Publisher | None
     detector in the middle of a frame: its state could be half-updated)."""
     if max_frames is not None and max_frames < 0:
         raise ValueError(f"max_frames must be >= 0 or None, got {max_frames!r}")
-    stop = stop if stop is not None else StopFlag()
-    frames = ready = anomalies = drifts = bad = 0
-    busy = False
-    last: FrameResult | None = None
-    need_overlay = recorder is not None or window is not None or (publisher is not None and publisher.overlay_jpeg)
-    timers = {name: StageTimer() for name in STAGES}
-    clock = time.perf_counter
+    loop = _WatchLoop(source, detector, publisher=publisher, recorder=recorder, window=window,
+                      on_result=on_result, on_bad_frame=on_bad_frame, overlay_scale=overlay_scale, saver=saver)
     start = time.monotonic()
-    next_status = start + status_interval
-    stopped = "end"
-    try:
-        while True:
-            if stop:
-                stopped = stop.reason or "stop requested"
-                break
-            if max_frames is not None and frames + bad >= max_frames:
-                stopped = "max_frames"
-                break
-            t0 = clock()
-            frame = source.read(timeout=poll)
-            if frame is None:
-                if source.ended:
-                    break
-                continue  # nothing yet (live source): only the read that returns a frame is timed
-            t1 = clock()
-            timers["read"].add(t1 - t0)
-            try:
-                busy = True  # a KeyboardInterrupt now may leave the detector half-updated: then it is not saved
-                result = detector.process(frame.image, timestamp=frame.timestamp)
-                busy = False
-            except ValueError as exc:
-                busy = False
-                bad += 1
-                if on_bad_frame is not None:
-                    on_bad_frame(frame, exc, bad)
-                elif bad <= 3 or bad % 100 == 0:
-                    log.warning("%s frame %d skipped (%d so far): %s", frame.source, frame.index, bad, exc)
-                continue
-            t0 = clock()
-            timers["detect"].add(t0 - t1)
-            frames += 1
-            ready += bool(result.ready)
-            anomalies += bool(result.anomalous)
-            drifts += bool(result.drift)
-            last = result
-            overlay = None
-            if need_overlay:
-                # the detector accepted the frame, so it converts (a custom source may yield grayscale,
-                # float or RGBA arrays; the overlay needs RGB uint8)
-                overlay = render_overlay(as_rgb_uint8(frame.image), result, scale=overlay_scale,
-                                         label=f"{frame.source} #{result.index}")
-                t0 = _lap(timers["overlay"], t0, clock)
-            if publisher is not None:
-                publisher.publish(result, frame.image, frame.source, overlay=overlay)
-                t0 = _lap(timers["publish"], t0, clock)
-            if recorder is not None and overlay is not None:
-                recorder.write(overlay, ready=bool(result.ready))
-                t0 = _lap(timers["record"], t0, clock)
-            if on_result is not None:
-                on_result(frame, result)
-            if window is not None and overlay is not None:
-                t0 = clock()
-                is_open = window.show(overlay)
-                _lap(timers["show"], t0, clock)
-                if not is_open:
-                    stopped = "window closed"
-                    break
-            if saver is not None:
-                t0 = clock()
-                if saver.frame_done():
-                    _lap(timers["save"], t0, clock)
-            now = time.monotonic()
-            if on_status is not None and now >= next_status:
-                on_status(status_line(frames, now - start, last, anomalies, bad, source.stats))
-                next_status = now + status_interval
-    except KeyboardInterrupt:
-        stopped = "interrupted"
-    if saver is not None and busy:
-        saver.on_event("not saving the state: interrupted in the middle of a frame (the state saved last is kept)")
-    elif saver is not None:
-        t0 = clock()
-        if saver.finish():
-            _lap(timers["save"], t0, clock)
+    status = _StatusTicker(on_status, status_interval, start)
+    stopped = loop.run(stop if stop is not None else StopFlag(), max_frames, poll, status)
+    loop.finish_state()
     seconds = time.monotonic() - start
-    if on_status is not None:
-        on_status(status_line(frames, seconds, last, anomalies, bad, source.stats))
-    return WatchSummary(frames=frames, ready=ready, anomalies=anomalies, drifts=drifts, bad_frames=bad,
-                        seconds=seconds, published=publisher.sent if publisher else 0,
-                        publish_dropped=publisher.dropped if publisher else 0, source=source.stats,
-                        stopped=stopped, stages={name: t.summary() for name, t in timers.items() if t.count},
-                        state_dir=None if saver is None else str(saver.directory),
-                        state_saves=0 if saver is None else saver.saved,
-                        state_save_failures=0 if saver is None else saver.failed)
+    status.final(loop.status_line(seconds))
+    return loop.summary(stopped, seconds)
 
 
-def _lap(timer: StageTimer, t0: float, clock: Callable[[], float]) -> float:
-    """Record the time since ``t0`` in ``timer``; return now (the start of the next stage)."""
-    now = clock()
+class _StatusTicker:
+    """Calls ``on_status`` with a progress line at most every ``interval`` seconds."""
+
+    def __init__(self, on_status: Callable[[str], None] | None, interval: float, start: float) -> None:
+        self.on_status, self.interval, self.start = on_status, interval, start
+        self.next = start + interval
+
+    def tick(self, line: Callable[[float], str]) -> None:
+        """``line(seconds since the start)`` to ``on_status`` if the interval has passed."""
+        now = time.monotonic()
+        if self.on_status is not None and now >= self.next:
+            self.on_status(line(now - self.start))
+            self.next = now + self.interval
+
+    def final(self, line: str) -> None:
+        if self.on_status is not None:
+            self.on_status(line)
+
+
+class _WatchLoop:
+    """One run of :func:`run_watch`: its parts, counters and stage timers; one method per step of a frame."""
+
+    def __init__(self, source: Source, detector: Detector, *, publisher: Publisher | None,
+                 recorder: VideoRecorder | SnapshotRecorder | None, window: Window | None,
+                 on_result: Callable[[Frame, FrameResult], None] | None,
+                 on_bad_frame: Callable[[Frame, ValueError, int], None] | None, overlay_scale: float | None,
+                 saver: StateSaver | None) -> None:
+        self.source, self.detector, self.saver = source, detector, saver
+        self.publisher, self.recorder, self.window = publisher, recorder, window
+        self.on_result, self.on_bad_frame, self.overlay_scale = on_result, on_bad_frame, overlay_scale
+        self.need_overlay = (recorder is not None or window is not None
+                             or (publisher is not None and publisher.overlay_jpeg))
+        self.timers = {name: StageTimer() for name in STAGES}
+        self.frames = self.ready = self.anomalies = self.drifts = self.bad = 0
+        self.last: FrameResult | None = None
+        self.busy = False  # inside detector.process: a KeyboardInterrupt now may leave it half-updated
+        self._mark = 0.0   # perf_counter at the end of the last timed stage
+
+    def run(self, stop: StopFlag, max_frames: int | None, poll: float, status: _StatusTicker) -> str:
+        """Process frames until something stops the loop; return why (``WatchSummary.stopped``)."""
+        try:
+            while True:
+                if stop:
+                    return stop.reason or "stop requested"
+                if max_frames is not None and self.frames + self.bad >= max_frames:
+                    return "max_frames"
+                frame = self.read(poll)
+                if frame is None:
+                    if self.source.ended:
+                        return "end"
+                    continue  # nothing yet (live source): only the read that returns a frame is timed
+                result = self.detect(frame)
+                if result is None:
+                    continue
+                if not self.deliver(frame, result):
+                    return "window closed"
+                self.save_tick()
+                status.tick(self.status_line)
+        except KeyboardInterrupt:
+            return "interrupted"
+
+    def read(self, poll: float) -> Frame | None:
+        t0 = time.perf_counter()
+        frame = self.source.read(timeout=poll)
+        if frame is not None:
+            self._mark = time.perf_counter()
+            self.timers["read"].add(self._mark - t0)
+        return frame
+
+    def detect(self, frame: Frame) -> FrameResult | None:
+        """The detector's result, counted; None for a frame it rejected (counted and reported)."""
+        try:
+            self.busy = True
+            result = self.detector.process(frame.image, timestamp=frame.timestamp)
+            self.busy = False
+        except ValueError as exc:
+            self.busy = False
+            self.bad += 1
+            if self.on_bad_frame is not None:
+                self.on_bad_frame(frame, exc, self.bad)
+            elif self.bad <= 3 or self.bad % 100 == 0:
+                log.warning("%s frame %d skipped (%d so far): %s", frame.source, frame.index, self.bad, exc)
+            return None
+        self._mark = _lap(self.timers["detect"], self._mark)
+        self.frames += 1
+        self.ready += bool(result.ready)
+        self.anomalies += bool(result.anomalous)
+        self.drifts += bool(result.drift)
+        self.last = result
+        return result
+
+    def deliver(self, frame: Frame, result: FrameResult) -> bool:
+        """Overlay, publish, record, ``on_result`` and the window; False when the window was closed."""
+        t0, overlay = self._mark, None
+        if self.need_overlay:
+            # the detector accepted the frame, so it converts (a custom source may yield grayscale,
+            # float or RGBA arrays; the overlay needs RGB uint8)
+            overlay = render_overlay(as_rgb_uint8(frame.image), result, scale=self.overlay_scale,
+                                     label=f"{frame.source} #{result.index}")
+            t0 = _lap(self.timers["overlay"], t0)
+        if self.publisher is not None:
+            self.publisher.publish(result, frame.image, frame.source, overlay=overlay)
+            t0 = _lap(self.timers["publish"], t0)
+        if self.recorder is not None and overlay is not None:
+            self.recorder.write(overlay, ready=bool(result.ready))
+            _lap(self.timers["record"], t0)
+        if self.on_result is not None:
+            self.on_result(frame, result)
+        if self.window is not None and overlay is not None:
+            t0 = time.perf_counter()
+            is_open = self.window.show(overlay)
+            _lap(self.timers["show"], t0)
+            return is_open
+        return True
+
+    def save_tick(self) -> None:
+        if self.saver is not None:
+            t0 = time.perf_counter()
+            if self.saver.frame_done():
+                _lap(self.timers["save"], t0)
+
+    def finish_state(self) -> None:
+        """The final save, unless the loop was interrupted in the middle of a frame."""
+        if self.saver is not None and self.busy:
+            self.saver.on_event("not saving the state: interrupted in the middle of a frame (the state saved "
+                                "last is kept)")
+        elif self.saver is not None:
+            t0 = time.perf_counter()
+            if self.saver.finish():
+                _lap(self.timers["save"], t0)
+
+    def status_line(self, seconds: float) -> str:
+        return status_line(self.frames, seconds, self.last, self.anomalies, self.bad, self.source.stats)
+
+    def summary(self, stopped: str, seconds: float) -> WatchSummary:
+        publisher, saver = self.publisher, self.saver
+        return WatchSummary(frames=self.frames, ready=self.ready, anomalies=self.anomalies, drifts=self.drifts,
+                            bad_frames=self.bad, seconds=seconds, published=publisher.sent if publisher else 0,
+                            publish_dropped=publisher.dropped if publisher else 0, source=self.source.stats,
+                            stopped=stopped,
+                            stages={name: t.summary() for name, t in self.timers.items() if t.count},
+                            state_dir=None if saver is None else str(saver.directory),
+                            state_saves=0 if saver is None else saver.saved,
+                            state_save_failures=0 if saver is None else saver.failed)
+
+
+def _lap(timer: StageTimer, t0: float) -> float:
+    """Record the time since ``t0`` (``time.perf_counter``) in ``timer``; return now (the start of the
+    next stage)."""
+    now = time.perf_counter()
     timer.add(now - t0)
     return now

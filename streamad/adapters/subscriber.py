@@ -67,6 +67,32 @@ class FrameMessage:
             raise SchemaError("the overlay part is not a decodable JPEG")
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
+    def header(self) -> dict[str, Any]:
+        """The header fields (no heatmap or overlay), plus ``heatmap_shape`` (None without a heatmap)."""
+        fields = {k: v for k, v in self.__dict__.items() if k not in ("heatmap", "overlay")}
+        fields["heatmap_shape"] = None if self.heatmap is None else list(self.heatmap.shape)
+        return fields
+
+
+class SeqGaps:
+    """Messages lost between consecutive ones (dropped by a full queue, or sent before a late join).
+
+    >>> gaps = SeqGaps()
+    >>> [gaps.see(seq) for seq in (4, 5, 8, 9)], gaps.missed
+    ([0, 0, 2, 0], 2)
+    """
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+        self.missed = 0
+
+    def see(self, seq: int) -> int:
+        """Record message ``seq``; how many were missed just before it."""
+        gap = 0 if self.last is None or seq <= self.last + 1 else seq - self.last - 1
+        self.missed += gap
+        self.last = seq
+        return gap
+
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)

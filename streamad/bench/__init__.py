@@ -1,1 +1,15 @@
-"""Benchmarks that print figures (throughput, engine cost, HNSW recall, soak): measured, never asserted."""
+"""Benchmarks that measure figures (throughput, engine cost, memory, HNSW recall, soak), never assert
+them; ``streamad bench`` and ``streamad bench-engine`` are their command lines (parsing and printing).
+
+- ``throughput``: backbone-only and full-pipeline frames per second on the same frames (a folder or the
+  demo stream);
+- ``streams``: synthetic (and wandering) descriptor streams, real descriptors from a file, and a
+  detector that takes descriptors directly;
+- ``engine``: per-frame cost of each engine stage at several window sizes;
+- ``memory``: resident memory after a short and a long stream;
+- ``hnsw_recall``: recall@1 and query time of the HNSW index against exact search;
+- ``soak``: a long run on a wandering stream, memory and latency per interval, and a verdict.
+
+This layer uses ``stream``, ``index``, ``core``, ``vision``, ``testing``, ``evaluation`` and ``adapters``;
+never ``streamad.cli``.
+"""

@@ -53,7 +53,7 @@ def format_line(msg) -> str:  # type: ignore[no-untyped-def]
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamad.adapters.subscriber import SchemaError, Subscriber
+    from streamad.adapters.subscriber import SchemaError, SeqGaps, Subscriber
 
     if args.count is not None and args.count < 1:
         raise UserError(f"--count must be >= 1, got {args.count}")
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                          curve_client_key_file=args.curve_client_key)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    received, last_seq, missed = 0, None, 0
+    received, gaps = 0, SeqGaps()
     with sub:
         while args.count is None or received < args.count:
             try:
@@ -77,16 +77,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"streamad listen: no message from {args.address} within {args.timeout:g} s "
                       f"({received} received): {why}", file=sys.stderr)
                 return 1
-            if last_seq is not None and msg.seq > last_seq + 1:
-                missed += msg.seq - last_seq - 1
-                print(f"streamad listen: missed {msg.seq - last_seq - 1} message(s) before frame {msg.index}",
-                      file=sys.stderr)
-            last_seq = msg.seq
+            missed = gaps.see(msg.seq)
+            if missed:
+                print(f"streamad listen: missed {missed} message(s) before frame {msg.index}", file=sys.stderr)
             received += 1
-            if args.json:
-                fields = {k: v for k, v in msg.__dict__.items() if k not in ("heatmap", "overlay")}
-                fields["heatmap_shape"] = None if msg.heatmap is None else list(msg.heatmap.shape)
-                print(json.dumps(fields), flush=True)
-            else:
-                print(format_line(msg), flush=True)
+            print(json.dumps(msg.header()) if args.json else format_line(msg), flush=True)
     return 0

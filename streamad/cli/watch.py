@@ -121,38 +121,6 @@ def make_detector(config: Any) -> Any:
         raise UserError(str(exc)) from exc
 
 
-def open_state(directory: str, detector: Any, reset: bool, console: Console) -> Any:
-    """``detector`` resumed from the state in ``directory`` if there is one (else ``detector`` itself,
-    fresh). An unusable state is a UserError, or with ``reset`` is moved aside."""
-    from streamad.stream.persistence import StateError, has_state, move_aside
-
-    if not callable(getattr(detector, "save", None)) or not callable(getattr(type(detector), "load", None)):
-        raise UserError("--state needs a detector that can save and load its state")
-    try:
-        found = has_state(directory)
-    except OSError as exc:
-        raise UserError(f"cannot read the state directory {directory}: {exc.strerror or exc}") from exc
-    if not found:
-        console.event(f"no saved state in {directory}: starting fresh (it will be saved there)")
-        return detector
-    try:
-        resumed = type(detector).load(directory, extractor=detector.extractor, config=detector.config)
-    except StateError as exc:
-        if not reset:
-            hint = "" if "--state-reset" in str(exc) else " (--state-reset moves it aside and starts fresh)"
-            raise UserError(f"{exc}{hint}") from exc
-        try:
-            aside = move_aside(directory)
-        except OSError as err:
-            raise UserError(f"{exc}; and it cannot be moved aside: {err.strerror or err}") from err
-        console.event(f"cannot resume: {exc}")
-        console.event(f"moved the unusable state to {aside}; starting fresh")
-        return detector
-    console.event(f"resumed from {directory}: {resumed.frames_seen} frames seen, window "
-                  f"{len(resumed.channels)}/{resumed.config.window} frames, {resumed.nominal_count} nominal patches")
-    return resumed
-
-
 class Console:
     """Status line (rewritten in place on a terminal, a line every few seconds otherwise) and event
     lines on stderr; safe to call from the source's grabber thread."""
@@ -190,15 +158,8 @@ class Console:
                 self._pending = False
 
 
-def run(args: argparse.Namespace) -> int:
-    import cv2
-
-    from streamad.adapters.demo import DemoSource
-    from streamad.adapters.display import SnapshotRecorder, Window, make_recorder
-    from streamad.adapters.live import StateSaver, StopFlag, run_watch, stop_on_signals
-    from streamad.adapters.publisher import Publisher
-    from streamad.adapters.sources import VideoFileSource, open_source
-
+def check(args: argparse.Namespace) -> None:
+    """Refuse option values and combinations that make no sense (a UserError says which)."""
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.max_retries is not None and args.max_retries < 0:
@@ -213,78 +174,54 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--save-every and --state-reset apply to a state directory: use them with --state DIR")
     if args.save_every is not None and args.save_every < 0:
         raise UserError(f"--save-every must be >= 0 (0: only on exit), got {args.save_every}")
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our own messages explain failures
+
+
+def outputs(args: argparse.Namespace) -> Any:
+    """The outputs the options ask for (``streamad.adapters.session.Outputs``)."""
+    from streamad.adapters.session import Outputs
+
+    return Outputs(publish=args.publish, topic=args.topic, bind_any=args.bind_any, overlay_jpeg=args.overlay_jpeg,
+                   curve_server_key=args.curve_server_key, curve_clients=args.curve_clients, save=args.save,
+                   fps=args.fps, show=args.show)
+
+
+def run(args: argparse.Namespace) -> int:
+    from streamad.adapters import session
+
+    check(args)
+    session.quiet_opencv()
     console = Console(args.quiet)
     config = build_config(args)
     with ExitStack() as stack:
-        source = stack.enter_context(open_source(args.source, on_event=lambda e: console.event(e.message),
-                                                 max_retries=args.max_retries))
-        publisher = recorder = window = None
-        if args.publish:
-            publisher = stack.enter_context(Publisher(args.publish, topic=args.topic, bind_any=args.bind_any,
-                                                      overlay_jpeg=args.overlay_jpeg,
-                                                      curve_secret_key_file=args.curve_server_key,
-                                                      allowed_clients_dir=args.curve_clients))
-            curve = f", CURVE: {publisher.allowed_clients} allowed client key(s)" if publisher.curve else ""
-            console.event(f"publishing on {publisher.address} (topic {args.topic!r}{curve})")
-        if args.save:
-            fps = args.fps or (source.fps if isinstance(source, VideoFileSource) and source.fps else None)
-            if fps is None and isinstance(source, DemoSource):
-                fps = source.stream.config.fps
-            recorder = make_recorder(args.save, fps=fps or 10.0)
-            stack.callback(recorder.close)
-        if args.show:
-            window = Window(f"streamad: {source.name}")
-            stack.callback(window.close)
-        detector = make_detector(config)
-        saver = None
+        parts = session.open_parts(stack, args.source, outputs(args), on_event=console.event,
+                                   max_retries=args.max_retries)
+        detector, saver = make_detector(config), None
         if args.state is not None:
-            detector = open_state(args.state, detector, args.state_reset, console)
             every = DEFAULT_SAVE_EVERY if args.save_every is None else args.save_every
-            saver = StateSaver(detector, args.state, every=every or None, on_event=console.event)
-
-        previous = {"anomalous": False}
-
-        def on_result(frame: Any, result: Any) -> None:
-            if args.quiet:
-                return
-            if result.anomalous and not previous["anomalous"]:
-                thr = "-" if result.threshold is None else f"{result.threshold:.3f}"
-                console.event(f"frame {result.index}: anomalous (score {result.score:.3f}, threshold {thr})")
-            if result.drift:
-                console.event(f"frame {result.index}: drift in the score distribution")
-            previous["anomalous"] = bool(result.anomalous)
-
-        def on_bad_frame(frame: Any, error: ValueError, count: int) -> None:
-            if count <= 3 or count % 100 == 0:
-                console.event(f"{frame.source} frame {frame.index} skipped ({count} so far): {error}")
-
-        flag = StopFlag()
-        with stop_on_signals(flag, notify=console.event):
-            summary = run_watch(source, detector, publisher=publisher, recorder=recorder, window=window,
-                                max_frames=args.max_frames, stop=flag, on_result=on_result,
-                                on_status=console.status, status_interval=console.interval,
-                                on_bad_frame=on_bad_frame, saver=saver)
+            detector, saver = session.resume_state(detector, args.state, every=every, reset=args.state_reset,
+                                                   on_event=console.event)
+        summary = session.watch(parts, detector, on_event=console.event, on_status=console.status,
+                                status_interval=console.interval, max_frames=args.max_frames, saver=saver,
+                                quiet=args.quiet)
         console.end()
         stack.close()  # finish the video file and close the sockets before reporting
+    return report(args, parts, summary)
+
+
+def report(args: argparse.Namespace, parts: Any, summary: Any) -> int:
+    """Print the summary and what was published and saved; the exit status."""
+    from streamad.adapters.session import failure, saved_line
+
     print(summary)
     if args.stats:
         print(summary.stage_table())
-    if publisher is not None:
-        print(f"published on {publisher.address}")
-    if isinstance(recorder, SnapshotRecorder):
-        if recorder.wrote_ready is None:
-            print(f"nothing saved to {args.save}: no frame was processed")
-        else:
-            print(f"saved {args.save}" + ("" if recorder.wrote_ready else " (no frame was ready: the last frame)"))
-    elif recorder is not None:
-        print(f"saved {args.save} ({recorder.frames} frames)" if recorder.frames else
-              f"nothing saved to {args.save}: no frame was processed")
-    if source.live and summary.stopped == "end":  # a camera or URL only ends by giving up (--max-retries)
-        print(f"streamad watch: error: {source.name} could not be read "
-              f"({summary.source.failures} failed attempts)", file=sys.stderr)
-        return 1
-    if summary.frames == 0 and summary.bad_frames > 0:
-        print(f"streamad watch: error: the detector rejected all {summary.bad_frames} frames", file=sys.stderr)
+    if parts.publisher is not None:
+        print(f"published on {parts.publisher.address}")
+    saved = saved_line(parts.recorder, args.save)
+    if saved is not None:
+        print(saved)
+    why = failure(parts.source, summary)
+    if why is not None:
+        print(f"streamad watch: error: {why}", file=sys.stderr)
         return 1
     return 0
