@@ -136,6 +136,9 @@ class PositionalConfig:
         _check(c, "threshold", float(self.threshold) >= 0, self.threshold, ">= 0")
 
 
+INDEX_KINDS = ("hnsw", "ivf")
+
+
 @dataclass(frozen=True)
 class IndexConfig:
     """The nominal index (docs/DESIGN.md section 4): hnswlib HNSW parameters and the exact-search size.
@@ -158,13 +161,17 @@ class IndexConfig:
     exact_below: int = 2000
     threads: int = 0
     insert_threads: int = 1
+    kind: str = "hnsw"
+    nlist: int = 0
+    nprobe: int = 16
 
     def __post_init__(self) -> None:
         c = "IndexConfig"
         for name, low in (("M", 2), ("ef_construction", 1), ("ef", 1), ("exact_below", 0), ("threads", 0),
-                          ("insert_threads", 0)):
+                          ("insert_threads", 0), ("nlist", 0), ("nprobe", 1)):
             v = getattr(self, name)
             _check(c, name, isinstance(v, int) and not isinstance(v, bool) and v >= low, v, f"an int >= {low}")
+        _check(c, "kind", self.kind in INDEX_KINDS, self.kind, f"one of {INDEX_KINDS}")
 
 
 @dataclass(frozen=True)
@@ -231,9 +238,10 @@ class StreamConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     channels: ChannelConfig = field(default_factory=ChannelConfig)
     heatmap: HeatmapConfig = field(default_factory=HeatmapConfig)
-    index: IndexConfig = field(default_factory=IndexConfig)
+    index: IndexConfig = field(default_factory=lambda: IndexConfig(kind="ivf"))
     decisions: DecisionConfig = field(default_factory=DecisionConfig)
     seed: int = 0
+    learn_in_background: bool = False
 
     def __post_init__(self) -> None:
         c = "StreamConfig"
@@ -248,3 +256,8 @@ class StreamConfig:
             isinstance(self.admit_interval_s, (int, float)) and self.admit_interval_s >= 0),
                self.admit_interval_s, "None or >= 0 seconds")
         _check(c, "seed", isinstance(self.seed, int), self.seed, "an int")
+        _check(c, "learn_in_background", isinstance(self.learn_in_background, bool), self.learn_in_background,
+               "True or False")
+        _check(c, "learn_in_background", not self.learn_in_background or self.index.kind == "ivf",
+               self.learn_in_background, "False unless index.kind is 'ivf' (the index readers can use while it "
+               "changes)")

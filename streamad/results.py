@@ -27,6 +27,11 @@ class FrameResult:
     While the window cannot yet form channels, ``ready`` is False and ``score``, ``threshold``,
     ``heatmap`` and ``patch_scores`` are None: nothing is guessed. ``timings`` holds per-stage
     milliseconds (``features``, ``score``, ``heatmap``, ``admit``, ...).
+
+    ``admitted``: the frame was due for admission and was admitted (synchronous learning) or handed to
+    the background learner (which may skip it for a newer due frame); ``learned``: the stream indices of
+    the frames whose admission *completed* since the previous result (in order), so a consumer knows
+    exactly which frames the nominal model was learned from.
     """
 
     index: int
@@ -40,3 +45,4 @@ class FrameResult:
     admitted: bool
     timestamp: float
     timings: dict[str, float] = field(default_factory=dict)
+    learned: tuple[int, ...] = ()

@@ -34,6 +34,7 @@ state, counters) and ``StreamDetector.load(dir, extractor)`` resumes it exactly 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -47,8 +48,9 @@ from streamad.stream.decisions import ScoreDecisions
 from streamad.vision.frames import FrameSizeWarning, as_rgb_uint8, resize_to
 from streamad.vision.heatmap import heatmap_from_patch_scores, image_score
 from streamad.core.incremental import IncrementalChannels
-from streamad.index.hnsw import NominalIndex
+from streamad.index import IVFIndex, NominalIndex, make_index
 from streamad.results import FrameResult
+from streamad.stream.learner import Learner
 from streamad.errors import StateError
 from streamad.state_schema import StatePart
 from streamad.stream.persistence import read_state, write_state
@@ -108,13 +110,17 @@ class StreamDetector:
         self.n_patches = self.grid[0] * self.grid[1]
         self.channels = IncrementalChannels(self.config.window, self.config.channels)
         self.decisions = ScoreDecisions(self.config.decisions, seed=self.config.seed)
-        self.index: NominalIndex | None = None
+        self.index: NominalIndex | IVFIndex | None = None  # replaced whole, never half-built, by the learner
         self.frames_seen = 0  # frames scored by process / score_one
         self._next_frame_id = 0  # admission ids (labels in the index are id * P + patch)
         self._since_admission: int | None = None  # frames processed since the last admission
         self._last_admission_time: float | None = None
         self.frame_size: tuple[int, int] | None = None  # the first frame's (h, w); later frames are resized to it
         self._warned_size = False
+        self._window_full = False  # written by whoever admits; read by the scorer
+        self._learner: Learner | None = None  # background learning: started by the first due frame
+        self.learner_timings: dict[str, float] = {}  # the last background admission's stage timings (ms)
+        self.learner_error: BaseException | None = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -130,12 +136,14 @@ class StreamDetector:
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the full engine state to ``directory``, atomically (the previous state there stays
         loadable until the new one is complete). See :mod:`streamad.stream.persistence`."""
-        index = self.index
-        parts = {"detector": self.state_dict(), "channels": self.channels.state_dict(),
-                 "index": None if index is None else index.state_dict(), "decisions": self.decisions.state_dict()}
-        summary = {"frames_seen": self.frames_seen, "window_frames": len(self.channels), "window": self.config.window,
-                   "nominal_patches": self.nominal_count, "graph": bool(index is not None and index.uses_graph)}
-        return write_state(directory, parts, self.config, summary)
+        with self._learning_paused():
+            index = self.index
+            parts = {"detector": self.state_dict(), "channels": self.channels.state_dict(),
+                     "index": None if index is None else index.state_dict(), "decisions": self.decisions.state_dict()}
+            summary = {"frames_seen": self.frames_seen, "window_frames": len(self.channels),
+                       "window": self.config.window, "nominal_patches": self.nominal_count,
+                       "graph": bool(getattr(index, "uses_graph", False))}
+            return write_state(directory, parts, self.config, summary)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], extractor: Extractor | None = None,
@@ -178,7 +186,7 @@ class StreamDetector:
         dim = IncrementalChannels.check_state(channels, config.window, config.channels, grid[0] * grid[1],
                                               where["channels"])
         if index is not None:
-            NominalIndex.check_state(index, where["index"])
+            (IVFIndex if index.get("kind") == "ivf" else NominalIndex).check_state(index, where["index"])
             if dim is not None and index["dim"] != dim:
                 raise where["index"].inconsistent(f"the window holds {dim}-d descriptors, the nominal index "
                                                   f"{index['dim']}-d ones")
@@ -207,7 +215,10 @@ class StreamDetector:
         det._since_admission, det._last_admission_time = own["since_admission"], own["last_admission_time"]
         det.frame_size = None if own.get("frame_size") is None else tuple(own["frame_size"])
         det.channels = IncrementalChannels.from_state(parts["channels"], config.window, config.channels)
-        det.index = None if parts["index"] is None else NominalIndex.from_state(parts["index"])
+        index = parts["index"]
+        det.index = None if index is None else (IVFIndex if index.get("kind") == "ivf" else NominalIndex).from_state(
+            index)
+        det._window_full = det.channels.full
         det.decisions = ScoreDecisions.from_state(parts["decisions"], config.decisions, seed=config.seed)
         return det
 
@@ -225,7 +236,8 @@ class StreamDetector:
     def learn_one(self, frame: np.ndarray) -> None:
         """Admit ``frame`` to the window now (no score)."""
         _, desc, _ = self._features(frame)
-        self._learn(desc, {})
+        with self._learning_paused():
+            self._learn(desc, {})
 
     def _features(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         frame = as_rgb_uint8(frame)
@@ -265,7 +277,8 @@ class StreamDetector:
     def learn_descriptors(self, descriptors: np.ndarray) -> dict[str, float]:
         """``learn_one`` on a frame's (P, d) descriptors; returns the stage timings in ms."""
         timings: dict[str, float] = {}
-        self._learn(self._check_descriptors(descriptors, "descriptors"), timings)
+        with self._learning_paused():
+            self._learn(self._check_descriptors(descriptors, "descriptors"), timings)
         return timings
 
     def _check_descriptors(self, descriptors: np.ndarray, what: str) -> np.ndarray:
@@ -290,29 +303,49 @@ class StreamDetector:
         h, w = int(frame_shape[0]), int(frame_shape[1])
         score = threshold = heat = patch = None
         anomalous = drift = False
-        ready = self.ready
-        if ready:
-            assert self.index is not None
-            t0 = time.perf_counter()
-            dist, _ = self.index.query(desc, k=1)
-            patch = dist[:, 0].reshape(self.grid).astype(np.float32)
+        t0 = time.perf_counter()
+        patch = self._patch_scores(desc)
+        ready = patch is not None
+        if patch is not None:
             timings["score"] = _ms(t0)
             t0 = time.perf_counter()
             heat = self._heatmap(patch, (h, w))
             score = float(image_score(heat))
             timings["heatmap"] = _ms(t0)
-            if learn and self.channels.full:
+            if learn and self._window_full:
                 threshold, anomalous, drift = self.decisions.update(score)
             else:
                 threshold, anomalous, drift = self.decisions.peek(score)
         admitted = learn and self._due(now)
-        if admitted:
+        learned: tuple[int, ...] = ()
+        if admitted and self.config.learn_in_background:
+            self._submit(index_no, desc, eligible=not anomalous, now=now)
+        elif admitted:
             self._learn(desc, timings, eligible=not anomalous, now=now)
+            learned = (index_no,)
         elif learn and self._since_admission is not None:
             self._since_admission += 1
+        if self._learner is not None:
+            learned = tuple(self._learner.completed())
         return FrameResult(index=index_no, ready=ready, score=score, threshold=threshold, anomalous=bool(anomalous),
                            heatmap=heat, patch_scores=patch, drift=bool(drift), admitted=admitted, timestamp=now,
-                           timings=timings)
+                           timings=timings, learned=learned)
+
+    def _patch_scores(self, desc: np.ndarray) -> np.ndarray | None:
+        """Distances to the nearest nominal patch on the grid, or None while nothing is nominal.
+
+        Reads ``self.index`` once: the index the learner publishes is complete, and each query reads one
+        consistent version of it (:class:`~streamad.index.ivf.IVFIndex`)."""
+        index = self.index
+        if index is None or len(index) == 0:
+            return None
+        try:
+            dist, _ = index.query(desc, k=1)
+        except ValueError:
+            if len(index) == 0:  # emptied between the check and the query (background learning)
+                return None
+            raise
+        return dist[:, 0].reshape(self.grid).astype(np.float32)
 
     def _due(self, now: float) -> bool:
         """Admission policy: at least ``admit_every`` frames and ``admit_interval_s`` seconds since the last."""
@@ -325,21 +358,83 @@ class StreamDetector:
 
     def _learn(self, desc: np.ndarray, timings: dict[str, float], eligible: bool = True,
                now: float | None = None) -> None:
-        t0 = time.perf_counter()
-        self.channels.push(self._next_frame_id, desc, eligible=eligible)
+        """Admit now, on the caller's thread (synchronous learning, ``learn_one``)."""
+        frame_id = self._next_frame_id
         self._next_frame_id += 1
+        self._admit(frame_id, desc, eligible, timings)
+        self._since_admission = 0
+        self._last_admission_time = time.time() if now is None else now
+
+    def _admit(self, frame_id: int, desc: np.ndarray, eligible: bool, timings: dict[str, float]) -> None:
+        """The admission work: window, channels, and the nominal index's change published at once.
+
+        Runs on the learner thread in background mode (which then owns ``channels``), else on the caller's."""
+        t0 = time.perf_counter()
+        self.channels.push(frame_id, desc, eligible=eligible)
         timings["associate"] = _ms(t0)
         t0 = time.perf_counter()
         changes = self.channels.drain_changes()
         timings["trim"] = _ms(t0)
         t0 = time.perf_counter()
-        if self.index is None:
-            self.index = NominalIndex.from_config(desc.shape[1], self.config.index, seed=self.config.seed)
-        self.index.remove(changes.removed)
-        self.index.add(changes.added, changes.added_vectors)
+        index = self.index
+        if index is None:
+            index = make_index(desc.shape[1], self.config.index, seed=self.config.seed)
+        if isinstance(index, IVFIndex):
+            index.apply(changes.added, changes.added_vectors, changes.removed)
+        else:
+            index.remove(changes.removed)
+            index.add(changes.added, changes.added_vectors)
+        self.index = index  # a new index is published only once it holds the first admission's patches
+        self._window_full = self.channels.full
         timings["index"] = _ms(t0)
+
+    # ------------------------------------------------------------------ background learning
+    def _submit(self, index_no: int, desc: np.ndarray, eligible: bool, now: float) -> None:
+        """Hand a due frame to the background learner (which takes the newest one waiting)."""
+        if self.learner_error is not None:
+            return  # learning stopped on an error (warned once); scoring goes on with the index as it is
+        if self._learner is None:
+            self._learner = Learner(self._admit_job, name="streamad-learner", job_id=lambda job: job[0])
+        frame_id = self._next_frame_id
+        self._next_frame_id += 1
+        try:
+            self._learner.submit((index_no, frame_id, desc, eligible))
+        except RuntimeError as exc:
+            self.learner_error = exc.__cause__ or exc
+            warnings.warn(f"the background learner stopped on {self.learner_error!r}: frames are still scored, "
+                          "but nothing more is learned (see StreamDetector.learner_error)", RuntimeWarning,
+                          stacklevel=4)
+            return
         self._since_admission = 0
-        self._last_admission_time = time.time() if now is None else now
+        self._last_admission_time = now
+
+    def _admit_job(self, job: tuple[int, int, np.ndarray, bool]) -> None:
+        timings: dict[str, float] = {}
+        self._admit(job[1], job[2], job[3], timings)
+        self.learner_timings = timings
+
+    def _learning_paused(self) -> Any:
+        """A context in which the background learner (if any) is idle: the channels are safe to read or change."""
+        return self._learner.pause() if self._learner is not None else contextlib.nullcontext()
+
+    def wait_learned(self, timeout: float | None = None) -> bool:
+        """Block until the background learner has nothing waiting or running (True), or ``timeout`` passed."""
+        return True if self._learner is None else self._learner.wait_idle(timeout)
+
+    def learner_stats(self) -> dict[str, float]:
+        """Admissions done and skipped, admissions per second, busy share (background learning; else empty)."""
+        return {} if self._learner is None else self._learner.stats()
+
+    def close(self) -> None:
+        """Stop the background learner (the running admission finishes; a waiting one is dropped)."""
+        if self._learner is not None:
+            self._learner.stop()
+
+    def __enter__(self) -> StreamDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _heatmap(self, patch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """Patch scores to a frame-sized heatmap; with a centre crop, the uncovered border is 0."""

@@ -319,9 +319,12 @@ def read_state(directory: str | os.PathLike[str], config: StreamConfig | None = 
 def _config_from_dict(data: dict[str, Any], where: Path) -> StreamConfig:
     try:
         kwargs = dict(data)
+        if isinstance(kwargs.get("index"), dict) and "kind" not in kwargs["index"]:
+            kwargs["index"] = {**kwargs["index"], "kind": "hnsw"}  # saved before IVF existed: HNSW was the only kind
         for f in dataclasses.fields(StreamConfig):
             if isinstance(kwargs.get(f.name), dict) and callable(f.default_factory):  # type: ignore[misc]
-                kwargs[f.name] = f.default_factory(**kwargs[f.name])  # type: ignore[misc]
+                kind = type(f.default_factory())  # type: ignore[misc]
+                kwargs[f.name] = kind(**kwargs[f.name])
         return StreamConfig(**kwargs)
     except (TypeError, ValueError) as exc:
         raise StateError(f"{where}: the saved configuration is not valid for this streamad ({exc}); {FIX}") from None

@@ -1,0 +1,411 @@
+"""An inverted-file (IVF) nominal index built for a sliding window: cheap to change, safe to read while it changes.
+
+The vectors are partitioned by their nearest of ``nlist`` centroids (seeded k-means on the vectors
+held when the index first reaches ``exact_below``); a query searches exactly (BLAS, float64
+re-ranking) the ``nprobe`` lists whose centroids are nearest to it. Below ``exact_below`` vectors
+every query is exact. Adding a vector is one centroid assignment and an append; removing one is a
+swap with its list's last vector: no graph to repair, so a window's churn (hundreds of patches in
+and out per admitted frame) costs about a millisecond, where re-inserting into an HNSW graph cost
+hundreds (docs/DESIGN.md section 4; ``streamad bench-engine --mode index`` measures both).
+
+Readers see snapshots. Every change builds new arrays for the lists it touches and publishes the
+whole state (centroids and lists) with one reference assignment, so a query running in another
+thread while :meth:`apply` runs answers either entirely from the state before the change or
+entirely from the state after it, never from a half-applied one. Only one thread may write.
+
+When the set has grown to ``retrain_growth`` times the size the centroids were trained on, or the
+largest list holds more than ``max_imbalance`` times the mean, the centroids are retrained and every
+vector reassigned (a rare, whole-index step).
+
+    >>> import numpy as np
+    >>> idx = IVFIndex(dim=2, exact_below=0, nlist=2, nprobe=2)
+    >>> idx.add(np.array([7, 9]), np.array([[0.0, 0.0], [3.0, 4.0]], np.float32))
+    >>> d, lab = idx.query(np.array([[3.0, 4.0], [0.0, 1.0]], np.float32))
+    >>> d[:, 0].tolist(), lab[:, 0].tolist()            # true L2, caller's labels
+    ([0.0, 1.0], [9, 7])
+    >>> idx.remove([9]); idx.query(np.array([[3.0, 4.0]], np.float32))[0].tolist()
+    [[5.0]]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streamad.config import IndexConfig
+from streamad.index.exact import exact_knn
+from streamad.state_schema import StatePart
+
+__all__ = ["IVFIndex"]
+
+# Candidates kept per probed list and query before the exact float64 re-ranking (beyond k).
+_EXTRA = 2
+
+
+@dataclass(frozen=True)
+class _List:
+    vectors: np.ndarray  # (n, d) float32
+    labels: np.ndarray  # (n,) int64
+    sqnorms: np.ndarray  # (n,) float32
+
+
+@dataclass(frozen=True)
+class _State:
+    """One consistent version of the index: what a query reads (never modified once published).
+
+    The vectors of all lists are stored list after list in one array; list ``i`` is rows
+    ``bounds[i]:bounds[i + 1]`` (views, no copies)."""
+
+    centroids: np.ndarray | None  # (nlist, d) float32; None while exact (one list)
+    vectors: np.ndarray  # (n, d) float32
+    labels: np.ndarray  # (n,) int64
+    sqnorms: np.ndarray  # (n,) float32
+    bounds: np.ndarray  # (nlist + 1,) int64
+
+    @property
+    def size(self) -> int:
+        return len(self.labels)
+
+    @property
+    def lists(self) -> tuple[_List, ...]:
+        b = self.bounds.tolist()
+        return tuple(_List(self.vectors[i:j], self.labels[i:j], self.sqnorms[i:j]) for i, j in zip(b[:-1], b[1:]))
+
+    @classmethod
+    def of(cls, centroids: np.ndarray | None, lists: list[_List] | tuple[_List, ...]) -> _State:
+        sizes = [len(lst.labels) for lst in lists]
+        return cls(centroids, np.concatenate([lst.vectors for lst in lists]),
+                   np.concatenate([lst.labels for lst in lists]), np.concatenate([lst.sqnorms for lst in lists]),
+                   np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+
+
+def _empty_list(dim: int) -> _List:
+    return _List(np.zeros((0, dim), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+
+def _sq(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
+    """Squared distances (len(a), len(b)) in float32 from the expansion, clipped at 0."""
+    out = a @ b.T
+    out *= -2.0
+    out += np.einsum("ij,ij->i", a, a)[:, None]
+    out += b_sq[None, :]
+    np.maximum(out, 0.0, out=out)
+    return out
+
+
+def kmeans(vectors: np.ndarray, k: int, seed: int, iterations: int = 10, sample: int = 65536) -> np.ndarray:
+    """Seeded Lloyd k-means centroids (k, d) of ``vectors`` (on a sample of at most ``sample`` rows).
+
+        >>> x = np.array([[0.0], [0.1], [10.0], [10.1]], np.float32)
+        >>> sorted(round(float(v), 2) for v in kmeans(x, 2, seed=0)[:, 0])
+        [0.05, 10.05]
+    """
+    rng = np.random.default_rng(seed)
+    x = vectors if len(vectors) <= sample else vectors[rng.choice(len(vectors), sample, replace=False)]
+    x = np.ascontiguousarray(x, np.float32)
+    k = min(k, len(x))
+    centroids = x[rng.choice(len(x), k, replace=False)].copy()
+    x_sq = np.einsum("ij,ij->i", x, x)
+    for _ in range(iterations):
+        assign = _sq(centroids, x, x_sq).argmin(axis=0)
+        counts = np.bincount(assign, minlength=k)
+        sums = np.zeros_like(centroids, dtype=np.float64)
+        np.add.at(sums, assign, x)
+        filled = counts > 0
+        centroids[filled] = (sums[filled] / counts[filled, None]).astype(np.float32)
+        if not filled.all():  # an empty cluster restarts at the point farthest from its centroid
+            far = _sq(x, centroids, np.einsum("ij,ij->i", centroids, centroids)).min(axis=1).argsort()[::-1]
+            centroids[~filled] = x[far[:int((~filled).sum())]]
+    return centroids
+
+
+class IVFIndex:
+    """Inverted-file index over labelled vectors; the same API as :class:`~streamad.index.hnsw.NominalIndex`.
+
+    ``nlist`` lists (0: chosen from the size at training, about ``2 * sqrt(n)``), ``nprobe`` lists
+    searched per query, exact search below ``exact_below`` vectors; ``seed`` seeds k-means.
+    """
+
+    def __init__(self, dim: int, nlist: int = 0, nprobe: int = 16, exact_below: int = 2000, seed: int = 0,
+                 retrain_growth: float = 4.0, max_imbalance: float = 8.0) -> None:
+        for name, value, low in (("dim", dim, 1), ("nlist", nlist, 0), ("nprobe", nprobe, 1),
+                                 ("exact_below", exact_below, 0)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+                raise ValueError(f"IVFIndex.{name} must be an int >= {low}, got {value!r}")
+        if not retrain_growth > 1.0 or not max_imbalance > 1.0:
+            raise ValueError(f"IVFIndex.retrain_growth and max_imbalance must be > 1, got {retrain_growth!r}, "
+                             f"{max_imbalance!r}")
+        self.dim, self.nlist, self.nprobe = int(dim), int(nlist), int(nprobe)
+        self.exact_below, self.seed = int(exact_below), int(seed)
+        self.retrain_growth, self.max_imbalance = float(retrain_growth), float(max_imbalance)
+        self._state = _State.of(None, (_empty_list(self.dim),))
+        self._where: dict[int, int] = {}  # label -> list number (writer's bookkeeping)
+        self._trained_size = 0
+        self.retrains = 0
+
+    @classmethod
+    def from_config(cls, dim: int, config: IndexConfig, seed: int = 0) -> IVFIndex:
+        """The IVF index an :class:`~streamad.config.IndexConfig` describes."""
+        return cls(dim=dim, nlist=config.nlist, nprobe=config.nprobe, exact_below=config.exact_below, seed=seed)
+
+    # ------------------------------------------------------------------ views
+    def __len__(self) -> int:
+        return self._state.size
+
+    def __contains__(self, label: int) -> bool:
+        return int(label) in self._where
+
+    @property
+    def trained(self) -> bool:
+        """Whether queries go through the lists (else exact search over everything)."""
+        return self._state.centroids is not None
+
+    def labels(self) -> np.ndarray:
+        """The labels held (list by list)."""
+        return self._state.labels.copy()
+
+    def vectors(self) -> np.ndarray:
+        """The vectors held, in the order of :meth:`labels` (a read-only view)."""
+        out = self._state.vectors.view()
+        out.flags.writeable = False
+        return out
+
+    def list_sizes(self) -> np.ndarray:
+        return np.diff(self._state.bounds)
+
+    # ------------------------------------------------------------------ changes
+    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """Insert ``vectors`` (n, dim) under ``labels`` (n,); a label already held gets the new vector."""
+        self.apply(labels, vectors, np.zeros(0, np.int64), replace=True)
+
+    def remove(self, labels: np.ndarray) -> None:
+        """Remove ``labels``; a label that is not held raises ``KeyError`` (nothing is removed then)."""
+        self.apply(np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32), labels)
+
+    def apply(self, added: np.ndarray, vectors: np.ndarray, removed: np.ndarray, replace: bool = False) -> None:
+        """Remove ``removed`` and add ``added`` (with ``vectors``) as ONE change: readers see all of it or none."""
+        added, vectors, removed = self._check(added, vectors, removed)
+        if replace:  # labels already held get their new vector: remove them first
+            held = np.fromiter((lab in self._where for lab in added.tolist()), bool, len(added))
+            removed = np.concatenate([removed, added[held]])
+        missing = [lab for lab in removed.tolist() if lab not in self._where]
+        if missing:
+            raise KeyError(f"{len(missing)} label(s) are not in the index, e.g. {missing[0]}")
+        if not len(added) and not len(removed):
+            return
+        state = self._state
+        size = state.size - len(removed) + len(added)
+        if state.centroids is None:
+            lst = self._changed_list(state.lists[0], removed, added, vectors)
+            new = _State.of(None, (lst,))
+            for lab in removed.tolist():
+                del self._where[lab]
+            self._where.update(dict.fromkeys(added.tolist(), 0))
+            self._state = new
+            if size >= max(self.exact_below, 1):
+                self._train(np.concatenate([lst.vectors]), lst.labels)
+            return
+        self._apply_lists(state, added, vectors, removed, size)
+        if size > self.retrain_growth * self._trained_size or self._imbalanced():
+            self._train(self.vectors(), self.labels())
+
+    def _apply_lists(self, state: _State, added: np.ndarray, vectors: np.ndarray, removed: np.ndarray,
+                     size: int) -> None:
+        assert state.centroids is not None
+        lists = list(state.lists)
+        rem_list = np.fromiter((self._where.pop(lab) for lab in removed.tolist()), np.int64, len(removed))
+        add_list = self._assign(vectors, state.centroids)
+        for lab, li in zip(added.tolist(), add_list.tolist()):
+            self._where[lab] = li
+        for li in np.union1d(rem_list, add_list).tolist():
+            take = add_list == li
+            lists[li] = self._changed_list(lists[li], removed[rem_list == li], added[take], vectors[take])
+        self._state = _State.of(state.centroids, lists)
+
+    @staticmethod
+    def _changed_list(lst: _List, removed: np.ndarray, added: np.ndarray, vectors: np.ndarray) -> _List:
+        keep = ~np.isin(lst.labels, removed) if len(removed) else np.ones(len(lst.labels), bool)
+        sq = np.einsum("ij,ij->i", vectors, vectors).astype(np.float32)
+        return _List(np.concatenate([lst.vectors[keep], vectors]), np.concatenate([lst.labels[keep], added]),
+                     np.concatenate([lst.sqnorms[keep], sq]))
+
+    def _assign(self, vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+        if not len(vectors):
+            return np.zeros(0, np.int64)
+        return _sq(vectors, centroids, np.einsum("ij,ij->i", centroids, centroids)).argmin(axis=1).astype(np.int64)
+
+    def _imbalanced(self) -> bool:
+        sizes = self.list_sizes()
+        return len(sizes) > 1 and sizes.max() > self.max_imbalance * max(1.0, sizes.mean()) and sizes.max() > 256
+
+    def _train(self, vectors: np.ndarray, labels: np.ndarray) -> None:
+        """(Re)train the centroids on the vectors held and publish every vector reassigned."""
+        n = len(labels)
+        nlist = self.nlist or int(max(1, min(4096, round(2 * np.sqrt(n)))))
+        centroids = kmeans(vectors, nlist, seed=self.seed + self.retrains)
+        assign = self._assign(vectors, centroids)
+        order = np.argsort(assign, kind="stable")
+        bounds = np.searchsorted(assign[order], np.arange(len(centroids) + 1))
+        sq = np.einsum("ij,ij->i", vectors, vectors).astype(np.float32)
+        lists = tuple(_List(vectors[order[a:b]], labels[order[a:b]], sq[order[a:b]])
+                      for a, b in zip(bounds[:-1], bounds[1:]))
+        self._where = dict(zip(labels.tolist(), assign.tolist()))
+        self._trained_size = n
+        self.retrains += 1
+        self._state = _State.of(centroids, lists if lists else (_empty_list(self.dim),))
+
+    def _check(self, added: Any, vectors: Any, removed: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = []
+        for name, lab in (("labels", added), ("labels", removed)):
+            lab = np.asarray(lab)
+            if lab.ndim != 1 or (lab.size and lab.dtype.kind not in "iu"):
+                raise ValueError(f"{name} must be a 1-d array of integers, got shape {lab.shape} dtype {lab.dtype}")
+            lab = lab.astype(np.int64)
+            if len(np.unique(lab)) != len(lab):
+                raise ValueError("labels must be distinct within one call")
+            out.append(lab)
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape != (len(out[0]), self.dim):
+            raise ValueError(f"vectors must have shape ({len(out[0])}, {self.dim}) to match the labels and dim, "
+                             f"got {vectors.shape}")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if not np.isfinite(vectors).all():
+            raise ValueError("vectors contain NaN or infinite values")
+        return out[0], vectors, out[1]
+
+    # ------------------------------------------------------------------ queries
+    def query(self, vectors: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(distances (m, k) float32 true L2, labels (m, k) int64) of the k nearest, nearest first."""
+        state = self._state  # one consistent version for the whole query
+        n = state.size
+        if n == 0:
+            raise ValueError("the nominal index is empty: nothing is known to be nominal yet, so there is no "
+                             "distance to report (wait until the detector is ready)")
+        q = np.asarray(vectors)
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"query vectors must have shape (m, {self.dim}), got {q.shape}")
+        if not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
+            raise ValueError(f"k must be an int in [1, {n}] (the number of vectors held), got {k!r}")
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        if state.centroids is None:
+            lst = state.lists[0]
+            dist, rows = exact_knn(lst.vectors, q, int(k))
+            return dist, lst.labels[rows]
+        return self._query_lists(state, q, int(k))
+
+    def _query_lists(self, state: _State, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        assert state.centroids is not None
+        m, nlist = len(q), len(state.centroids)
+        nprobe = min(self.nprobe, nlist)
+        c_sq = np.einsum("ij,ij->i", state.centroids, state.centroids)
+        probes = np.argpartition(_sq(q, state.centroids, c_sq), nprobe - 1, axis=1)[:, :nprobe] \
+            if nprobe < nlist else np.broadcast_to(np.arange(nlist), (m, nlist))
+        per = 1 if k == 1 else k + _EXTRA  # k = 1: the float32 minimum, re-ranked in float64 below
+        cand_d = np.full((m, nprobe * per), np.inf, np.float32)
+        cand_i = np.full((m, nprobe * per), -1, np.int64)
+        flat_l = probes.reshape(-1)
+        order = np.argsort(flat_l, kind="stable")
+        flat_q, flat_slot = order // nprobe, order % nprobe
+        bounds = np.searchsorted(flat_l[order], np.arange(nlist + 1))
+        offsets = state.bounds
+        for li in np.flatnonzero(np.diff(bounds)).tolist():
+            lo, hi = int(offsets[li]), int(offsets[li + 1])
+            n_l = hi - lo
+            if not n_l:
+                continue
+            a, b = bounds[li], bounds[li + 1]
+            qs, slots = flat_q[a:b], flat_slot[a:b]
+            d2 = _sq(q[qs], state.vectors[lo:hi], state.sqnorms[lo:hi])
+            if per == 1:
+                best = d2.argmin(axis=1)
+                cand_d[qs, slots] = d2[np.arange(len(qs)), best]
+                cand_i[qs, slots] = offsets[li] + best
+                continue
+            take = min(per, n_l)
+            top = np.argpartition(d2, take - 1, axis=1)[:, :take] if take < n_l else \
+                np.broadcast_to(np.arange(take), (len(qs), take))
+            cols = slots[:, None] * per + np.arange(take)[None, :]
+            cand_d[qs[:, None], cols] = np.take_along_axis(d2, top, axis=1)
+            cand_i[qs[:, None], cols] = offsets[li] + top
+        return self._rerank(q, cand_d, cand_i, state.vectors, state.labels, k)
+
+    @staticmethod
+    def _rerank(q: np.ndarray, cand_d: np.ndarray, cand_i: np.ndarray, all_v: np.ndarray, all_l: np.ndarray,
+                k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The best ``k + _EXTRA`` float32 candidates per query, re-ranked by float64 distances."""
+        keep = min(cand_d.shape[1], k + _EXTRA)
+        best = np.argpartition(cand_d, keep - 1, axis=1)[:, :keep] if keep < cand_d.shape[1] else \
+            np.broadcast_to(np.arange(keep), cand_d.shape)
+        idx = np.take_along_axis(cand_i, best, axis=1)
+        valid = idx >= 0
+        safe = np.where(valid, idx, 0)
+        diff = all_v[safe].astype(np.float64) - q[:, None, :].astype(np.float64)
+        dist = np.where(valid, np.sqrt(np.einsum("qkd,qkd->qk", diff, diff)), np.inf)
+        labels = all_l[safe]
+        pick = np.lexsort((labels, dist), axis=1)[:, :k]
+        return (np.take_along_axis(dist, pick, axis=1).astype(np.float32),
+                np.take_along_axis(labels, pick, axis=1).astype(np.int64))
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Parameters, centroids and lists as JSON scalars and numpy arrays (for persistence)."""
+        state = self._state
+        sizes = np.diff(state.bounds).astype(np.int64)
+        return {"kind": "ivf", "dim": self.dim, "nlist": self.nlist, "nprobe": self.nprobe,
+                "exact_below": self.exact_below, "seed": self.seed, "retrain_growth": self.retrain_growth,
+                "max_imbalance": self.max_imbalance, "trained_size": self._trained_size, "retrains": self.retrains,
+                "trained": state.centroids is not None,
+                "centroids": state.centroids if state.centroids is not None else np.zeros((0, self.dim), np.float32),
+                "list_sizes": sizes, "vectors": self.vectors(), "labels": self.labels()}
+
+    STATE_SCALARS = {"kind": "str", "dim": "int", "nlist": "int", "nprobe": "int", "exact_below": "int",
+                     "seed": "int", "retrain_growth": "num", "max_imbalance": "num", "trained_size": "int",
+                     "retrains": "int", "trained": "bool"}
+
+    @classmethod
+    def check_state(cls, state: dict[str, Any], where: StatePart | None = None) -> None:
+        """Refuse (:class:`~streamad.errors.StateError`, naming the field or file of ``where``) a
+        ``state_dict`` that :meth:`from_state` cannot use.
+
+            >>> idx = IVFIndex(dim=2, exact_below=0, nlist=2)
+            >>> idx.add(np.array([7, 9]), np.array([[0.0, 0.0], [3.0, 4.0]], np.float32))
+            >>> state = idx.state_dict(); IVFIndex.check_state(state)
+            >>> state["list_sizes"] = np.array([2, 1]); IVFIndex.check_state(state)  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            streamad.errors.StateError: .: inconsistent state (the IVF lists hold 3 vectors, the index 2)...
+        """
+        where = where or StatePart(".", "index")
+        where.scalars(state, cls.STATE_SCALARS)
+        d = state["dim"]
+        if state["kind"] != "ivf" or d < 1 or state["nprobe"] < 1:
+            raise where.inconsistent(f"IVF index of kind {state['kind']!r}, dim {d}, nprobe {state['nprobe']}")
+        labels = where.array(state, "labels", (-1,), np.int64)
+        where.array(state, "vectors", (len(labels), d), np.float32)
+        sizes = where.array(state, "list_sizes", (-1,), np.int64)
+        centroids = where.array(state, "centroids", (-1, d), np.float32)
+        if int(sizes.sum()) != len(labels) or (sizes < 0).any():
+            raise where.inconsistent(f"the IVF lists hold {int(sizes.sum())} vectors, the index {len(labels)}")
+        if state["trained"] and len(centroids) != len(sizes):
+            raise where.inconsistent(f"{len(centroids)} IVF centroids for {len(sizes)} lists")
+        if len(np.unique(labels)) != len(labels):
+            raise where.inconsistent("the IVF index holds a label twice")
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> IVFIndex:
+        """The index ``state_dict`` described."""
+        idx = cls(dim=int(state["dim"]), nlist=int(state["nlist"]), nprobe=int(state["nprobe"]),
+                  exact_below=int(state["exact_below"]), seed=int(state["seed"]),
+                  retrain_growth=float(state["retrain_growth"]), max_imbalance=float(state["max_imbalance"]))
+        idx._trained_size, idx.retrains = int(state["trained_size"]), int(state["retrains"])
+        vectors = np.ascontiguousarray(state["vectors"], np.float32)
+        labels = np.asarray(state["labels"], np.int64)
+        bounds = np.concatenate([[0], np.cumsum(state["list_sizes"])])
+        sq = np.einsum("ij,ij->i", vectors, vectors).astype(np.float32)
+        lists = tuple(_List(vectors[a:b], labels[a:b], sq[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))
+        centroids = np.ascontiguousarray(state["centroids"], np.float32) if state["trained"] else None
+        idx._state = _State.of(centroids, lists if lists else (_empty_list(idx.dim),))
+        idx._where = {lab: li for li, lst in enumerate(lists) for lab in lst.labels.tolist()}
+        return idx
