@@ -116,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--options", nargs="*", default=None, help="names from DEFAULT_OPTIONS (default: all)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    desc = np.load(args.descriptors, mmap_mode="r")
+    desc = np.load(args.descriptors, mmap_mode="r", allow_pickle=False)
     desc = np.asarray(desc[:args.frames] if args.frames else desc)
-    queries = np.load(args.queries)
+    queries = np.load(args.queries, allow_pickle=False)
     options = {k: DEFAULT_OPTIONS[k] for k in args.options} if args.options else None
     rows = []
     for w in args.windows:
