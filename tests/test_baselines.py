@@ -165,7 +165,7 @@ def test_a_remembered_coreset_leaves_the_generator_as_a_fresh_run_would():
     x = np.random.default_rng(12).normal(size=(200, 16)).astype(np.float32)
     rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
     first = greedy_coreset(x, 20, rng_a, projection_dim=4)
-    coreset._MEMO.clear()
+    coreset.clear_memo()
     fresh = greedy_coreset(x, 20, rng_b, projection_dim=4)
     again_rng = np.random.default_rng(1)
     again = greedy_coreset(x, 20, again_rng, projection_dim=4)  # from the memo
@@ -227,7 +227,7 @@ def test_spade_grouped_search_equals_one_gallery_per_image(monkeypatch, kappa, s
     model = Spade(SpadeConfig(k_images=4, kappa=kappa, squared=squared)).fit_descriptors(train, GRID)
     got = model.patch_scores(test)
     _, neighbours = model.retrieve(test)
-    assert len(spade._groups(neighbours, np.arange(23), 9)) > 2
+    assert len(spade.gallery_groups(neighbours, np.arange(23), 9)) > 2
     for m in range(len(test)):
         gallery = train[neighbours[m]].reshape(-1, D).astype(np.float64)
         d = np.sort(np.linalg.norm(test[m][:, None] - gallery[None], axis=-1), 1)[:, :kappa]

@@ -43,3 +43,56 @@ def test_cli_help_explains_itself():
     out = subprocess.run([sys.executable, "-m", "streamad.cli", "eval", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
     assert "--corrupt K" in out.stdout and "MVTec AD layout" in out.stdout
+
+
+def _eval_args(data_dir: str, out) -> list[str]:
+    return ["eval", data_dir, "--corrupt", "1", "--seeds", "2", "--min-span", "2", "--image-size", "64",
+            "--json", str(out), "--quiet"]
+
+
+def test_data_dir_relative_to_streamad_data_or_data_root(tiny_dataset, tmp_path, monkeypatch):
+    """DATA_DIR may be given relative to $STREAMAD_DATA or --data-root (which wins); an existing path is
+    used as given."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("STREAMAD_DATA", str(tiny_dataset.parent))
+    assert main(_eval_args("tiny", elsewhere / "env.json")) == 0
+    by_env = json.loads((elsewhere / "env.json").read_text())
+    assert by_env["dataset"] == str(tiny_dataset)
+    monkeypatch.setenv("STREAMAD_DATA", str(elsewhere))  # holds no "tiny": --data-root must win
+    assert main(_eval_args("tiny", elsewhere / "root.json") + ["--data-root", str(tiny_dataset.parent)]) == 0
+    by_root = json.loads((elsewhere / "root.json").read_text())
+    assert by_root["dataset"] == str(tiny_dataset) and by_root["image_auroc"] == by_env["image_auroc"]
+    assert main(_eval_args(str(tiny_dataset), elsewhere / "abs.json")) == 0  # absolute: the root is not used
+    assert json.loads((elsewhere / "abs.json").read_text())["pixel_auroc"] == by_env["pixel_auroc"]
+
+
+@pytest.mark.parametrize("command", ["eval", "compare", "eval-stream"])
+def test_a_missing_data_dir_says_where_it_looked_and_what_to_set(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STREAMAD_DATA", raising=False)
+    assert main([command, "mvtec_ad/bottle", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"dataset folder not found: mvtec_ad/bottle (looked in {tmp_path / 'mvtec_ad' / 'bottle'})" in err
+    assert "set STREAMAD_DATA (or --data-root)" in err and "Traceback" not in err
+    assert main([command, "mvtec_ad/bottle", "--data-root", str(tmp_path / "data"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'data' / 'mvtec_ad' / 'bottle'} (--data-root={tmp_path / 'data'})" in err
+
+
+def test_compare_and_eval_stream_take_data_root(tiny_dataset, tmp_path, monkeypatch, capsys):
+    from streamad.evaluation import comparison
+
+    seen = []
+    monkeypatch.setattr(comparison, "evaluate_shared", lambda shared, method, k, seed: seen.append(shared.data_dir)
+                        or {"dataset": shared.data_dir, "method": method, "corrupt": k, "image_auroc": 1.0,
+                            "pixel_auroc": 1.0})
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["compare", "tiny", "--data-root", str(tiny_dataset.parent), "--methods", "spade",
+                 "--corrupt", "0", "--quiet"]) == 0
+    assert seen == [str(tiny_dataset)]
+    # eval-stream finds DATA_DIR under the root, then its manifest beside it (none here: that is the error)
+    assert main(["eval-stream", "tiny", "--data-root", str(tiny_dataset.parent), "--quiet"]) == 2
+    assert f"manifest not found: {tiny_dataset.parent / 'manifest.csv'}" in capsys.readouterr().err

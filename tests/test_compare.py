@@ -7,11 +7,12 @@ import json
 
 import pytest
 
-from streamad.evaluation import batch_eval as evaluation
-from streamad.cli import main
-from streamad.cli import compare
+from streamad.cli import compare, main
 from streamad.cli.eval import config_from_args
 from streamad.errors import UserError
+from streamad.evaluation import batch_eval, comparison
+from streamad.evaluation.comparison import evaluate_shared
+from streamad.evaluation.descriptor_cache import SharedDescriptors
 
 TINY = ["--image-size", "64", "--seeds", "2", "--min-span", "2", "--quiet"]
 
@@ -25,11 +26,12 @@ def compare_main(argv: list[str]) -> int:
 def fake_runs(monkeypatch, score) -> list:
     calls = []
 
-    def fake(self, method, corrupt, seed):
-        calls.append((method, corrupt, seed, self.config.seed))
-        return {"dataset": self.data_dir, "method": method, "corrupt": corrupt, **score(self.data_dir, method, corrupt)}
+    def fake(shared, method, corrupt, seed):
+        calls.append((method, corrupt, seed, shared.config.seed))
+        return {"dataset": shared.data_dir, "method": method, "corrupt": corrupt,
+                **score(shared.data_dir, method, corrupt)}
 
-    monkeypatch.setattr(compare.SharedDescriptors, "evaluate", fake)
+    monkeypatch.setattr(comparison, "evaluate_shared", fake)
     return calls
 
 
@@ -38,18 +40,18 @@ def test_compare_gives_the_results_of_eval_for_every_method(tiny_dataset, tmp_pa
     parser = argparse.ArgumentParser()
     compare.add_arguments(parser)
     config = config_from_args(parser.parse_args([str(tiny_dataset)] + TINY))
-    shared = compare.SharedDescriptors(str(tiny_dataset), config, cache=str(tmp_path / "cache"))
+    shared = SharedDescriptors(str(tiny_dataset), config, cache=str(tmp_path / "cache"))
     for method in compare.METHODS:
-        got = shared.evaluate(method, 1, 3)
-        want = evaluation.evaluate(str(tiny_dataset), method=method, corrupt=1, seed=3, config=config, progress=False)
+        got = evaluate_shared(shared, method, 1, 3)
+        want = batch_eval.evaluate(str(tiny_dataset), method=method, corrupt=1, seed=3, config=config, progress=False)
         for key in ("image_auroc", "pixel_auroc", "train_images", "test_images", "filter_recall", "nominal_patches"):
             assert got.get(key) == want.get(key), (method, key)
         assert got["descriptors_shared"] is True
-    assert shared.evaluate("pni", 1, 3)["refinement_network"] is False
+    assert evaluate_shared(shared, "pni", 1, 3)["refinement_network"] is False
     # a second run on the same settings reads the cache, descriptors included
-    again = compare.SharedDescriptors(str(tiny_dataset), config, cache=str(tmp_path / "cache"))
-    again._extractor_cls = lambda *a: pytest.fail("the cached descriptors must be reused")
-    assert again.evaluate("spade", 1, 3)["pixel_auroc"] == shared.evaluate("spade", 1, 3)["pixel_auroc"]
+    again = SharedDescriptors(str(tiny_dataset), config, cache=str(tmp_path / "cache"),
+                              extractor_factory=lambda *a: pytest.fail("the cached descriptors must be reused"))
+    assert evaluate_shared(again, "spade", 1, 3)["pixel_auroc"] == evaluate_shared(shared, "spade", 1, 3)["pixel_auroc"]
     assert again.stream(1, 3)[1].shape[0] == 7
 
 
@@ -82,7 +84,7 @@ def test_compare_averages_a_folder_of_datasets(make_dataset, tmp_path, monkeypat
     (["{tmp}"], "is neither a dataset"),
 ])
 def test_compare_user_errors_come_before_the_run(tiny_dataset, tmp_path, argv, message, monkeypatch):
-    monkeypatch.setattr(compare.SharedDescriptors, "evaluate", lambda *a, **k: pytest.fail("nothing must run"))
+    monkeypatch.setattr(comparison, "evaluate_shared", lambda *a, **k: pytest.fail("nothing must run"))
     (tmp_path / "empty").mkdir()
     argv = [a.replace("{tiny}", str(tiny_dataset)).replace("{tmp}", str(tmp_path / "empty")) for a in argv]
     with pytest.raises(UserError, match=message):

@@ -67,3 +67,20 @@ def test_patch_truth_marks_cells_touching_the_mask():
     truth = patch_truth(m, (4, 4))
     assert truth[0].all()
     assert (~truth[1]).sum() == 1 and not truth[1][2 * 4 + 3]
+
+
+def test_resolve_data_dir(tmp_path, monkeypatch):
+    from streamad.evaluation.datasets import resolve_data_dir
+
+    (tmp_path / "root" / "mvtec_ad" / "bottle").mkdir(parents=True)
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    monkeypatch.setenv("STREAMAD_DATA", str(tmp_path / "root"))
+    assert resolve_data_dir("mvtec_ad/bottle") == str(tmp_path / "root" / "mvtec_ad" / "bottle")
+    assert resolve_data_dir("mvtec_ad/bottle", str(tmp_path / "root")) == str(tmp_path / "root" / "mvtec_ad" / "bottle")
+    (tmp_path / "here" / "mvtec_ad" / "bottle").mkdir(parents=True)  # an existing path is used as given
+    assert resolve_data_dir("mvtec_ad/bottle") == "mvtec_ad/bottle"
+    assert resolve_data_dir("/no/such/place") == "/no/such/place"  # absolute: load_dataset names it
+    monkeypatch.delenv("STREAMAD_DATA")
+    with pytest.raises(UserError, match="looked in .*other.*set STREAMAD_DATA"):
+        resolve_data_dir("other")

@@ -207,7 +207,7 @@ def test_static_patchcore_scores_frames_as_patchcore_does_elsewhere():
     from streamad.batch.baselines import make_patch_model
     from streamad.config import HeatmapConfig
     from streamad.evaluation.drift_eval import trace_static
-    from streamad.testing.standin import PrecomputedDescriptors
+    from streamad.evaluation.descriptor_cache import PrecomputedDescriptors
     from streamad.batch.image_detector import ImageAnomalyDetector
 
     rng = np.random.default_rng(0)

@@ -15,7 +15,7 @@ from streamad.core.channels import nominal_mask
 from streamad.cli import main
 from streamad.config import ChannelConfig, FeatureConfig, InReachConfig, StreamConfig
 from streamad.evaluation.datasets import load_dataset, read_image, training_stream
-from streamad.evaluation.batch_eval import evaluate_stream, replay_stream
+from streamad.evaluation.stream_eval import evaluate_stream, replay_stream
 from streamad.vision.features import PatchFeatureExtractor
 from streamad.batch.inreach import InReaChPatchModel
 

@@ -65,8 +65,11 @@ class InReaCh(ImageAnomalyDetector):
     """Batch InReaCh on images, scikit-learn style, with the positional test and rotation alignment.
 
     ``fit(images)`` takes unlabeled training images in the order given (the first D are the seeds);
-    ``predict(images)`` returns a :class:`~streamad.results.Prediction`. After fitting,
-    ``transpose_score_``, ``aligned_`` and ``uses_positions_`` tell what the positional test decided.
+    ``predict(images)`` returns a :class:`~streamad.results.Prediction`. After fitting (or
+    ``decide_positions``), the positional decision is in ``transpose_score_`` (None when the test did
+    not run), ``uses_positions_``, ``aligned_``, ``train_angles_`` (the rotation of every training
+    image, degrees; all 0 without alignment) and ``reference_`` (the image test images are aligned to;
+    None without alignment).
     """
 
     def __init__(self, config: InReachConfig | None = None, extractor: PatchFeatureExtractor | None = None,
@@ -74,36 +77,53 @@ class InReaCh(ImageAnomalyDetector):
         self.config = config or InReachConfig()
         super().__init__(InReaChPatchModel(self.config.channels, seed=self.config.seed, index=self.config.index),
                          extractor or PatchFeatureExtractor(self.config.features), self.config.heatmap, progress)
-        self.uses_positions_ = False
-        self.aligned_ = False
-        self.transpose_score_: float | None = None
-        self._reference: np.ndarray | None = None
+        self.use_positional_decision(False, False, None)
+
+    def use_positional_decision(self, uses_positions: bool, aligned: bool, transpose_score: float | None,
+                                train_angles: Sequence[float] | None = None,
+                                reference: np.ndarray | None = None) -> "InReaCh":
+        """Take a positional decision made before (e.g. kept with cached descriptors) instead of running
+        the test: ``aligned`` needs the ``reference`` image that test images are rotated to."""
+        if aligned and reference is None:
+            raise ValueError("an aligned decision needs the reference image test images are rotated to")
+        self.uses_positions_ = bool(uses_positions)
+        self.aligned_ = bool(aligned)
+        self.transpose_score_ = transpose_score
+        self.train_angles_: list[float] = [float(a) for a in train_angles] if train_angles is not None else []
+        self.reference_: np.ndarray | None = reference if aligned else None
+        return self
 
     def decide_positions(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run the transpose test (and rotation alignment if it fails); return the images to use."""
         pos = self.config.positional
-        self.aligned_ = False
+        unrotated = [0.0] * len(images)
         if pos.mode != "auto":
-            self.uses_positions_ = pos.mode == "on"
+            self.use_positional_decision(pos.mode == "on", False, None, unrotated)
             return list(images)
-        self.transpose_score_ = transpose_score(images)
-        if self.transpose_score_ > pos.threshold:
-            self.uses_positions_ = True
+        score = transpose_score(images)
+        if score > pos.threshold:
+            self.use_positional_decision(True, False, score, unrotated)
             return list(images)
-        self.uses_positions_ = False
+        self.use_positional_decision(False, False, score, unrotated)
         if pos.align_rotation and len(images) > 1:
             angles = [0.0] + rotation_angles(images[1:], images[0])
             aligned = [rotate(img, a) for img, a in zip(images, angles)]
-            score = transpose_score(aligned)
-            if score > pos.threshold:
-                self.transpose_score_ = score
-                self.uses_positions_ = self.aligned_ = True
-                self._reference = images[0]
-                self.train_angles_ = angles
+            aligned_score = transpose_score(aligned)
+            if aligned_score > pos.threshold:
+                self.use_positional_decision(True, True, aligned_score, angles, reference=images[0])
                 return aligned
         return list(images)
 
-    def _with_positions(self, descriptors: np.ndarray) -> np.ndarray:
+    def align(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
+        """``images`` rotated onto the training reference as ``predict`` rotates them, and the angles
+        (degrees; the images unchanged and all angles 0 unless the positional test chose alignment)."""
+        if not self.aligned_ or self.reference_ is None:
+            return list(images), [0.0] * len(images)
+        angles = [best_rotation(img, self.reference_) for img in images]
+        return [rotate(img, a) for img, a in zip(images, angles)], angles
+
+    def with_positions(self, descriptors: np.ndarray) -> np.ndarray:
+        """``descriptors`` (N, P, d) with the positional embedding appended when the test chose it."""
         if not self.uses_positions_:
             return descriptors
         return with_positions(descriptors, self.grid, self.config.positional.weight)
@@ -119,17 +139,14 @@ class InReaCh(ImageAnomalyDetector):
 
     def fit_descriptors(self, descriptors: np.ndarray) -> "InReaCh":
         """Fit on precomputed descriptors (positions are appended here if the test said so)."""
-        self.model.fit_descriptors(self._with_positions(descriptors), self.grid)
+        self.model.fit_descriptors(self.with_positions(descriptors), self.grid)
         return self
 
     def predict(self, images: Sequence[np.ndarray]) -> Prediction:
         images = as_rgb_images(images, "predict images")
         if len(images) == 0:
             raise ValueError("predict needs at least one image: pass a non-empty list of RGB uint8 arrays")
-        angles = [0.0] * len(images)
-        if self.aligned_ and self._reference is not None:
-            angles = [best_rotation(img, self._reference) for img in images]
-            images = [rotate(img, a) for img, a in zip(images, angles)]
+        images, angles = self.align(images)
         pred = self.predict_descriptors(self.descriptors(images, "predict features"))
         if not any(angles):
             return pred
@@ -137,7 +154,7 @@ class InReaCh(ImageAnomalyDetector):
         return Prediction(scores=image_score(heat), heatmaps=heat, patch_scores=pred.patch_scores)
 
     def predict_descriptors(self, descriptors: np.ndarray) -> Prediction:
-        return super().predict_descriptors(self._with_positions(descriptors))
+        return super().predict_descriptors(self.with_positions(descriptors))
 
     @property
     def nominal_mask_(self) -> np.ndarray:

@@ -13,10 +13,13 @@ the positional test (transpose test, rotation alignment) is decided on the whole
 batch fitting decides it. --check-batch also fits batch InReaCh on the same descriptors and reports
 whether the nominal sets are identical.
 
+DATA_DIR is used as given when it exists; otherwise it is looked up under --data-root DIR or, without
+it, under the folder named by the STREAMAD_DATA environment variable.
+
 examples:
-  streamad eval ../shared/data/mvtec_ad/bottle --corrupt 10 --json bottle.json
-  streamad eval ../shared/data/mvtec_ad/bottle --corrupt 10 --stream --check-batch --json stream.json
-  streamad eval ../shared/data/mvtec_ad/bottle --corrupt 10 --stream --window 64 --cache out/desc
+  streamad eval mvtec_ad/bottle --data-root ../shared/data --corrupt 10 --json bottle.json
+  STREAMAD_DATA=../shared/data streamad eval mvtec_ad/bottle --corrupt 10 --stream --check-batch
+  streamad eval /data/mvtec_ad/bottle --corrupt 10 --stream --window 64 --cache out/desc
 """
 
 from __future__ import annotations
@@ -45,6 +48,13 @@ def _pair(text: str) -> tuple[int, int]:
     if len(values) != 2:
         raise argparse.ArgumentTypeError(f"expected N or H,W, got {text!r}")
     return values  # type: ignore[return-value]
+
+
+def add_data_root_argument(p: argparse.ArgumentParser) -> None:
+    """--data-root: where a relative DATA_DIR that does not exist here is looked up."""
+    p.add_argument("--data-root", metavar="DIR", default=None,
+                   help="folder that holds the data sets: a DATA_DIR that does not exist as given is looked up "
+                   "under it (default: the STREAMAD_DATA environment variable)")
 
 
 def add_model_arguments(p: argparse.ArgumentParser, center_crop: float = 0.875) -> None:
@@ -117,6 +127,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="save the descriptors and positional decision in DIR and reuse them on later runs with "
                    "the same data and feature options (e.g. out/desc; fit/predict seconds then repeat the "
                    "feature time measured when they were computed)")
+    add_data_root_argument(p)
     add_model_arguments(p)
 
 
@@ -155,27 +166,32 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamad.evaluation.batch_eval import evaluate
+    from streamad.evaluation.datasets import resolve_data_dir
 
     config = config_from_args(args)
     if args.json and os.path.dirname(args.json) and not os.path.isdir(os.path.dirname(args.json)):
         raise UserError(f"cannot write --json {args.json}: folder {os.path.dirname(args.json)} does not exist")
     if args.stream:
-        from streamad.evaluation.batch_eval import evaluate_stream
-
         if args.method != "inreach":
             raise UserError(f"--stream runs incremental InReaCh; --method {args.method} has no streaming engine")
         if args.window is not None and args.window < 1:
             raise UserError(f"--window must be a positive number of frames, got {args.window}")
-        result = evaluate_stream(args.data_dir, window=args.window, corrupt=args.corrupt, seed=args.seed,
-                                 config=config, progress=not args.quiet, check_batch=args.check_batch,
-                                 cache=args.cache, exact_reference=args.exact_reference)
     else:
         given = [o for o, v in (("--window", args.window), ("--check-batch", args.check_batch),
                                 ("--exact-reference", args.exact_reference), ("--cache", args.cache)) if v]
         if given:
             raise UserError(f"{', '.join(given)} only apply with --stream")
-        result = evaluate(args.data_dir, method=args.method, corrupt=args.corrupt, seed=args.seed, config=config,
+    data_dir = resolve_data_dir(args.data_dir, args.data_root)
+    if args.stream:
+        from streamad.evaluation.stream_eval import evaluate_stream
+
+        result = evaluate_stream(data_dir, window=args.window, corrupt=args.corrupt, seed=args.seed,
+                                 config=config, progress=not args.quiet, check_batch=args.check_batch,
+                                 cache=args.cache, exact_reference=args.exact_reference)
+    else:
+        from streamad.evaluation.batch_eval import evaluate
+
+        result = evaluate(data_dir, method=args.method, corrupt=args.corrupt, seed=args.seed, config=config,
                           progress=not args.quiet)
     print_table(result)
     if args.json:

@@ -8,6 +8,11 @@ Layout::
     <root>/ground_truth/<defect>/<stem>_mask.png
 
 Images may be png, jpg, jpeg, bmp or tif; grayscale images are converted to RGB.
+
+Where the data are: a DATA_DIR given to the evaluation commands is used as given when it is absolute
+or exists; otherwise it is looked up under ``--data-root`` or the ``STREAMAD_DATA`` environment
+variable (:func:`resolve_data_dir`), so ``STREAMAD_DATA=../shared/data streamad eval mvtec_ad/bottle``
+works from any folder.
 """
 
 from __future__ import annotations
@@ -23,6 +28,34 @@ from streamad.errors import UserError
 from streamad.vision.features import resize_and_crop
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DATA_ENV = "STREAMAD_DATA"
+
+
+def resolve_data_dir(path: str, data_root: str | None = None) -> str:
+    """Where the data set ``path`` is: ``path`` itself when it is absolute or exists, else ``path`` under
+    ``data_root`` (``--data-root``) or, without one, under ``$STREAMAD_DATA``.
+
+    A path found nowhere is a :class:`UserError` that names every place looked at and what to set.
+
+        >>> import tempfile
+        >>> root = tempfile.mkdtemp(); os.makedirs(os.path.join(root, "mvtec_ad", "bottle"))
+        >>> resolve_data_dir("mvtec_ad/bottle", root) == os.path.join(root, "mvtec_ad", "bottle")
+        True
+    """
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    root, source = (data_root, "--data-root") if data_root else (os.environ.get(DATA_ENV) or None, DATA_ENV)
+    looked = [os.path.abspath(path)]
+    if root:
+        candidate = os.path.join(root, path)
+        if os.path.exists(candidate):
+            return candidate
+        looked.append(f"{os.path.abspath(candidate)} ({source}={root})")
+        hint = f"check {source}, or give the data set's full path"
+    else:
+        hint = (f"give the data set's full path, or set {DATA_ENV} (or --data-root) to the folder that holds "
+                f"it, e.g. {DATA_ENV}=../shared/data")
+    raise UserError(f"dataset folder not found: {path} (looked in {' and '.join(looked)}); {hint}")
 
 
 @dataclass(frozen=True)
@@ -100,6 +133,13 @@ def read_image(path: str) -> np.ndarray:
     if img.shape[2] == 4:
         return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_images(samples: Sequence[Sample], desc: str = "read", progress: bool = False) -> list[np.ndarray]:
+    """The samples' images as RGB uint8, with an optional progress bar."""
+    from tqdm.auto import tqdm
+
+    return [read_image(s.path) for s in tqdm(samples, desc=desc, unit="img", disable=not progress, leave=False)]
 
 
 def descriptors_of_files(paths: Sequence[str], extractor, desc: str = "features",

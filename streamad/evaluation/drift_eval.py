@@ -40,7 +40,7 @@ from streamad.config import ChannelConfig, HeatmapConfig, IndexConfig, StreamCon
 from streamad.stream.decisions import make_drift_detector
 from streamad.stream.detector import StreamDetector
 from streamad.batch.image_detector import ImageAnomalyDetector
-from streamad.testing.standin import PrecomputedDescriptors
+from streamad.evaluation.descriptor_cache import PrecomputedDescriptors
 
 
 @dataclass

@@ -1,7 +1,4 @@
-"""Stand-in feature extractors for examples, tests and benchmarks that need no backbone.
-
-:class:`PrecomputedDescriptors` stands in when descriptors are computed beforehand (the detectors'
-``*_descriptors`` methods): it only tells the grid and input size, and calling it is an error.
+"""A stand-in feature extractor for examples, tests and benchmarks that need no backbone.
 
 :class:`BlockMeans` turns each frame into a grid of RGB block means (the frame resized to
 ``image_size`` first): cheap, deterministic, and shaped like the real extractor's output
@@ -16,18 +13,23 @@
     >>> det = StreamDetector(StreamConfig(window=8, channels=ChannelConfig(seeds=2, min_span=2)), extractor=ext)
     >>> det.process(np.zeros((48, 64, 3), np.uint8)).ready
     False
+
+``PrecomputedDescriptors`` (serving descriptors computed beforehand) lives in
+:mod:`streamad.evaluation.descriptor_cache`; it is re-exported here for the benchmarks and examples
+that still import it from this module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from types import SimpleNamespace
 
 import cv2
 import numpy as np
 
-from streamad.config import FeatureConfig
+from streamad.evaluation.descriptor_cache import PrecomputedDescriptors  # re-export (bench_engine, examples)
+
+__all__ = ["BlockMeans", "PrecomputedDescriptors"]
 
 
 class BlockMeans:
@@ -48,17 +50,3 @@ class BlockMeans:
         out = [cv2.resize(np.asarray(f), (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
                .reshape(gh, h // gh, gw, w // gw, 3).mean(axis=(1, 3)).reshape(gh * gw, 3) / 255.0 for f in frames]
         return np.stack(out).astype(np.float32)
-
-
-class PrecomputedDescriptors:
-    """Stands in for the feature extractor when descriptors are computed beforehand: it tells the
-    detector the grid and input size; heatmaps stay in model-input coordinates (no crop border)."""
-
-    def __init__(self, grid: tuple[int, int], size: tuple[int, int], features: FeatureConfig | None = None) -> None:
-        self.grid = tuple(int(v) for v in grid)
-        self.image_size = tuple(int(v) for v in size)
-        base = features or FeatureConfig(image_size=self.image_size, grid=self.grid)
-        self.config = replace(base, center_crop=1.0)
-
-    def __call__(self, frames: Sequence[np.ndarray]) -> np.ndarray:
-        raise RuntimeError("descriptors are precomputed: call the detector's *_descriptors methods")

@@ -42,6 +42,11 @@ _MEMO: OrderedDict[tuple, tuple[np.ndarray, dict]] = OrderedDict()
 MEMO_SIZE = 4
 
 
+def clear_memo() -> None:
+    """Forget the remembered coresets (the next ``greedy_coreset`` call computes afresh)."""
+    _MEMO.clear()
+
+
 def coreset_size(total: int, fraction: float) -> int:
     """Number of coreset elements for ``total`` patches: ``ceil(fraction * total)``, at least 1."""
     return max(1, min(total, math.ceil(fraction * total - 1e-9)))

@@ -103,7 +103,7 @@ class Spade:
         kappa = min(cfg.kappa, neighbours.shape[1] * train.shape[1])
         out = np.empty((m, p), np.float32)
         order = np.lexsort(neighbours.T[::-1])  # images that retrieved the same training images, together
-        for group in _groups(neighbours, order, GROUP_GALLERY_IMAGES or neighbours.shape[1]):
+        for group in gallery_groups(neighbours, order, GROUP_GALLERY_IMAGES or neighbours.shape[1]):
             union = np.unique(neighbours[group])
             gallery = as_tensor(train[union].reshape(-1, d), cfg.device)
             allowed = torch.from_numpy((neighbours[group][:, :, None] == union[None, None, :]).any(1))
@@ -133,7 +133,7 @@ class Spade:
         return (dist.astype(np.float64) ** 2).mean(1).astype(np.float32)
 
 
-def _groups(neighbours: np.ndarray, order: np.ndarray, limit: int) -> list[np.ndarray]:
+def gallery_groups(neighbours: np.ndarray, order: np.ndarray, limit: int) -> list[np.ndarray]:
     """Consecutive runs of ``order`` whose retrieved training images number at most ``limit`` together
     (a single image is always a group of its own, whatever its K)."""
     groups: list[np.ndarray] = []
