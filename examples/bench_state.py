@@ -19,7 +19,7 @@ import numpy as np
 
 from streamad.config import StreamConfig
 from streamad.stream.detector import StreamDetector
-from streamad.testing.standin import PrecomputedDescriptors
+from streamad.evaluation.descriptor_cache import PrecomputedDescriptors
 
 
 def main() -> None:

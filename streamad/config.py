@@ -190,6 +190,32 @@ class InReachConfig:
         _check("InReachConfig", "seed", isinstance(self.seed, int), self.seed, "an int")
 
 
+@dataclass(frozen=True)
+class ThreadConfig:
+    """How many threads each kind of work may use (0: chosen from the cores, see
+    :func:`streamad.vision.threads.resolve_threads`): ``torch`` the backbone's intra-op threads,
+    ``blas`` numpy's BLAS (association, exact and IVF search). The HNSW index's query threads are
+    ``IndexConfig.threads``.
+
+    On a small box the scorer (torch) and the background learner (BLAS) must not fight over the cores:
+    with background learning the default gives BLAS one thread.
+
+        >>> ThreadConfig(torch=-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: ThreadConfig.torch must be an int >= 0 (0: automatic), got -1
+    """
+
+    torch: int = 0
+    blas: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("torch", "blas"):
+            v = getattr(self, name)
+            _check("ThreadConfig", name, isinstance(v, int) and not isinstance(v, bool) and v >= 0, v,
+                   "an int >= 0 (0: automatic)")
+
+
 DRIFT_DETECTORS = ("adwin", "page_hinkley", "kswin", "none")
 
 
@@ -242,6 +268,7 @@ class StreamConfig:
     decisions: DecisionConfig = field(default_factory=DecisionConfig)
     seed: int = 0
     learn_in_background: bool = False
+    threads: ThreadConfig = field(default_factory=ThreadConfig)
 
     def __post_init__(self) -> None:
         c = "StreamConfig"

@@ -1,4 +1,4 @@
-"""`streamad bench`: backbone-only and full-pipeline rates on the same frames, JSON keys, refusals."""
+"""`streamad bench`: backbone-only, live and synchronous rates on the same frames, JSON keys, refusals."""
 
 from __future__ import annotations
 
@@ -14,16 +14,20 @@ def test_bench_reports_both_rates_on_the_same_frames(bottle_dir, tmp_path, capsy
     assert main(["bench", str(bottle_dir / "test" / "good"), "--frames", "32", "--window", "24", "--device", "cpu",
                  "--warmup", "1", "--json", str(out), "--quiet"]) == 0
     r = json.loads(out.read_text())
-    for key in ("backbone_fps", "pipeline_fps", "ratio", "p50_ms", "p99_ms"):
-        assert isinstance(r[key], float) and r[key] > 0, key
+    for key in ("backbone_fps", "pipeline_fps", "ratio", "p50_ms", "p99_ms", "sync_fps", "admissions_per_s"):
+        assert isinstance(r[key], float) and r[key] >= 0, key
     assert r["ratio"] == pytest.approx(r["pipeline_fps"] / r["backbone_fps"])
-    assert r["frames_timed"] == {"backbone": 32, "pipeline": 8}  # the pipeline is timed once the window is full
+    assert r["frames_timed"] == 8 and r["sync_frames_timed"] == 8  # timed once the window is full
     assert r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
     assert r["device"] == "cpu" and r["window"] == 24 and r["nominal_patches_at_end"] > 0
-    assert r["timed_frames_ready"] == 8  # every timed frame went through the whole pipeline
-    assert {"features", "score", "associate", "index"} <= set(r["stage_ms"])
+    assert r["timed_frames_ready"] == 8 and r["sync_frames_ready"] == 8  # every timed frame was scored
+    assert {"features", "score", "heatmap"} <= set(r["stage_ms"])  # live: the scorer's stages ...
+    assert "associate" not in r["stage_ms"]  # ... the admission work is the learner's
+    assert {"features", "score", "associate", "index"} <= set(r["sync_stage_ms"])
+    assert r["threads"]["live"]["blas"] == 1 and r["index"]["kind"] == "ivf"
     printed = capsys.readouterr().out
-    assert "backbone only" in printed and "full pipeline" in printed and "ratio pipeline / backbone" in printed
+    assert "backbone only" in printed and "live" in printed and "ratio live / backbone" in printed
+    assert "synchronous" in printed
 
 
 def test_bench_refuses_too_few_frames_and_empty_folders(tmp_path, capsys):
@@ -41,5 +45,5 @@ def test_bench_without_a_folder_runs_on_the_demo_stream(tmp_path, capsys):
     r = json.loads(out.read_text())
     for key in ("backbone_fps", "pipeline_fps", "ratio", "p50_ms", "p99_ms"):
         assert isinstance(r[key], float) and r[key] > 0, key
-    assert r["frames_timed"] == {"backbone": 12, "pipeline": 1} and r["window"] == 11
+    assert r["frames_timed"] == 1 and r["window"] == 11
     assert "the first 12 of the built-in demo stream (384x384)" in capsys.readouterr().out

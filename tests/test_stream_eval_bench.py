@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from streamad.cli import main
-from streamad.cli.bench_engine import RealDescriptors
+from streamad.bench.streams import RealDescriptors
 
 
 def test_real_descriptors_repeat_with_noise_past_the_end(tmp_path):

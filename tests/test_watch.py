@@ -23,7 +23,7 @@ from streamad.adapters.live import StopFlag, run_watch, stop_on_signals
 from streamad.adapters.publisher import Publisher
 from streamad.adapters.sources import Backoff, LiveSource, VideoFileSource
 from streamad.adapters.subscriber import Subscriber
-from streamad.config import ChannelConfig, FeatureConfig
+from streamad.config import ChannelConfig, FeatureConfig, ThreadConfig
 from streamad.errors import UserError
 from streamad.results import FrameResult
 
@@ -290,6 +290,8 @@ class StandInStreamConfig:
     admit_every: int = 1
     features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
     channels: ChannelConfig = dataclasses.field(default_factory=ChannelConfig)
+    learn_in_background: bool = False
+    threads: ThreadConfig = dataclasses.field(default_factory=ThreadConfig)
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -304,7 +306,9 @@ def test_build_config_applies_preset_then_options(monkeypatch) -> None:
     cfg = watch_cmd.build_config(args)
     assert (cfg.window, cfg.admit_every, cfg.features.device, cfg.features.grid, cfg.channels.seeds) == (
         50, 3, "auto", (20, 20), 5)
-    assert watch_cmd.build_config(parser.parse_args(["watch", "demo"])) == StandInStreamConfig()
+    assert watch_cmd.build_config(parser.parse_args(["watch", "demo"])) == StandInStreamConfig(learn_in_background=True)
+    assert not watch_cmd.build_config(parser.parse_args(["watch", "demo", "--learning", "sync"])).learn_in_background
+    assert watch_cmd.build_config(parser.parse_args(["watch", "demo", "--blas-threads", "2"])).threads.blas == 2
     with pytest.raises(UserError, match="StreamConfig.window must be >= 1, got 0"):
         watch_cmd.build_config(parser.parse_args(["watch", "demo", "--window", "0"]))
     with pytest.raises(UserError, match="FeatureConfig.device"):

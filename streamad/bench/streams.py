@@ -101,7 +101,7 @@ class RealDescriptors:
 
 def stand_in(patches: int) -> Any:
     """The detector only needs the grid and input size on the descriptor path: a square grid if it can."""
-    from streamad.testing.standin import PrecomputedDescriptors
+    from streamad.evaluation.descriptor_cache import PrecomputedDescriptors
 
     side = int(math.isqrt(patches))
     return PrecomputedDescriptors((side, side) if side * side == patches else (1, patches), (224, 224))

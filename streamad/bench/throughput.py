@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -49,52 +50,112 @@ def demo_frames(n: int) -> list[np.ndarray]:
 
 
 def bench_config(*, window: int, device: str | None = None, backbone: str | None = None, weights: str | None = None,
-                 exact_below: int | None = None, ef_construction: int | None = None) -> Any:
-    """The ``StreamConfig`` to measure: ``window``, and the given feature and index settings over the
-    defaults (``None``: the default). A bad value is a UserError."""
-    from streamad.config import FeatureConfig, IndexConfig, StreamConfig
+                 exact_below: int | None = None, ef_construction: int | None = None, index: str | None = None,
+                 nprobe: int | None = None, torch_threads: int | None = None,
+                 blas_threads: int | None = None) -> Any:
+    """The ``StreamConfig`` to measure: ``window``, and the given feature, index and thread settings over
+    the streaming defaults (``None``: the default). A bad value is a UserError."""
+    from streamad.config import FeatureConfig, StreamConfig, ThreadConfig
+
+    def given(*pairs: tuple[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in pairs if v is not None}
 
     try:
-        features = FeatureConfig(**{k: v for k, v in (("backbone", backbone), ("weights", weights),
-                                                       ("device", device)) if v is not None})
-        index = IndexConfig(**{k: v for k, v in (("exact_below", exact_below),
-                                                  ("ef_construction", ef_construction)) if v is not None})
-        return StreamConfig(window=window, features=features, index=index)
+        base = StreamConfig()
+        features = FeatureConfig(**given(("backbone", backbone), ("weights", weights), ("device", device)))
+        index_config = replace(base.index, **given(("exact_below", exact_below), ("ef_construction", ef_construction),
+                                                   ("kind", index), ("nprobe", nprobe)))
+        threads = ThreadConfig(**given(("torch", torch_threads), ("blas", blas_threads)))
+        return StreamConfig(window=window, features=features, index=index_config, threads=threads)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
 
 
-def measure_throughput(frames: list[np.ndarray], config: Any, *, warmup: int = 5, progress: bool = False) -> dict[str, Any]:
-    """Time the backbone alone, then the pipeline, on ``frames`` (more than ``config.window`` of them) after
-    ``warmup`` untimed backbone calls; the results (rates, latencies, stage means, reseeds) as a dict."""
-    from streamad.stream.detector import StreamDetector
+def measure_throughput(frames: list[np.ndarray], config: Any, *, warmup: int = 5, progress: bool = False,
+                       modes: tuple[str, ...] = ("live", "sync")) -> dict[str, Any]:
+    """Time the backbone alone, then the pipeline in each of ``modes`` on the same ``frames`` (more than
+    ``config.window`` of them), after ``warmup`` untimed backbone calls.
+
+    - ``live``: the window is filled first (untimed), then every frame is scored by ``process`` while
+      the background learner admits the newest due frame (``learn_in_background``): the scoring rate
+      (``pipeline_fps``), its latency (``p50_ms``, ``p99_ms``) and the learner's ``admissions_per_s``;
+    - ``sync``: ``process`` scores and admits every frame on the caller's thread (as eval does),
+      timed once the window is full: ``sync_fps`` and its latency.
+
+    Each pass runs under the thread budget of its mode (:mod:`streamad.vision.threads`).
+    """
     from streamad.vision.features import PatchFeatureExtractor
+    from streamad.vision.threads import apply_threads
 
     window = config.window
     if len(frames) <= window:
         raise UserError(f"{len(frames)} frames do not fill a window of {window} and leave one to time")
+    bad = [m for m in modes if m not in ("live", "sync")]
+    if bad or not modes:
+        raise UserError(f"modes must be some of live, sync; got {list(modes)}")
     extractor = PatchFeatureExtractor(config.features)
+    threads = apply_threads(config.threads, background=False)
     for f in frames[:warmup]:
         extractor([f])
-    backbone_ms = _time_backbone(extractor, frames, progress)
-    det = StreamDetector(config, extractor=extractor)
-    pipeline_ms, stages, reseeds, ready = _time_pipeline(det, frames, window, progress)
-    b, p = _summary(np.asarray(backbone_ms)), _summary(np.asarray(pipeline_ms))
+    b = _summary(np.asarray(_time_backbone(extractor, frames, progress)))
     features, index = config.features, config.index
-    return {
+    out: dict[str, Any] = {
         "device": str(extractor.device), "backbone": features.backbone, "image_size": list(features.image_size),
-        "window": window, "index": {"exact_below": index.exact_below, "ef_construction": index.ef_construction,
-                                    "ef": index.ef, "uses_graph_at_end": bool(det.index is not None
-                                                                               and det.index.uses_graph)},
-        "nominal_patches_at_end": det.nominal_count, "timed_frames_ready": ready,
-        "frames_timed": {"backbone": len(backbone_ms), "pipeline": len(pipeline_ms)},
-        "backbone_fps": b["fps"], "pipeline_fps": p["fps"], "ratio": p["fps"] / b["fps"],
-        "p50_ms": p["p50_ms"], "p99_ms": p["p99_ms"], "max_ms": p["max_ms"],
-        "backbone_p50_ms": b["p50_ms"], "backbone_p99_ms": b["p99_ms"],
-        "stage_ms": {k: v / len(pipeline_ms) for k, v in stages.items()},
-        "reseeds": len(reseeds), "reseed_frame_ms_median": float(np.median(reseeds)) if reseeds else None,
-        "torch_threads": _torch_threads(),
-    }
+        "window": window, "frames": len(frames), "index": {"kind": index.kind, "nprobe": index.nprobe,
+                                                           "exact_below": index.exact_below},
+        "backbone_fps": b["fps"], "backbone_p50_ms": b["p50_ms"], "backbone_p99_ms": b["p99_ms"],
+        "threads": {"backbone": threads}}
+    if "sync" in modes:
+        out["threads"]["sync"] = apply_threads(config.threads, background=False)
+        out.update(_sync_pass(extractor, frames, replace(config, learn_in_background=False), progress))
+    if "live" in modes:
+        out["threads"]["live"] = apply_threads(config.threads, background=True)
+        out.update(_live_pass(extractor, frames, replace(config, learn_in_background=True), progress))
+        out["ratio"] = out["pipeline_fps"] / out["backbone_fps"]
+    apply_threads(config.threads, background=False)
+    return out
+
+
+def _sync_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: bool) -> dict[str, Any]:
+    """Score and admit every frame on this thread; timed once the window is full."""
+    from streamad.stream.detector import StreamDetector
+
+    det = StreamDetector(config, extractor=extractor)
+    ms, stages, reseeds, ready = _time_pipeline(det, frames, config.window, progress, "sync")
+    s = _summary(np.asarray(ms))
+    return {"sync_fps": s["fps"], "sync_p50_ms": s["p50_ms"], "sync_p99_ms": s["p99_ms"], "sync_max_ms": s["max_ms"],
+            "sync_stage_ms": {k: v / len(ms) for k, v in stages.items()}, "sync_frames_ready": ready,
+            "sync_frames_timed": len(ms), "reseeds": len(reseeds),
+            "reseed_frame_ms_median": float(np.median(reseeds)) if reseeds else None,
+            "nominal_patches_at_end": det.nominal_count}
+
+
+def _live_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: bool) -> dict[str, Any]:
+    """Fill the window (untimed), then score every frame while the learner admits in the background."""
+    from streamad.stream.detector import StreamDetector
+
+    window = config.window
+    with StreamDetector(config, extractor=extractor) as det:
+        for f in frames[:window]:
+            det.learn_one(f)
+        ms, stages, ready = [], {}, 0
+        before = det.learner_stats().get("admitted", 0)
+        t_start = time.perf_counter()
+        for f in tqdm(frames[window:], desc="live", unit="frame", disable=not progress, leave=False):
+            t0 = time.perf_counter()
+            r = det.process(f)
+            ms.append((time.perf_counter() - t0) * 1e3)
+            ready += r.ready
+            for k, v in r.timings.items():
+                stages[k] = stages.get(k, 0.0) + v
+        elapsed = time.perf_counter() - t_start
+        learner = det.learner_stats()
+    s = _summary(np.asarray(ms))
+    admitted = int(learner.get("admitted", 0)) - int(before)
+    return {"pipeline_fps": len(ms) / elapsed, "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"], "max_ms": s["max_ms"],
+            "stage_ms": {k: v / len(ms) for k, v in stages.items()}, "timed_frames_ready": ready,
+            "frames_timed": len(ms), "admissions_per_s": admitted / elapsed, "admissions": admitted,
+            "learner_stage_ms": learner.get("stage_ms", {}), "learner_busy": learner.get("busy", 0.0)}
 
 
 def _time_backbone(extractor: Any, frames: list[np.ndarray], progress: bool) -> list[float]:
@@ -107,15 +168,15 @@ def _time_backbone(extractor: Any, frames: list[np.ndarray], progress: bool) -> 
     return ms
 
 
-def _time_pipeline(det: Any, frames: list[np.ndarray], window: int,
-                   progress: bool) -> tuple[list[float], dict[str, float], list[float], int]:
+def _time_pipeline(det: Any, frames: list[np.ndarray], window: int, progress: bool,
+                   label: str = "pipeline") -> tuple[list[float], dict[str, float], list[float], int]:
     """``det.process`` on every frame, timed after the first ``window``: (milliseconds per timed frame,
     summed stage milliseconds, milliseconds of the frames that promoted a seed, timed frames ready)."""
     pipeline_ms: list[float] = []
     stages: dict[str, float] = {}
     reseeds: list[float] = []
     ready = 0
-    for i, f in enumerate(tqdm(frames, desc="pipeline", unit="frame", disable=not progress, leave=False)):
+    for i, f in enumerate(tqdm(frames, desc=label, unit="frame", disable=not progress, leave=False)):
         before = det.channels.schedule.last_promotion
         t0 = time.perf_counter()
         r = det.process(f)
@@ -146,31 +207,43 @@ def report_lines(result: dict[str, Any]) -> list[str]:
     """The printed report of :func:`measure_throughput` (then :func:`not_ready_warning`, :func:`reseed_line`)."""
     r, ix = result, result["index"]
     h, w = r["image_size"]
-    graph = f"HNSW (ef_construction {ix['ef_construction']}, ef {ix['ef']})" if ix["uses_graph_at_end"] else "exact search"
-    lines = [f"device {r['device']}, backbone {r['backbone']}, input {h}x{w}, window {r['window']}, "
-             f"{r['frames_timed']['pipeline']} frames timed after the window filled",
-             f"nominal patches at the end {r['nominal_patches_at_end']:,}; index: {graph} "
-             f"(exact below {ix['exact_below']:,})",
+    lines = [f"device {r['device']}, backbone {r['backbone']}, input {h}x{w}, window {r['window']}, {r['frames']} frames; "
+             f"index {ix['kind']} (nprobe {ix['nprobe']}, exact below {ix['exact_below']:,}); threads "
+             + ", ".join(f"{mode}: torch {t['torch']} blas {t['blas']}" for mode, t in r["threads"].items()),
              f"backbone only : {r['backbone_fps']:7.2f} fps  (p50 {r['backbone_p50_ms']:.1f} ms, "
-             f"p99 {r['backbone_p99_ms']:.1f} ms)",
-             f"full pipeline : {r['pipeline_fps']:7.2f} fps  (p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
-             f"max {r['max_ms']:.1f} ms)",
-             f"ratio pipeline / backbone: {r['ratio']:.2f}",
-             "stage ms (mean per frame): " + ", ".join(f"{k} {v:.1f}" for k, v in r["stage_ms"].items())]
+             f"p99 {r['backbone_p99_ms']:.1f} ms)"]
+    if "pipeline_fps" in r:
+        lines += [f"live          : {r['pipeline_fps']:7.2f} fps  scoring latency p50 {r['p50_ms']:.1f} ms, p99 "
+                  f"{r['p99_ms']:.1f} ms (p99/p50 {r['p99_ms'] / r['p50_ms']:.2f}); learner {r['admissions_per_s']:.2f} "
+                  f"admissions/s ({r['admissions']} in the timed run, busy {100 * r['learner_busy']:.0f} %)",
+                  f"ratio live / backbone: {r['ratio']:.2f}",
+                  "live scorer stage ms (mean per frame): " + _stages(r["stage_ms"]),
+                  "learner stage ms (mean per admission): " + _stages(r["learner_stage_ms"])]
+    if "sync_fps" in r:
+        lines += [f"synchronous   : {r['sync_fps']:7.2f} fps  (p50 {r['sync_p50_ms']:.1f} ms, p99 {r['sync_p99_ms']:.1f} "
+                  f"ms, max {r['sync_max_ms']:.1f} ms), every frame admitted; nominal patches at the end "
+                  f"{r['nominal_patches_at_end']:,}",
+                  "sync stage ms (mean per frame): " + _stages(r["sync_stage_ms"])]
     return lines
 
 
+def _stages(stages: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.1f}" for k, v in stages.items()) or "-"
+
+
 def reseed_line(result: dict[str, Any]) -> str | None:
-    """How many timed frames promoted a seed and what such a frame cost, or None if none did."""
-    if not result["reseeds"]:
+    """How many timed synchronous frames promoted a seed and what such a frame cost, or None if none did."""
+    if not result.get("reseeds"):
         return None
-    return f"reseeds: {result['reseeds']} frames, median {result['reseed_frame_ms_median']:.1f} ms per such frame"
+    return (f"reseeds (synchronous): {result['reseeds']} frames, median {result['reseed_frame_ms_median']:.1f} ms per "
+            "such frame")
 
 
 def not_ready_warning(result: dict[str, Any]) -> str | None:
     """A warning when some timed frames skipped scoring (no nominal patches yet), else None."""
-    ready, timed = result["timed_frames_ready"], result["frames_timed"]["pipeline"]
-    if ready >= timed:
-        return None
-    return (f"warning: the detector was ready on only {ready} of {timed} timed frames (no nominal "
-            "patches yet), so those frames skipped scoring: use more frames, a larger window or real images")
+    for ready_key, timed_key in (("timed_frames_ready", "frames_timed"), ("sync_frames_ready", "sync_frames_timed")):
+        if ready_key in result and result[ready_key] < result[timed_key]:
+            return (f"warning: the detector was ready on only {result[ready_key]} of {result[timed_key]} timed "
+                    "frames (no nominal patches yet), so those frames skipped scoring: use more frames, a larger "
+                    "window or real images")
+    return None

@@ -1,18 +1,21 @@
-"""Frames per second of the backbone alone and of the full pipeline, on the same frames.
+"""Frames per second of the backbone alone and of the full pipeline, live and synchronous, on the same frames.
 
 The frames are the images of IMAGES (a folder, searched recursively) or, without IMAGES, the first
 --frames frames of the built-in demo stream (the generated scene of 'streamad watch demo', 384x384),
-read once into memory (images repeated to --frames), so disk and decoding are not timed. Two passes,
+read once into memory (images repeated to --frames), so disk and decoding are not timed. Passes,
 one frame at a time:
 
   backbone   the feature extractor alone (the physical floor of the pipeline)
-  pipeline   StreamDetector.process: features, score, heatmap, decisions, then admission of every
-             frame into a --window frame window (association, trimming, index update, reseeding)
+  live       the window filled first (untimed); then StreamDetector.process scores every frame
+             (features, score, heatmap, decisions) while the background learner admits the newest
+             due frame (association, trimming, reseeding, index update): 'watch' runs this way
+  sync       StreamDetector.process scores AND admits every frame on the caller's thread (as eval
+             does), timed once the window is full
 
-The pipeline is timed once the window is full (steady state); the frames before that fill it.
-Reported: both rates and their ratio, per-frame latency of the pipeline (p50, p99, max), the mean
-milliseconds of each stage, and the frames on which a seed was promoted (a reseed).
-The measuring lives in streamad.bench.throughput.
+Reported: backbone fps; live fps (= pipeline_fps), its ratio to the backbone, the scoring latency
+(p50, p99) and the learner's admissions per second; synchronous fps and latency; the mean
+milliseconds of each stage; the thread budget of each pass (--torch-threads, --blas-threads: 0 =
+automatic, see streamad.vision.threads). The measuring lives in streamad.bench.throughput.
 
 examples:
   streamad bench --device cpu                   # the demo stream: no data needed
@@ -29,8 +32,8 @@ import sys
 from streamad.errors import UserError
 
 NAME = "bench"
-HELP = ("backbone-only vs full-pipeline frames per second on the same frames (a folder, or the demo stream), "
-        "per-stage milliseconds")
+HELP = ("backbone-only vs live (background learning) and synchronous pipeline frames per second on the same "
+        "frames (a folder, or the demo stream), latency, learner admissions/s, per-stage milliseconds")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,6 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="exact nearest-neighbour search below N nominal patches (default: IndexConfig's)")
     p.add_argument("--ef-construction", type=int, default=None, metavar="N",
                    help="HNSW graph quality (default: IndexConfig's)")
+    p.add_argument("--index", choices=("ivf", "hnsw"), default=None,
+                   help="nominal index kind (default: the stream's, ivf); live mode needs ivf")
+    p.add_argument("--nprobe", type=int, default=None, metavar="N", help="IVF lists searched per query")
+    p.add_argument("--modes", default="live,sync", help="passes after the backbone's: live, sync or both (default)")
+    p.add_argument("--torch-threads", type=int, default=None, metavar="N", help="torch threads (0: automatic)")
+    p.add_argument("--blas-threads", type=int, default=None, metavar="N", help="BLAS threads (0: automatic)")
     p.add_argument("--warmup", type=int, default=5, metavar="N", help="untimed backbone calls first (default 5)")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -59,14 +68,17 @@ def run(args: argparse.Namespace) -> int:
                         "once the window is full")
     config = throughput.bench_config(window=args.window, device=args.device, backbone=args.backbone,
                                      weights=args.weights, exact_below=args.exact_below,
-                                     ef_construction=args.ef_construction)
+                                     ef_construction=args.ef_construction, index=args.index, nprobe=args.nprobe,
+                                     torch_threads=args.torch_threads, blas_threads=args.blas_threads)
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     if args.images is None:
         frames = throughput.demo_frames(args.frames)
         print(f"frames: the first {len(frames)} of the built-in demo stream "
               f"({frames[0].shape[1]}x{frames[0].shape[0]})")
     else:
         frames = throughput.folder_frames(args.images, args.frames)
-    result = throughput.measure_throughput(frames, config, warmup=args.warmup, progress=not args.quiet)
+    result = throughput.measure_throughput(frames, config, warmup=args.warmup, progress=not args.quiet,
+                                           modes=modes)
     print("\n".join(throughput.report_lines(result)))
     warning = throughput.not_ready_warning(result)
     if warning is not None:

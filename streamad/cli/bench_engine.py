@@ -37,7 +37,6 @@ import json
 import os
 from typing import Any
 
-from streamad.bench.streams import RealDescriptors  # noqa: F401 - importable here as before
 from streamad.errors import UserError
 
 NAME = "bench-engine"

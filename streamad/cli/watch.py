@@ -59,6 +59,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--admit-every", type=int, default=None, metavar="K", help="admit one frame in K to the window")
     g.add_argument("--backbone", default=None, help="feature backbone (default: the preset's, efficientnet_lite0)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default cpu)")
+    g.add_argument("--learning", choices=("background", "sync"), default="background",
+                   help="background (default): every frame is scored at once and a learner thread admits the "
+                        "newest due frame, so scoring never waits for learning; sync: score and admit on one thread "
+                        "(deterministic, as 'streamad eval' does; slower)")
+    g.add_argument("--torch-threads", type=int, default=None, metavar="N",
+                   help="threads of the backbone (default 0: all usable cores)")
+    g.add_argument("--blas-threads", type=int, default=None, metavar="N",
+                   help="BLAS threads of association and search (default 0: 1 with background learning, else all "
+                        "cores), so that scorer and learner do not fight over the cores")
     g = p.add_argument_group("outputs")
     g.add_argument("--publish", nargs="?", const=DEFAULT_ADDRESS, default=None, metavar="ADDR",
                    help=f"publish every result over ZeroMQ PUB (default address {DEFAULT_ADDRESS})")
@@ -100,6 +109,11 @@ def build_config(args: argparse.Namespace) -> Any:
     features = {k: v for k, v in (("backbone", args.backbone), ("device", args.device)) if v is not None}
     if features:
         overrides["features"] = features
+    overrides["learn_in_background"] = getattr(args, "learning", "background") == "background"
+    threads = {k: v for k, v in (("torch", getattr(args, "torch_threads", None)),
+                                 ("blas", getattr(args, "blas_threads", None))) if v is not None}
+    if threads:
+        overrides["threads"] = threads
     try:
         return stream_config(args.preset, overrides)
     except ImportError as exc:
@@ -192,10 +206,12 @@ def run(args: argparse.Namespace) -> int:
     session.quiet_opencv()
     console = Console(args.quiet)
     config = build_config(args)
+    threads = apply_thread_budget(config)
     with ExitStack() as stack:
         parts = session.open_parts(stack, args.source, outputs(args), on_event=console.event,
                                    max_retries=args.max_retries)
         detector, saver = make_detector(config), None
+        stack.callback(lambda: getattr(detector, "close", lambda: None)())  # stop the learner after the final save
         if args.state is not None:
             every = DEFAULT_SAVE_EVERY if args.save_every is None else args.save_every
             detector, saver = session.resume_state(detector, args.state, every=every, reset=args.state_reset,
@@ -204,17 +220,36 @@ def run(args: argparse.Namespace) -> int:
                                 status_interval=console.interval, max_frames=args.max_frames, saver=saver,
                                 quiet=args.quiet)
         console.end()
+        learner = getattr(detector, "learner_stats", dict)()
         stack.close()  # finish the video file and close the sockets before reporting
-    return report(args, parts, summary)
+    return report(args, parts, summary, threads, learner)
 
 
-def report(args: argparse.Namespace, parts: Any, summary: Any) -> int:
+def apply_thread_budget(config: Any) -> dict[str, int]:
+    """Set the process's torch and BLAS threads as ``config.threads`` says (streamad.vision.threads); none
+    for a config without thread settings (a stand-in detector's)."""
+    from streamad.vision.threads import apply_threads
+
+    if getattr(config, "threads", None) is None:
+        return {}
+    return apply_threads(config.threads, background=config.learn_in_background)
+
+
+def report(args: argparse.Namespace, parts: Any, summary: Any, threads: dict[str, int] | None = None,
+           learner: dict[str, Any] | None = None) -> int:
     """Print the summary and what was published and saved; the exit status."""
     from streamad.adapters.session import failure, saved_line
 
     print(summary)
     if args.stats:
         print(summary.stage_table())
+        if threads:
+            print(f"threads: torch {threads['torch']}, BLAS {threads['blas']}")
+        if learner:
+            stages = ", ".join(f"{k} {v:.1f}" for k, v in learner.get("stage_ms", {}).items())
+            print(f"background learner: {learner['admitted']} admissions ({learner['admissions_per_s']:.2f}/s), "
+                  f"{learner['skipped']} due frames skipped for a newer one, busy {100 * learner['busy']:.0f} % "
+                  f"of the time; ms per admission: {stages or '-'}")
     if parts.publisher is not None:
         print(f"published on {parts.publisher.address}")
     saved = saved_line(parts.recorder, args.save)

@@ -120,6 +120,7 @@ class StreamDetector:
         self._window_full = False  # written by whoever admits; read by the scorer
         self._learner: Learner | None = None  # background learning: started by the first due frame
         self.learner_timings: dict[str, float] = {}  # the last background admission's stage timings (ms)
+        self._learner_stage_ms: dict[str, float] = {}  # summed over background admissions
         self.learner_error: BaseException | None = None
 
     # ------------------------------------------------------------------ state
@@ -412,6 +413,8 @@ class StreamDetector:
         timings: dict[str, float] = {}
         self._admit(job[1], job[2], job[3], timings)
         self.learner_timings = timings
+        for k, v in timings.items():
+            self._learner_stage_ms[k] = self._learner_stage_ms.get(k, 0.0) + v
 
     def _learning_paused(self) -> Any:
         """A context in which the background learner (if any) is idle: the channels are safe to read or change."""
@@ -421,9 +424,15 @@ class StreamDetector:
         """Block until the background learner has nothing waiting or running (True), or ``timeout`` passed."""
         return True if self._learner is None else self._learner.wait_idle(timeout)
 
-    def learner_stats(self) -> dict[str, float]:
-        """Admissions done and skipped, admissions per second, busy share (background learning; else empty)."""
-        return {} if self._learner is None else self._learner.stats()
+    def learner_stats(self) -> dict[str, Any]:
+        """Background learning: admissions done and skipped, admissions per second, busy share, and the
+        mean milliseconds of each admission stage (``stage_ms``); empty without a learner."""
+        if self._learner is None:
+            return {}
+        stats: dict[str, Any] = dict(self._learner.stats())
+        n = max(1, int(stats["admitted"]))
+        stats["stage_ms"] = {k: v / n for k, v in self._learner_stage_ms.items()}
+        return stats
 
     def close(self) -> None:
         """Stop the background learner (the running admission finishes; a waiting one is dropped)."""

@@ -63,7 +63,8 @@ __all__ = ["FORMAT_VERSION", "RUNTIME_FIELDS", "SavedState", "StateError", "chec
 FORMAT = "streamad-engine-state"
 FORMAT_VERSION = 1
 # Settings that may differ between the saved and the resuming configuration (they change no state).
-RUNTIME_FIELDS = frozenset({"features.device", "features.batch_size", "index.threads"})
+RUNTIME_FIELDS = frozenset({"features.device", "features.batch_size", "index.threads", "learn_in_background",
+                            "threads.torch", "threads.blas"})
 
 
 # ---------------------------------------------------------------------------------------------- saving

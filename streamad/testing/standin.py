@@ -15,8 +15,7 @@
     False
 
 ``PrecomputedDescriptors`` (serving descriptors computed beforehand) lives in
-:mod:`streamad.evaluation.descriptor_cache`; it is re-exported here for the benchmarks and examples
-that still import it from this module.
+:mod:`streamad.evaluation.descriptor_cache`.
 """
 
 from __future__ import annotations
@@ -27,9 +26,8 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 
-from streamad.evaluation.descriptor_cache import PrecomputedDescriptors  # re-export (bench_engine, examples)
 
-__all__ = ["BlockMeans", "PrecomputedDescriptors"]
+__all__ = ["BlockMeans"]
 
 
 class BlockMeans:

@@ -1,0 +1,72 @@
+"""The thread budget: how many threads torch, BLAS and the HNSW index may use in this process.
+
+On a camera box the cores are shared: the scorer runs the backbone (torch's OpenMP pool), the
+background learner runs association and trimming (numpy's BLAS pool), and other processes run too.
+Pools that each take every core spin against each other: two jobs on 2 cores cut torch's throughput
+tenfold. :func:`resolve_threads` turns a :class:`~streamad.config.ThreadConfig` (0 = automatic) into
+numbers, :func:`apply_threads` sets them process-wide (torch, and BLAS through threadpoolctl) and
+returns what is now in force, which ``streamad watch --stats`` and ``streamad bench`` print.
+
+Automatic choices, for ``n`` usable cores: torch ``n`` (the scorer's backbone is the work that sets
+the frame rate); BLAS ``1`` with background learning (the learner's association then keeps to one
+core and never oversubscribes the scorer), else ``n``. (HNSW query threads: ``IndexConfig.threads``.)
+
+    >>> from streamad.config import ThreadConfig
+    >>> resolve_threads(ThreadConfig(), background=True, cores=2)
+    {'torch': 2, 'blas': 1}
+    >>> resolve_threads(ThreadConfig(blas=2), background=True, cores=2)["blas"]
+    2
+"""
+
+from __future__ import annotations
+
+import os
+
+from streamad.config import ThreadConfig
+
+__all__ = ["apply_threads", "current_threads", "resolve_threads", "usable_cores"]
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(config: ThreadConfig, background: bool, cores: int | None = None) -> dict[str, int]:
+    """The thread counts ``config`` asks for, its zeros replaced by the automatic choice."""
+    n = cores or usable_cores()
+    auto = {"torch": n, "blas": 1 if background else n}
+    return {name: getattr(config, name) or auto[name] for name in ("torch", "blas")}
+
+
+def apply_threads(config: ThreadConfig, background: bool, cores: int | None = None) -> dict[str, int]:
+    """Set torch's and BLAS's thread counts for this process; returns :func:`current_threads`."""
+    want = resolve_threads(config, background, cores)
+    import torch
+
+    torch.set_num_threads(want["torch"])
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=want["blas"], user_api="blas")  # in force until changed again
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency; without it BLAS keeps its own
+        pass
+    return current_threads()
+
+
+def current_threads() -> dict[str, int]:
+    """The thread counts in force: torch intra-op threads, and BLAS threads (the largest pool)."""
+    import torch
+
+    out = {"torch": int(torch.get_num_threads())}
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [int(p["num_threads"]) for p in threadpool_info() if p.get("user_api") == "blas"]
+        out["blas"] = max(blas) if blas else 0
+    except ImportError:  # pragma: no cover
+        out["blas"] = 0
+    return out
