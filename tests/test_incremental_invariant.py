@@ -145,6 +145,40 @@ TestChannelMachine.settings = settings(max_examples=300, stateful_step_count=30,
                                        deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+class GrowingChannelMachine(ChannelMachine):
+    """The same operations on a window whose slots start at one and double as frames arrive (memory that
+    follows what the window holds): growth must not change a single answer."""
+
+    @initialize(
+        p=st.integers(3, 8), d=st.integers(2, 4), window=st.integers(3, 8), seeds=st.integers(1, 3),
+        spread=st.sampled_from(SPREAD_RULES), min_span=st.integers(0, 3),
+        k_sigma=st.sampled_from([0.5, 1.0, 2.0, 3.0]), kind=st.sampled_from(["grid", "clustered"]),
+        batched=st.booleans(), data_seed=st.integers(0, 2**16),
+    )
+    def setup(self, p, d, window, seeds, spread, min_span, k_sigma, kind, batched, data_seed):
+        super().setup(p, d, window, seeds, spread, min_span, k_sigma, kind, batched, data_seed)
+        self.inc.INITIAL_CAPACITY = 1  # read at the first admission
+
+    @invariant()
+    def capacity_follows_the_window(self):
+        if len(self.inc):
+            assert len(self.inc) <= self.inc.capacity <= self.inc.window
+
+
+TestGrowingChannelMachine = GrowingChannelMachine.TestCase
+TestGrowingChannelMachine.settings = settings(max_examples=150, stateful_step_count=30, derandomize=True,
+                                              database=None, deadline=None,
+                                              suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_memory_follows_what_the_window_holds():
+    inc = IncrementalChannels(100_000, ChannelConfig(seeds=2, min_span=1))
+    rng = np.random.default_rng(0)
+    for i in range(70):
+        inc.push(i, rng.normal(size=(16, 4)).astype(np.float32))
+    assert inc.capacity == 128 and inc._x.shape == (128, 16, 4)  # not 100,000 slots
+
+
 @pytest.mark.parametrize("spread", SPREAD_RULES)
 @pytest.mark.parametrize("kind", ["grid", "clustered"])
 def test_replay_without_eviction_equals_batch_inreach_with_the_first_d_seeds(spread, kind):

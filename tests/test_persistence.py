@@ -463,7 +463,7 @@ def test_component_checks_work_on_states_in_memory() -> None:
     parts = {"detector": det.state_dict(), "channels": det.channels.state_dict(), "index": det.index.state_dict(),
              "decisions": det.decisions.state_dict()}
     StreamDetector.check_state(parts, cfg, Toy())
-    with pytest.raises(StateError, match=r"channels\.x\.npy has shape \(10, 16, 8\) .* needs shape \(10, 20, n\)"):
+    with pytest.raises(StateError, match=r"channels\.x\.npy has shape \(10, 16, 8\) .* needs shape \(n, 20, n\)"):
         StreamDetector.check_state({**parts, "detector": {**parts["detector"], "grid": [4, 5]}}, cfg, Wide())
     index = dict(parts["index"], **{"hnsw.dim": 3})
     with pytest.raises(StateError, match=r"the HNSW graph does not fit the index \(dim 3 vs 8"):

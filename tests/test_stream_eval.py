@@ -127,6 +127,9 @@ def test_cli_stream_json_keys_positions_cache_and_small_window(tiny_dataset, tmp
     assert s["window"] == 5 and s["window_frames"] == 5 and not s["window_holds_all"] and s["promotions"] > 0
     assert not s["nominal_sets_identical"] and s["window_oracle_identical"]
     assert "identical to stream: no" in capsys.readouterr().out
+    assert main(base + ["--window", "100000"]) == 0  # more than the stream: holds it all, costs what it holds
+    big = json.loads(out.read_text())
+    assert big["window"] == 7 and big["window_holds_all"] and big["nominal_sets_identical"]
 
 
 @pytest.mark.parametrize("extra, message", [

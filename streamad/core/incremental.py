@@ -131,9 +131,42 @@ class IncrementalChannels:
         self.stats = {"mutual_pairs": 0, "trimmed_channels": 0}
 
     # ------------------------------------------------------------------ layout
+    # Window slots allocated at the first frame; doubled (up to ``window``) whenever they are all in use,
+    # so memory follows what the window holds, not its configured size.
+    INITIAL_CAPACITY = 64
+
+    @property
+    def capacity(self) -> int:
+        """Frame slots allocated now (``<= window``)."""
+        return self._cap if self._allocated else 0
+
+    def _grow(self) -> None:
+        """Double the slots (at most ``window``), the ring unrolled so that the oldest frame is slot 0."""
+        old, new = self._cap, min(self.window, 2 * self._cap)
+        order = self._order()
+        n = len(order)
+
+        def grown(a: np.ndarray, axis: int, fill: Any) -> np.ndarray:
+            shape = list(a.shape)
+            shape[axis] = new
+            out = np.full(shape, fill, a.dtype)
+            index = [slice(None)] * a.ndim
+            index[axis] = slice(0, n)
+            out[tuple(index)] = np.take(a, order, axis=axis)
+            return out
+
+        for name, axis, fill in (("x", 0, 0), ("frame", 0, -1), ("seed_j", 0, -1), ("pair_patch", 1, NO_PAIR),
+                                 ("pair_dist", 1, np.inf), ("members", 2, NO_PAIR), ("assign_j", 0, NO_PAIR),
+                                 ("assign_a", 0, NO_PAIR), ("nominal", 0, False), ("published", 0, False)):
+            setattr(self, "_" + name, grown(getattr(self, "_" + name), axis, fill))
+        self._head = 0
+        self._slot_of = {f: i for i, f in enumerate(self._ids)}
+        self._cap = new
+        assert new > old
+
     def _allocate(self, descriptors: np.ndarray) -> None:
         p, d = descriptors.shape
-        cap, dcap = self.window, max(1, self.config.seeds)
+        cap, dcap = min(self.window, self.INITIAL_CAPACITY), max(1, self.config.seeds)
         self.n_patches, self.dim = p, d
         self.dtype = np.float32 if descriptors.dtype == np.float32 else np.float64
         self._x = np.zeros((cap, p, d), self.dtype)  # ring buffer of descriptors
@@ -149,6 +182,7 @@ class IncrementalChannels:
         self._published = np.zeros((cap, p), bool)
         self._dirty = np.zeros((dcap, p), bool)
         self._arange_p = np.arange(p)
+        self._cap = cap
         self._allocated = True
 
     # The saved state (``state_dict``; checked by ``check_state``). Scalars and their kinds (see
@@ -195,11 +229,12 @@ class IncrementalChannels:
         if state["allocated"]:
             inc.n_patches, inc.dim = (int(v) for v in state["x"].shape[1:])
             inc.dtype, inc._arange_p, inc._allocated = state["x"].dtype.type, np.arange(inc.n_patches), True
+            inc._cap = int(state["x"].shape[0])
             for name in cls.STATE_ARRAYS:
                 setattr(inc, "_" + name, state[name])
             ids = state["ids"].tolist()
             inc._ids = deque(ids)
-            inc._slot_of = {f: (inc._head + i) % inc.window for i, f in enumerate(ids)}
+            inc._slot_of = {f: (inc._head + i) % inc._cap for i, f in enumerate(ids)}
             inc._eligible = dict(zip(ids, state["eligible"].tolist()))
             inc._pending_removed = [state["pending_removed"]] if len(state["pending_removed"]) else []
         return inc
@@ -216,7 +251,7 @@ class IncrementalChannels:
             >>> _ = inc.push(0, np.ones((2, 3), np.float32))
             >>> IncrementalChannels.check_state(inc.state_dict(), 4, inc.config, n_patches=2)
             3
-            >>> IncrementalChannels.check_state(inc.state_dict(), 5, inc.config, n_patches=2)
+            >>> IncrementalChannels.check_state(inc.state_dict(), 4, inc.config, n_patches=3)
             Traceback (most recent call last):
             ...
             streamad.errors.StateError: channels.x.npy has shape (4, 2, 3) and dtype float32, but this state needs ...
@@ -225,25 +260,28 @@ class IncrementalChannels:
         where.scalars(state, cls.STATE_SCALARS)
         if not state["allocated"]:
             return None
-        x = where.array(state, "x", (window, n_patches, -1), *cls.STATE_ARRAYS["x"][1])
+        x = where.array(state, "x", (-1, n_patches, -1), *cls.STATE_ARRAYS["x"][1])
+        cap = x.shape[0]
+        if not 1 <= cap <= window:
+            raise where.inconsistent(f"{cap} window slots for a window of {window} frames")
         seed_slots = len(where.array(state, "seed_frame", (-1,), *cls.STATE_ARRAYS["seed_frame"][1]))
         if seed_slots < config.seeds:
             raise where.inconsistent(f"{seed_slots} seed slots for {config.seeds} seeds")
-        size = {"W": window, "P": n_patches, "S": seed_slots, "d": x.shape[2]}
+        size = {"W": cap, "P": n_patches, "S": seed_slots, "d": x.shape[2]}
         for name, (dims, dtypes) in cls.STATE_ARRAYS.items():
             where.array(state, name, tuple(size[k] for k in dims), *dtypes)
         where.array(state, "pending_removed", (-1,), np.int64)
         ids = where.array(state, "ids", (-1,), np.int64)
         where.array(state, "eligible", (len(ids),), np.bool_)
         head = state["head"]
-        if len(ids) > window or not 0 <= head < window or not np.array_equal(
-                state["frame"][(head + np.arange(len(ids))) % window], ids):
+        if len(ids) > cap or not 0 <= head < cap or not np.array_equal(
+                state["frame"][(head + np.arange(len(ids))) % cap], ids):
             raise where.inconsistent("the window's frame ids do not match its ring buffer")
         return int(x.shape[2])
 
     def _grow_seed_capacity(self) -> None:
         dcap = len(self._seed_frame)
-        cap, p = self.window, self.n_patches
+        cap, p = self._cap, self.n_patches
         self._seed_frame = np.concatenate([self._seed_frame, np.full(dcap, -1, np.int64)])
         self._pair_patch = np.concatenate([self._pair_patch, np.full((dcap, cap, p), NO_PAIR, np.int64)])
         self._pair_dist = np.concatenate([self._pair_dist, np.full((dcap, cap, p), np.inf)])
@@ -252,7 +290,7 @@ class IncrementalChannels:
 
     def _order(self) -> np.ndarray:
         """Window slots, oldest frame first (= frame id order)."""
-        return (self._head + np.arange(len(self._ids))) % self.window
+        return (self._head + np.arange(len(self._ids))) % self._cap
 
     def _slot(self, frame_id: int) -> int:
         slot = self._slot_of.get(int(frame_id))
@@ -470,7 +508,9 @@ class IncrementalChannels:
             raise ValueError(f"the window is full ({self.window} frames): evict_oldest() first")
         if not self._allocated:
             self._allocate(descriptors)
-        slot = (self._head + len(self._ids)) % self.window
+        if len(self._ids) == self._cap:
+            self._grow()
+        slot = (self._head + len(self._ids)) % self._cap
         self._x[slot] = descriptors
         self._frame[slot] = frame_id
         self._seed_j[slot] = -1
@@ -508,7 +548,7 @@ class IncrementalChannels:
         self._ids.popleft()
         self._eligible.pop(frame_id, None)
         del self._slot_of[frame_id]
-        self._head = (self._head + 1) % self.window
+        self._head = (self._head + 1) % self._cap
         return frame_id
 
     def promote(self, frame_id: int) -> None:

@@ -140,12 +140,15 @@ def evaluate_stream(data_dir: str, window: int | None = None, corrupt: int = 0, 
 
 
 def _stream_config(config: InReachConfig, window: int | None, n: int, index: IndexConfig | None) -> StreamConfig:
-    """The engine's configuration: ``window`` frames, or enough to hold the whole ``n``-frame stream."""
+    """The engine's configuration: ``window`` frames, or enough to hold the whole ``n``-frame stream (a
+    larger window holds no more of it: it is cut to that, so that its memory is what the stream needs);
+    the index is the streaming engine's default unless ``index`` is given."""
     ch = config.channels
-    w = int(window) if window is not None else max(n, ch.seeds + 1, ch.min_span + 1)
+    whole = max(n, ch.seeds + 1, ch.min_span + 1)
+    w = min(int(window), whole) if window is not None else whole
     try:
         return StreamConfig(window=w, features=config.features, channels=ch, heatmap=config.heatmap,
-                            index=index or IndexConfig(), seed=config.seed)
+                            index=index or StreamConfig().index, seed=config.seed)
     except ValueError as exc:
         raise UserError(f"--window: {exc}") from exc
 
@@ -173,7 +176,8 @@ def _stream_result(config: InReachConfig, stream_config: StreamConfig, prep: Pre
         "replay_stage_ms_per_frame": replay.stage_ms,
         "descriptors_cached": prep.cached,
         "uses_positions": prep.uses_positions, "aligned": prep.aligned, "transpose_score": prep.transpose_score,
-        "index": asdict(stream_config.index), "index_uses_graph": bool(det.index is not None and det.index.uses_graph),
+        "index": asdict(stream_config.index), "index_uses_graph": bool(getattr(det.index, "uses_graph", False)),
+        "index_kind": stream_config.index.kind, "index_lists": bool(getattr(det.index, "trained", False)),
     }
 
 

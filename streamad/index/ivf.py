@@ -45,44 +45,39 @@ _EXTRA = 2
 
 
 @dataclass(frozen=True)
-class _List:
-    vectors: np.ndarray  # (n, d) float32
-    labels: np.ndarray  # (n,) int64
-    sqnorms: np.ndarray  # (n,) float32
-
-
-@dataclass(frozen=True)
 class _State:
     """One consistent version of the index: what a query reads (never modified once published).
 
-    The vectors of all lists are stored list after list in one array; list ``i`` is rows
-    ``bounds[i]:bounds[i + 1]`` (views, no copies)."""
+    The vectors of all lists are stored list after list in one array: list ``i`` is rows
+    ``bounds[i]:bounds[i + 1]`` (``list_of`` gives each row's list)."""
 
     centroids: np.ndarray | None  # (nlist, d) float32; None while exact (one list)
     vectors: np.ndarray  # (n, d) float32
     labels: np.ndarray  # (n,) int64
     sqnorms: np.ndarray  # (n,) float32
+    list_of: np.ndarray  # (n,) int64, ascending
     bounds: np.ndarray  # (nlist + 1,) int64
 
     @property
     def size(self) -> int:
         return len(self.labels)
 
-    @property
-    def lists(self) -> tuple[_List, ...]:
-        b = self.bounds.tolist()
-        return tuple(_List(self.vectors[i:j], self.labels[i:j], self.sqnorms[i:j]) for i, j in zip(b[:-1], b[1:]))
+    @classmethod
+    def build(cls, centroids: np.ndarray | None, vectors: np.ndarray, labels: np.ndarray, sqnorms: np.ndarray,
+              list_of: np.ndarray) -> _State:
+        """A state of rows already sorted by ``list_of``."""
+        nlist = 1 if centroids is None else len(centroids)
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(list_of, minlength=nlist))]).astype(np.int64)
+        return cls(centroids, vectors, labels, sqnorms, list_of, bounds)
 
     @classmethod
-    def of(cls, centroids: np.ndarray | None, lists: list[_List] | tuple[_List, ...]) -> _State:
-        sizes = [len(lst.labels) for lst in lists]
-        return cls(centroids, np.concatenate([lst.vectors for lst in lists]),
-                   np.concatenate([lst.labels for lst in lists]), np.concatenate([lst.sqnorms for lst in lists]),
-                   np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+    def empty(cls, dim: int) -> _State:
+        return cls.build(None, np.zeros((0, dim), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32),
+                         np.zeros(0, np.int64))
 
 
-def _empty_list(dim: int) -> _List:
-    return _List(np.zeros((0, dim), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32))
+def _rowsq(v: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", v, v).astype(np.float32)
 
 
 def _sq(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
@@ -111,14 +106,36 @@ def kmeans(vectors: np.ndarray, k: int, seed: int, iterations: int = 10, sample:
     for _ in range(iterations):
         assign = _sq(centroids, x, x_sq).argmin(axis=0)
         counts = np.bincount(assign, minlength=k)
-        sums = np.zeros_like(centroids, dtype=np.float64)
-        np.add.at(sums, assign, x)
+        order = np.argsort(assign, kind="stable")
         filled = counts > 0
-        centroids[filled] = (sums[filled] / counts[filled, None]).astype(np.float32)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[filled]
+        sums = np.add.reduceat(x[order].astype(np.float64), starts, axis=0)
+        centroids[filled] = (sums / counts[filled, None]).astype(np.float32)
         if not filled.all():  # an empty cluster restarts at the point farthest from its centroid
             far = _sq(x, centroids, np.einsum("ij,ij->i", centroids, centroids)).min(axis=1).argsort()[::-1]
             centroids[~filled] = x[far[:int((~filled).sum())]]
     return centroids
+
+
+def _merge(state: _State, keep: np.ndarray, added: np.ndarray, vectors: np.ndarray,
+           add_list: np.ndarray) -> _State:
+    """A new state: the kept rows of ``state`` and the added ones, each list's new rows after its kept ones."""
+    kept_list = state.list_of[keep]
+    order = np.argsort(add_list, kind="stable")
+    a_list = add_list[order]
+    nk, na = len(kept_list), len(a_list)
+    pos_k = np.arange(nk) + np.searchsorted(a_list, kept_list, side="left")
+    pos_a = np.arange(na) + np.searchsorted(kept_list, a_list, side="right")
+    n = nk + na
+    out_v = np.empty((n, state.vectors.shape[1]), np.float32)
+    out_l = np.empty(n, np.int64)
+    out_s = np.empty(n, np.float32)
+    out_i = np.empty(n, np.int64)
+    out_v[pos_k], out_l[pos_k], out_s[pos_k], out_i[pos_k] = (state.vectors[keep], state.labels[keep],
+                                                             state.sqnorms[keep], kept_list)
+    av = vectors[order]
+    out_v[pos_a], out_l[pos_a], out_s[pos_a], out_i[pos_a] = av, added[order], _rowsq(av), a_list
+    return _State.build(state.centroids, out_v, out_l, out_s, out_i)
 
 
 class IVFIndex:
@@ -140,8 +157,7 @@ class IVFIndex:
         self.dim, self.nlist, self.nprobe = int(dim), int(nlist), int(nprobe)
         self.exact_below, self.seed = int(exact_below), int(seed)
         self.retrain_growth, self.max_imbalance = float(retrain_growth), float(max_imbalance)
-        self._state = _State.of(None, (_empty_list(self.dim),))
-        self._where: dict[int, int] = {}  # label -> list number (writer's bookkeeping)
+        self._state = _State.empty(self.dim)
         self._trained_size = 0
         self.retrains = 0
 
@@ -155,7 +171,7 @@ class IVFIndex:
         return self._state.size
 
     def __contains__(self, label: int) -> bool:
-        return int(label) in self._where
+        return bool((self._state.labels == int(label)).any())
 
     @property
     def trained(self) -> bool:
@@ -185,56 +201,38 @@ class IVFIndex:
         self.apply(np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32), labels)
 
     def apply(self, added: np.ndarray, vectors: np.ndarray, removed: np.ndarray, replace: bool = False) -> None:
-        """Remove ``removed`` and add ``added`` (with ``vectors``) as ONE change: readers see all of it or none."""
+        """Remove ``removed`` and add ``added`` (with ``vectors``) as ONE change: readers see all of it or none.
+
+        A label of ``added`` that is held already raises ``ValueError`` unless ``replace`` (then it gets
+        the new vector); a label of ``removed`` that is not held raises ``KeyError``. Either way nothing
+        changes then."""
         added, vectors, removed = self._check(added, vectors, removed)
-        if replace:  # labels already held get their new vector: remove them first
-            held = np.fromiter((lab in self._where for lab in added.tolist()), bool, len(added))
-            removed = np.concatenate([removed, added[held]])
-        missing = [lab for lab in removed.tolist() if lab not in self._where]
-        if missing:
-            raise KeyError(f"{len(missing)} label(s) are not in the index, e.g. {missing[0]}")
+        state = self._state
+        held = np.isin(removed, state.labels)
+        if not held.all():
+            missing = removed[~held]
+            raise KeyError(f"{len(missing)} label(s) are not in the index, e.g. {int(missing[0])}")
+        again = np.isin(added, state.labels)
+        if again.any():
+            if not replace:
+                raise ValueError(f"{int(again.sum())} label(s) to add are held already, e.g. {int(added[again][0])}")
+            removed = np.concatenate([removed, added[again]])
         if not len(added) and not len(removed):
             return
-        state = self._state
-        size = state.size - len(removed) + len(added)
-        if state.centroids is None:
-            lst = self._changed_list(state.lists[0], removed, added, vectors)
-            new = _State.of(None, (lst,))
-            for lab in removed.tolist():
-                del self._where[lab]
-            self._where.update(dict.fromkeys(added.tolist(), 0))
-            self._state = new
-            if size >= max(self.exact_below, 1):
-                self._train(np.concatenate([lst.vectors]), lst.labels)
-            return
-        self._apply_lists(state, added, vectors, removed, size)
-        if size > self.retrain_growth * self._trained_size or self._imbalanced():
-            self._train(self.vectors(), self.labels())
-
-    def _apply_lists(self, state: _State, added: np.ndarray, vectors: np.ndarray, removed: np.ndarray,
-                     size: int) -> None:
-        assert state.centroids is not None
-        lists = list(state.lists)
-        rem_list = np.fromiter((self._where.pop(lab) for lab in removed.tolist()), np.int64, len(removed))
-        add_list = self._assign(vectors, state.centroids)
-        for lab, li in zip(added.tolist(), add_list.tolist()):
-            self._where[lab] = li
-        for li in np.union1d(rem_list, add_list).tolist():
-            take = add_list == li
-            lists[li] = self._changed_list(lists[li], removed[rem_list == li], added[take], vectors[take])
-        self._state = _State.of(state.centroids, lists)
-
-    @staticmethod
-    def _changed_list(lst: _List, removed: np.ndarray, added: np.ndarray, vectors: np.ndarray) -> _List:
-        keep = ~np.isin(lst.labels, removed) if len(removed) else np.ones(len(lst.labels), bool)
-        sq = np.einsum("ij,ij->i", vectors, vectors).astype(np.float32)
-        return _List(np.concatenate([lst.vectors[keep], vectors]), np.concatenate([lst.labels[keep], added]),
-                     np.concatenate([lst.sqnorms[keep], sq]))
+        keep = ~np.isin(state.labels, removed) if len(removed) else np.ones(state.size, bool)
+        add_list = np.zeros(len(added), np.int64) if state.centroids is None else self._assign(vectors, state.centroids)
+        new = _merge(state, keep, added, vectors, add_list)
+        self._state = new  # the one publication of this change
+        if new.centroids is None:
+            if new.size >= max(self.exact_below, 1):
+                self._train(new.vectors, new.labels)
+        elif new.size > self.retrain_growth * self._trained_size or self._imbalanced():
+            self._train(new.vectors, new.labels)
 
     def _assign(self, vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
         if not len(vectors):
             return np.zeros(0, np.int64)
-        return _sq(vectors, centroids, np.einsum("ij,ij->i", centroids, centroids)).argmin(axis=1).astype(np.int64)
+        return _sq(vectors, centroids, _rowsq(centroids)).argmin(axis=1).astype(np.int64)
 
     def _imbalanced(self) -> bool:
         sizes = self.list_sizes()
@@ -243,18 +241,14 @@ class IVFIndex:
     def _train(self, vectors: np.ndarray, labels: np.ndarray) -> None:
         """(Re)train the centroids on the vectors held and publish every vector reassigned."""
         n = len(labels)
-        nlist = self.nlist or int(max(1, min(4096, round(2 * np.sqrt(n)))))
+        nlist = self.nlist or int(max(1, min(4096, round(np.sqrt(n)))))
         centroids = kmeans(vectors, nlist, seed=self.seed + self.retrains)
         assign = self._assign(vectors, centroids)
         order = np.argsort(assign, kind="stable")
-        bounds = np.searchsorted(assign[order], np.arange(len(centroids) + 1))
-        sq = np.einsum("ij,ij->i", vectors, vectors).astype(np.float32)
-        lists = tuple(_List(vectors[order[a:b]], labels[order[a:b]], sq[order[a:b]])
-                      for a, b in zip(bounds[:-1], bounds[1:]))
-        self._where = dict(zip(labels.tolist(), assign.tolist()))
+        v = np.ascontiguousarray(vectors[order])
         self._trained_size = n
         self.retrains += 1
-        self._state = _State.of(centroids, lists if lists else (_empty_list(self.dim),))
+        self._state = _State.build(centroids, v, labels[order], _rowsq(v), assign[order])
 
     def _check(self, added: Any, vectors: Any, removed: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         out = []
@@ -290,46 +284,50 @@ class IVFIndex:
             raise ValueError(f"k must be an int in [1, {n}] (the number of vectors held), got {k!r}")
         q = np.ascontiguousarray(q, dtype=np.float32)
         if state.centroids is None:
-            lst = state.lists[0]
-            dist, rows = exact_knn(lst.vectors, q, int(k))
-            return dist, lst.labels[rows]
+            dist, rows = exact_knn(state.vectors, q, int(k))
+            return dist, state.labels[rows]
         return self._query_lists(state, q, int(k))
 
     def _query_lists(self, state: _State, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each query against the lists of its ``nprobe`` nearest centroids: one GEMM per probed list for
+        all the queries that probe it. Ranks by ``|v|^2 - 2 q.v`` (``|q|^2`` is the same for all of a
+        query's candidates), then re-ranks the best candidates in float64."""
         assert state.centroids is not None
         m, nlist = len(q), len(state.centroids)
         nprobe = min(self.nprobe, nlist)
-        c_sq = np.einsum("ij,ij->i", state.centroids, state.centroids)
-        probes = np.argpartition(_sq(q, state.centroids, c_sq), nprobe - 1, axis=1)[:, :nprobe] \
-            if nprobe < nlist else np.broadcast_to(np.arange(nlist), (m, nlist))
-        per = 1 if k == 1 else k + _EXTRA  # k = 1: the float32 minimum, re-ranked in float64 below
+        c_part = -2.0 * (q @ state.centroids.T) + _rowsq(state.centroids)[None, :]
+        probes = np.argpartition(c_part, nprobe - 1, axis=1)[:, :nprobe] if nprobe < nlist else \
+            np.broadcast_to(np.arange(nlist), (m, nlist))
+        per = 1 if k == 1 else k + _EXTRA
         cand_d = np.full((m, nprobe * per), np.inf, np.float32)
         cand_i = np.full((m, nprobe * per), -1, np.int64)
         flat_l = probes.reshape(-1)
         order = np.argsort(flat_l, kind="stable")
         flat_q, flat_slot = order // nprobe, order % nprobe
-        bounds = np.searchsorted(flat_l[order], np.arange(nlist + 1))
-        offsets = state.bounds
-        for li in np.flatnonzero(np.diff(bounds)).tolist():
-            lo, hi = int(offsets[li]), int(offsets[li + 1])
-            n_l = hi - lo
-            if not n_l:
+        starts = np.searchsorted(flat_l[order], np.arange(nlist + 1))
+        rows = state.bounds
+        vectors, sqnorms = state.vectors, state.sqnorms
+        for li in np.flatnonzero(np.diff(starts)).tolist():
+            lo, hi = int(rows[li]), int(rows[li + 1])
+            if hi == lo:
                 continue
-            a, b = bounds[li], bounds[li + 1]
+            a, b = starts[li], starts[li + 1]
             qs, slots = flat_q[a:b], flat_slot[a:b]
-            d2 = _sq(q[qs], state.vectors[lo:hi], state.sqnorms[lo:hi])
+            part = q[qs] @ vectors[lo:hi].T
+            part *= -2.0
+            part += sqnorms[lo:hi]
             if per == 1:
-                best = d2.argmin(axis=1)
-                cand_d[qs, slots] = d2[np.arange(len(qs)), best]
-                cand_i[qs, slots] = offsets[li] + best
+                best = part.argmin(axis=1)
+                cand_d[qs, slots] = part[np.arange(len(qs)), best]
+                cand_i[qs, slots] = lo + best
                 continue
-            take = min(per, n_l)
-            top = np.argpartition(d2, take - 1, axis=1)[:, :take] if take < n_l else \
+            take = min(per, hi - lo)
+            top = np.argpartition(part, take - 1, axis=1)[:, :take] if take < hi - lo else \
                 np.broadcast_to(np.arange(take), (len(qs), take))
             cols = slots[:, None] * per + np.arange(take)[None, :]
-            cand_d[qs[:, None], cols] = np.take_along_axis(d2, top, axis=1)
-            cand_i[qs[:, None], cols] = offsets[li] + top
-        return self._rerank(q, cand_d, cand_i, state.vectors, state.labels, k)
+            cand_d[qs[:, None], cols] = np.take_along_axis(part, top, axis=1)
+            cand_i[qs[:, None], cols] = lo + top
+        return self._rerank(q, cand_d, cand_i, vectors, state.labels, k)
 
     @staticmethod
     def _rerank(q: np.ndarray, cand_d: np.ndarray, cand_i: np.ndarray, all_v: np.ndarray, all_l: np.ndarray,
@@ -352,7 +350,7 @@ class IVFIndex:
     def state_dict(self) -> dict[str, Any]:
         """Parameters, centroids and lists as JSON scalars and numpy arrays (for persistence)."""
         state = self._state
-        sizes = np.diff(state.bounds).astype(np.int64)
+        sizes = np.diff(state.bounds).astype(np.int64)  # the rows are stored list after list
         return {"kind": "ivf", "dim": self.dim, "nlist": self.nlist, "nprobe": self.nprobe,
                 "exact_below": self.exact_below, "seed": self.seed, "retrain_growth": self.retrain_growth,
                 "max_imbalance": self.max_imbalance, "trained_size": self._trained_size, "retrains": self.retrains,
@@ -402,10 +400,8 @@ class IVFIndex:
         idx._trained_size, idx.retrains = int(state["trained_size"]), int(state["retrains"])
         vectors = np.ascontiguousarray(state["vectors"], np.float32)
         labels = np.asarray(state["labels"], np.int64)
-        bounds = np.concatenate([[0], np.cumsum(state["list_sizes"])])
-        sq = np.einsum("ij,ij->i", vectors, vectors).astype(np.float32)
-        lists = tuple(_List(vectors[a:b], labels[a:b], sq[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))
+        sizes = np.asarray(state["list_sizes"], np.int64)
         centroids = np.ascontiguousarray(state["centroids"], np.float32) if state["trained"] else None
-        idx._state = _State.of(centroids, lists if lists else (_empty_list(idx.dim),))
-        idx._where = {lab: li for li, lst in enumerate(lists) for lab in lst.labels.tolist()}
+        list_of = np.repeat(np.arange(len(sizes)), sizes) if centroids is not None else np.zeros(len(labels), np.int64)
+        idx._state = _State.build(centroids, vectors, labels, _rowsq(vectors), list_of)
         return idx

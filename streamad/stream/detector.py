@@ -70,6 +70,14 @@ class Extractor(Protocol):
         ...
 
 
+def _physical_memory() -> int | None:
+    """This machine's memory in bytes (None where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1e3
 
@@ -108,6 +116,7 @@ class StreamDetector:
         self.extractor = extractor
         self.grid: tuple[int, int] = tuple(int(v) for v in extractor.grid)  # type: ignore[assignment]
         self.n_patches = self.grid[0] * self.grid[1]
+        self._check_memory(self.config, self.n_patches, self._descriptor_dim(extractor))
         self.channels = IncrementalChannels(self.config.window, self.config.channels)
         self.decisions = ScoreDecisions(self.config.decisions, seed=self.config.seed)
         self.index: NominalIndex | IVFIndex | None = None  # replaced whole, never half-built, by the learner
@@ -122,6 +131,36 @@ class StreamDetector:
         self.learner_timings: dict[str, float] = {}  # the last background admission's stage timings (ms)
         self._learner_stage_ms: dict[str, float] = {}  # summed over background admissions
         self.learner_error: BaseException | None = None
+
+    # ------------------------------------------------------------------ memory
+    @staticmethod
+    def window_bytes(window: int, n_patches: int, dim: int, seeds: int) -> int:
+        """Bytes a full window of ``window`` frames holds: descriptors, mutual pairs with each seed, channel
+        bookkeeping, and the nominal index's copy of the patches (all of them, at worst)."""
+        per_patch = (dim * 4 + seeds * (8 + 8 + 4) + 8 + 8 + 1 + 1) + (dim * 4 + 4 + 8 + 8)
+        return int(window) * int(n_patches) * per_patch
+
+    def _descriptor_dim(self, extractor: Any) -> int | None:
+        dim = getattr(extractor, "dim", None)
+        return int(dim) if isinstance(dim, (int, np.integer)) else None
+
+    @classmethod
+    def _check_memory(cls, config: StreamConfig, n_patches: int, dim: int | None) -> None:
+        """Refuse a window that could never fit in this machine's memory, naming what it would need.
+
+        The window's arrays grow with the frames it holds (a window larger than a stream costs only what
+        the stream fills); a live stream eventually fills any window, so a full window must fit."""
+        if dim is None:
+            return
+        need = cls.window_bytes(config.window, n_patches, dim, config.channels.seeds)
+        total = _physical_memory()
+        if total is not None and need > total:
+            per_frame = need / config.window
+            fits = max(0, int(0.8 * total / per_frame))
+            raise ValueError(f"StreamConfig.window={config.window} would need {need / 2 ** 30:.1f} GiB when full "
+                             f"({per_frame / 2 ** 20:.2f} MiB per frame: {n_patches} patches of {dim}-d "
+                             f"descriptors), more than this machine's {total / 2 ** 30:.1f} GiB of memory: use a "
+                             f"window of at most about {fits} frames, or a smaller grid or descriptor dimension")
 
     # ------------------------------------------------------------------ state
     @property
