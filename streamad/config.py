@@ -89,16 +89,24 @@ class ChannelConfig:
 
     The default (``zscore``, 3) is a measured choice: on MTD the reference ``std`` rule keeps 2% of
     the training patches and loses 0.07 image AUROC; on MVTec bottle with 10 corrupt images
-    ``zscore`` 3 keeps 98% of the nominal patches at precision 0.999 (README, "Choosing the spread rule").
+    ``zscore`` 3 keeps 98% of the nominal patches at precision 0.999 (README, "What drives the MTD gap").
+
+    ``device`` runs the association (mutual nearest neighbours between frames) with numpy, the batch
+    oracle's arithmetic (the default), or on a torch device (``"cuda"``: one batched product per
+    admission on the GPU; equal up to float32 rounding, so near-ties may break differently).
     """
 
     seeds: int = 10
     min_span: int = 3
     k_sigma: float = 3.0
     spread: str = "zscore"
+    device: str = "numpy"
 
     def __post_init__(self) -> None:
         c = "ChannelConfig"
+        _check(c, "device", isinstance(self.device, str) and (self.device in ("numpy", "cpu", "cuda")
+                                                              or self.device.startswith("cuda:")), self.device,
+               "'numpy' (the oracle's arithmetic), or a torch device: 'cpu', 'cuda', 'cuda:N'")
         _check(c, "seeds", isinstance(self.seeds, int) and self.seeds >= 1, self.seeds, ">= 1")
         _check(c, "min_span", isinstance(self.min_span, int) and self.min_span >= 0, self.min_span, ">= 0")
         _check(c, "k_sigma", float(self.k_sigma) > 0, self.k_sigma, "> 0")
@@ -164,6 +172,7 @@ class IndexConfig:
     kind: str = "hnsw"
     nlist: int = 0
     nprobe: int = 16
+    device: str = "numpy"
 
     def __post_init__(self) -> None:
         c = "IndexConfig"
@@ -172,6 +181,9 @@ class IndexConfig:
             v = getattr(self, name)
             _check(c, name, isinstance(v, int) and not isinstance(v, bool) and v >= low, v, f"an int >= {low}")
         _check(c, "kind", self.kind in INDEX_KINDS, self.kind, f"one of {INDEX_KINDS}")
+        _check(c, "device", isinstance(self.device, str) and (self.device in ("numpy", "cpu", "cuda")
+                                                              or self.device.startswith("cuda:")), self.device,
+               "'numpy', or a torch device for exact search: 'cpu', 'cuda', 'cuda:N'")
 
 
 @dataclass(frozen=True)
@@ -242,6 +254,31 @@ class DecisionConfig:
         _check(c, "warmup", isinstance(self.warmup, int) and self.warmup >= 1, self.warmup, "an int >= 1")
         _check(c, "drift", self.drift in DRIFT_DETECTORS, self.drift, f"one of {DRIFT_DETECTORS}")
         _check(c, "drift_delta", 0.0 < float(self.drift_delta) < 1.0, self.drift_delta, "in (0, 1)")
+
+
+@dataclass(frozen=True)
+class EventConfig:
+    """How anomalous frames become alarm events (:class:`streamad.stream.events.AlarmEvents`).
+
+    Anomalous frames separated by at most ``max_gap`` frames that are not anomalous form one event; an
+    event closes once ``max_gap + 1`` frames in a row are not anomalous, and is reported if it holds at
+    least ``min_frames`` anomalous frames (shorter ones are counted as suppressed, not reported).
+
+        >>> EventConfig(max_gap=-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: EventConfig.max_gap must be an int >= 0 (frames), got -1
+    """
+
+    max_gap: int = 1
+    min_frames: int = 1
+
+    def __post_init__(self) -> None:
+        c = "EventConfig"
+        _check(c, "max_gap", isinstance(self.max_gap, int) and not isinstance(self.max_gap, bool)
+               and self.max_gap >= 0, self.max_gap, "an int >= 0 (frames)")
+        _check(c, "min_frames", isinstance(self.min_frames, int) and not isinstance(self.min_frames, bool)
+               and self.min_frames >= 1, self.min_frames, "an int >= 1 (frames)")
 
 
 @dataclass(frozen=True)

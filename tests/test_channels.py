@@ -122,3 +122,26 @@ def test_more_seeds_split_a_place_over_channels_and_shorten_spans():
     spans = {key: len(m) for key, m in channel_members(assoc).items()}
     for p in range(6):
         assert spans.get((0, p), 0) + spans.get((1, p), 0) == 10  # every frame's patch p joined one of them
+
+
+def test_association_on_a_torch_device_gives_the_same_nominal_set():
+    """The same engine with the association on torch's CPU device: equal up to float32 rounding, so on
+    data without near-ties the nominal set is the same (CUDA, where present, is checked the same way)."""
+    import torch
+
+    from streamad.core.incremental import IncrementalChannels
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(12, 6))
+    frames = [(base + 0.05 * rng.normal(size=(12, 6))).astype(np.float32) for _ in range(30)]
+    want = IncrementalChannels(10, ChannelConfig(seeds=3, min_span=2))
+    for i, f in enumerate(frames):
+        want.push(i, f)
+    for device in devices:
+        got = IncrementalChannels(10, ChannelConfig(seeds=3, min_span=2, device=device))
+        for i, f in enumerate(frames):
+            got.push(i, f)
+        assert got.nominal_keys() == want.nominal_keys() and got.seeds == want.seeds
+    with pytest.raises(ValueError, match="ChannelConfig.device"):
+        ChannelConfig(device="tpu")

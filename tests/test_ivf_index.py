@@ -178,3 +178,19 @@ def test_a_reader_never_sees_a_half_applied_change():
 def test_the_check_catches_a_change_applied_in_two_steps():
     seen, errors = watch_changes(two_steps=True)
     assert errors or any(len(s) != 1 for s in seen)
+
+
+def test_exact_search_on_a_torch_device_equals_numpy():
+    from streamad.index import exact_knn
+
+    rng = np.random.default_rng(7)
+    g, q = clustered(rng, 2000), clustered(rng, 300)
+    for k in (1, 3):
+        dn, iN = exact_knn(g, q, k)
+        dt, it = exact_knn(g, q, k, device="cpu")
+        np.testing.assert_allclose(dt, dn, rtol=1e-6)
+        assert (it == iN).mean() > 0.999
+    idx = IVFIndex(16, exact_below=10**6, device="cpu")  # every query exact, with torch
+    idx.add(np.arange(2000), g)
+    assert not idx.trained
+    np.testing.assert_allclose(idx.query(q)[0], exact_knn(g, q)[0], rtol=1e-6)

@@ -66,7 +66,12 @@ def bench_config(*, window: int, device: str | None = None, backbone: str | None
         index_config = replace(base.index, **given(("exact_below", exact_below), ("ef_construction", ef_construction),
                                                    ("kind", index), ("nprobe", nprobe)))
         threads = ThreadConfig(**given(("torch", torch_threads), ("blas", blas_threads)))
-        return StreamConfig(window=window, features=features, index=index_config, threads=threads)
+        channels = base.channels
+        if device is not None and device.startswith("cuda"):  # the association and exact search on the GPU too
+            channels = replace(channels, device=device)
+            index_config = replace(index_config, device=device)
+        return StreamConfig(window=window, features=features, channels=channels, index=index_config,
+                            threads=threads)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
 

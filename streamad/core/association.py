@@ -1,7 +1,10 @@
 """Mutual nearest-neighbour association between the patches of two frames.
 
 The one primitive both the batch oracle and the streaming engine use, so that both see
-bit-identical distances for the same inputs.
+bit-identical distances for the same inputs. :func:`mutual_pairs_stack` associates many pairs of
+frames at once, with numpy (the oracle's arithmetic, bit-identical to :func:`mutual_pairs`) or on a
+torch device (``"cpu"``, ``"cuda"``: the same math on tensors, one batched matrix product; equal to
+numpy's up to float32 rounding, so ties may break differently).
 
     >>> import numpy as np
     >>> seed = np.array([[0.0, 0.0], [10.0, 0.0]])
@@ -72,3 +75,57 @@ def mutual_pairs_from_squared(sq: np.ndarray) -> MutualPairs:
 def mutual_pairs(seed: np.ndarray, frame: np.ndarray) -> MutualPairs:
     """Mutual nearest-neighbour pairs between a seed frame's patches and another frame's patches."""
     return mutual_pairs_from_squared(squared_distances(seed, frame))
+
+
+DEVICES = ("numpy", "cpu", "cuda")
+
+
+def check_device(device: str) -> str:
+    """``device`` if it names a backend: ``"numpy"``, or a torch device (``"cpu"``, ``"cuda"``, ``"cuda:N"``)."""
+    if not isinstance(device, str) or not (device in DEVICES or device.startswith("cuda:")):
+        raise ValueError(f"device must be 'numpy', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return device
+
+
+def mutual_pairs_stack(seeds: np.ndarray, frames: np.ndarray, device: str = "numpy") -> tuple[np.ndarray, np.ndarray]:
+    """Mutual pairs of ``seeds[i]`` with ``frames[i]`` for every ``i``: (seed_patch (B, P) int64,
+    distance (B, P) float64). Either argument may be one (P, d) frame, used against every one of the other.
+
+        >>> rng = np.random.default_rng(0)
+        >>> seeds, frame = rng.normal(size=(3, 5, 2)).astype(np.float32), rng.normal(size=(5, 2)).astype(np.float32)
+        >>> patch, dist = mutual_pairs_stack(seeds, frame)
+        >>> all((patch[i] == mutual_pairs(seeds[i], frame).seed_patch).all() for i in range(3))
+        True
+        >>> tp, td = mutual_pairs_stack(seeds, frame, device="cpu")        # torch, on the CPU device
+        >>> bool((tp == patch).all()), bool(np.allclose(td, dist))
+        (True, True)
+    """
+    a, b = np.asarray(seeds), np.asarray(frames)
+    if a.ndim == 2 and b.ndim == 2:
+        a = a[None]
+    n = max(len(a) if a.ndim == 3 else 1, len(b) if b.ndim == 3 else 1)
+    if check_device(device) == "numpy":
+        out = [mutual_pairs(a[i] if a.ndim == 3 else a, b[i] if b.ndim == 3 else b) for i in range(n)]
+        return (np.stack([o.seed_patch for o in out]), np.stack([o.distance for o in out]))
+    return _mutual_pairs_torch(a, b, n, device)
+
+
+def _mutual_pairs_torch(a: np.ndarray, b: np.ndarray, n: int, device: str) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    dtype = torch.float32 if (a.dtype == np.float32 and b.dtype == np.float32) else torch.float64
+    ta = torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
+    tb = torch.as_tensor(np.ascontiguousarray(b), dtype=dtype, device=device)
+    ta = ta.expand(n, *ta.shape[-2:]) if ta.dim() == 2 else ta
+    tb = tb.expand(n, *tb.shape[-2:]) if tb.dim() == 2 else tb
+    with torch.no_grad():
+        sq = torch.baddbmm((ta * ta).sum(-1)[:, :, None] + (tb * tb).sum(-1)[:, None, :], ta, tb.transpose(1, 2),
+                           alpha=-2.0).clamp_(min=0.0)  # (n, seed patches, frame patches)
+        nearest_seed = sq.argmin(dim=1)  # for each frame patch b
+        nearest_frame = sq.argmin(dim=2)  # for each seed patch a
+        arange = torch.arange(sq.shape[2], device=sq.device)
+        mutual = torch.gather(nearest_frame, 1, nearest_seed) == arange[None, :]
+        d = torch.gather(sq, 1, nearest_seed[:, None, :])[:, 0, :].double().sqrt()
+        patch = torch.where(mutual, nearest_seed, torch.full_like(nearest_seed, NO_PAIR))
+        dist = torch.where(mutual, d, torch.full_like(d, float("inf")))
+    return patch.cpu().numpy().astype(np.int64), dist.cpu().numpy()

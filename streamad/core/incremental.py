@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from streamad.core.association import NO_PAIR, mutual_pairs
+from streamad.core.association import NO_PAIR, mutual_pairs_stack
 from streamad.core.channels import best_pair
 from streamad.core.trimming import trim_channel, trim_many
 from streamad.config import ChannelConfig
@@ -441,12 +441,24 @@ class IncrementalChannels:
 
     def _associate(self, j: int, slots: np.ndarray) -> None:
         """Store the mutual pairs of seed j with each of ``slots`` (``mutual_pairs``, as the oracle)."""
+        if not len(slots):
+            return
         seed = self._x[self._slot(int(self._seed_frame[j]))]
-        for s in slots.tolist():
-            pairs = mutual_pairs(seed, self._x[s])
-            self._pair_patch[j, s] = pairs.seed_patch
-            self._pair_dist[j, s] = pairs.distance
+        patch, dist = mutual_pairs_stack(seed, self._x[slots], self.config.device)
+        self._pair_patch[j, slots] = patch
+        self._pair_dist[j, slots] = dist
         self.stats["mutual_pairs"] += len(slots)
+
+    def _associate_with_seeds(self, slot: int) -> None:
+        """Store the mutual pairs of window slot ``slot`` with every active seed (one batched computation)."""
+        js = self._active_seeds()
+        if not len(js):
+            return
+        seeds = self._x[[self._slot(int(f)) for f in self._seed_frame[js].tolist()]]
+        patch, dist = mutual_pairs_stack(seeds, self._x[slot], self.config.device)
+        self._pair_patch[js, slot] = patch
+        self._pair_dist[js, slot] = dist
+        self.stats["mutual_pairs"] += len(js)
 
     def _clear_pairs(self, slot: int) -> None:
         self._pair_patch[:, slot] = NO_PAIR
@@ -523,10 +535,8 @@ class IncrementalChannels:
         if seed:
             self._make_seed(slot)
         else:
-            slots = np.asarray([slot])
-            for j in self._active_seeds().tolist():
-                self._associate(j, slots)
-            self._reassign(slots)
+            self._associate_with_seeds(slot)
+            self._reassign(np.asarray([slot]))
 
     def evict_oldest(self) -> int:
         """Remove the oldest frame from the window; returns its id. An evicted seed's channels dissolve."""
@@ -567,10 +577,8 @@ class IncrementalChannels:
             raise ValueError(f"frame {frame_id} is not a seed (seeds: {self.seeds})")
         self._dissolve_seed(slot)
         self._clear_pairs(slot)
-        slots = np.asarray([slot])
-        for j in self._active_seeds().tolist():
-            self._associate(j, slots)
-        self._reassign(slots)
+        self._associate_with_seeds(slot)
+        self._reassign(np.asarray([slot]))
 
     def reseed(self, retire_id: int, promote_id: int) -> None:
         """Retire one seed and promote another frame."""

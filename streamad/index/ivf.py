@@ -141,12 +141,13 @@ def _merge(state: _State, keep: np.ndarray, added: np.ndarray, vectors: np.ndarr
 class IVFIndex:
     """Inverted-file index over labelled vectors; the same API as :class:`~streamad.index.hnsw.NominalIndex`.
 
-    ``nlist`` lists (0: chosen from the size at training, about ``2 * sqrt(n)``), ``nprobe`` lists
-    searched per query, exact search below ``exact_below`` vectors; ``seed`` seeds k-means.
+    ``nlist`` lists (0: chosen from the size at training, about ``sqrt(n)``), ``nprobe`` lists
+    searched per query, exact search below ``exact_below`` vectors (on the torch ``device`` if one is
+    named: with a GPU, a large ``exact_below`` makes every query exact); ``seed`` seeds k-means.
     """
 
     def __init__(self, dim: int, nlist: int = 0, nprobe: int = 16, exact_below: int = 2000, seed: int = 0,
-                 retrain_growth: float = 4.0, max_imbalance: float = 8.0) -> None:
+                 retrain_growth: float = 4.0, max_imbalance: float = 8.0, device: str = "numpy") -> None:
         for name, value, low in (("dim", dim, 1), ("nlist", nlist, 0), ("nprobe", nprobe, 1),
                                  ("exact_below", exact_below, 0)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
@@ -157,6 +158,7 @@ class IVFIndex:
         self.dim, self.nlist, self.nprobe = int(dim), int(nlist), int(nprobe)
         self.exact_below, self.seed = int(exact_below), int(seed)
         self.retrain_growth, self.max_imbalance = float(retrain_growth), float(max_imbalance)
+        self.device = device  # exact search (below exact_below) on a torch device, e.g. "cuda"
         self._state = _State.empty(self.dim)
         self._trained_size = 0
         self.retrains = 0
@@ -164,7 +166,8 @@ class IVFIndex:
     @classmethod
     def from_config(cls, dim: int, config: IndexConfig, seed: int = 0) -> IVFIndex:
         """The IVF index an :class:`~streamad.config.IndexConfig` describes."""
-        return cls(dim=dim, nlist=config.nlist, nprobe=config.nprobe, exact_below=config.exact_below, seed=seed)
+        return cls(dim=dim, nlist=config.nlist, nprobe=config.nprobe, exact_below=config.exact_below, seed=seed,
+                   device=config.device)
 
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:
@@ -284,7 +287,7 @@ class IVFIndex:
             raise ValueError(f"k must be an int in [1, {n}] (the number of vectors held), got {k!r}")
         q = np.ascontiguousarray(q, dtype=np.float32)
         if state.centroids is None:
-            dist, rows = exact_knn(state.vectors, q, int(k))
+            dist, rows = exact_knn(state.vectors, q, int(k), device=self.device)
             return dist, state.labels[rows]
         return self._query_lists(state, q, int(k))
 

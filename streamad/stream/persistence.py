@@ -64,7 +64,8 @@ FORMAT = "streamad-engine-state"
 FORMAT_VERSION = 1
 # Settings that may differ between the saved and the resuming configuration (they change no state).
 RUNTIME_FIELDS = frozenset({"features.device", "features.batch_size", "index.threads", "learn_in_background",
-                            "threads.torch", "threads.blas"})
+                            "threads.torch", "threads.blas", "channels.device",
+                            "index.device"})
 
 
 # ---------------------------------------------------------------------------------------------- saving
