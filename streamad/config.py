@@ -10,6 +10,7 @@ Every bad value raises ``ValueError`` naming the field and the value, e.g.::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -172,12 +173,13 @@ class IndexConfig:
     kind: str = "hnsw"
     nlist: int = 0
     nprobe: int = 16
+    reduce: int = 0
     device: str = "numpy"
 
     def __post_init__(self) -> None:
         c = "IndexConfig"
         for name, low in (("M", 2), ("ef_construction", 1), ("ef", 1), ("exact_below", 0), ("threads", 0),
-                          ("insert_threads", 0), ("nlist", 0), ("nprobe", 1)):
+                          ("insert_threads", 0), ("nlist", 0), ("nprobe", 1), ("reduce", 0)):
             v = getattr(self, name)
             _check(c, name, isinstance(v, int) and not isinstance(v, bool) and v >= low, v, f"an int >= {low}")
         _check(c, "kind", self.kind in INDEX_KINDS, self.kind, f"one of {INDEX_KINDS}")
@@ -229,31 +231,94 @@ class ThreadConfig:
 
 
 DRIFT_DETECTORS = ("adwin", "page_hinkley", "kswin", "none")
+DECISION_RULES = ("trusted", "quantile")
 
 
 @dataclass(frozen=True)
 class DecisionConfig:
-    """Alarm threshold and drift detection on the score stream.
+    """Alarm threshold and drift detection on the score stream (docs/alarms.md).
 
-    The threshold is the ``quantile`` of the last ``window`` scores (river ``RollingQuantile``), given
-    once ``warmup`` scores have been seen; a score above it is anomalous. ``drift`` names the river
-    detector watching the scores (``adwin``, ``page_hinkley``, ``kswin`` or ``none``); ``drift_delta``
-    is its sensitivity (ADWIN/Page-Hinkley ``delta``, KSWIN ``alpha``).
+    ``false_alarm_rate`` is the share of normal frames the user accepts to see flagged (per frame;
+    :func:`per_frame_rate` converts alarms per hour at a frame rate); None means ``1 - quantile``
+    (``alpha`` is the rate in use). ``rule`` picks how the threshold follows from it:
+
+    - ``"trusted"`` (default): a conformal threshold over the last ``window`` scores of *trusted* frames:
+      admitted frames whose ``trust_patches`` highest-scoring patches the channels kept as nominal.
+      Defects do not enter it, so it holds at any defect rate; normal frames are flagged at rate
+      ``alpha``. It exists once ``max(warmup, 1/alpha - 1)`` trusted scores are in (honest warm-up):
+      ``window`` must therefore be at least ``1/alpha - 1``.
+    - ``"quantile"`` (the former rule): the ``1 - alpha`` quantile of the last ``window`` scores of all
+      frames (river ``RollingQuantile``), once ``warmup`` scores have been seen; it flags about
+      ``alpha`` of all frames, defects included, whatever is happening.
+
+    A score above the threshold is anomalous. ``drift`` names the river detector watching the (trusted)
+    scores (``adwin``, ``page_hinkley``, ``kswin`` or ``none``); ``drift_delta`` is its sensitivity
+    (ADWIN/Page-Hinkley ``delta``, KSWIN ``alpha``).
+
+        >>> DecisionConfig(false_alarm_rate=0.0001)
+        Traceback (most recent call last):
+        ...
+        ValueError: DecisionConfig.window must be >= 1/false_alarm_rate - 1 = 9999 (the trusted rule cannot resolve a rarer event from fewer calibration scores), got 1000
     """
 
+    rule: str = "trusted"
+    false_alarm_rate: float | None = None
     quantile: float = 0.99
     window: int = 1000
     warmup: int = 30
+    trust_patches: int = 5
     drift: str = "adwin"
     drift_delta: float = 0.002
 
     def __post_init__(self) -> None:
         c = "DecisionConfig"
+        _check(c, "rule", self.rule in DECISION_RULES, self.rule, f"one of {DECISION_RULES}")
+        _check(c, "false_alarm_rate", self.false_alarm_rate is None or (
+            isinstance(self.false_alarm_rate, (int, float)) and not isinstance(self.false_alarm_rate, bool)
+            and 0.0 < float(self.false_alarm_rate) < 1.0), self.false_alarm_rate, "None or in (0, 1) (per frame)")
         _check(c, "quantile", 0.0 < float(self.quantile) < 1.0, self.quantile, "in (0, 1)")
         _check(c, "window", isinstance(self.window, int) and self.window >= 2, self.window, "an int >= 2")
         _check(c, "warmup", isinstance(self.warmup, int) and self.warmup >= 1, self.warmup, "an int >= 1")
+        _check(c, "trust_patches", isinstance(self.trust_patches, int) and not isinstance(self.trust_patches, bool)
+               and self.trust_patches >= 1, self.trust_patches, "an int >= 1 (patches)")
         _check(c, "drift", self.drift in DRIFT_DETECTORS, self.drift, f"one of {DRIFT_DETECTORS}")
         _check(c, "drift_delta", 0.0 < float(self.drift_delta) < 1.0, self.drift_delta, "in (0, 1)")
+        if self.rule == "trusted":
+            need = math.ceil(1.0 / self.alpha - 1.0 - 1e-9)
+            what = "false_alarm_rate" if self.false_alarm_rate is not None else "(1 - quantile)"
+            _check(c, "window", self.window >= need, self.window,
+                   f">= 1/{what} - 1 = {need} (the trusted rule cannot resolve a rarer event from fewer "
+                   "calibration scores)")
+
+    @property
+    def alpha(self) -> float:
+        """The per-frame false alarm rate in use: ``false_alarm_rate``, or ``1 - quantile`` when it is None."""
+        return float(self.false_alarm_rate) if self.false_alarm_rate is not None else 1.0 - float(self.quantile)
+
+    @property
+    def level(self) -> float:
+        """``1 - alpha``: the quantile the ``quantile`` rule tracks (``quantile`` itself when no rate is set)."""
+        return 1.0 - float(self.false_alarm_rate) if self.false_alarm_rate is not None else float(self.quantile)
+
+
+def per_frame_rate(alarms_per_hour: float, fps: float) -> float:
+    """The per-frame false alarm rate of ``alarms_per_hour`` false alarms at ``fps`` frames per second.
+
+        >>> per_frame_rate(36, 10)
+        0.001
+        >>> per_frame_rate(36, 0)
+        Traceback (most recent call last):
+        ...
+        ValueError: fps must be > 0 to turn alarms per hour into a per-frame rate, got 0
+    """
+    if not (isinstance(fps, (int, float)) and fps > 0 and math.isfinite(fps)):
+        raise ValueError(f"fps must be > 0 to turn alarms per hour into a per-frame rate, got {fps!r}")
+    if not (isinstance(alarms_per_hour, (int, float)) and alarms_per_hour > 0):
+        raise ValueError(f"alarms per hour must be > 0, got {alarms_per_hour!r}")
+    rate = float(alarms_per_hour) / (3600.0 * float(fps))
+    if rate >= 1.0:
+        raise ValueError(f"{alarms_per_hour} alarms per hour at {fps} fps is more than one per frame")
+    return rate
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,12 @@ def rss_mib() -> float:
 
 
 def bench_memory(frames: tuple[int, int], *, patches: int = 100, dim: int = 64, window: int = 64, seeds: int = 10,
-                 seed: int = 0, emit: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+                 seed: int = 0, live: bool = False, emit: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Resident memory (MiB) after the smaller and the larger of ``frames`` synthetic frames, and the growth
-    between them; ``emit`` hears a line at each reading."""
+    between them; ``live``: every frame scored while the background learner admits the newest due one;
+    ``emit`` hears a line at each reading."""
     n1, n2 = sorted(frames)
-    det = descriptor_detector(window, patches, dim, seeds, seed)
+    det = descriptor_detector(window, patches, dim, seeds, seed, background=live)
     stream = SyntheticStream(patches, dim, seed)
     readings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -38,13 +39,17 @@ def bench_memory(frames: tuple[int, int], *, patches: int = 100, dim: int = 64, 
             readings[str(i)] = rss_mib()
             emit(f"  after {i} frames: {readings[str(i)]:.1f} MiB resident ({time.perf_counter() - t0:.0f} s)")
     growth = readings[str(n2)] / readings[str(n1)] - 1.0
+    learner = det.learner_stats()
+    det.close()
     return {"patches": patches, "dim": dim, "window": window, "seeds": seeds, "rss_mib": readings, "growth": growth,
-            "seconds": time.perf_counter() - t0, "nominal": det.nominal_count}
+            "seconds": time.perf_counter() - t0, "nominal": det.nominal_count, "live": live,
+            "admissions": int(learner.get("admitted", n2))}
 
 
 def memory_line(m: dict[str, Any]) -> str:
     """The one-line result of :func:`bench_memory`."""
     n1, n2 = sorted(int(n) for n in m["rss_mib"])
-    return (f"resident memory (P={m['patches']}, d={m['dim']}, W={m['window']}): "
+    mode = f"live, {m['admissions']} admissions" if m.get("live") else "synchronous"
+    return (f"resident memory (P={m['patches']}, d={m['dim']}, W={m['window']}, {mode}): "
             f"{m['rss_mib'][str(n1)]:.1f} MiB after {n1} frames, {m['rss_mib'][str(n2)]:.1f} MiB after {n2}: "
             f"{100 * m['growth']:+.1f}% (target within 5%)")

@@ -107,14 +107,16 @@ def stand_in(patches: int) -> Any:
     return PrecomputedDescriptors((side, side) if side * side == patches else (1, patches), (224, 224))
 
 
-def descriptor_detector(window: int, patches: int, dim: int, seeds: int, seed: int, *, index: Any = None) -> Any:
+def descriptor_detector(window: int, patches: int, dim: int, seeds: int, seed: int, *, index: Any = None,
+                        background: bool = False) -> Any:
     """A ``StreamDetector`` for frames of ``patches`` descriptors of dimension ``dim`` (``index``: an
-    ``IndexConfig``, default the configured one)."""
+    ``IndexConfig``, default the configured one; ``background``: learn on the background learner)."""
     from streamad.config import ChannelConfig, FeatureConfig, StreamConfig
     from streamad.stream.detector import StreamDetector
 
     ex = stand_in(patches)
     extra = {} if index is None else {"index": index}
     cfg = StreamConfig(window=window, channels=ChannelConfig(seeds=seeds),
-                       features=FeatureConfig(grid=ex.grid, dim=dim), seed=seed, **extra)
+                       features=FeatureConfig(grid=ex.grid, dim=dim), seed=seed, learn_in_background=background,
+                       **extra)
     return StreamDetector(cfg, extractor=ex)

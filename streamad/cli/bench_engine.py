@@ -63,6 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--memory-patches", type=int, default=100, metavar="P", help="patches per frame (default 100)")
     g.add_argument("--memory-dim", type=int, default=64, metavar="D", help="descriptor dimension (default 64)")
     g.add_argument("--memory-window", type=int, default=64, metavar="W", help="window (default 64)")
+    g.add_argument("--live", action="store_true",
+                   help="memory mode: learn on the background learner while every frame is scored (as watch does)")
     g = p.add_argument_group("soak mode")
     g.add_argument("--report-every", type=int, default=1000, metavar="N",
                    help="soak: a row every N frames; the first row is the warm-up (default 1000)")
@@ -143,7 +145,7 @@ def run_memory(args: argparse.Namespace) -> dict[str, Any]:
 
     say("memory mode:")
     res = bench_memory(tuple(args.memory_frames), patches=args.memory_patches, dim=args.memory_dim,
-                       window=args.memory_window, seeds=args.seeds, seed=args.seed, emit=say)
+                       window=args.memory_window, seeds=args.seeds, seed=args.seed, live=args.live, emit=say)
     print(memory_line(res))
     return res
 
