@@ -353,6 +353,8 @@ class StreamConfig:
     ``window`` frames are kept (must exceed ``channels.seeds`` and ``channels.min_span``); a frame is
     admitted when at least ``admit_every`` frames and, if set, ``admit_interval_s`` seconds have
     passed since the last admitted one (every frame is scored). ``seed`` seeds all randomness.
+    ``learn_in_background`` admits on a learner thread (scoring never waits; needs the ``ivf`` index),
+    busy at most ``learner_duty`` of the time; ``threads`` is the thread budget (docs/DESIGN.md section 3).
 
         >>> StreamConfig(window=5)
         Traceback (most recent call last):
@@ -370,6 +372,7 @@ class StreamConfig:
     decisions: DecisionConfig = field(default_factory=DecisionConfig)
     seed: int = 0
     learn_in_background: bool = False
+    learner_duty: float = 0.5
     threads: ThreadConfig = field(default_factory=ThreadConfig)
 
     def __post_init__(self) -> None:
@@ -387,6 +390,8 @@ class StreamConfig:
         _check(c, "seed", isinstance(self.seed, int), self.seed, "an int")
         _check(c, "learn_in_background", isinstance(self.learn_in_background, bool), self.learn_in_background,
                "True or False")
+        _check(c, "learner_duty", isinstance(self.learner_duty, (int, float)) and 0 < self.learner_duty <= 1,
+               self.learner_duty, "in (0, 1]: the largest share of the time the background learner may be busy")
         _check(c, "learn_in_background", not self.learn_in_background or self.index.kind == "ivf",
                self.learn_in_background, "False unless index.kind is 'ivf' (the index readers can use while it "
                "changes)")

@@ -214,3 +214,24 @@ def test_learner_stops_cleanly_and_refuses_work_after_stop():
 def test_background_learning_needs_the_ivf_index():
     with pytest.raises(ValueError, match="StreamConfig.learn_in_background"):
         StreamConfig(learn_in_background=True, index=IndexConfig(kind="hnsw"))
+
+
+def test_the_learner_rests_so_that_it_is_busy_at_most_its_duty():
+    stamps: list[float] = []
+
+    def admit(job: int) -> None:
+        stamps.append(time.perf_counter())
+        time.sleep(0.05)
+
+    learner = Learner(admit, duty=0.25)  # 0.05 s of work, then 0.15 s of rest
+    for i in range(4):
+        learner.submit(i)
+        learner.wait_idle(5)
+        time.sleep(0.005)
+    t0 = time.perf_counter()
+    learner.stop()
+    assert time.perf_counter() - t0 < 0.1  # a resting learner stops at once
+    gaps = np.diff(stamps)
+    assert len(stamps) == 4 and (gaps >= 0.19).all(), gaps
+    with pytest.raises(ValueError, match="Learner.duty"):
+        Learner(admit, duty=0)

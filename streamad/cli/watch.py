@@ -63,6 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="background (default): every frame is scored at once and a learner thread admits the "
                         "newest due frame, so scoring never waits for learning; sync: score and admit on one thread "
                         "(deterministic, as 'streamad eval' does; slower)")
+    g.add_argument("--learner-duty", type=float, default=None, metavar="F",
+                   help="background learning: the largest share of the time the learner may be busy (default 0.5), "
+                        "so that scoring keeps the cores")
     g.add_argument("--torch-threads", type=int, default=None, metavar="N",
                    help="threads of the backbone (default 0: all usable cores)")
     g.add_argument("--blas-threads", type=int, default=None, metavar="N",
@@ -110,6 +113,8 @@ def build_config(args: argparse.Namespace) -> Any:
     if features:
         overrides["features"] = features
     overrides["learn_in_background"] = getattr(args, "learning", "background") == "background"
+    if getattr(args, "learner_duty", None) is not None:
+        overrides["learner_duty"] = args.learner_duty
     threads = {k: v for k, v in (("torch", getattr(args, "torch_threads", None)),
                                  ("blas", getattr(args, "blas_threads", None))) if v is not None}
     if threads:

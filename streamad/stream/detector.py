@@ -5,7 +5,9 @@ admission policy says so, admits it to the sliding window (a frame never vouches
 Until the window has formed channels and the nominal set is non-empty, results say ``ready=False``
 and carry no score. The alarm threshold learns from the scores once the window is full: while it
 fills, the nominal set is still growing and scores fall with it, so they would inflate the
-threshold; until then (and for ``decisions.warmup`` scores after) ``threshold`` is None.
+threshold; until then (and until enough trusted scores are in, :mod:`streamad.stream.decisions`)
+``threshold`` is None. With the default ``trusted`` rule only frames whose highest-scoring patches the
+channels kept as nominal at their admission calibrate the threshold (docs/alarms.md).
 
     >>> import numpy as np
     >>> class Toy:                        # any extractor: frames -> (N, P, d) float32, .grid, .image_size
@@ -38,13 +40,14 @@ import contextlib
 import os
 import time
 import warnings
+from collections import deque
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from streamad.config import ChannelConfig, StreamConfig
-from streamad.stream.decisions import ScoreDecisions
+from streamad.stream.decisions import ScoreDecisions, kept_top
 from streamad.vision.frames import FrameSizeWarning, as_rgb_uint8, resize_to
 from streamad.vision.heatmap import heatmap_from_patch_scores, image_score
 from streamad.core.incremental import IncrementalChannels
@@ -119,6 +122,11 @@ class StreamDetector:
         self._check_memory(self.config, self.n_patches, self._descriptor_dim(extractor))
         self.channels = IncrementalChannels(self.config.window, self.config.channels)
         self.decisions = ScoreDecisions(self.config.decisions, seed=self.config.seed)
+        # Trust of admitted frames (decisions rule "trusted"): the admission (learner thread in background
+        # mode) appends (frame id, kept-patch mask) to _trust_notes (a deque: thread-safe appends and pops);
+        # the scorer pairs them with the scores it left in _pending_trust (scorer thread only).
+        self._trust_notes: deque[tuple[int, np.ndarray]] = deque(maxlen=1024)
+        self._pending_trust: dict[int, tuple[int, float, float, np.ndarray]] = {}
         self.index: NominalIndex | IVFIndex | None = None  # replaced whole, never half-built, by the learner
         self.frames_seen = 0  # frames scored by process / score_one
         self._next_frame_id = 0  # admission ids (labels in the index are id * P + patch)
@@ -341,8 +349,8 @@ class StreamDetector:
         index_no = self.frames_seen
         self.frames_seen += 1
         h, w = int(frame_shape[0]), int(frame_shape[1])
-        score = threshold = heat = patch = None
-        anomalous = drift = False
+        score = threshold = heat = patch = p_value = change = None
+        anomalous = drift = judged = False
         t0 = time.perf_counter()
         patch = self._patch_scores(desc)
         ready = patch is not None
@@ -352,11 +360,12 @@ class StreamDetector:
             heat = self._heatmap(patch, (h, w))
             score = float(image_score(heat))
             timings["heatmap"] = _ms(t0)
-            if learn and self._window_full:
-                threshold, anomalous, drift = self.decisions.update(score)
-            else:
-                threshold, anomalous, drift = self.decisions.peek(score)
+            judged = learn and self._window_full
+            decision = self.decisions.update(score, index_no, now) if judged else self.decisions.peek(score)
+            threshold, anomalous, drift, p_value, change = decision
         admitted = learn and self._due(now)
+        if admitted and score is not None and judged and self.decisions.trusting:
+            self._await_trust(self._next_frame_id, index_no, now, score, patch)  # the id the admission gives
         learned: tuple[int, ...] = ()
         if admitted and self.config.learn_in_background:
             self._submit(index_no, desc, eligible=not anomalous, now=now)
@@ -367,9 +376,47 @@ class StreamDetector:
             self._since_admission += 1
         if self._learner is not None:
             learned = tuple(self._learner.completed())
+        trust_change = self._apply_trust()
+        if trust_change is not None:
+            drift, change = True, trust_change
         return FrameResult(index=index_no, ready=ready, score=score, threshold=threshold, anomalous=bool(anomalous),
                            heatmap=heat, patch_scores=patch, drift=bool(drift), admitted=admitted, timestamp=now,
-                           timings=timings, learned=learned)
+                           timings=timings, learned=learned, p_value=p_value, drift_change=change)
+
+    # ------------------------------------------------------------------ trust (decisions rule "trusted")
+    def _await_trust(self, frame_id: int, index_no: int, now: float, score: float, patch: np.ndarray) -> None:
+        """Scorer side: keep a judged frame's score and patch order until its admission says what was kept."""
+        if len(self._pending_trust) >= 1024:  # verdicts that never came (learner stopped): forget the oldest
+            self._pending_trust.pop(next(iter(self._pending_trust)))
+        self._pending_trust[frame_id] = (index_no, now, score, np.argsort(-patch.ravel(), kind="stable"))
+
+    def _note_kept(self, frame_id: int, added: np.ndarray) -> None:
+        """Admission side (any thread): which patches of the admitted frame the channels kept as nominal."""
+        if self.config.decisions.rule != "trusted":
+            return
+        added = np.asarray(added, np.int64)
+        kept = np.zeros(self.n_patches, bool)
+        kept[added[added // self.n_patches == frame_id] % self.n_patches] = True
+        self._trust_notes.append((frame_id, kept))
+
+    def _apply_trust(self) -> Any:
+        """Scorer side: hand the verdicts of finished admissions to the decisions (trusted frames calibrate
+        the threshold); what changed if that flagged drift. ``decisions.last_verdicts`` lists them as
+        (frame index, score, kept_top)."""
+        change, verdicts = None, []
+        while self._trust_notes:
+            frame_id, kept = self._trust_notes.popleft()
+            for stale in [f for f in self._pending_trust if f < frame_id]:  # skipped by the background learner
+                del self._pending_trust[stale]
+            entry = self._pending_trust.pop(frame_id, None)
+            if entry is None:
+                continue
+            index_no, now, score, order = entry
+            top = kept_top(order, kept)
+            verdicts.append((index_no, score, top))
+            change = self.decisions.trust(score, top >= self.config.decisions.trust_patches, index_no, now) or change
+        self.decisions.last_verdicts = verdicts
+        return change
 
     def _patch_scores(self, desc: np.ndarray) -> np.ndarray | None:
         """Distances to the nearest nominal patch on the grid, or None while nothing is nominal.
@@ -414,6 +461,7 @@ class StreamDetector:
         timings["associate"] = _ms(t0)
         t0 = time.perf_counter()
         changes = self.channels.drain_changes()
+        self._note_kept(frame_id, changes.added)  # decisions hook: what the channels kept of this frame
         timings["trim"] = _ms(t0)
         t0 = time.perf_counter()
         index = self.index
@@ -434,7 +482,8 @@ class StreamDetector:
         if self.learner_error is not None:
             return  # learning stopped on an error (warned once); scoring goes on with the index as it is
         if self._learner is None:
-            self._learner = Learner(self._admit_job, name="streamad-learner", job_id=lambda job: job[0])
+            self._learner = Learner(self._admit_job, name="streamad-learner", job_id=lambda job: job[0],
+                                    duty=self.config.learner_duty)
         frame_id = self._next_frame_id
         self._next_frame_id += 1
         try:

@@ -45,11 +45,16 @@ class LearnerError(RuntimeError):
 class Learner:
     """One daemon thread applying ``admit(job)`` to the newest submitted job; see the module docstring.
 
-    ``job_id(job)`` gives the number reported by :meth:`completed` (default: the job itself).
+    ``job_id(job)`` gives the number reported by :meth:`completed` (default: the job itself). ``duty``
+    (0 < duty <= 1) is the largest share of the time the learner may be busy: after a job that took
+    ``t`` seconds it rests ``t / duty - t`` before the next, leaving the cores to the scorer.
     """
 
     def __init__(self, admit: Callable[[Any], Any], name: str = "streamad-learner",
-                 job_id: Callable[[Any], int] | None = None) -> None:
+                 job_id: Callable[[Any], int] | None = None, duty: float = 1.0) -> None:
+        if not 0.0 < float(duty) <= 1.0:
+            raise ValueError(f"Learner.duty must be in (0, 1], got {duty!r}")
+        self.duty = float(duty)
         self._admit = admit
         self._job_id = job_id or (lambda job: job)
         self._cond = threading.Condition()
@@ -143,8 +148,11 @@ class Learner:
                     self._cond.notify_all()
                 return
             with self._cond:
-                self.busy_s += time.perf_counter() - t0
+                took = time.perf_counter() - t0
+                self.busy_s += took
                 self.admitted += 1
                 self._completed.append(int(self._job_id(job)))
                 self._busy = False
                 self._cond.notify_all()
+                if self.duty < 1.0:  # rest, so that the learner takes at most `duty` of the time
+                    self._cond.wait_for(lambda: self._stopping, took / self.duty - took)

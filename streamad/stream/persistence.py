@@ -64,8 +64,13 @@ FORMAT = "streamad-engine-state"
 FORMAT_VERSION = 1
 # Settings that may differ between the saved and the resuming configuration (they change no state).
 RUNTIME_FIELDS = frozenset({"features.device", "features.batch_size", "index.threads", "learn_in_background",
+                            "learner_duty",
                             "threads.torch", "threads.blas", "channels.device",
-                            "index.device"})
+                            "index.device",
+                            # the alarm rule and rate: a resumed engine keeps its model, and its decisions re-learn
+                            # their calibration when the rule changes (docs/alarms.md)
+                            "decisions.rule", "decisions.false_alarm_rate", "decisions.quantile",
+                            "decisions.trust_patches"})
 
 
 # ---------------------------------------------------------------------------------------------- saving
@@ -323,6 +328,8 @@ def _config_from_dict(data: dict[str, Any], where: Path) -> StreamConfig:
         kwargs = dict(data)
         if isinstance(kwargs.get("index"), dict) and "kind" not in kwargs["index"]:
             kwargs["index"] = {**kwargs["index"], "kind": "hnsw"}  # saved before IVF existed: HNSW was the only kind
+        if isinstance(kwargs.get("decisions"), dict) and "rule" not in kwargs["decisions"]:
+            kwargs["decisions"] = {**kwargs["decisions"], "rule": "quantile"}  # saved before the trusted rule existed
         for f in dataclasses.fields(StreamConfig):
             if isinstance(kwargs.get(f.name), dict) and callable(f.default_factory):  # type: ignore[misc]
                 kind = type(f.default_factory())  # type: ignore[misc]
