@@ -1,4 +1,6 @@
-"""Threshold (streaming quantile, judged before updating) and drift flags on the score stream."""
+"""Decisions on the score stream: the former rule (streaming quantile of every score, judged before updating),
+the trusted rule (conformal threshold and p-values over trusted scores only, honest warm-up), drift flags
+and what they say changed."""
 
 from __future__ import annotations
 
@@ -10,14 +12,14 @@ from streamad.stream.decisions import ScoreDecisions
 
 
 def test_no_threshold_and_no_alarm_during_warm_up():
-    dec = ScoreDecisions(DecisionConfig(warmup=5, drift="none"))
+    dec = ScoreDecisions(DecisionConfig(rule="quantile", warmup=5, drift="none"))
     out = [dec.update(s) for s in (1.0, 100.0, 1.0, 1.0, 1.0)]
     assert all(d.threshold is None and not d.anomalous for d in out)
     assert dec.update(1.0).threshold is not None
 
 
 def test_a_score_is_judged_against_the_threshold_before_it_joins_the_quantile():
-    dec = ScoreDecisions(DecisionConfig(quantile=0.5, window=10, warmup=3, drift="none"))
+    dec = ScoreDecisions(DecisionConfig(rule="quantile", quantile=0.5, window=10, warmup=3, drift="none"))
     for s in (1.0, 2.0, 3.0):
         dec.update(s)
     d = dec.update(2.5)  # median of 1, 2, 3 is 2: 2.5 is above, even though it would raise the median
@@ -27,7 +29,7 @@ def test_a_score_is_judged_against_the_threshold_before_it_joins_the_quantile():
 
 
 def test_threshold_tracks_the_recent_window_only():
-    dec = ScoreDecisions(DecisionConfig(quantile=0.9, window=20, warmup=5, drift="none"))
+    dec = ScoreDecisions(DecisionConfig(rule="quantile", quantile=0.9, window=20, warmup=5, drift="none"))
     for _ in range(50):
         dec.update(1.0)
     for _ in range(20):
@@ -36,7 +38,7 @@ def test_threshold_tracks_the_recent_window_only():
 
 
 def test_peek_changes_nothing():
-    dec = ScoreDecisions(DecisionConfig(warmup=2, drift="adwin"))
+    dec = ScoreDecisions(DecisionConfig(rule="quantile", warmup=2, drift="adwin"))
     dec.update(1.0)
     dec.update(2.0)
     before = (dec.threshold, dec.count)
@@ -47,7 +49,7 @@ def test_peek_changes_nothing():
 @pytest.mark.parametrize("name, delta", [("adwin", 0.002), ("page_hinkley", 0.005), ("kswin", 0.005)])
 def test_drift_is_flagged_after_a_shift_and_not_before(name, delta):
     rng = np.random.default_rng(0)
-    dec = ScoreDecisions(DecisionConfig(warmup=10, drift=name, drift_delta=delta), seed=1)
+    dec = ScoreDecisions(DecisionConfig(rule="quantile", warmup=10, drift=name, drift_delta=delta), seed=1)
     before = [dec.update(s).drift for s in 1.0 + 0.1 * rng.standard_normal(300)]
     after = [dec.update(s).drift for s in 3.0 + 0.1 * rng.standard_normal(300)]
     assert not any(before[:200])
@@ -56,7 +58,7 @@ def test_drift_is_flagged_after_a_shift_and_not_before(name, delta):
 
 
 def test_no_drift_detector_never_flags():
-    dec = ScoreDecisions(DecisionConfig(drift="none"))
+    dec = ScoreDecisions(DecisionConfig(rule="quantile", drift="none"))
     assert not any(dec.update(s).drift for s in [1.0] * 100 + [50.0] * 100)
 
 
@@ -69,3 +71,137 @@ def test_bad_values_are_named():
         DecisionConfig(warmup=0)
     with pytest.raises(ValueError, match="finite"):
         ScoreDecisions().update(float("nan"))
+    with pytest.raises(ValueError, match="finite"):
+        ScoreDecisions().trust(float("inf"), True)
+
+
+# -- the trusted rule ------------------------------------------------------------------------------------
+
+
+def trusted(alpha: float = 0.01, **kw) -> ScoreDecisions:
+    return ScoreDecisions(DecisionConfig(false_alarm_rate=alpha, drift=kw.pop("drift", "none"), **kw), seed=1)
+
+
+def feed(dec: ScoreDecisions, scores, trust=lambda s: True) -> list:
+    """Judge each score, then report it trusted or not (the detector's order)."""
+    out = []
+    for i, s in enumerate(scores):
+        out.append(dec.update(s, index=i, timestamp=i / 10))
+        dec.trust(s, trust(s), index=i, timestamp=i / 10)
+    return out
+
+
+def test_trusted_threshold_is_honest_during_warm_up_and_then_the_conformal_quantile() -> None:
+    rng = np.random.default_rng(0)
+    normal = rng.normal(5.0, 1.0, 400)
+    dec = trusted(0.01, warmup=30)
+    out = feed(dec, normal)
+    assert dec.needed == 99                               # fewer scores cannot resolve a 1-in-100 event
+    assert all(d.threshold is None and not d.anomalous for d in out[:99])
+    assert out[99].threshold == pytest.approx(max(normal[:99]))  # rank ceil(100 * 0.99) = 99 of 99: the largest
+    n = 400
+    want = np.sort(normal)[int(np.ceil((n + 1) * 0.99)) - 1]
+    assert dec.threshold == pytest.approx(want)
+    assert out[5].p_value == pytest.approx((1 + np.sum(normal[:5] >= normal[5])) / 6)  # p-values from the start
+    assert dec.p_value(1e9) == pytest.approx(1 / 401) and dec.p_value(-1e9) == 1.0
+
+
+def test_trusted_rule_flags_the_configured_share_of_normal_frames() -> None:
+    rng = np.random.default_rng(1)
+    for alpha in (0.01, 0.05):
+        dec = trusted(alpha, window=2000)
+        out = feed(dec, rng.gamma(4.0, 1.0, 20_000))     # skewed, like frame scores
+        judged = [d for d in out if d.threshold is not None]
+        rate = np.mean([d.anomalous for d in judged])
+        assert abs(rate - alpha) < 0.3 * alpha, (alpha, rate)
+        assert all(d.anomalous == (d.p_value <= alpha + 1e-12) for d in judged)  # the two readings agree
+
+
+def test_untrusted_scores_never_move_the_threshold_whatever_their_share() -> None:
+    rng = np.random.default_rng(2)
+    normal = rng.normal(5.0, 1.0, 3000)
+    clean = trusted(0.01)
+    feed(clean, normal)
+    dirty = trusted(0.01)
+    scores = np.where(rng.random(3000) < 0.5, rng.normal(30.0, 3.0, 3000), normal)  # half of the frames defects
+    out = feed(dirty, scores, trust=lambda s: s < 15)    # the verdict (here: an oracle) leaves the defects out
+    assert dirty.threshold == pytest.approx(clean.threshold, rel=0.05)
+    assert np.mean([d.anomalous for d, s in zip(out, scores) if s > 15 and d.threshold is not None]) == 1.0
+    quantile = ScoreDecisions(DecisionConfig(rule="quantile", drift="none"))
+    for s in scores:
+        quantile.update(s)
+    assert quantile.threshold > 25                        # the former rule: the defects' own scores
+
+
+def test_window_too_short_for_the_rate_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"DecisionConfig.window must be >= 1/false_alarm_rate - 1 = 999"):
+        DecisionConfig(false_alarm_rate=0.001, window=500)
+    DecisionConfig(rule="quantile", false_alarm_rate=0.001, window=500)  # the former rule has no such bound
+    with pytest.raises(ValueError, match="DecisionConfig.rule must be one of"):
+        DecisionConfig(rule="median")
+    with pytest.raises(ValueError, match="DecisionConfig.false_alarm_rate must be None or in"):
+        DecisionConfig(false_alarm_rate=0.0)
+    with pytest.raises(ValueError, match="DecisionConfig.trust_patches"):
+        DecisionConfig(trust_patches=0)
+    assert DecisionConfig(quantile=0.95).alpha == pytest.approx(0.05)
+    assert DecisionConfig(false_alarm_rate=0.02).level == pytest.approx(0.98)
+
+
+def test_drift_on_trusted_scores_says_what_changed_and_since_when() -> None:
+    rng = np.random.default_rng(3)
+    scores = np.concatenate([rng.normal(5.0, 0.3, 600), rng.normal(8.0, 0.3, 400)])
+    dec = trusted(0.01, drift="adwin")
+    changes = []
+    for i, s in enumerate(scores):
+        d = dec.update(s, index=1000 + i, timestamp=i / 10)
+        assert not d.drift                                # the trusted rule flags drift from trusted scores only
+        c = dec.trust(s, True, index=1000 + i, timestamp=i / 10)
+        if c is not None:
+            changes.append(c)
+    assert changes and dec.drifts == len(changes)
+    first = changes[0]
+    assert 1000 + 590 <= first.since <= 1000 + 610 and first.since_time == pytest.approx((first.since - 1000) / 10)
+    assert first.before == pytest.approx(5.0, abs=0.2) and first.after == pytest.approx(8.0, abs=0.3)
+    assert "higher since frame" in first.describe() and "alarms are not raised" in first.describe()
+
+
+def test_a_burst_of_untrusted_defects_is_not_drift() -> None:
+    rng = np.random.default_rng(4)
+    dec = trusted(0.01, drift="adwin")
+    scores = np.concatenate([rng.normal(5.0, 0.3, 500), rng.normal(30.0, 2.0, 200), rng.normal(5.0, 0.3, 300)])
+    out = feed(dec, scores, trust=lambda s: s < 15)
+    assert dec.drifts == 0 and sum(d.anomalous for d in out[500:700]) == 200
+
+
+def test_trusted_state_round_trips_exactly_and_a_former_rule_state_restarts_the_calibration() -> None:
+    rng = np.random.default_rng(5)
+    scores = rng.gamma(4.0, 1.0, 700).tolist()
+    cfg = DecisionConfig(false_alarm_rate=0.02, window=300, drift="adwin")
+    ref = ScoreDecisions(cfg)
+    want = feed(ref, scores)
+    dec = ScoreDecisions(cfg)
+    feed(dec, scores[:400])
+    state = dec.state_dict()
+    ScoreDecisions.check_state(state)
+    back = ScoreDecisions.from_state(state, cfg)
+    got = want[:400]
+    for i, s in enumerate(scores[400:], start=400):
+        got.append(back.update(s, index=i, timestamp=i / 10))
+        back.trust(s, True, index=i, timestamp=i / 10)
+    assert got == want and back.state_dict()["fed"] == ref.fed
+    assert np.array_equal(back.state_dict()["history_index"], ref.state_dict()["history_index"])
+    old = {"count": 50, "drifts": 1, "history": np.asarray(scores[:50])}  # saved before the trusted rule existed
+    ScoreDecisions.check_state(old)
+    resumed = ScoreDecisions.from_state(old, cfg)
+    assert (resumed.count, resumed.drifts, resumed.fed, resumed.threshold) == (50, 1, 0, None)
+    as_quantile = ScoreDecisions.from_state(old, DecisionConfig(rule="quantile", window=300))
+    assert as_quantile.fed == 50 and as_quantile.threshold is not None
+
+
+def test_kept_top_counts_the_kept_patches_from_the_highest_score_down() -> None:
+    from streamad.stream.decisions import kept_top
+
+    order = np.array([3, 0, 2, 1])
+    assert kept_top(order, np.array([True, True, True, True])) == 4
+    assert kept_top(order, np.array([True, True, False, True])) == 2
+    assert kept_top(order, np.array([True, True, True, False])) == 0

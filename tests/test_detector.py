@@ -42,7 +42,7 @@ def scene(rng: np.random.Generator, defect: bool = False, shape=(48, 64)) -> np.
 
 def config(**kw) -> StreamConfig:
     base = dict(window=12, channels=ChannelConfig(seeds=2, min_span=2, k_sigma=3.0, spread="zscore"),
-                decisions=DecisionConfig(warmup=3, drift="none"))
+                decisions=DecisionConfig(rule="quantile", warmup=3, drift="none"))  # the trusted rule: test_alarms.py
     base.update(kw)
     return StreamConfig(**base)
 

@@ -39,9 +39,10 @@ class Toy:
     grid, image_size = GRID, SHAPE
 
 
-def config(exact_below: int = 10 ** 6, drift: str = "adwin", **kw) -> StreamConfig:
+def config(exact_below: int = 10 ** 6, drift: str = "adwin", rule: str = "trusted", **kw) -> StreamConfig:
     return StreamConfig(window=10, channels=ChannelConfig(seeds=2, min_span=2),
-                        decisions=DecisionConfig(warmup=3, window=20, drift=drift, quantile=0.9, drift_delta=0.2),
+                        decisions=DecisionConfig(rule=rule, warmup=3, window=20, drift=drift, quantile=0.9,
+                                                 drift_delta=0.2),
                         index=IndexConfig(exact_below=exact_below, M=4, ef_construction=16, ef=8), **kw)
 
 
@@ -111,20 +112,22 @@ def resumed_run(tmp_path: Path, cfg: StreamConfig, frames: list, stops: list[int
 # -- exact resume ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("admit_every, admit_interval_s", [(1, None), (3, None), (1, 1.5)])
+@pytest.mark.parametrize("admit_every, admit_interval_s, rule", [(1, None, "quantile"), (3, None, "quantile"),
+                                                                 (1, 1.5, "quantile"), (1, None, "trusted")])
 def test_resume_with_exact_search_gives_the_same_results_and_state(tmp_path: Path, admit_every: int,
-                                                                   admit_interval_s: float | None) -> None:
-    cfg, frames = config(admit_every=admit_every, admit_interval_s=admit_interval_s), stream()
+                                                                   admit_interval_s: float | None, rule: str) -> None:
+    cfg, frames = config(admit_every=admit_every, admit_interval_s=admit_interval_s, rule=rule), stream()
     ref = StreamDetector(cfg, extractor=Toy())
     want = run(ref, frames)
     assert sum(r.anomalous for r in want[31:]) >= 3 and want[60].threshold is not None  # the test has teeth
+    assert ref.decisions.trusted > 20 if rule == "trusted" else ref.decisions.trusted == 0
     assert sum(r.admitted for r in want) == {1: 100, 3: 34, 1.5: 50}[admit_interval_s or admit_every]
     assert not ref.index.uses_graph
     det, got = resumed_run(tmp_path, cfg, frames, [5, 31, 62])   # stops between admissions, too
     assert_same_results(got, want)
     assert_same_state(det, ref)
     assert det.frames_seen == 100 and det.decisions.drifts == ref.decisions.drifts
-    if admit_every == 1 and admit_interval_s is None:
+    if admit_every == 1 and admit_interval_s is None and rule == "quantile":
         assert sum(r.drift for r in want[62:]) >= 1           # ADWIN's flag after a restart depends on its replay
 
 
@@ -174,7 +177,7 @@ def test_the_real_level_probe_passes_here() -> None:
 def test_decisions_replay_gives_the_same_thresholds_and_drift_flags(drift: str) -> None:
     rng = np.random.default_rng(1)
     scores = np.concatenate([0.2 + 0.02 * rng.normal(size=150), 1.0 + 0.2 * rng.normal(size=150)]).tolist()
-    cfg = DecisionConfig(warmup=5, window=30, drift=drift, drift_delta=0.05)
+    cfg = DecisionConfig(rule="quantile", warmup=5, window=30, drift=drift, drift_delta=0.05)
     ref = ScoreDecisions(cfg, seed=3)
     want = [ref.update(s) for s in scores]
     assert sum(d.drift for d in want[160:]) >= 1
@@ -189,7 +192,7 @@ def test_decision_history_is_bounded_and_the_threshold_stays_exact(monkeypatch) 
     import streamad.stream.decisions as decisions
 
     monkeypatch.setattr(decisions, "DRIFT_HISTORY_MAX", 50)
-    cfg = DecisionConfig(warmup=5, window=20, drift="adwin")
+    cfg = DecisionConfig(rule="quantile", warmup=5, window=20, drift="adwin")
     scores = np.random.default_rng(2).random(130).tolist()
     ref = ScoreDecisions(cfg)
     for s in scores[:120]:
@@ -419,7 +422,8 @@ def relist(path: Path, name: str, array: np.ndarray) -> None:
     ("index.hnsw.link_lists", lambda a: a[:-1], r"index\.hnsw\.link_lists\.npy has shape \(\d+,\) .* needs "
                                                 r"shape \(\d+\)"),
     ("decisions.history", lambda a: np.where(np.arange(len(a)) == 3, np.nan, a),
-     r"inconsistent state \(\d+ saved scores for a count of \d+\)"),
+     r"inconsistent state \(a saved score is not a finite number\)"),
+    ("decisions.history_index", lambda a: a[:-1], r"inconsistent state \(\d+ entries in history_index for \d+ saved"),
 ])
 def test_each_part_is_checked_by_its_owner(tmp_path: Path, name: str, change, message: str) -> None:
     det = StreamDetector(config(exact_below=0), extractor=Toy())
@@ -442,7 +446,8 @@ def test_broken_scalars_and_parts_are_refused_naming_the_field(tmp_path: Path) -
     edit_manifest(path, lambda m: m["state"].pop("decisions"))
     with pytest.raises(StateError, match=r"unexpected array 'decisions\.history'"):
         StreamDetector.load(path, extractor=Toy())
-    edit_manifest(path, lambda m: m["arrays"].pop("decisions.history"))
+    edit_manifest(path, lambda m: [m["arrays"].pop(f"decisions.{k}") for k in ("history", "history_index",
+                                                                               "history_time")])
     with pytest.raises(StateError, match=r"manifest\.json: state part 'decisions' is missing; restore it"):
         StreamDetector.load(path, extractor=Toy())
     edit_manifest(path, lambda m: m["state"].update(decisions=[1]))
@@ -504,14 +509,14 @@ V1_SCALARS = {
     "channels": ["batched_trim", "admissions", "last_promotion", "head", "last_id", "allocated", "stats"],
     "index": ["dim", "M", "ef_construction", "ef", "exact_below", "seed", "threads", "insert_threads", "capacity",
               "used", "graph"],
-    "decisions": ["count", "drifts"]}
+    "decisions": ["count", "drifts", "rule", "fed", "trusted"]}  # rule, fed, trusted: optional (added later)
 V1_ARRAYS = (["channels.ids", "channels.eligible", "channels.pending_removed"]
              + [f"channels.{k}" for k in ("x", "frame", "seed_j", "seed_frame", "pair_patch", "pair_dist", "members",
                                           "assign_j", "assign_a", "nominal", "published", "dirty")]
              + [f"index.{k}" for k in ("vectors", "label_of_slot", "live", "free", "slot_of_labels", "slot_of_slots")]
              + [f"index.hnsw.{k}" for k in ("label_lookup_external", "label_lookup_internal", "element_levels",
                                             "data_level0", "link_lists")]
-             + ["decisions.history"])
+             + ["decisions.history", "decisions.history_index", "decisions.history_time"])  # _index, _time: optional
 
 
 def test_the_saved_layout_is_format_version_1(tmp_path: Path) -> None:
@@ -555,7 +560,7 @@ class ToyImages:
 
 
 WATCH_CONFIG = StreamConfig(window=8, channels=ChannelConfig(seeds=2, min_span=2),
-                            decisions=DecisionConfig(warmup=3, window=20), index=IndexConfig(exact_below=0, M=4))
+                            decisions=DecisionConfig(rule="quantile", warmup=3, window=20), index=IndexConfig(exact_below=0, M=4))
 
 
 def use_toy_detector(target, window: int = 8, **toy) -> None:
@@ -608,7 +613,7 @@ def test_watch_state_resumes_where_it_stopped(tmp_path: Path, monkeypatch, capsy
     make_images(both, 24, offset=24)
     assert watch(capsys, str(both), "--state", str(tmp_path / "once"), "--quiet")[0] == 0
     once = StreamDetector.load(tmp_path / "once", extractor=ToyImages())
-    assert_same_state(twice, once, skip=("last_admission_time",))     # wall-clock timestamps differ
+    assert_same_state(twice, once, skip=("last_admission_time", "history_time"))  # wall-clock timestamps differ
 
 
 def test_watch_refuses_a_corrupt_or_incompatible_state_unless_reset(tmp_path: Path, monkeypatch, capsys) -> None:

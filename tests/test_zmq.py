@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -72,7 +73,7 @@ def test_pub_sub_pair_delivers_and_decodes_every_frame() -> None:
     for m, r in zip(got, sent):
         assert (m.index, m.ready, m.anomalous, m.drift, m.admitted) == (r.index, r.ready, r.anomalous, r.drift,
                                                                           r.admitted)
-        assert m.timestamp == r.timestamp and m.source == "cam" and m.topic == "streamad" and m.schema == 1
+        assert m.timestamp == r.timestamp and m.source == "cam" and m.topic == "streamad" and m.schema == 2
         assert m.score == r.score and m.threshold == r.threshold
         assert m.overlay is None and m.overlay_image() is None
         if r.heatmap is None:
@@ -104,11 +105,12 @@ def encode(r: FrameResult, **kw) -> list[bytes]:
 
 def test_wire_format_is_exact() -> None:
     hm = np.arange(6, dtype=np.float64).reshape(2, 3)  # any float heatmap is sent as float32
-    parts = encode(result(9, score=5.0, heatmap=hm, anomalous=True), seq=4)
+    parts = encode(replace(result(9, score=5.0, heatmap=hm, anomalous=True), p_value=0.25), seq=4)
     assert len(parts) == 3 and parts[0] == b"streamad"
     header = json.loads(parts[1].decode("utf-8"))
-    assert header == {"schema": SCHEMA_VERSION, "seq": 4, "index": 9, "timestamp": 100.9, "source": "s",
-                      "score": 5.0, "threshold": 2.0, "anomalous": True, "ready": True, "drift": False,
+    assert header == {"schema": SCHEMA_VERSION, "type": "frame", "seq": 4, "index": 9, "timestamp": 100.9,
+                      "source": "s", "score": 5.0, "threshold": 2.0, "p_value": 0.25, "anomalous": True,
+                      "ready": True, "drift": False,
                       "admitted": False, "heatmap_shape": [2, 3], "heatmap_dtype": "float32", "has_overlay": False}
     assert parts[2] == hm.astype("<f4").tobytes()
     warm = encode(result(1, ready=False))
@@ -124,7 +126,10 @@ def test_wire_format_is_exact() -> None:
     (lambda p: [p[0], b"\xff\xfe not utf-8", p[2]], "not UTF-8 JSON"),
     (lambda p: [p[0], b"[1, 2]", p[2]], "no 'schema' field"),
     (lambda p: [p[0], b"{not json", p[2]], "not UTF-8 JSON"),
-    (lambda p: [p[0], p[1].replace(b'"schema":1', b'"schema":2'), p[2]], "schema 2, this streamad reads schema 1"),
+    (lambda p: [p[0], p[1].replace(b'"schema":2', b'"schema":3'), p[2]], "schema 3, this streamad reads schemas 1 and 2"),
+    (lambda p: [p[0], p[1].replace(b'"type":"frame"', b'"type":"alarm"'), p[2]], "'type' must be"),
+    (lambda p: [p[0], p[1].replace(b'"type":"frame",', b""), p[2]], "lacks the field 'type'"),
+    (lambda p: [p[0], p[1].replace(b'"p_value":null', b'"p_value":"low"'), p[2]], "'p_value' must be a number"),
     (lambda p: [p[0], p[1].replace(b'"index":9', b'"index":"9"'), p[2]], "field 'index' must be an int"),
     (lambda p: [p[0], p[1].replace(b'"ready":true', b'"ready":1'), p[2]], "field 'ready' must be true or false"),
     (lambda p: [p[0], p[1].replace(b'"float32"', b'"float64"'), p[2]], "heatmap_dtype"),

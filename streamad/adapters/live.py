@@ -16,6 +16,10 @@ publisher and recorder is the caller's job (``with`` blocks), so they are closed
 The frame's timestamp (grab time of a live source, media time of a video file) is passed to the
 detector, so the published ``timestamp`` is when the frame was taken, not when it was scored.
 
+With :class:`~streamad.stream.events.AlarmEvents` (``events=``) consecutive anomalous frames become
+alarm events: each one is published as an event message when it closes (and the one still open when
+the loop ends), and handed to ``on_alarm``.
+
 With a :class:`StateSaver` the detector's state is saved every N frames and when the loop ends in
 order (end of the source, ``max_frames``, a stop request, Ctrl-C); a failed save is reported, counted
 and retried N frames later, never fatal (docs/persistence.md).
@@ -38,7 +42,8 @@ from typing import Protocol
 import numpy as np
 
 from streamad.vision.frames import as_rgb_uint8
-from streamad.results import FrameResult
+from streamad.results import AlarmEvent, FrameResult
+from streamad.stream.events import AlarmEvents
 
 from streamad.adapters.display import SnapshotRecorder, VideoRecorder, Window, render_overlay
 from streamad.adapters.publisher import Publisher
@@ -227,6 +232,7 @@ class WatchSummary:
     source: SourceStats
     stopped: str
     stages: dict[str, StageTime] = field(default_factory=dict)
+    alarm_events: int = 0  # with AlarmEvents: the events reported
     state_dir: str | None = None  # with a StateSaver: where, how many saves succeeded and failed
     state_saves: int = 0
     state_save_failures: int = 0
@@ -247,12 +253,12 @@ class WatchSummary:
     def __str__(self) -> str:
         s = self.source
         lines = [f"frames {self.frames} in {self.seconds:.1f} s ({self.fps:.1f} fps), stopped: {self.stopped}",
-                 f"ready {self.ready}, anomalous {self.anomalies}, drift events {self.drifts}, "
-                 f"bad frames skipped {self.bad_frames}",
+                 f"ready {self.ready}, anomalous {self.anomalies} (alarm events {self.alarm_events}), "
+                 f"drift flags {self.drifts}, bad frames skipped {self.bad_frames}",
                  f"source: dropped {s.dropped} stale frames, skipped {s.skipped} unreadable files, "
                  f"{s.failures} failures, {s.reconnects} reconnects"]
         if self.published or self.publish_dropped:
-            lines.append(f"published {self.published} messages"
+            lines.append(f"published {self.published} messages (frames and events)"
                          + (f", {self.publish_dropped} dropped (send queue full)" if self.publish_dropped else ""))
         if self.state_dir is not None:
             times = "time" if self.state_saves == 1 else "times"
@@ -288,7 +294,8 @@ def run_watch(source: Source, detector: Detector, *, publisher: Publisher | None
               on_status: Callable[[str], None] | None = None, status_interval: float = 1.0,
               on_bad_frame: Callable[[Frame, ValueError, int], None] | None = None,
               overlay_scale: float | None = None, poll: float = 0.25,
-              saver: StateSaver | None = None) -> WatchSummary:
+              saver: StateSaver | None = None, events: AlarmEvents | None = None,
+              on_alarm: Callable[[AlarmEvent], None] | None = None) -> WatchSummary:
     """Run ``detector`` on every frame of ``source`` until it ends, ``max_frames`` frames were read,
     ``stop`` is set, Ctrl-C, or the window is closed. Each result goes to ``publisher`` (with the frame
     and source name), its overlay to ``recorder`` and ``window``, and to ``on_result(frame, result)``.
@@ -296,14 +303,18 @@ def run_watch(source: Source, detector: Detector, *, publisher: Publisher | None
     ``on_bad_frame(frame, error, count)`` hears of each skipped frame (default: a logged warning for
     the first three and every hundredth). ``saver`` saves the detector's state every N frames and once
     more when the loop ends (not when an exception escapes it, nor after a Ctrl-C that interrupted the
-    detector in the middle of a frame: its state could be half-updated)."""
+    detector in the middle of a frame: its state could be half-updated). ``events`` groups anomalous
+    frames into alarm events: each is published (``Publisher.publish_event``) and handed to
+    ``on_alarm(event)`` when it closes; the one open at the end is closed then."""
     if max_frames is not None and max_frames < 0:
         raise ValueError(f"max_frames must be >= 0 or None, got {max_frames!r}")
     loop = _WatchLoop(source, detector, publisher=publisher, recorder=recorder, window=window,
-                      on_result=on_result, on_bad_frame=on_bad_frame, overlay_scale=overlay_scale, saver=saver)
+                      on_result=on_result, on_bad_frame=on_bad_frame, overlay_scale=overlay_scale, saver=saver,
+                      events=events, on_alarm=on_alarm)
     start = time.monotonic()
     status = _StatusTicker(on_status, status_interval, start)
     stopped = loop.run(stop if stop is not None else StopFlag(), max_frames, poll, status)
+    loop.finish_events()
     loop.finish_state()
     seconds = time.monotonic() - start
     status.final(loop.status_line(seconds))
@@ -336,8 +347,10 @@ class _WatchLoop:
                  recorder: VideoRecorder | SnapshotRecorder | None, window: Window | None,
                  on_result: Callable[[Frame, FrameResult], None] | None,
                  on_bad_frame: Callable[[Frame, ValueError, int], None] | None, overlay_scale: float | None,
-                 saver: StateSaver | None) -> None:
+                 saver: StateSaver | None, events: AlarmEvents | None = None,
+                 on_alarm: Callable[[AlarmEvent], None] | None = None) -> None:
         self.source, self.detector, self.saver = source, detector, saver
+        self.events, self.on_alarm = events, on_alarm
         self.publisher, self.recorder, self.window = publisher, recorder, window
         self.on_result, self.on_bad_frame, self.overlay_scale = on_result, on_bad_frame, overlay_scale
         self.need_overlay = (recorder is not None or window is not None
@@ -418,12 +431,28 @@ class _WatchLoop:
             _lap(self.timers["record"], t0)
         if self.on_result is not None:
             self.on_result(frame, result)
+        if self.events is not None:
+            self.alarm(self.events.update(result), frame.source)
         if self.window is not None and overlay is not None:
             t0 = time.perf_counter()
             is_open = self.window.show(overlay)
             _lap(self.timers["show"], t0)
             return is_open
         return True
+
+    def alarm(self, event: AlarmEvent | None, source: str) -> None:
+        """A closed alarm event (if any) to the publisher and ``on_alarm``."""
+        if event is None:
+            return
+        if self.publisher is not None:
+            self.publisher.publish_event(event, source)
+        if self.on_alarm is not None:
+            self.on_alarm(event)
+
+    def finish_events(self) -> None:
+        """Close the alarm event still open when the loop ends."""
+        if self.events is not None:
+            self.alarm(self.events.flush(), self.source.name)
 
     def save_tick(self) -> None:
         if self.saver is not None:
@@ -446,11 +475,13 @@ class _WatchLoop:
 
     def summary(self, stopped: str, seconds: float) -> WatchSummary:
         publisher, saver = self.publisher, self.saver
+        published = publisher.sent + getattr(publisher, "events_sent", 0) if publisher else 0
         return WatchSummary(frames=self.frames, ready=self.ready, anomalies=self.anomalies, drifts=self.drifts,
-                            bad_frames=self.bad, seconds=seconds, published=publisher.sent if publisher else 0,
+                            bad_frames=self.bad, seconds=seconds, published=published,
                             publish_dropped=publisher.dropped if publisher else 0, source=self.source.stats,
                             stopped=stopped,
                             stages={name: t.summary() for name, t in self.timers.items() if t.count},
+                            alarm_events=0 if self.events is None else self.events.reported,
                             state_dir=None if saver is None else str(saver.directory),
                             state_saves=0 if saver is None else saver.saved,
                             state_save_failures=0 if saver is None else saver.failed)

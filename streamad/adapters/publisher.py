@@ -1,20 +1,33 @@
-"""Publish every frame's verdict over ZeroMQ (PUB), without ever blocking the engine.
+"""Publish every frame's verdict, and every alarm event, over ZeroMQ (PUB), without ever blocking the engine.
 
-Wire format (schema 1): one multipart message per frame, three parts, or four with an overlay::
+Wire format (schema 2; docs/live_io.md): two message types, told apart by the header's ``type`` and
+by the topic. A **frame** message per frame, three parts, or four with an overlay::
 
     [0] topic    bytes, default b"streamad" (subscribers filter on its prefix)
     [1] header   UTF-8 JSON object:
-                 {"schema": 1, "seq": int, "index": int, "timestamp": float, "source": str,
-                  "score": float|null, "threshold": float|null, "anomalous": bool, "ready": bool,
-                  "drift": bool, "admitted": bool, "heatmap_shape": [h, w], "heatmap_dtype": "float32",
-                  "has_overlay": bool}
+                 {"schema": 2, "type": "frame", "seq": int, "index": int, "timestamp": float,
+                  "source": str, "score": float|null, "threshold": float|null, "p_value": float|null,
+                  "anomalous": bool, "ready": bool, "drift": bool, "admitted": bool,
+                  "heatmap_shape": [h, w], "heatmap_dtype": "float32", "has_overlay": bool}
     [2] heatmap  raw little-endian float32, C order (row by row), h*w*4 bytes; empty (and
                  heatmap_shape [0, 0]) when there is no heatmap (not ready)
     [3] overlay  JPEG (RGB content) of the annotated frame; present only when has_overlay is true
 
+and an **event** message per alarm event (consecutive anomalous frames, :mod:`streamad.stream.events`)
+when it closes, three parts, on the topic ``<topic>/event`` (so a subscriber to that prefix gets
+only events)::
+
+    [0] topic    bytes, b"streamad/event"
+    [1] header   {"schema": 2, "type": "event", "seq": int, "source": str, "event": int,
+                  "start": int, "end": int, "frames": int, "start_time": float, "end_time": float,
+                  "peak_index": int, "peak_score": float, "peak_p_value": float|null,
+                  "peak_threshold": float|null, "heatmap_shape": [h, w], "heatmap_dtype": "float32"}
+    [2] heatmap  the peak frame's heatmap, as in a frame message
+
 ``score`` and ``threshold`` are null while warming up (and a non-finite value is sent as null, so the
-header is strict JSON). ``seq`` numbers the messages of one publisher (0, 1, 2, ...): a gap at a
-subscriber means messages were dropped on the way. ``index`` is the detector's frame number.
+header is strict JSON). ``seq`` numbers the messages of one type of one publisher (0, 1, 2, ...): a gap
+at a subscriber means messages of that type were dropped on the way. ``index`` is the detector's
+frame number. Schema 1 was the frame message without ``type`` and ``p_value`` (no events).
 
 Never blocking: the socket has a bounded send high-water mark (``hwm`` messages per subscriber),
 ``LINGER 0`` and every send is non-blocking. ZeroMQ's PUB socket drops messages for a subscriber
@@ -50,11 +63,12 @@ import numpy as np
 import zmq
 
 from streamad.errors import UserError
-from streamad.results import FrameResult
+from streamad.results import AlarmEvent, FrameResult
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+EVENT_SUFFIX = "/event"  # an event message's topic is the publisher's topic plus this
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
 DEFAULT_TOPIC = "streamad"
 HEATMAP_DTYPE = "float32"
@@ -106,26 +120,31 @@ def _number(value: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _heatmap_part(heatmap: np.ndarray | None, what: str) -> tuple[list[int], bytes]:
+    """``heatmap_shape`` and the payload bytes of a heatmap (``[0, 0]`` and empty for None)."""
+    if heatmap is None:
+        return [0, 0], b""
+    hm = np.ascontiguousarray(heatmap, dtype="<f4")  # little-endian float32 whatever the machine
+    if hm.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (h, w), got shape {hm.shape}")
+    return [int(hm.shape[0]), int(hm.shape[1])], hm.tobytes()
+
+
 def encode_message(result: FrameResult, *, source: str = "", seq: int = 0, topic: str = DEFAULT_TOPIC,
                    overlay_jpeg: bytes | None = None) -> list[bytes]:
-    """The multipart message (3 ``bytes`` parts, 4 with an overlay) for one result; see the module
+    """The frame message (3 ``bytes`` parts, 4 with an overlay) for one result; see the module
     docstring."""
-    heatmap = result.heatmap
-    if heatmap is not None:
-        hm = np.ascontiguousarray(heatmap, dtype="<f4")  # little-endian float32 whatever the machine
-        if hm.ndim != 2:
-            raise ValueError(f"FrameResult.heatmap must be 2-D (h, w), got shape {hm.shape}")
-        shape, payload = [int(hm.shape[0]), int(hm.shape[1])], hm.tobytes()
-    else:
-        shape, payload = [0, 0], b""
+    shape, payload = _heatmap_part(result.heatmap, "FrameResult.heatmap")
     header = {
         "schema": SCHEMA_VERSION,
+        "type": "frame",
         "seq": int(seq),
         "index": int(result.index),
         "timestamp": _number(result.timestamp),
         "source": str(source),
         "score": _number(result.score),
         "threshold": _number(result.threshold),
+        "p_value": _number(result.p_value),
         "anomalous": bool(result.anomalous),
         "ready": bool(result.ready),
         "drift": bool(result.drift),
@@ -139,6 +158,32 @@ def encode_message(result: FrameResult, *, source: str = "", seq: int = 0, topic
     return parts + [overlay_jpeg] if overlay_jpeg else parts
 
 
+def encode_event(event: AlarmEvent, *, source: str = "", seq: int = 0, topic: str = DEFAULT_TOPIC) -> list[bytes]:
+    """The event message (3 ``bytes`` parts, on topic ``topic + EVENT_SUFFIX``) for one alarm event;
+    see the module docstring."""
+    shape, payload = _heatmap_part(event.peak_heatmap, "AlarmEvent.peak_heatmap")
+    header = {
+        "schema": SCHEMA_VERSION,
+        "type": "event",
+        "seq": int(seq),
+        "source": str(source),
+        "event": int(event.number),
+        "start": int(event.start),
+        "end": int(event.end),
+        "frames": int(event.frames),
+        "start_time": _number(event.start_time),
+        "end_time": _number(event.end_time),
+        "peak_index": int(event.peak_index),
+        "peak_score": _number(event.peak_score),
+        "peak_p_value": _number(event.peak_p_value),
+        "peak_threshold": _number(event.peak_threshold),
+        "heatmap_shape": shape,
+        "heatmap_dtype": HEATMAP_DTYPE,
+    }
+    text = json.dumps(header, allow_nan=False, separators=(",", ":"))
+    return [(topic + EVENT_SUFFIX).encode("utf-8"), text.encode("utf-8"), payload]
+
+
 def encode_jpeg(image_rgb: np.ndarray, quality: int = 80) -> bytes:
     """JPEG bytes of an RGB ``uint8`` image."""
     import cv2
@@ -150,7 +195,9 @@ def encode_jpeg(image_rgb: np.ndarray, quality: int = 80) -> bytes:
 
 
 class Publisher:
-    """A ZeroMQ PUB socket that sends one message per frame (see the module docstring).
+    """A ZeroMQ PUB socket that sends one message per frame and one per alarm event (see the module
+    docstring): ``publish(result)`` and ``publish_event(event)``; ``sent`` and ``events_sent`` count
+    them, ``dropped`` counts the messages of either type refused by a full queue.
 
     ``overlay_jpeg=True`` adds the annotated frame as JPEG (rendered from ``frame`` by
     ``streamad.adapters.display.render_overlay`` unless ``publish`` is given ``overlay``).
@@ -180,6 +227,7 @@ class Publisher:
         self.overlay_jpeg = overlay_jpeg
         self.jpeg_quality = int(jpeg_quality)
         self.sent = 0
+        self.events_sent = 0
         self.dropped = 0
         self.allowed_clients = 0
         self._auth = None
@@ -215,6 +263,7 @@ class Publisher:
                                "'streamad watch') using it? Pick another address, e.g. tcp://127.0.0.1:5557") from exc
         self.address: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._seq = 0
+        self._event_seq = 0
 
     def publish(self, result: FrameResult, frame: np.ndarray | None = None, source: str = "", *,
                 overlay: np.ndarray | None = None) -> bool:
@@ -238,6 +287,21 @@ class Publisher:
             self.dropped += 1
             return False
         self.sent += 1
+        return True
+
+    def publish_event(self, event: AlarmEvent, source: str = "") -> bool:
+        """Send one alarm event message (topic ``topic + EVENT_SUFFIX``). Returns False when it was
+        dropped. Never blocks."""
+        if self._socket.closed:
+            raise RuntimeError("publish_event() on a closed Publisher")
+        parts = encode_event(event, source=source, seq=self._event_seq, topic=self.topic)
+        self._event_seq += 1
+        try:
+            self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            return False
+        self.events_sent += 1
         return True
 
     def close(self) -> None:

@@ -6,7 +6,8 @@ The command line only parses, checks and prints; this module does the rest, one 
   window) in an ``ExitStack``, so they are closed however the run ends;
 - :func:`resume_state` resumes the detector from a state directory (or starts fresh, or moves an
   unusable state aside) and gives the :class:`~streamad.adapters.live.StateSaver` that keeps it saved;
-- :func:`watch` runs the loop with Ctrl-C / SIGTERM handling and the event lines of :class:`EventLines`;
+- :func:`watch` runs the loop with Ctrl-C / SIGTERM handling, alarm events
+  (:class:`~streamad.stream.events.AlarmEvents`) and the event lines of :class:`EventLines`;
 - :func:`saved_line` and :func:`failure` say what became of the saved file and whether the run failed.
 
 Every message for the user goes to an ``on_event(line)`` callback.
@@ -19,8 +20,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
+from streamad.config import EventConfig
 from streamad.errors import UserError
-from streamad.results import FrameResult
+from streamad.results import AlarmEvent, FrameResult
+from streamad.stream.events import AlarmEvents
 
 from streamad.adapters.display import SnapshotRecorder, VideoRecorder, Window, make_recorder
 from streamad.adapters.live import StateSaver, StopFlag, WatchSummary, run_watch, stop_on_signals
@@ -156,22 +159,23 @@ def _set_aside(directory: str, detector: Any, error: Exception, reset: bool, on_
 
 
 class EventLines:
-    """Event lines for the user: a frame that turns anomalous, drift (unless ``quiet``), skipped frames
-    (the first three and every hundredth)."""
+    """Event lines for the user (unless ``quiet``): one per alarm event when it ends (not one per
+    anomalous frame), drift explained (what changed, since when), skipped frames (the first three and
+    every hundredth)."""
 
     def __init__(self, on_event: EventSink, quiet: bool = False) -> None:
         self.on_event, self.quiet = on_event, quiet
-        self.anomalous = False  # was the previous frame anomalous (one line per anomalous run of frames)
+
+    def on_alarm(self, event: AlarmEvent) -> None:
+        if not self.quiet:
+            self.on_event(event.describe())
 
     def on_result(self, frame: Frame, result: FrameResult) -> None:
-        if self.quiet:
+        if self.quiet or not result.drift:
             return
-        if result.anomalous and not self.anomalous:
-            thr = "-" if result.threshold is None else f"{result.threshold:.3f}"
-            self.on_event(f"frame {result.index}: anomalous (score {result.score:.3f}, threshold {thr})")
-        if result.drift:
-            self.on_event(f"frame {result.index}: drift in the score distribution")
-        self.anomalous = bool(result.anomalous)
+        why = (result.drift_change.describe() if result.drift_change is not None
+               else "the score distribution changed")
+        self.on_event(f"frame {result.index}: drift: {why}")
 
     def on_bad_frame(self, frame: Frame, error: ValueError, count: int) -> None:
         if count <= 3 or count % 100 == 0:
@@ -180,16 +184,17 @@ class EventLines:
 
 def watch(parts: Parts, detector: Any, *, on_event: EventSink, on_status: EventSink | None = None,
           status_interval: float = 1.0, max_frames: int | None = None, saver: StateSaver | None = None,
-          quiet: bool = False) -> WatchSummary:
+          quiet: bool = False, alarms: EventConfig | None = None) -> WatchSummary:
     """Run the live loop on ``parts`` until the source ends, ``max_frames``, Ctrl-C or SIGTERM (which
-    finish the current frame), or the window is closed."""
+    finish the current frame), or the window is closed. Anomalous frames are grouped into alarm events
+    as ``alarms`` says (default ``EventConfig()``): published, and one line each to ``on_event``."""
     events = EventLines(on_event, quiet)
     flag = StopFlag()
     with stop_on_signals(flag, notify=on_event):
         return run_watch(parts.source, detector, publisher=parts.publisher, recorder=parts.recorder,
                          window=parts.window, max_frames=max_frames, stop=flag, on_result=events.on_result,
                          on_status=on_status, status_interval=status_interval, on_bad_frame=events.on_bad_frame,
-                         saver=saver)
+                         saver=saver, events=AlarmEvents(alarms), on_alarm=events.on_alarm)
 
 
 def saved_line(recorder: VideoRecorder | SnapshotRecorder | None, path: str | None) -> str | None:

@@ -1,4 +1,5 @@
-"""Receive and decode the messages of :mod:`streamad.adapters.publisher` (wire format schema 1).
+"""Receive and decode the messages of :mod:`streamad.adapters.publisher` (wire format schema 2: frame
+and event messages; schema-1 frame messages of an older publisher are read too).
 
     >>> from streamad.results import FrameResult
     >>> from streamad.adapters.publisher import encode_message
@@ -10,10 +11,10 @@
     >>> m.index, m.score, m.anomalous, m.heatmap.shape, m.overlay
     (7, 2.5, True, (4, 6), None)
     >>> try:
-    ...     decode_message([b"streamad", b'{"schema": 2}', b""])
+    ...     decode_message([b"streamad", b'{"schema": 3}', b""])
     ... except SchemaError as exc:
     ...     print(exc)
-    message has schema 2, this streamad reads schema 1: run the same streamad version on both ends
+    message has schema 3, this streamad reads schemas 1 and 2: run the same streamad version on both ends
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from typing import Any
 import numpy as np
 import zmq
 
-from streamad.adapters.publisher import DEFAULT_ADDRESS, HEATMAP_DTYPE, SCHEMA_VERSION
+from streamad.adapters.publisher import DEFAULT_ADDRESS, DEFAULT_TOPIC, EVENT_SUFFIX, HEATMAP_DTYPE, SCHEMA_VERSION
+
+READABLE_SCHEMAS = (1, SCHEMA_VERSION)
 
 
 class SchemaError(ValueError):
-    """A message that is not a streamad schema-1 frame message (wrong version, garbage, inconsistent)."""
+    """A message that is not a streamad frame or event message (wrong version, garbage, inconsistent)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,6 +58,9 @@ class FrameMessage:
     admitted: bool
     heatmap: np.ndarray | None
     overlay: bytes | None
+    p_value: float | None = None  # schema 2; None from a schema-1 publisher
+
+    type = "frame"
 
     def overlay_image(self) -> np.ndarray | None:
         """The overlay decoded to RGB ``uint8`` (H, W, 3), or None when the message has none."""
@@ -68,10 +74,50 @@ class FrameMessage:
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
     def header(self) -> dict[str, Any]:
-        """The header fields (no heatmap or overlay), plus ``heatmap_shape`` (None without a heatmap)."""
-        fields = {k: v for k, v in self.__dict__.items() if k not in ("heatmap", "overlay")}
+        """The header fields (no heatmap or overlay), plus ``type`` and ``heatmap_shape`` (None without a
+        heatmap)."""
+        fields = {"type": self.type, **{k: v for k, v in self.__dict__.items() if k not in ("heatmap", "overlay")}}
         fields["heatmap_shape"] = None if self.heatmap is None else list(self.heatmap.shape)
         return fields
+
+
+@dataclass(frozen=True, eq=False)
+class EventMessage:
+    """One decoded alarm event message (schema 2): the header fields and the peak frame's heatmap
+    (float32 (h, w), or None)."""
+
+    topic: str
+    schema: int
+    seq: int
+    source: str
+    event: int
+    start: int
+    end: int
+    frames: int
+    start_time: float | None
+    end_time: float | None
+    peak_index: int
+    peak_score: float | None
+    peak_p_value: float | None
+    peak_threshold: float | None
+    heatmap: np.ndarray | None
+
+    type = "event"
+
+    def header(self) -> dict[str, Any]:
+        """The header fields (no heatmap), plus ``type`` and ``heatmap_shape`` (None without a heatmap)."""
+        fields = {"type": self.type, **{k: v for k, v in self.__dict__.items() if k != "heatmap"}}
+        fields["heatmap_shape"] = None if self.heatmap is None else list(self.heatmap.shape)
+        return fields
+
+
+def event_topic(topic: str = DEFAULT_TOPIC) -> str:
+    """The topic prefix of a publisher's event messages only (``topic`` is the publisher's topic).
+
+    >>> event_topic(), event_topic("line3")
+    ('streamad/event', 'line3/event')
+    """
+    return topic + EVENT_SUFFIX
 
 
 class SeqGaps:
@@ -102,6 +148,9 @@ def _is_number(v: Any) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
 
 
+_OPTIONAL_NUMBER = ("a number or null", lambda v: v is None or _is_number(v))
+_SHAPE = ("[h, w] with ints >= 0", lambda v: isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x >= 0 for x in v))
+
 _FIELDS: dict[str, tuple[str, Any]] = {
     "seq": ("an int", _is_int),
     "index": ("an int", _is_int),
@@ -118,10 +167,44 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "heatmap_dtype": (f'"{HEATMAP_DTYPE}"', lambda v: v == HEATMAP_DTYPE),
     "has_overlay": ("true or false", lambda v: isinstance(v, bool)),
 }
+_FRAME_FIELDS_2 = {**_FIELDS, "p_value": _OPTIONAL_NUMBER}
+_EVENT_FIELDS: dict[str, tuple[str, Any]] = {
+    "seq": ("an int", _is_int),
+    "source": ("a string", lambda v: isinstance(v, str)),
+    **{k: ("an int", _is_int) for k in ("event", "start", "end", "frames", "peak_index")},
+    **{k: _OPTIONAL_NUMBER for k in ("start_time", "end_time", "peak_score", "peak_p_value", "peak_threshold")},
+    "heatmap_shape": _SHAPE,
+    "heatmap_dtype": (f'"{HEATMAP_DTYPE}"', lambda v: v == HEATMAP_DTYPE),
+}
 
 
-def decode_message(parts: Sequence[bytes]) -> FrameMessage:
-    """Decode one multipart message; raises :class:`SchemaError` saying what is wrong with it."""
+def _check_fields(header: dict[str, Any], fields: dict[str, tuple[str, Any]]) -> None:
+    for name, (need, ok) in fields.items():
+        if name not in header:
+            raise SchemaError(f"message header lacks the field {name!r}")
+        if not ok(header[name]):
+            raise SchemaError(f"message header field {name!r} must be {need}, got {header[name]!r}")
+
+
+def _heatmap(header: dict[str, Any], payload: bytes) -> np.ndarray | None:
+    h, w = header["heatmap_shape"]
+    if len(payload) != h * w * 4:
+        raise SchemaError(f"heatmap part has {len(payload)} bytes, but heatmap_shape {[h, w]} of float32 "
+                          f"needs {h * w * 4}")
+    return np.frombuffer(payload, dtype="<f4").reshape(h, w).astype(np.float32) if h * w else None
+
+
+def _decode_event(topic: str, header: dict[str, Any], parts: Sequence[bytes]) -> EventMessage:
+    if len(parts) != 3:
+        raise SchemaError(f"an event message has 3 parts (topic, header, heatmap), got {len(parts)}")
+    _check_fields(header, _EVENT_FIELDS)
+    return EventMessage(topic=topic, schema=SCHEMA_VERSION, heatmap=_heatmap(header, bytes(parts[2])),
+                        **{k: header[k] for k in _EVENT_FIELDS if not k.startswith("heatmap")})
+
+
+def decode_message(parts: Sequence[bytes]) -> FrameMessage | EventMessage:
+    """Decode one multipart message (a frame or an event: see ``.type``); raises :class:`SchemaError`
+    saying what is wrong with it."""
     if len(parts) not in (3, 4):
         raise SchemaError(f"expected 3 or 4 message parts (topic, header, heatmap[, overlay]), got {len(parts)}: "
                           "is the address a streamad publisher?")
@@ -133,30 +216,31 @@ def decode_message(parts: Sequence[bytes]) -> FrameMessage:
                           "is the address a streamad publisher?") from None
     if not isinstance(header, dict) or "schema" not in header:
         raise SchemaError("message header has no 'schema' field: is the address a streamad publisher?")
-    if header["schema"] != SCHEMA_VERSION:
-        raise SchemaError(f"message has schema {header['schema']!r}, this streamad reads schema {SCHEMA_VERSION}: "
-                          "run the same streamad version on both ends")
-    for name, (need, ok) in _FIELDS.items():
-        if name not in header:
-            raise SchemaError(f"message header lacks the field {name!r}")
-        if not ok(header[name]):
-            raise SchemaError(f"message header field {name!r} must be {need}, got {header[name]!r}")
-    h, w = header["heatmap_shape"]
-    if len(heatmap_b) != h * w * 4:
-        raise SchemaError(f"heatmap part has {len(heatmap_b)} bytes, but heatmap_shape {[h, w]} of float32 "
-                          f"needs {h * w * 4}")
-    heatmap = np.frombuffer(heatmap_b, dtype="<f4").reshape(h, w).astype(np.float32) if h * w else None
+    schema = header["schema"]
+    if schema not in READABLE_SCHEMAS or isinstance(schema, bool):
+        raise SchemaError(f"message has schema {schema!r}, this streamad reads schemas "
+                          f"{' and '.join(map(str, READABLE_SCHEMAS))}: run the same streamad version on both ends")
+    topic = topic_b.decode("utf-8", errors="replace")
+    kind = header.get("type", "frame") if schema >= 2 else "frame"
+    if schema >= 2 and kind not in ("frame", "event"):
+        raise SchemaError(f"message header field 'type' must be \"frame\" or \"event\", got {kind!r}")
+    if kind == "event":
+        return _decode_event(topic, header, parts)
+    if schema >= 2 and "type" not in header:
+        raise SchemaError("message header lacks the field 'type'")
+    _check_fields(header, _FRAME_FIELDS_2 if schema >= 2 else _FIELDS)
+    heatmap = _heatmap(header, heatmap_b)
     overlay = bytes(parts[3]) if len(parts) == 4 else None
     if header["has_overlay"] != bool(overlay):
         raise SchemaError(f"has_overlay is {header['has_overlay']} but the message "
                           f"{'has' if overlay else 'has no'} overlay part")
     return FrameMessage(
-        topic=topic_b.decode("utf-8", errors="replace"), schema=SCHEMA_VERSION, seq=header["seq"],
+        topic=topic, schema=schema, seq=header["seq"],
         index=header["index"], timestamp=header["timestamp"], source=header["source"],
         score=None if header["score"] is None else float(header["score"]),
         threshold=None if header["threshold"] is None else float(header["threshold"]),
         anomalous=header["anomalous"], ready=header["ready"], drift=header["drift"], admitted=header["admitted"],
-        heatmap=heatmap, overlay=overlay)
+        heatmap=heatmap, overlay=overlay, p_value=None if header.get("p_value") is None else float(header["p_value"]))
 
 
 class Subscriber:
@@ -234,12 +318,13 @@ class Subscriber:
             if not ready or (deadline is not None and time.monotonic() >= deadline):
                 return None
 
-    def receive(self, timeout: float | None = None) -> FrameMessage | None:
-        """The next message, decoded (raises :class:`SchemaError` on a malformed one)."""
+    def receive(self, timeout: float | None = None) -> FrameMessage | EventMessage | None:
+        """The next message, decoded (raises :class:`SchemaError` on a malformed one); ``.type`` says
+        ``"frame"`` or ``"event"``."""
         parts = self.receive_parts(timeout)
         return None if parts is None else decode_message(parts)
 
-    def __iter__(self) -> Iterator[FrameMessage]:
+    def __iter__(self) -> Iterator[FrameMessage | EventMessage]:
         while True:
             msg = self.receive(None)
             if msg is not None:

@@ -119,7 +119,7 @@ def evaluate_drift(data_dir: str, stream: list[StreamFrame], settings: DriftSett
     n_cal = max(1, int(round(settings.calibration * len(first))))
     fit, calibrate = first[:-n_cal], first[-n_cal:]
     try:
-        decisions = DecisionConfig(quantile=settings.quantile, warmup=settings.warmup)
+        decisions = DecisionConfig(rule="quantile", quantile=settings.quantile, warmup=settings.warmup)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     traces: list[MethodTrace] = []

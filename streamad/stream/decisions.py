@@ -1,38 +1,68 @@
-"""Per-frame decisions on the score stream: alarm threshold and drift (docs/DESIGN.md section 3).
+"""Per-frame decisions on the score stream: alarm threshold, p-value and drift (docs/DESIGN.md section 3,
+docs/alarms.md).
 
-The threshold is a streaming quantile (river ``RollingQuantile``) of the recent scores; the drift flag
-comes from a river drift detector (ADWIN by default) fed with every score. A score is compared with
-the threshold **before** it updates the quantile, so a frame never lowers the bar it is judged by;
-then it joins the statistics, anomalous or not (leaving alarms out would freeze the threshold when
-the scene changes for good).
+Two rules, named by ``DecisionConfig.rule``:
+
+- ``"trusted"`` (the default): the threshold is learned only from scores of frames the engine has
+  reason to trust. A frame is *trusted* when, once admitted, the channels kept as nominal its
+  ``trust_patches`` highest-scoring patches (the patches its score comes from): a defect's patches
+  find no channel that keeps them, so defective frames are left out however many there are, while a
+  normal frame's kept patches are unrelated to how high it scored (measured: docs/alarms.md). The
+  last ``window`` trusted scores are the calibration set of a conformal test: a frame's **p-value**
+  is ``(1 + #{c >= score}) / (n + 1)`` over the ``n`` calibration scores ``c``, it is anomalous when
+  the p-value is at most the accepted false alarm rate ``alpha`` (``DecisionConfig.alpha``), that is
+  when its score exceeds the ``ceil((n + 1)(1 - alpha))``-th smallest calibration score (the
+  threshold). On normal frames this flags at most ``alpha`` of them, by construction. **Honest
+  warm-up**: until ``n >= 1 / alpha - 1`` (and ``warmup``) no threshold exists, because fewer scores
+  cannot tell a 1-in-``1/alpha`` event; the p-value is given from the first trusted score on. The
+  drift detector watches the trusted scores only, so a burst of defects is an alarm, not drift.
+- ``"quantile"`` (the former rule): the threshold is the ``1 - alpha`` quantile (river
+  ``RollingQuantile``) of the last ``window`` scores of every frame, alarms included; it flags about
+  ``alpha`` of all frames whatever is happening, and a defect rate above ``alpha`` lifts it into the
+  defects' own scores. The drift detector watches every score.
+
+Either way a score is judged **before** it joins the statistics, so a frame never lowers the bar it is
+judged by. With ``"trusted"`` the caller reports each admitted frame's verdict with :meth:`ScoreDecisions.trust`
+(the detector does, from its channels; :func:`kept_top` counts the kept patches).
 
     >>> from streamad.config import DecisionConfig
-    >>> dec = ScoreDecisions(DecisionConfig(quantile=0.9, window=50, warmup=10, drift="none"))
+    >>> dec = ScoreDecisions(DecisionConfig(rule="quantile", quantile=0.9, window=50, warmup=10, drift="none"))
     >>> [dec.update(1.0 + 0.01 * i).threshold for i in range(10)][-1] is None      # warming up
     True
     >>> d = dec.update(5.0)
     >>> round(d.threshold, 2), d.anomalous, d.drift
     (1.08, True, False)
 
-river's quantile and drift detectors cannot be serialised, so the scores fed are kept (the last
-``max(window, DRIFT_HISTORY_MAX)`` of them, a bounded ring) and :meth:`ScoreDecisions.from_state`
-rebuilds both by replaying them: exactly for the threshold (it only depends on the last ``window``
-scores), exactly for the drift detector while at most ``DRIFT_HISTORY_MAX`` scores were fed, and from
-the last ``DRIFT_HISTORY_MAX`` scores after that (the drift flag then approximates the original's).
+    >>> dec = ScoreDecisions(DecisionConfig(false_alarm_rate=0.1, warmup=5, drift="none"))
+    >>> for i in range(9):                       # judged, then trusted: 9 calibration scores 1.0 .. 1.8
+    ...     _ = dec.update(1.0 + 0.1 * i); _ = dec.trust(1.0 + 0.1 * i, True)
+    >>> d = dec.update(5.0)                      # ceil(10 * 0.9) = 9th smallest: 1.8
+    >>> round(d.threshold, 2), d.anomalous, d.p_value
+    (1.8, True, 0.1)
+    >>> dec.trust(5.0, False) is None, dec.trusted   # not trusted: the calibration set does not change
+    (True, 9)
+
+river's quantile and drift detectors cannot be serialised, so the scores fed to the statistics are
+kept (the last ``max(window, DRIFT_HISTORY_MAX)`` of them, a bounded ring, with their frame index and
+timestamp) and :meth:`ScoreDecisions.from_state` rebuilds everything by replaying them: exactly for
+the threshold (it only depends on the last ``window`` scores), exactly for the drift detector while at
+most ``DRIFT_HISTORY_MAX`` scores were fed, and from the last ``DRIFT_HISTORY_MAX`` scores after that.
 
     >>> back = ScoreDecisions.from_state(dec.state_dict(), dec.config)
-    >>> back.update(1.05) == dec.update(1.05), back.count
-    (True, 12)
+    >>> back.update(1.05) == dec.update(1.05), back.count, back.trusted
+    (True, 11, 9)
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from streamad.config import DecisionConfig
+from streamad.results import DriftChange
 from streamad.state_schema import StatePart
 
 # Scores kept for rebuilding the drift detector after a reload (800 kB of float64).
@@ -40,11 +70,15 @@ DRIFT_HISTORY_MAX = 100_000
 
 
 class Decision(NamedTuple):
-    """``threshold`` (None during warm-up), whether the score exceeds it, whether drift was detected."""
+    """``threshold`` (None during warm-up), whether the score exceeds it, whether drift was detected,
+    the score's ``p_value`` among the calibration scores (None before there are any), and with a
+    drift flag what changed (``change``)."""
 
     threshold: float | None
     anomalous: bool
     drift: bool
+    p_value: float | None = None
+    change: DriftChange | None = None
 
 
 def make_drift_detector(name: str, delta: float, seed: int = 0):
@@ -62,81 +96,227 @@ def make_drift_detector(name: str, delta: float, seed: int = 0):
     raise ValueError(f"unknown drift detector {name!r}: use 'adwin', 'page_hinkley', 'kswin' or 'none'")
 
 
+def kept_top(order: np.ndarray, kept: np.ndarray) -> int:
+    """How many of a frame's highest-scoring patches, in ``order`` (patch numbers, highest score first),
+    are kept as nominal (``kept``: bool per patch) before the first one that is not: the frame is
+    trusted when this is at least ``DecisionConfig.trust_patches``.
+
+        >>> kept_top(np.array([4, 1, 0, 2, 3]), np.array([False, True, True, True, True]))
+        2
+    """
+    miss = np.flatnonzero(~np.asarray(kept, bool)[np.asarray(order)])
+    return int(miss[0]) if len(miss) else int(len(order))
+
+
+def conformal_rank(n: int, alpha: float) -> int:
+    """The rank (1-based) of the calibration score that is the threshold: ``ceil((n + 1)(1 - alpha))``;
+    above ``n`` no threshold exists yet.
+
+        >>> conformal_rank(99, 0.01), conformal_rank(98, 0.01), conformal_rank(1000, 0.01)
+        (99, 99, 991)
+    """
+    return math.ceil((n + 1) * (1.0 - alpha) - 1e-9)
+
+
+def change_point(scores: np.ndarray) -> int:
+    """Where the mean of ``scores`` most likely changed (CUSUM): the first index of the later part.
+
+        >>> change_point(np.array([1.0, 1.1, 0.9, 1.0, 3.0, 3.1, 2.9]))
+        4
+    """
+    x = np.asarray(scores, np.float64)
+    if len(x) < 2:
+        return 0
+    k = np.arange(1, len(x))
+    cusum = np.abs(np.cumsum(x)[:-1] - k * x.mean()) / np.sqrt(k * (len(x) - k))
+    return int(np.argmax(cusum)) + 1
+
+
 class ScoreDecisions:
-    """Threshold and drift over a stream of frame scores; ``update(score)`` once per scored frame."""
+    """Threshold, p-value and drift over a stream of frame scores (see the module docstring):
+    ``update(score)`` judges each scored frame; with the ``trusted`` rule ``trust(score, trusted)``
+    reports each admitted frame's verdict."""
+
+    STATE_SCALARS = {"count": "int", "drifts": "int"}  # besides the array "history" (streamad.state_schema kinds)
+    # Added after format_version 1 was first written; a state without them is read as one of the "quantile"
+    # rule (the only one then), whose history holds every score with unknown frame numbers and times.
+    OPTIONAL_SCALARS = {"rule": "str", "fed": "int", "trusted": "int"}
 
     def __init__(self, config: DecisionConfig | None = None, seed: int = 0) -> None:
-        from river import stats as river_stats
-
         self.config = config or DecisionConfig()
-        self._quantile = river_stats.RollingQuantile(q=self.config.quantile, window_size=self.config.window)
-        self._drift = make_drift_detector(self.config.drift, self.config.drift_delta, seed)
-        self.count = 0
-        self.drifts = 0
-        keep = self.config.window if self._drift is None else max(self.config.window, DRIFT_HISTORY_MAX)
-        self._history = np.zeros(keep)  # ring: score number i is at i % keep
+        self.alpha = self.config.alpha
+        self.trusting = self.config.rule == "trusted"
+        self._quantile = None
+        if not self.trusting:
+            from river import stats as river_stats
 
+            self._quantile = river_stats.RollingQuantile(q=self.config.level, window_size=self.config.window)
+        self._drift = make_drift_detector(self.config.drift, self.config.drift_delta, seed)
+        self.count = 0  # scores judged by update()
+        self.fed = 0  # scores fed to the statistics: every judged one (quantile), the trusted ones (trusted)
+        self.trusted = 0  # frames reported trusted (trusted rule)
+        self.drifts = 0
+        self.last_verdicts: list[tuple[int, float, int]] = []  # set by the detector: (index, score, kept_top)
+        keep = self.config.window if self._drift is None else max(self.config.window, DRIFT_HISTORY_MAX)
+        self._history = np.zeros(keep)  # ring: fed score number i is at i % keep
+        self._index = np.full(keep, -1, np.int64)  # its frame index (-1: unknown)
+        self._time = np.full(keep, np.nan)  # its timestamp (NaN: unknown)
+        self._sorted: list[float] = []  # trusted rule: the calibration scores (the last `window` fed), sorted
+
+    # ------------------------------------------------------------------ state
     def history(self) -> np.ndarray:
-        """The last ``min(count, capacity)`` scores fed, oldest first (float64)."""
-        keep = len(self._history)
-        n = min(self.count, keep)
-        return self._history[(self.count - n + np.arange(n)) % keep]
+        """The last ``min(fed, capacity)`` scores fed to the statistics, oldest first (float64)."""
+        return self._history[self._ring(min(self.fed, len(self._history)))]
+
+    def _ring(self, n: int) -> np.ndarray:
+        return (self.fed - n + np.arange(n)) % len(self._history)
 
     def state_dict(self) -> dict[str, Any]:
-        """What :meth:`from_state` needs: the counters and the score history (see the module docstring)."""
-        return {"count": self.count, "drifts": self.drifts, "history": self.history()}
+        """What :meth:`from_state` needs: the counters and the fed scores with their frame numbers and times."""
+        ring = self._ring(min(self.fed, len(self._history)))
+        return {"count": self.count, "drifts": self.drifts, "rule": self.config.rule, "fed": self.fed,
+                "trusted": self.trusted, "history": self._history[ring], "history_index": self._index[ring],
+                "history_time": self._time[ring]}
 
     @classmethod
     def from_state(cls, state: dict[str, Any], config: DecisionConfig, seed: int = 0) -> ScoreDecisions:
-        """New river objects fed the saved scores again: the last ``window`` to the quantile, all to drift."""
+        """New river objects fed the saved scores again: the last ``window`` to the threshold, all to drift.
+        A state saved under another rule keeps its counters but starts the statistics afresh (its
+        history holds other scores)."""
         dec = cls(config, seed)
+        dec.count, dec.drifts = int(state["count"]), int(state["drifts"])
+        if state.get("rule", "quantile") != config.rule:
+            return dec
         history = np.asarray(state["history"], np.float64)[-len(dec._history):]
+        n = len(history)
+        index = np.asarray(state.get("history_index", np.full(n, -1)), np.int64)[-n:] if n else np.zeros(0, np.int64)
+        times = np.asarray(state.get("history_time", np.full(n, np.nan)), np.float64)[-n:] if n else np.zeros(0)
+        dec.fed = int(state.get("fed", dec.count))
+        dec.trusted = int(state.get("trusted", 0))
         for score in history[-config.window:].tolist():
-            dec._quantile.update(score)
+            if dec._quantile is not None:
+                dec._quantile.update(score)
+        if dec.trusting:
+            dec._sorted = sorted(history[-config.window:].tolist())
         if dec._drift is not None:
             for score in history.tolist():
                 dec._drift.update(score)
-        dec.count, dec.drifts = int(state["count"]), int(state["drifts"])
-        dec._history[(dec.count - len(history) + np.arange(len(history))) % len(dec._history)] = history
+        ring = dec._ring(n)
+        dec._history[ring], dec._index[ring], dec._time[ring] = history, index, times
         return dec
-
-    STATE_SCALARS = {"count": "int", "drifts": "int"}  # besides the array "history" (streamad.state_schema kinds)
 
     @classmethod
     def check_state(cls, state: dict[str, Any], where: StatePart | None = None) -> None:
         """Refuse (:class:`~streamad.errors.StateError`, naming the field or file of ``where``) a
         ``state_dict`` that :meth:`from_state` cannot use: counters that are not ints, a history that is
-        not finite float64 or longer than the count."""
+        not finite float64 or longer than the scores fed, frame numbers or times that do not match it."""
         where = where or StatePart(".", "decisions")
         where.scalars(state, cls.STATE_SCALARS)
+        where.scalars(state, {k: v for k, v in cls.OPTIONAL_SCALARS.items() if k in state})
         history = where.array(state, "history", (-1,), np.float64)
-        if len(history) > state["count"] or not np.isfinite(history).all():
-            raise where.inconsistent(f"{len(history)} saved scores for a count of {state['count']}")
+        fed = state.get("fed", state["count"])
+        if len(history) > fed:
+            raise where.inconsistent(f"{len(history)} saved scores for a count of {fed}")
+        if not np.isfinite(history).all():
+            raise where.inconsistent("a saved score is not a finite number")
+        if state.get("rule", "quantile") not in ("trusted", "quantile"):
+            raise where.inconsistent(f"unknown decision rule {state['rule']!r}")
+        for key, dtype in (("history_index", np.int64), ("history_time", np.float64)):
+            if key in state and len(where.array(state, key, (-1,), dtype)) != len(history):
+                raise where.inconsistent(f"{len(state[key])} entries in {key} for {len(history)} saved scores")
+
+    # ------------------------------------------------------------------ decisions
+    @property
+    def calibration(self) -> int:
+        """Scores the threshold is computed from now: the trusted ones (trusted rule) or all recent ones."""
+        return min(self.fed, self.config.window)
+
+    @property
+    def needed(self) -> int:
+        """Calibration scores needed before a threshold exists (the honest warm-up)."""
+        if not self.trusting:
+            return self.config.warmup
+        return max(self.config.warmup, math.ceil(1.0 / self.alpha - 1.0 - 1e-9))
 
     @property
     def threshold(self) -> float | None:
-        """The current threshold (the quantile of the scores seen so far), None during warm-up."""
-        if self.count < self.config.warmup:
+        """The current threshold, None during warm-up."""
+        if not self.trusting:
+            return None if self.count < self.config.warmup else float(self._quantile.get())  # type: ignore[union-attr]
+        n = len(self._sorted)
+        if n < self.needed:
             return None
-        return float(self._quantile.get())
+        return float(self._sorted[conformal_rank(n, self.alpha) - 1])
+
+    def p_value(self, score: float) -> float | None:
+        """``(1 + #{c >= score}) / (n + 1)`` over the ``n`` calibration scores ``c`` (None without any)."""
+        if self.trusting:
+            n = len(self._sorted)
+            above = n - bisect.bisect_left(self._sorted, float(score))
+        else:
+            recent = self._history[self._ring(self.calibration)]
+            n, above = len(recent), int(np.count_nonzero(recent >= float(score)))
+        return None if n == 0 else (1 + above) / (n + 1)
 
     def peek(self, score: float) -> Decision:
         """The decision for ``score`` without learning from it (no drift check)."""
         threshold = self.threshold
-        return Decision(threshold, threshold is not None and float(score) > threshold, False)
+        return Decision(threshold, threshold is not None and float(score) > threshold, False, self.p_value(score))
 
-    def update(self, score: float) -> Decision:
-        """Judge ``score`` against the current threshold, then add it to the quantile and the drift detector."""
+    def update(self, score: float, index: int | None = None, timestamp: float | None = None) -> Decision:
+        """Judge ``score`` (the frame ``index`` taken at ``timestamp``) against the current threshold.
+        With the ``quantile`` rule it then joins the quantile and the drift detector; with ``trusted``
+        nothing changes until :meth:`trust` reports the frame's verdict."""
         score = float(score)
         if not math.isfinite(score):
             raise ValueError(f"score must be a finite number, got {score!r}")
-        threshold, anomalous, _ = self.peek(score)
-        self._quantile.update(score)
-        self._history[self.count % len(self._history)] = score
+        decision = self.peek(score)
         self.count += 1
-        drift = False
-        if self._drift is not None:
-            self._drift.update(score)
-            drift = bool(self._drift.drift_detected)
-            self.drifts += drift
-        return Decision(threshold, anomalous, drift)
+        if self.trusting:
+            return decision
+        self._quantile.update(score)  # type: ignore[union-attr]
+        change = self._feed(score, index, timestamp)
+        return decision._replace(drift=change is not None, change=change)
+
+    def trust(self, score: float, trusted: bool, index: int | None = None,
+              timestamp: float | None = None) -> DriftChange | None:
+        """Report an admitted frame's verdict (trusted rule): a trusted frame's ``score`` joins the
+        calibration set and the drift detector. Returns what changed if that flagged drift."""
+        if not self.trusting or not trusted:
+            return None
+        score = float(score)
+        if not math.isfinite(score):
+            raise ValueError(f"score must be a finite number, got {score!r}")
+        self.trusted += 1
+        if self.fed >= self.config.window:  # the oldest calibration score leaves
+            old = float(self._history[(self.fed - self.config.window) % len(self._history)])
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+        bisect.insort(self._sorted, score)
+        return self._feed(score, index, timestamp)
+
+    def _feed(self, score: float, index: int | None, timestamp: float | None) -> DriftChange | None:
+        """Add a score to the history and the drift detector; what changed if drift was flagged."""
+        slot = self.fed % len(self._history)
+        self._history[slot] = score
+        self._index[slot] = -1 if index is None else int(index)
+        self._time[slot] = math.nan if timestamp is None else float(timestamp)
+        self.fed += 1
+        if self._drift is None:
+            return None
+        self._drift.update(score)
+        if not self._drift.drift_detected:
+            return None
+        self.drifts += 1
+        return self._change()
+
+    def _change(self) -> DriftChange:
+        """What changed at a drift flag: the CUSUM change point of the last ``window`` scores fed, the
+        medians before and after it, and the frame (and time) where the later part starts."""
+        ring = self._ring(min(self.fed, max(self.config.window, 2)))
+        scores = self._history[ring]
+        cut = change_point(scores)
+        before, after = scores[:cut], scores[cut:]
+        index, when = int(self._index[ring[cut]]), float(self._time[ring[cut]])
+        return DriftChange(since=None if index < 0 else index, since_time=None if math.isnan(when) else when,
+                           before=float(np.median(before)) if len(before) else float(np.median(after)),
+                           after=float(np.median(after)), frames=int(len(after)))
