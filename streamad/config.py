@@ -150,9 +150,14 @@ INDEX_KINDS = ("hnsw", "ivf")
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """The nominal index (docs/DESIGN.md section 4): hnswlib HNSW parameters and the exact-search size.
+    """The nominal index (docs/DESIGN.md section 4): its kind, the exact-search size and each kind's parameters.
 
-    ``M`` and ``ef_construction`` shape the graph (insertion cost grows with both), ``ef`` is the
+    ``kind`` is ``"hnsw"`` (:class:`~streamad.index.hnsw.NominalIndex`, the batch models' default) or
+    ``"ivf"`` (:class:`~streamad.index.ivf.IVFIndex`, the streaming engine's: cheap to change, read as
+    atomic snapshots by a scorer while the learner changes it). IVF: ``nlist`` lists (0: about the
+    square root of the set's size), ``nprobe`` lists searched per query (32: recall@1 0.999 against
+    exact search on the W = 64 nominal sets of bottle and MTD, README "Live speed"), ``device`` a torch
+    device for exact search below ``exact_below``. HNSW: ``M`` and ``ef_construction`` shape the graph (insertion cost grows with both), ``ef`` is the
     query breadth (recall against speed), ``exact_below`` the size under which search is exact,
     ``threads`` the query threads (0: all cores). A static scene puts about ``window`` near-copies
     of every patch in the index: graph quality then needs ``ef_construction`` or ``ef`` of that order
@@ -172,14 +177,13 @@ class IndexConfig:
     insert_threads: int = 1
     kind: str = "hnsw"
     nlist: int = 0
-    nprobe: int = 16
-    reduce: int = 0
+    nprobe: int = 32
     device: str = "numpy"
 
     def __post_init__(self) -> None:
         c = "IndexConfig"
         for name, low in (("M", 2), ("ef_construction", 1), ("ef", 1), ("exact_below", 0), ("threads", 0),
-                          ("insert_threads", 0), ("nlist", 0), ("nprobe", 1), ("reduce", 0)):
+                          ("insert_threads", 0), ("nlist", 0), ("nprobe", 1)):
             v = getattr(self, name)
             _check(c, name, isinstance(v, int) and not isinstance(v, bool) and v >= low, v, f"an int >= {low}")
         _check(c, "kind", self.kind in INDEX_KINDS, self.kind, f"one of {INDEX_KINDS}")

@@ -195,27 +195,3 @@ def test_exact_search_on_a_torch_device_equals_numpy():
     assert not idx.trained
     np.testing.assert_allclose(idx.query(q)[0], exact_knn(g, q)[0], rtol=1e-6)
 
-
-def test_lists_scanned_in_fewer_dimensions_still_answer_with_full_distances():
-    """Descriptors vary along few directions (here 6 of 32): scanning the lists in 8 principal
-    directions finds the same neighbours, and the distances reported are full-dimension ones."""
-    rng = np.random.default_rng(5)
-    embed = rng.normal(size=(6, 32))
-
-    def low_rank(n: int) -> np.ndarray:
-        return (clustered(rng, n, 6) @ embed + 0.01 * rng.normal(size=(n, 32))).astype(np.float32)
-
-    data, ivf, exact = low_rank(3000), IVFIndex(32, exact_below=500, nprobe=10**6, reduce=8), ExactIndex(32)
-    for part in np.array_split(np.arange(3000), 9):
-        ivf.add(part, data[part])
-        exact.add(part, data[part])
-    assert ivf._state.basis.shape == (32, 8)
-    q = low_rank(300)
-    di, li = ivf.query(q)
-    de, le = exact.query(q)
-    assert (li == le).mean() >= 0.97 and (di >= de - 1e-4).all()  # full-dimension distances, never below
-    back = IVFIndex.from_state(ivf.state_dict())
-    np.testing.assert_array_equal(back.query(q)[0], di)
-    fresh = low_rank(50)
-    ivf.apply(np.arange(10**6, 10**6 + 50), fresh, np.zeros(0, np.int64))  # new rows get projected too
-    assert ivf.query(fresh)[0].max() < 1e-3

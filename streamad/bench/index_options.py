@@ -38,13 +38,10 @@ __all__ = ["DEFAULT_OPTIONS", "compare_options", "measure_option", "record_chang
 DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "hnsw efc200 ef256 (before)": {"kind": "hnsw", "ef_construction": 200, "ef": 256},
     "hnsw efc64 ef128": {"kind": "hnsw", "ef_construction": 64, "ef": 128},
-    "ivf nprobe 4": {"kind": "ivf", "nprobe": 4},
     "ivf nprobe 8": {"kind": "ivf", "nprobe": 8},
-    "ivf nprobe 12": {"kind": "ivf", "nprobe": 12},
     "ivf nprobe 16": {"kind": "ivf", "nprobe": 16},
-    "ivf nprobe 8 reduce 64": {"kind": "ivf", "nprobe": 8, "reduce": 64},
-    "ivf nprobe 16 reduce 64": {"kind": "ivf", "nprobe": 16, "reduce": 64},
-    "ivf nprobe 16 reduce 32": {"kind": "ivf", "nprobe": 16, "reduce": 32},
+    "ivf nprobe 32 (default)": {"kind": "ivf", "nprobe": 32},
+    "ivf nprobe 48": {"kind": "ivf", "nprobe": 48},
 }
 
 

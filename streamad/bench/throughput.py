@@ -52,8 +52,7 @@ def demo_frames(n: int) -> list[np.ndarray]:
 def bench_config(*, window: int, device: str | None = None, backbone: str | None = None, weights: str | None = None,
                  exact_below: int | None = None, ef_construction: int | None = None, index: str | None = None,
                  nprobe: int | None = None, torch_threads: int | None = None,
-                 blas_threads: int | None = None, learner_duty: float | None = None,
-                 reduce: int | None = None) -> Any:
+                 blas_threads: int | None = None, learner_duty: float | None = None) -> Any:
     """The ``StreamConfig`` to measure: ``window``, and the given feature, index and thread settings over
     the streaming defaults (``None``: the default). A bad value is a UserError."""
     from streamad.config import FeatureConfig, StreamConfig, ThreadConfig
@@ -65,7 +64,7 @@ def bench_config(*, window: int, device: str | None = None, backbone: str | None
         base = StreamConfig()
         features = FeatureConfig(**given(("backbone", backbone), ("weights", weights), ("device", device)))
         index_config = replace(base.index, **given(("exact_below", exact_below), ("ef_construction", ef_construction),
-                                                   ("kind", index), ("nprobe", nprobe), ("reduce", reduce)))
+                                                   ("kind", index), ("nprobe", nprobe)))
         threads = ThreadConfig(**given(("torch", torch_threads), ("blas", blas_threads)))
         channels = base.channels
         if device is not None and device.startswith("cuda"):  # the association and exact search on the GPU too

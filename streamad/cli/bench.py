@@ -52,8 +52,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", choices=("ivf", "hnsw"), default=None,
                    help="nominal index kind (default: the stream's, ivf); live mode needs ivf")
     p.add_argument("--nprobe", type=int, default=None, metavar="N", help="IVF lists searched per query")
-    p.add_argument("--reduce", type=int, default=None, metavar="R",
-                   help="IVF lists scanned in R principal directions (0: full dimension)")
     p.add_argument("--learner-duty", type=float, default=None, metavar="F",
                    help="live: the largest share of the time the learner may be busy (default 0.5)")
     p.add_argument("--modes", default="live,sync", help="passes after the backbone's: live, sync or both (default)")
@@ -74,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
                                      weights=args.weights, exact_below=args.exact_below,
                                      ef_construction=args.ef_construction, index=args.index, nprobe=args.nprobe,
                                      torch_threads=args.torch_threads, blas_threads=args.blas_threads,
-                                     learner_duty=args.learner_duty, reduce=args.reduce)
+                                     learner_duty=args.learner_duty)
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     if args.images is None:
         frames = throughput.demo_frames(args.frames)

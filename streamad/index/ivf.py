@@ -57,9 +57,6 @@ class _State:
     sqnorms: np.ndarray  # (n,) float32
     list_of: np.ndarray  # (n,) int64, ascending
     bounds: np.ndarray  # (nlist + 1,) int64
-    basis: np.ndarray | None = None  # (d, r) float32: the principal directions lists are scanned in
-    reduced: np.ndarray | None = None  # (n, r) float32: vectors @ basis
-    reduced_sq: np.ndarray | None = None  # (n,) float32
 
     @property
     def size(self) -> int:
@@ -67,14 +64,11 @@ class _State:
 
     @classmethod
     def build(cls, centroids: np.ndarray | None, vectors: np.ndarray, labels: np.ndarray, sqnorms: np.ndarray,
-              list_of: np.ndarray, basis: np.ndarray | None = None, reduced: np.ndarray | None = None) -> _State:
-        """A state of rows already sorted by ``list_of`` (``reduced`` computed from ``basis`` if not given)."""
+              list_of: np.ndarray) -> _State:
+        """A state of rows already sorted by ``list_of``."""
         nlist = 1 if centroids is None else len(centroids)
         bounds = np.concatenate([[0], np.cumsum(np.bincount(list_of, minlength=nlist))]).astype(np.int64)
-        if basis is not None and reduced is None:
-            reduced = np.ascontiguousarray(vectors @ basis)
-        return cls(centroids, vectors, labels, sqnorms, list_of, bounds, basis, reduced,
-                   None if reduced is None else _rowsq(reduced))
+        return cls(centroids, vectors, labels, sqnorms, list_of, bounds)
 
     @classmethod
     def empty(cls, dim: int) -> _State:
@@ -141,20 +135,7 @@ def _merge(state: _State, keep: np.ndarray, added: np.ndarray, vectors: np.ndarr
                                                              state.sqnorms[keep], kept_list)
     av = vectors[order]
     out_v[pos_a], out_l[pos_a], out_s[pos_a], out_i[pos_a] = av, added[order], _rowsq(av), a_list
-    out_r = None
-    if state.basis is not None and state.reduced is not None:
-        out_r = np.empty((n, state.basis.shape[1]), np.float32)
-        out_r[pos_k], out_r[pos_a] = state.reduced[keep], av @ state.basis
-    return _State.build(state.centroids, out_v, out_l, out_s, out_i, state.basis, out_r)
-
-
-def principal_directions(vectors: np.ndarray, r: int, seed: int, sample: int = 20000) -> np.ndarray:
-    """The ``r`` leading principal directions (d, r) of ``vectors`` (on a seeded sample), float32."""
-    rng = np.random.default_rng(seed)
-    x = vectors if len(vectors) <= sample else vectors[rng.choice(len(vectors), sample, replace=False)]
-    x = np.asarray(x, np.float64)
-    _, _, vt = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
-    return np.ascontiguousarray(vt[:r].T, dtype=np.float32)
+    return _State.build(state.centroids, out_v, out_l, out_s, out_i)
 
 
 class IVFIndex:
@@ -165,9 +146,8 @@ class IVFIndex:
     named: with a GPU, a large ``exact_below`` makes every query exact); ``seed`` seeds k-means.
     """
 
-    def __init__(self, dim: int, nlist: int = 0, nprobe: int = 16, exact_below: int = 2000, seed: int = 0,
-                 retrain_growth: float = 4.0, max_imbalance: float = 8.0, device: str = "numpy",
-                 reduce: int = 0) -> None:
+    def __init__(self, dim: int, nlist: int = 0, nprobe: int = 32, exact_below: int = 2000, seed: int = 0,
+                 retrain_growth: float = 4.0, max_imbalance: float = 8.0, device: str = "numpy") -> None:
         for name, value, low in (("dim", dim, 1), ("nlist", nlist, 0), ("nprobe", nprobe, 1),
                                  ("exact_below", exact_below, 0)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
@@ -179,9 +159,6 @@ class IVFIndex:
         self.exact_below, self.seed = int(exact_below), int(seed)
         self.retrain_growth, self.max_imbalance = float(retrain_growth), float(max_imbalance)
         self.device = device  # exact search (below exact_below) on a torch device, e.g. "cuda"
-        if not isinstance(reduce, (int, np.integer)) or reduce < 0:
-            raise ValueError(f"IVFIndex.reduce must be an int >= 0 (0: lists scanned in full dimension), got {reduce!r}")
-        self.reduce = int(reduce)
         self._state = _State.empty(self.dim)
         self._trained_size = 0
         self.retrains = 0
@@ -190,7 +167,7 @@ class IVFIndex:
     def from_config(cls, dim: int, config: IndexConfig, seed: int = 0) -> IVFIndex:
         """The IVF index an :class:`~streamad.config.IndexConfig` describes."""
         return cls(dim=dim, nlist=config.nlist, nprobe=config.nprobe, exact_below=config.exact_below, seed=seed,
-                   device=config.device, reduce=config.reduce)
+                   device=config.device)
 
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:
@@ -272,10 +249,9 @@ class IVFIndex:
         assign = self._assign(vectors, centroids)
         order = np.argsort(assign, kind="stable")
         v = np.ascontiguousarray(vectors[order])
-        basis = principal_directions(v, self.reduce, self.seed) if 0 < self.reduce < self.dim else None
         self._trained_size = n
         self.retrains += 1
-        self._state = _State.build(centroids, v, labels[order], _rowsq(v), assign[order], basis)
+        self._state = _State.build(centroids, v, labels[order], _rowsq(v), assign[order])
 
     def _check(self, added: Any, vectors: Any, removed: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         out = []
@@ -325,8 +301,7 @@ class IVFIndex:
         c_part = -2.0 * (q @ state.centroids.T) + _rowsq(state.centroids)[None, :]
         probes = np.argpartition(c_part, nprobe - 1, axis=1)[:, :nprobe] if nprobe < nlist else \
             np.broadcast_to(np.arange(nlist), (m, nlist))
-        reduced = state.basis is not None
-        per = (1 if k == 1 else k + _EXTRA) + (1 if reduced else 0)  # reduced scans keep a spare candidate
+        per = 1 if k == 1 else k + _EXTRA
         cand_d = np.full((m, nprobe * per), np.inf, np.float32)
         cand_i = np.full((m, nprobe * per), -1, np.int64)
         flat_l = probes.reshape(-1)
@@ -334,18 +309,14 @@ class IVFIndex:
         flat_q, flat_slot = order // nprobe, order % nprobe
         starts = np.searchsorted(flat_l[order], np.arange(nlist + 1))
         rows = state.bounds
-        if reduced:
-            assert state.basis is not None and state.reduced is not None and state.reduced_sq is not None
-            q_scan, vectors, sqnorms = q @ state.basis, state.reduced, state.reduced_sq
-        else:
-            q_scan, vectors, sqnorms = q, state.vectors, state.sqnorms
+        vectors, sqnorms = state.vectors, state.sqnorms
         for li in np.flatnonzero(np.diff(starts)).tolist():
             lo, hi = int(rows[li]), int(rows[li + 1])
             if hi == lo:
                 continue
             a, b = starts[li], starts[li + 1]
             qs, slots = flat_q[a:b], flat_slot[a:b]
-            part = q_scan[qs] @ vectors[lo:hi].T
+            part = q[qs] @ vectors[lo:hi].T
             part *= -2.0
             part += sqnorms[lo:hi]
             if per == 1:
@@ -359,10 +330,6 @@ class IVFIndex:
             cols = slots[:, None] * per + np.arange(take)[None, :]
             cand_d[qs[:, None], cols] = np.take_along_axis(part, top, axis=1)
             cand_i[qs[:, None], cols] = lo + top
-        if reduced:  # rank every candidate by its full-dimension distance (|q|^2 left out, as above)
-            safe = np.maximum(cand_i, 0)
-            full = state.sqnorms[safe] - 2.0 * np.einsum("qd,qcd->qc", q, state.vectors[safe])
-            cand_d = np.where(cand_i >= 0, full, np.inf).astype(np.float32)
         return self._rerank(q, cand_d, cand_i, state.vectors, state.labels, k)
 
     @staticmethod
@@ -390,15 +357,14 @@ class IVFIndex:
         return {"kind": "ivf", "dim": self.dim, "nlist": self.nlist, "nprobe": self.nprobe,
                 "exact_below": self.exact_below, "seed": self.seed, "retrain_growth": self.retrain_growth,
                 "max_imbalance": self.max_imbalance, "trained_size": self._trained_size, "retrains": self.retrains,
-                "reduce": self.reduce,
-                "basis": state.basis if state.basis is not None else np.zeros((self.dim, 0), np.float32),
+
                 "trained": state.centroids is not None,
                 "centroids": state.centroids if state.centroids is not None else np.zeros((0, self.dim), np.float32),
                 "list_sizes": sizes, "vectors": self.vectors(), "labels": self.labels()}
 
     STATE_SCALARS = {"kind": "str", "dim": "int", "nlist": "int", "nprobe": "int", "exact_below": "int",
                      "seed": "int", "retrain_growth": "num", "max_imbalance": "num", "trained_size": "int",
-                     "retrains": "int", "trained": "bool", "reduce": "int"}
+                     "retrains": "int", "trained": "bool"}
 
     @classmethod
     def check_state(cls, state: dict[str, Any], where: StatePart | None = None) -> None:
@@ -428,24 +394,18 @@ class IVFIndex:
             raise where.inconsistent(f"{len(centroids)} IVF centroids for {len(sizes)} lists")
         if len(np.unique(labels)) != len(labels):
             raise where.inconsistent("the IVF index holds a label twice")
-        basis = where.array(state, "basis", (d, -1), np.float32)
-        if basis.shape[1] not in (0, state["reduce"]):
-            raise where.inconsistent(f"an IVF basis of {basis.shape[1]} directions for reduce={state['reduce']}")
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> IVFIndex:
         """The index ``state_dict`` described."""
         idx = cls(dim=int(state["dim"]), nlist=int(state["nlist"]), nprobe=int(state["nprobe"]),
                   exact_below=int(state["exact_below"]), seed=int(state["seed"]),
-                  retrain_growth=float(state["retrain_growth"]), max_imbalance=float(state["max_imbalance"]),
-                  reduce=int(state.get("reduce", 0)))
+                  retrain_growth=float(state["retrain_growth"]), max_imbalance=float(state["max_imbalance"]))
         idx._trained_size, idx.retrains = int(state["trained_size"]), int(state["retrains"])
         vectors = np.ascontiguousarray(state["vectors"], np.float32)
         labels = np.asarray(state["labels"], np.int64)
         sizes = np.asarray(state["list_sizes"], np.int64)
         centroids = np.ascontiguousarray(state["centroids"], np.float32) if state["trained"] else None
         list_of = np.repeat(np.arange(len(sizes)), sizes) if centroids is not None else np.zeros(len(labels), np.int64)
-        basis = state.get("basis")
-        basis = np.ascontiguousarray(basis, np.float32) if basis is not None and basis.shape[1] > 0 else None
-        idx._state = _State.build(centroids, vectors, labels, _rowsq(vectors), list_of, basis)
+        idx._state = _State.build(centroids, vectors, labels, _rowsq(vectors), list_of)
         return idx
