@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 
 from streamad.cli import main
@@ -47,3 +49,21 @@ def test_bench_without_a_folder_runs_on_the_demo_stream(tmp_path, capsys):
         assert isinstance(r[key], float) and r[key] > 0, key
     assert r["frames_timed"] == 1 and r["window"] == 11
     assert "the first 12 of the built-in demo stream (384x384)" in capsys.readouterr().out
+
+
+def test_bench_engine_index_mode_compares_the_options_on_real_window_changes(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(1, 64, 6))
+    frames = (base + 0.05 * rng.normal(size=(30, 64, 6))).astype(np.float32)
+    np.save(tmp_path / "train.npy", frames)
+    np.save(tmp_path / "test.npy", (base + 0.05 * rng.normal(size=(3, 64, 6))).astype(np.float32))
+    out = tmp_path / "index.json"
+    assert main(["bench-engine", "--mode", "index", "--descriptors", str(tmp_path / "train.npy"), "--queries",
+                 str(tmp_path / "test.npy"), "--windows", "20", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["index"]["rows"]
+    assert {r["option"] for r in rows} >= {"hnsw efc200 ef256 (before)", "ivf nprobe 32 (default)"}
+    for r in rows:
+        assert r["window"] == 20 and r["nominal"] > 0 and 0.99 <= r["recall_at_1"] <= 1.0  # small sets: exact
+        assert r["score_error_max"] <= 1e-4 and r["update_ms_median"] >= 0
+    assert "recall@1" in capsys.readouterr().out
+    assert main(["bench-engine", "--mode", "index"]) == 2

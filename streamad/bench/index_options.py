@@ -103,6 +103,34 @@ def compare_options(descriptors: np.ndarray, queries: np.ndarray, window: int,
             for name, fields in (options or DEFAULT_OPTIONS).items()]
 
 
+def load_descriptors(descriptors: str, queries: str | None, n_queries: int = 6272,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(frames (N, P, d) float32, query patches (m, d) float32) from .npy files: the queries a seeded sample
+    of ``queries`` ((M, P, d) or (m, d); default: the last frame of ``descriptors``, then held out)."""
+    from streamad.errors import UserError
+
+    desc = np.load(descriptors, allow_pickle=False)
+    if desc.ndim != 3:
+        raise UserError(f"{descriptors}: expected (N, P, d) descriptors of frames in stream order, got {desc.shape}")
+    if queries is None:
+        q, desc = desc[-1], desc[:-1]
+    else:
+        q = np.load(queries, allow_pickle=False)
+    q = np.asarray(q, np.float32).reshape(-1, desc.shape[2])
+    rng = np.random.default_rng(seed)
+    if len(q) > n_queries:
+        q = q[np.sort(rng.choice(len(q), n_queries, replace=False))]
+    return np.ascontiguousarray(desc, np.float32), np.ascontiguousarray(q)
+
+
+def option_line(row: dict[str, Any]) -> str:
+    """One printed row of :func:`compare_options`."""
+    return (f"W={row['window']:<4} {row['option']:<28} nominal {row['nominal']:>7} update ms "
+            f"{row['update_ms_median']:7.1f} (p99 {row['update_ms_p99']:7.1f}) query ms/frame "
+            f"{row['query_ms_per_frame']:6.1f} recall@1 {row['recall_at_1']:.4f} err p99.9 "
+            f"{row['score_error_p999']:.4f} max {row['score_error_max']:.3f} (median score {row['median_score']:.2f})")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m streamad.bench.index_options TRAIN.npy QUERIES.npy --windows 64 256 [--frames N]``."""
     import argparse
@@ -125,10 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in compare_options(desc, queries, w, options):
             row["window"] = w
             rows.append(row)
-            print(f"W={w:<4} {row['option']:<28} nominal {row['nominal']:>7} update ms {row['update_ms_median']:7.1f} "
-                  f"(p99 {row['update_ms_p99']:7.1f}) query ms/frame {row['query_ms_per_frame']:6.1f} "
-                  f"recall@1 {row['recall_at_1']:.4f} err p99.9 {row['score_error_p999']:.4f} "
-                  f"max {row['score_error_max']:.3f} (median score {row['median_score']:.2f})", flush=True)
+            print(option_line(row), flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

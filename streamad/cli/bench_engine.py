@@ -11,6 +11,11 @@ Modes:
           nominal set sizes (built by streaming frames in, then a few frames of churn); with
           --descriptors on REAL descriptors from a .npy file (e.g. the training descriptors
           `streamad eval --stream --cache out/desc` saves) and --queries for real query descriptors
+  index   which nominal index serves a sliding window: the engine's channels run over REAL descriptors
+          (--descriptors, (N, P, d) in stream order) with each --windows W, every admission's change of
+          the nominal set is replayed into each index option (HNSW as before, IVF at several nprobe),
+          timed, and the final index answers --queries against exact search: recall@1, the 99.9th
+          percentile and the maximum of the score error, update and query milliseconds
   soak    a long run (default 20,000 frames, 10x10 grid, 64-d, W=64, one index thread) on a stream
           whose normal patches wander slowly (channels keep changing); every --report-every frames it
           prints the frames so far, resident memory and the median / p99 per-frame latency of that
@@ -28,6 +33,8 @@ examples:
   streamad bench-engine --mode soak --frames 20000 --report-every 1000 --json soak.json
   streamad bench-engine --mode hnsw --descriptors out/desc/bottle-<key>.train.npy \
       --queries out/desc/bottle-<key>.test.npy --hnsw-sizes 10000 100000
+  streamad bench-engine --mode index --descriptors out/desc/bottle-<key>.train.npy \
+      --queries out/desc/bottle-<key>.test.npy --windows 64 256
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ HELP = "measure the streaming engine's per-frame cost, memory and HNSW recall on
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", choices=("engine", "memory", "hnsw", "soak", "all"), default="engine",
+    p.add_argument("--mode", choices=("engine", "memory", "hnsw", "index", "soak", "all"), default="engine",
                    help="what to measure (default: engine; 'all' is engine, memory and hnsw, not soak)")
     p.add_argument("--patches", type=int, default=784, metavar="P", help="patches per frame (default 784 = 28x28)")
     p.add_argument("--dim", type=int, default=152, metavar="D", help="descriptor dimension (default 152)")
@@ -92,6 +99,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tile-noise", type=float, default=0.05, metavar="S",
                    help="noise of the repeated copies, in units of each dimension's standard deviation "
                    "(default 0.05)")
+    g.add_argument("--index-queries", type=int, default=6272, metavar="Q",
+                   help="index mode: query patches, a seeded sample of --queries (default 6272 = 8 frames of 784)")
     g.add_argument("--insert-threads", type=int, default=None, metavar="T",
                    help="hnsw mode: threads for graph insertion (default: the configured one; 0 = all cores)")
 
@@ -162,6 +171,22 @@ def run_hnsw(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def run_index(args: argparse.Namespace) -> dict[str, Any]:
+    from streamad.bench.index_options import compare_options, load_descriptors, option_line
+
+    if args.descriptors is None:
+        raise UserError("--mode index needs --descriptors (N, P, d) of real frames in stream order (e.g. the "
+                        "training descriptors 'streamad eval --stream --cache out/desc' saves) and --queries")
+    desc, queries = load_descriptors(args.descriptors, args.queries, n_queries=args.index_queries, seed=args.seed)
+    say(f"index mode: {len(desc)} frames of {desc.shape[1]} patches, {len(queries)} query patches")
+    rows = []
+    for w in args.windows:
+        for row in compare_options(desc, queries, w):
+            rows.append({**row, "window": w})
+            say(option_line(rows[-1]))
+    return {"rows": rows}
+
+
 def run_soak(args: argparse.Namespace) -> dict[str, Any]:
     from streamad.bench.soak import bench_soak, soak_verdict_line
 
@@ -173,4 +198,4 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
-RUNS = {"engine": run_engine, "memory": run_memory, "hnsw": run_hnsw, "soak": run_soak}
+RUNS = {"engine": run_engine, "memory": run_memory, "hnsw": run_hnsw, "index": run_index, "soak": run_soak}
