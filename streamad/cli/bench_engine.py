@@ -99,6 +99,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tile-noise", type=float, default=0.05, metavar="S",
                    help="noise of the repeated copies, in units of each dimension's standard deviation "
                    "(default 0.05)")
+    g.add_argument("--index-frames", type=int, default=320, metavar="N",
+                   help="index mode: the first N frames of --descriptors (default 320: a W = 256 window turns over)")
     g.add_argument("--index-queries", type=int, default=6272, metavar="Q",
                    help="index mode: query patches, a seeded sample of --queries (default 6272 = 8 frames of 784)")
     g.add_argument("--insert-threads", type=int, default=None, metavar="T",
@@ -178,6 +180,7 @@ def run_index(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError("--mode index needs --descriptors (N, P, d) of real frames in stream order (e.g. the "
                         "training descriptors 'streamad eval --stream --cache out/desc' saves) and --queries")
     desc, queries = load_descriptors(args.descriptors, args.queries, n_queries=args.index_queries, seed=args.seed)
+    desc = desc[:args.index_frames] if args.index_frames > 0 else desc
     say(f"index mode: {len(desc)} frames of {desc.shape[1]} patches, {len(queries)} query patches")
     rows = []
     for w in args.windows:
