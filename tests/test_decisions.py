@@ -95,13 +95,20 @@ def test_trusted_threshold_is_honest_during_warm_up_and_then_the_conformal_quant
     rng = np.random.default_rng(0)
     normal = rng.normal(5.0, 1.0, 400)
     dec = trusted(0.01, warmup=30)
-    out = feed(dec, normal)
+    out, bounds = [], []
+    for i, s in enumerate(normal):
+        out.append(dec.update(s, index=i))
+        bounds.append(dec.false_alarm_bound)
+        dec.trust(s, True, index=i)
     assert dec.needed == 99                               # fewer scores cannot resolve a 1-in-100 event
-    assert all(d.threshold is None and not d.anomalous for d in out[:99])
-    assert out[99].threshold == pytest.approx(max(normal[:99]))  # rank ceil(100 * 0.99) = 99 of 99: the largest
+    assert all(d.threshold is None and not d.anomalous for d in out[:30]) and bounds[29] is None
+    for n in (30, 60, 98):                                # provisional: the highest trusted score, at most 1/(n+1)
+        assert out[n].threshold == pytest.approx(max(normal[:n])) and bounds[n] == pytest.approx(1 / (n + 1))
+        assert out[n].anomalous == (out[n].p_value <= bounds[n] + 1e-12)
+    assert out[99].threshold == pytest.approx(max(normal[:99])) and bounds[99] == pytest.approx(0.01)
     n = 400
     want = np.sort(normal)[int(np.ceil((n + 1) * 0.99)) - 1]
-    assert dec.threshold == pytest.approx(want)
+    assert dec.threshold == pytest.approx(want) and dec.false_alarm_bound <= 0.01
     assert out[5].p_value == pytest.approx((1 + np.sum(normal[:5] >= normal[5])) / 6)  # p-values from the start
     assert dec.p_value(1e9) == pytest.approx(1 / 401) and dec.p_value(-1e9) == 1.0
 
@@ -111,7 +118,7 @@ def test_trusted_rule_flags_the_configured_share_of_normal_frames() -> None:
     for alpha in (0.01, 0.05):
         dec = trusted(alpha, window=2000)
         out = feed(dec, rng.gamma(4.0, 1.0, 20_000))     # skewed, like frame scores
-        judged = [d for d in out if d.threshold is not None]
+        judged = out[dec.needed:]                         # the configured rate holds from here
         rate = np.mean([d.anomalous for d in judged])
         assert abs(rate - alpha) < 0.3 * alpha, (alpha, rate)
         assert all(d.anomalous == (d.p_value <= alpha + 1e-12) for d in judged)  # the two readings agree
@@ -205,3 +212,23 @@ def test_kept_top_counts_the_kept_patches_from_the_highest_score_down() -> None:
     assert kept_top(order, np.array([True, True, True, True])) == 4
     assert kept_top(order, np.array([True, True, False, True])) == 2
     assert kept_top(order, np.array([True, True, True, False])) == 0
+
+
+def test_after_a_drift_the_calibration_restarts_at_the_change_point() -> None:
+    rng = np.random.default_rng(6)
+    scores = np.concatenate([rng.normal(5.0, 0.3, 1500), rng.normal(8.0, 0.3, 400)])
+    following = trusted(0.01, drift="adwin", window=1000)
+    fixed = trusted(0.01, drift="none", window=1000)
+    out_following, out_fixed = feed(following, scores), feed(fixed, scores)
+    assert following.drifts >= 1 and fixed.drifts == 0
+    late = slice(1500 + 150, 1900)                        # after the flag and `needed` scores past the change
+    far_following = np.mean([d.anomalous for d in out_following[late]])
+    far_fixed = np.mean([d.anomalous for d in out_fixed[late]])
+    assert far_following < 0.05 and far_fixed > 0.5         # the fixed window still holds the old level
+    assert following.threshold == pytest.approx(np.quantile(scores[1500:], 0.99), abs=0.4)
+    assert 99 <= following.calibration <= 400
+    state = following.state_dict()
+    assert 1490 <= state["start"] <= 1510
+    back = ScoreDecisions.from_state(state, following.config)
+    assert back.threshold == following.threshold and back.calibration == following.calibration
+    assert back.calibration_scores().tolist() == following.calibration_scores().tolist()

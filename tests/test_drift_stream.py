@@ -163,7 +163,9 @@ def test_eval_stream_command_end_to_end(tmp_path):
             "--cache", str(tmp_path / "cache"), "--json", str(js), "--out", str(md), "--plot", str(png), "--quiet"]
     assert main(argv) == 0
     result = json.loads(js.read_text())
-    methods = ["stream-6", "stream-9", "static-inreach", "static-patchcore"]
+    methods = ["stream-6", "stream-6+quantile", "stream-9", "stream-9+quantile", "static-inreach", "static-patchcore",
+               "static-inreach+trusted", "static-inreach+quantile", "static-patchcore+trusted",
+               "static-patchcore+quantile"]
     assert [(r["run"], r["method"]) for r in result["runs"]] == [(run, m) for m in methods for run in ("exp1", "exp6")]
     for r in result["runs"]:
         assert set(ROW_KEYS) <= set(r)
@@ -177,10 +179,16 @@ def test_eval_stream_command_end_to_end(tmp_path):
         for x, y in zip(got, again):
             for key in ("frame_auroc", "false_alarm_rate", "detection_rate"):
                 assert x[key] == y[key], (m, key)
-    st = result["traces"]["stream-6"]
+    st = result["traces"]["stream-6+quantile"]
     assert st["scores"][0] is None and st["scores"][-1] is not None  # warm-up, then scores
     assert len(set(result["traces"]["static-inreach"]["thresholds"])) == 1  # fixed threshold
     assert len(set(t for t in st["thresholds"] if t is not None)) > 1  # the engine's moves
+    trusted = result["traces"]["stream-6"]
+    assert trusted["rule"] == "trusted" and trusted["trusted_frames"] >= 0   # (too few frames here to calibrate)
+    ruled = result["traces"]["static-inreach+quantile"]
+    assert ruled["scores"] == result["traces"]["static-inreach"]["scores"]       # the same scores, another rule
+    assert ruled["thresholds"][0] is None and len(set(t for t in ruled["thresholds"] if t is not None)) > 1
+    assert "stream-6 vs stream-6+quantile" in md.read_text()
     assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| stream-6 |" in md.read_text() and "false alarm rate" in md.read_text()
     # a second run reuses the cached descriptors and gives the same rows

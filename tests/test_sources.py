@@ -318,12 +318,12 @@ def test_demo_source_frames_truth_and_max_frames() -> None:
         DemoConfig(size=10)
 
 
-def test_demo_defects_are_rare_enough_for_the_default_alarm_threshold() -> None:
-    # the threshold is a quantile of recent scores: defects far above 1 - quantile would lift it into
-    # their own scores, and `streamad watch demo` would flag almost none of them
+def test_demo_defects_are_at_the_documented_frames_and_a_lower_rate_keeps_a_subset() -> None:
+    # the default, 5 %, is more than a rolling 0.99 quantile could take; the default (trusted) rule does
     from streamad.config import DecisionConfig
 
-    assert DemoConfig().defect_rate <= 1.0 - DecisionConfig().quantile + 1e-12
-    stream = DemoStream(DemoConfig())
-    defects = [i for i in range(300) if stream.sample(i).defect]
-    assert defects == [29, 119, 176, 216, 220, 298]   # as documented in the demo module
+    assert DemoConfig().defect_rate == 0.05 and DecisionConfig().rule == "trusted"
+    defects = [i for i in range(300) if DemoStream(DemoConfig()).sample(i).defect]
+    assert defects == [7, 29, 38, 53, 66, 86, 119, 137, 162, 176, 203, 216, 220, 239, 265, 274, 298]  # as documented
+    rare = DemoStream(DemoConfig(defect_rate=0.01))
+    assert [i for i in range(300) if rare.sample(i).defect] == [29, 119, 176, 216, 220, 298]

@@ -86,6 +86,53 @@ def open_publisher(stack: ExitStack, outputs: Outputs, on_event: EventSink) -> P
     return publisher
 
 
+def stream_fps(source: Source, fps: float | None = None) -> float | None:
+    """The stream's frame rate: ``fps`` if given, else a video file's or the demo's; None when unknown
+    (camera, URL, folder)."""
+    if fps is None and isinstance(source, VideoFileSource) and source.fps:
+        fps = source.fps
+    if fps is None and isinstance(source, DemoSource):
+        fps = source.stream.config.fps
+    return fps
+
+
+def per_hour(config: Any, alarms_per_hour: float, fps: float | None) -> Any:
+    """``config`` with the false alarm rate of ``alarms_per_hour`` at ``fps`` (and, for the trusted rule, a
+    calibration window long enough to resolve it); a UserError without a frame rate."""
+    import dataclasses
+    import math
+
+    from streamad.config import per_frame_rate
+
+    if fps is None:
+        raise UserError("--alarms-per-hour needs the stream's frame rate: this source does not say it, give --fps")
+    try:
+        rate = per_frame_rate(alarms_per_hour, fps)
+        window = config.decisions.window
+        if config.decisions.rule == "trusted":
+            window = max(window, math.ceil(1.0 / rate))
+        decisions = dataclasses.replace(config.decisions, false_alarm_rate=rate, window=window)
+    except ValueError as exc:
+        raise UserError(f"--alarms-per-hour: {exc}") from exc
+    return dataclasses.replace(config, decisions=decisions)
+
+
+def alarm_line(decisions: Any, fps: float | None = None) -> str:
+    """What the alarm threshold is and when it will exist, for the user."""
+    import math
+
+    rate = decisions.alpha
+    per = "" if fps is None else f" (about {rate * 3600 * fps:.3g} per hour at {fps:g} fps)"
+    if decisions.rule == "quantile":
+        return (f"alarm threshold: the {1 - rate:g} quantile of the last {decisions.window} scores of every frame "
+                f"(rule quantile){per}, from the {decisions.warmup}th score on")
+    need = max(decisions.warmup, math.ceil(1.0 / rate - 1.0 - 1e-9))
+    when = "" if fps is None else f" (at {fps:g} fps at least {need / fps / 60:.1f} min)"
+    return (f"alarm threshold: {rate:g} of normal frames flagged{per}, learned from frames the engine trusts: "
+            f"provisional from the {decisions.warmup}th trusted frame after the window filled (the highest trusted "
+            f"score: false alarms at most 1/(n+1)), at that rate from the {need}th{when}")
+
+
 def recording_fps(source: Source, fps: float | None = None) -> float:
     """Frame rate of the saved video: ``fps`` if given, else the video file's or the demo's, else 10."""
     if fps is None and isinstance(source, VideoFileSource) and source.fps:

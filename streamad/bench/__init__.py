@@ -8,7 +8,8 @@ them; ``streamad bench`` and ``streamad bench-engine`` are their command lines (
 - ``engine``: per-frame cost of each engine stage at several window sizes;
 - ``memory``: resident memory after a short and a long stream;
 - ``hnsw_recall``: recall@1 and query time of the HNSW index against exact search;
-- ``soak``: a long run on a wandering stream, memory and latency per interval, and a verdict.
+- ``soak``: a long run on a wandering stream, memory and latency per interval, and a verdict;
+- ``alarms``: the alarm rules on the demo stream at several defect rates (``streamad eval-alarms``).
 
 This layer uses ``stream``, ``index``, ``core``, ``vision``, ``testing``, ``evaluation`` and ``adapters``;
 never ``streamad.cli``.

@@ -17,6 +17,7 @@ COMMANDS: tuple[str, ...] = (
     "streamad.cli.eval",
     "streamad.cli.compare",
     "streamad.cli.eval_stream",
+    "streamad.cli.eval_alarms",
     "streamad.cli.watch",
     "streamad.cli.listen",
     "streamad.cli.keys",

@@ -6,9 +6,14 @@ manifest (for mtd/magnetic_tile: mtd/manifest.csv, whose runs exp1..exp6 grow br
 stream run:
 
   stream-W          the streaming engine with a W-frame window (one per --windows value): every frame is
-                    scored, then admitted; threshold = its river quantile of recent scores
+                    scored, then admitted; threshold = the trusted rule (learned from frames whose top
+                    patches the channels kept; docs/alarms.md) at false alarm rate 1 - --quantile
+  stream-W+quantile the same engine with the former rule: the --quantile quantile of recent scores
   static-inreach    batch InReaCh fitted on the first run only
   static-patchcore  PatchCore fitted on the first run only
+  static-X+RULE     a static model's scores judged by the engine's rule (from its first frame not fitted
+                    on; +trusted takes the first stream-W engine's trust verdicts): what the window buys
+                    apart from what the threshold rule buys
 
 The static models are fitted on the first run less its last --calibration share, and their fixed
 threshold is the same --quantile of their scores on that held-out part. Reported per run: frame
@@ -68,6 +73,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated: stream (one per --windows), static-inreach, static-patchcore (default all)")
     p.add_argument("--windows", type=_windows, default=[64, 128], metavar="W,W",
                    help="window sizes of the streaming engine (default 64,128)")
+    p.add_argument("--rules", default="trusted,quantile",
+                   help="the engine's decision rules, each run per window and applied to the static models: trusted, "
+                        "quantile (default both)")
     p.add_argument("--quantile", type=float, default=0.99,
                    help="alarm quantile of recent scores (engine) / of calibration scores (static) (default 0.99)")
     p.add_argument("--warmup", type=int, default=30, metavar="N",
@@ -92,6 +100,9 @@ def _check(args: argparse.Namespace, methods: list[str]) -> None:
         raise UserError(f"--calibration must be in (0, 0.9), got {args.calibration}")
     if not 0.0 < args.quantile < 1.0:
         raise UserError(f"--quantile must be in (0, 1), got {args.quantile}")
+    rules = _list(args.rules)
+    if not rules or any(r not in ("trusted", "quantile") for r in rules):
+        raise UserError(f"--rules: choose from trusted, quantile, got {args.rules!r}")
     if args.positional == "on":
         raise UserError("--positional on is not supported here: every method of eval-stream scores the plain "
                         "patch descriptors (as the streaming engine does); use auto or off")
@@ -106,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     data_dir = resolve_data_dir(args.data_dir, args.data_root)
     settings = DriftSettings(runs=tuple(_list(args.runs)), defect_rate=args.defect_rate, methods=tuple(methods),
-                             windows=tuple(args.windows), quantile=args.quantile, warmup=args.warmup,
+                             windows=tuple(args.windows), rules=tuple(_list(args.rules)), quantile=args.quantile,
+                             warmup=args.warmup,
                              calibration=args.calibration, seed=args.seed, manifest=args.manifest, cache=args.cache)
     stream = build_stream(data_dir, settings)
     print(f"stream: {len(stream)} frames, {sum(f.sample.label for f in stream)} defective, "

@@ -7,6 +7,13 @@ be published over ZeroMQ (see 'streamad listen'), shown in a window and saved as
 Frames the detector rejects (empty, too small) are skipped and counted. Ctrl-C or SIGTERM stops
 after the current frame and prints a summary; --stats adds the time per frame of each stage.
 
+Alarms: a frame is anomalous when its score is unusual among frames the engine trusts as normal
+(frames whose patches the channels kept); --false-alarm-rate (or --alarms-per-hour at the stream's
+frame rate) says how many normal frames you accept to see flagged, and the threshold follows from it
+once enough trusted frames were seen (docs/alarms.md). Consecutive anomalous frames are reported as
+one alarm event (start, end, peak) when it ends; drift (normal frames scoring differently, e.g. new
+lighting) is reported separately and raises no alarm.
+
 With --state DIR the detector resumes from the state saved in DIR (window, nominal patches,
 threshold, counters; see docs/persistence.md) and saves it there every --save-every frames and on
 exit. A failed save (read-only folder, disk full) is reported once and retried, never fatal. A state
@@ -22,6 +29,7 @@ examples:
   streamad watch clip.mp4 --quiet --stats       # throughput and per-stage cost on a video file
   streamad watch frames/ --preset fast --save last.png
   streamad watch 0 --state line3.state --publish    # stop and start again: it carries on where it was
+  streamad watch clip.mp4 --alarms-per-hour 6   # at most about 6 false alarms an hour at the video's frame rate
 """
 
 from __future__ import annotations
@@ -71,6 +79,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--blas-threads", type=int, default=None, metavar="N",
                    help="BLAS threads of association and search (default 0: 1 with background learning, else all "
                         "cores), so that scorer and learner do not fight over the cores")
+    g = p.add_argument_group("alarms")
+    g.add_argument("--false-alarm-rate", type=float, default=None, metavar="R",
+                   help="share of normal frames you accept to see flagged (default 0.01); the threshold follows")
+    g.add_argument("--alarms-per-hour", type=float, default=None, metavar="N",
+                   help="instead of --false-alarm-rate: false alarms per hour at the stream's frame rate (a video's, "
+                        "the demo's 10, else --fps)")
+    g.add_argument("--rule", choices=("trusted", "quantile"), default=None,
+                   help="trusted (default): the threshold learns from frames the engine trusts; quantile: the former "
+                        "rolling quantile of every score (flags about the rate of all frames, defects included)")
+    g.add_argument("--event-gap", type=int, default=None, metavar="N",
+                   help="anomalous frames at most N quiet frames apart are one alarm event (default 1)")
+    g.add_argument("--event-min-frames", type=int, default=None, metavar="N",
+                   help="report an alarm event only if it holds at least N anomalous frames (default 1)")
     g = p.add_argument_group("outputs")
     g.add_argument("--publish", nargs="?", const=DEFAULT_ADDRESS, default=None, metavar="ADDR",
                    help=f"publish every result over ZeroMQ PUB (default address {DEFAULT_ADDRESS})")
@@ -87,7 +108,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--save", metavar="FILE",
                    help="write the annotated video (.mp4, .avi, .mkv) or, for .png, the last ready frame")
     g.add_argument("--fps", type=float, default=None,
-                   help="frame rate of the saved video (default: the source's, else 10)")
+                   help="frame rate of the saved video and of --alarms-per-hour (default: the source's, else 10 for "
+                        "the video)")
     g = p.add_argument_group("state (resume after a restart)")
     g.add_argument("--state", metavar="DIR", default=None,
                    help="resume from the detector state saved in DIR if there is one; save it there every "
@@ -119,6 +141,10 @@ def build_config(args: argparse.Namespace) -> Any:
                                  ("blas", getattr(args, "blas_threads", None))) if v is not None}
     if threads:
         overrides["threads"] = threads
+    decisions = {k: v for k, v in (("rule", getattr(args, "rule", None)),
+                                   ("false_alarm_rate", getattr(args, "false_alarm_rate", None))) if v is not None}
+    if decisions:
+        overrides["decisions"] = decisions
     try:
         return stream_config(args.preset, overrides)
     except ImportError as exc:
@@ -193,6 +219,21 @@ def check(args: argparse.Namespace) -> None:
         raise UserError("--save-every and --state-reset apply to a state directory: use them with --state DIR")
     if args.save_every is not None and args.save_every < 0:
         raise UserError(f"--save-every must be >= 0 (0: only on exit), got {args.save_every}")
+    if getattr(args, "alarms_per_hour", None) is not None and getattr(args, "false_alarm_rate", None) is not None:
+        raise UserError("--alarms-per-hour and --false-alarm-rate say the same thing: give one of them")
+
+
+def event_config(args: argparse.Namespace) -> Any:
+    """The EventConfig --event-gap and --event-min-frames describe (bad values become UserErrors)."""
+    from streamad.config import EventConfig
+
+    given = {k: v for k, v in (("max_gap", getattr(args, "event_gap", None)),
+                               ("min_frames", getattr(args, "event_min_frames", None))) if v is not None}
+    try:
+        return EventConfig(**given)
+    except ValueError as exc:
+        raise UserError(str(exc).replace("EventConfig.max_gap", "--event-gap").replace("EventConfig.min_frames",
+                                                                                       "--event-min-frames")) from exc
 
 
 def outputs(args: argparse.Namespace) -> Any:
@@ -211,10 +252,15 @@ def run(args: argparse.Namespace) -> int:
     session.quiet_opencv()
     console = Console(args.quiet)
     config = build_config(args)
+    alarms = event_config(args)
     threads = apply_thread_budget(config)
     with ExitStack() as stack:
         parts = session.open_parts(stack, args.source, outputs(args), on_event=console.event,
                                    max_retries=args.max_retries)
+        if getattr(args, "alarms_per_hour", None) is not None:
+            config = session.per_hour(config, args.alarms_per_hour, session.stream_fps(parts.source, args.fps))
+        if getattr(config, "decisions", None) is not None and not args.quiet:
+            console.event(session.alarm_line(config.decisions, session.stream_fps(parts.source, args.fps)))
         detector, saver = make_detector(config), None
         stack.callback(lambda: getattr(detector, "close", lambda: None)())  # stop the learner after the final save
         if args.state is not None:
@@ -223,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
                                                    on_event=console.event)
         summary = session.watch(parts, detector, on_event=console.event, on_status=console.status,
                                 status_interval=console.interval, max_frames=args.max_frames, saver=saver,
-                                quiet=args.quiet)
+                                quiet=args.quiet, alarms=alarms)
         console.end()
         learner = getattr(detector, "learner_stats", dict)()
         stack.close()  # finish the video file and close the sockets before reporting

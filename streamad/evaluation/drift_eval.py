@@ -10,6 +10,9 @@ and its patch scores.
   run, less a held-out calibration part); its threshold is the ``quantile`` of its scores on the
   ``calibrate`` frames, fixed for the rest of the stream; a drift detector of the same kind as the
   engine's watches its scores, so both panels of a plot can show where the scores drift.
+- :func:`apply_rule`: a static model's scores judged by the engine's own decision rule instead (the
+  rolling quantile, or the trusted rule with the engine's trust verdicts), so a table can separate what
+  the sliding window buys from what the threshold rule buys.
 
 Frame scores are what each method gives an image elsewhere in streamad: the engine's ``FrameResult``
 score, and a static model's ``ImageAnomalyDetector.predict_descriptors`` score (the heatmap maximum,
@@ -36,8 +39,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from streamad.config import ChannelConfig, HeatmapConfig, IndexConfig, StreamConfig
-from streamad.stream.decisions import make_drift_detector
+from streamad.config import ChannelConfig, DecisionConfig, HeatmapConfig, IndexConfig, StreamConfig
+from streamad.stream.decisions import ScoreDecisions, make_drift_detector
 from streamad.stream.detector import StreamDetector
 from streamad.batch.image_detector import ImageAnomalyDetector
 from streamad.evaluation.descriptor_cache import PrecomputedDescriptors
@@ -53,6 +56,7 @@ class MethodTrace:
     drift: list[bool]
     patch_scores: np.ndarray  # (N, h, w) float32; NaN where the method gave no score
     info: dict[str, Any] = field(default_factory=dict)
+    verdicts: list[tuple[int, float, int]] = field(default_factory=list)  # engine, trusted rule: (frame, score, kept top)
 
     @property
     def alarms(self) -> list[bool]:
@@ -69,8 +73,10 @@ def trace_stream(method: str, descriptors: np.ndarray, config: StreamConfig, gri
     drift: list[bool] = []
     patches = np.full((n,) + tuple(grid), np.nan, np.float32)
     stage_ms: dict[str, float] = {}
+    verdicts: list[tuple[int, float, int]] = []
     for i in tqdm(range(n), desc=method, unit="frame", disable=not progress, leave=False):
         r = det.process_descriptors(np.asarray(descriptors[i]), frame_shape=size)
+        verdicts += det.decisions.last_verdicts
         scores.append(r.score)
         thresholds.append(r.threshold)
         drift.append(r.drift)
@@ -80,8 +86,9 @@ def trace_stream(method: str, descriptors: np.ndarray, config: StreamConfig, gri
             stage_ms[k] = stage_ms.get(k, 0.0) + v
     info = {"window": config.window, "ready_from_frame": next((i for i, s in enumerate(scores) if s is not None), None),
             "drift_flags": int(sum(drift)), "nominal_patches_at_end": det.nominal_count,
-            "stage_ms_per_frame": {k: v / n for k, v in stage_ms.items()}}
-    return MethodTrace(method, scores, thresholds, drift, patches, info)
+            "stage_ms_per_frame": {k: v / n for k, v in stage_ms.items()}, "rule": config.decisions.rule,
+            "trusted_frames": det.decisions.trusted}
+    return MethodTrace(method, scores, thresholds, drift, patches, info, verdicts)
 
 
 def make_static_model(kind: str, channels: ChannelConfig, index: IndexConfig, seed: int) -> Any:
@@ -126,3 +133,37 @@ def trace_static(method: str, model: Any, descriptors: np.ndarray, fit: np.ndarr
     info = {"fit_frames": int(len(fit)), "calibration_frames": int(len(calibrate)), "threshold": threshold,
             "drift_flags": int(sum(flags))}
     return MethodTrace(method, [float(s) for s in scores], [threshold] * n, flags, patches, info)
+
+
+def apply_rule(method: str, static: MethodTrace, decisions: DecisionConfig, start: int,
+               verdicts: Sequence[tuple[int, float, int]] = (), seed: int = 0) -> MethodTrace:
+    """``static``'s scores judged by the engine's decision rule (``decisions``) from frame ``start`` on
+    (the frames before it were fitted on: their scores are in-sample). ``quantile``: every score from
+    ``start`` joins the rolling quantile after it is judged; ``trusted``: a frame's score joins the
+    calibration set when the engine's verdict on that frame (``verdicts``: (frame, engine score, top patches
+    kept), from a trusted-rule engine run) says the channels kept its top ``trust_patches`` patches.
+
+        >>> tr = MethodTrace("m", [1.0, 1.0, 2.0, 9.0, 2.0], [0.0] * 5, [False] * 5, np.zeros((5, 1, 1)))
+        >>> out = apply_rule("m+trusted", tr, DecisionConfig(false_alarm_rate=0.5, warmup=1, drift="none"),
+        ...                  start=1, verdicts=[(1, 0.0, 9), (2, 0.0, 9), (3, 0.0, 0)])
+        >>> out.thresholds, out.alarms
+        ([None, None, 1.0, 2.0, 2.0], [False, False, True, True, False])
+    """
+    dec = ScoreDecisions(decisions, seed=seed)
+    kept = {int(i): int(top) for i, _, top in verdicts}
+    thresholds: list[float | None] = []
+    flags: list[bool] = []
+    for i, score in enumerate(static.scores):
+        if i < start or score is None:
+            thresholds.append(None)
+            flags.append(False)
+            continue
+        d = dec.update(score, index=i)
+        drift = d.drift
+        if dec.trusting and i in kept:
+            drift = dec.trust(score, kept[i] >= decisions.trust_patches, index=i) is not None or drift
+        thresholds.append(d.threshold)
+        flags.append(bool(drift))
+    info = {"rule": decisions.rule, "judged_from_frame": int(start), "drift_flags": int(sum(flags)),
+            "trusted_frames": dec.trusted}
+    return MethodTrace(method, list(static.scores), thresholds, flags, static.patch_scores, info)

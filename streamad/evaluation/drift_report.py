@@ -22,13 +22,26 @@ from streamad.config import DecisionConfig, IndexConfig, InReachConfig, StreamCo
 from streamad.errors import UserError
 from streamad.evaluation.datasets import read_mask
 from streamad.evaluation.descriptor_cache import descriptors_of_paths
-from streamad.evaluation.drift_eval import MethodTrace, make_static_model, trace_static, trace_stream
+from streamad.evaluation.drift_eval import MethodTrace, apply_rule, make_static_model, trace_static, trace_stream
 from streamad.evaluation.drift_stream import StreamFrame, build_drift_stream, read_manifest
 from streamad.evaluation.metrics import pixel_auroc
 from streamad.evaluation.stream_metrics import per_run_metrics
 from streamad.vision.heatmap import heatmap_from_patch_scores
 
 STATIC = ("static-inreach", "static-patchcore")
+RULES = ("trusted", "quantile")
+
+
+def method_name(base: str, rule: str | None) -> str:
+    """A row's name: the engine with the trusted rule is ``stream-W``, with another rule ``stream-W+RULE``; a
+    static model with its own fixed threshold is its name, with an engine rule ``NAME+RULE``.
+
+        >>> method_name("stream-64", "trusted"), method_name("stream-64", "quantile"), method_name("static-inreach", None)
+        ('stream-64', 'stream-64+quantile', 'static-inreach')
+    """
+    if rule is None or (base.startswith("stream-") and rule == "trusted"):
+        return base
+    return f"{base}+{rule}"
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,7 @@ class DriftSettings:
     defect_rate: float = 0.05
     methods: tuple[str, ...] = ("stream",) + STATIC
     windows: tuple[int, ...] = (64, 128)
+    rules: tuple[str, ...] = RULES  # the engine's decision rules: each window runs with each
     quantile: float = 0.99
     warmup: int = 30
     calibration: float = 0.2
@@ -60,7 +74,7 @@ class DriftReport:
     rows: list[dict[str, Any]]
     fit_frames: int  # frames of the first run the static models were fitted on
     calibration_frames: int  # frames of the first run held out to set their threshold
-    decisions: DecisionConfig
+    decisions: DecisionConfig  # the quantile rule's (its window and warm-up are the trusted rule's, too)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -75,6 +89,11 @@ class DriftReport:
         """The target lines: see :func:`last_runs_check`."""
         return last_runs_check(self.traces, self.labels, self.frame_runs, list(self.settings.runs), last)
 
+    def rule_check(self) -> list[str]:
+        """Per window, the trusted rule against the rolling quantile, run by run: detection and false alarm
+        rates, at the same configured false alarm rate; see :func:`rules_check`."""
+        return rules_check(self.rows, self.settings.windows, self.settings.defect_rate)
+
     def notes(self) -> list[str]:
         """The paragraphs above the tables: how the stream was made and how each method decided."""
         s, runs, labels = self.settings, self.settings.runs, self.labels
@@ -84,9 +103,21 @@ class DriftReport:
                  f"Static models: fitted on the first {self.fit_frames} frames of {runs[0]}, threshold = the "
                  f"{s.quantile} quantile of their scores on its last {self.calibration_frames} frames (held out). "
                  f"Their {runs[0]} row includes the frames they were fitted on.",
-                 f"Streaming engine: every frame scored, then admitted; threshold = the {s.quantile} quantile of "
-                 f"its last {self.decisions.window} scores (river), after {self.decisions.warmup} scores; frames "
-                 "before the engine is ready count as not alarmed and are left out of its AUROCs."]
+                 f"Streaming engine: every frame scored, then admitted; `stream-W`: the trusted rule (a conformal "
+                 f"threshold at false alarm rate {1 - s.quantile:.3g} over the last {self.decisions.window} scores "
+                 "of frames whose top patches the channels kept, once enough are in; docs/alarms.md); "
+                 f"`stream-W+quantile`: the former rule, the {s.quantile} quantile of its last "
+                 f"{self.decisions.window} scores (river), after {self.decisions.warmup} scores; frames before the "
+                 "engine is ready count as not alarmed and are left out of its AUROCs.",
+                 f"Static models with the engine's rule (`+quantile`, `+trusted`): their scores judged by that rule "
+                 f"from the first frame they were not fitted on (their {runs[0]} row counts the fitted frames as not "
+                 f"alarmed); `+trusted` takes its trusted frames from the verdicts of the stream-"
+                 f"{s.windows[0]} engine's channels. These rows separate what the window buys from what the "
+                 "threshold rule buys."]
+        rules = self.rule_check()
+        if rules:
+            notes += ["", "The trusted rule against the rolling quantile, at the same configured false alarm rate "
+                      "(per run: defects found, false alarms):"] + rules
         check = self.target()
         if check:
             notes += ["", "Target, on the frames of the last two runs taken together: the streaming engine's false "
@@ -120,15 +151,18 @@ def evaluate_drift(data_dir: str, stream: list[StreamFrame], settings: DriftSett
     fit, calibrate = first[:-n_cal], first[-n_cal:]
     try:
         decisions = DecisionConfig(rule="quantile", quantile=settings.quantile, warmup=settings.warmup)
+        rules = {rule: DecisionConfig(rule=rule, quantile=settings.quantile, warmup=settings.warmup)
+                 for rule in settings.rules}
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     traces: list[MethodTrace] = []
     seconds: dict[str, float] = {}
     for m in settings.methods:
-        for name, run in _method_runs(m, settings, config, decisions, desc, fit, calibrate, progress):
+        for name, run in _method_runs(m, settings, config, rules, desc, fit, calibrate, progress):
             t0 = time.perf_counter()
             traces.append(run())
             seconds[name] = time.perf_counter() - t0
+    traces += _static_with_rules(traces, settings, rules, int(len(fit)))
     masks = np.stack([read_mask(fr.sample, tuple(f.image_size), f.center_crop) for fr in stream])
     rows = _rows(traces, list(frame_runs), labels, masks, tuple(f.image_size), config.heatmap.blur_sigma)
     return DriftReport(data_dir, settings, config, stream, traces, rows, len(fit), len(calibrate), decisions, seconds)
@@ -146,20 +180,23 @@ def build_stream(data_dir: str, settings: DriftSettings) -> list[StreamFrame]:
     return stream
 
 
-def _method_runs(method: str, settings: DriftSettings, config: InReachConfig, decisions: DecisionConfig,
+def _method_runs(method: str, settings: DriftSettings, config: InReachConfig, rules: dict[str, DecisionConfig],
                  desc: np.ndarray, fit: np.ndarray, calibrate: np.ndarray, progress: bool) -> list[tuple[str, Any]]:
-    """(name, a call that returns its trace) for ``method``: one per window for ``stream``."""
+    """(name, a call that returns its trace) for ``method``: one per window and rule for ``stream``."""
     f = config.features
     size, grid = tuple(f.image_size), tuple(f.grid)
+    decisions = DecisionConfig(rule="quantile", quantile=settings.quantile, warmup=settings.warmup)
     if method == "stream":
         out = []
         for w in settings.windows:
-            try:
-                sc = StreamConfig(window=w, features=f, channels=config.channels, heatmap=config.heatmap,
-                                  index=IndexConfig(), decisions=decisions, seed=config.seed)
-            except ValueError as exc:
-                raise UserError(f"--windows: {exc}") from exc
-            out.append((f"stream-{w}", lambda sc=sc, w=w: trace_stream(f"stream-{w}", desc, sc, grid, size, progress)))
+            for rule, dc in rules.items():
+                try:
+                    sc = StreamConfig(window=w, features=f, channels=config.channels, heatmap=config.heatmap,
+                                      index=IndexConfig(), decisions=dc, seed=config.seed)
+                except ValueError as exc:
+                    raise UserError(f"--windows: {exc}") from exc
+                name = method_name(f"stream-{w}", rule)
+                out.append((name, lambda sc=sc, name=name: trace_stream(name, desc, sc, grid, size, progress)))
         return out
 
     def static() -> MethodTrace:
@@ -168,6 +205,51 @@ def _method_runs(method: str, settings: DriftSettings, config: InReachConfig, de
                             settings.quantile, decisions.drift, decisions.drift_delta, config.seed, progress=progress)
 
     return [(method, static)]
+
+
+def _static_with_rules(traces: list[MethodTrace], settings: DriftSettings, rules: dict[str, DecisionConfig],
+                       start: int) -> list[MethodTrace]:
+    """Every static model's scores judged by each engine rule too (:func:`~streamad.evaluation.drift_eval.apply_rule`),
+    from frame ``start`` (the first not fitted on); the trusted rule takes the first trusted engine's verdicts."""
+    engine = next((tr for tr in traces if tr.method.startswith("stream-") and tr.info.get("rule") == "trusted"), None)
+    out = []
+    for tr in [t for t in traces if t.method in STATIC]:
+        for rule, dc in rules.items():
+            if rule == "trusted" and engine is None:
+                continue
+            out.append(apply_rule(method_name(tr.method, rule), tr, dc, start,
+                                  engine.verdicts if engine is not None and rule == "trusted" else ()))
+    return out
+
+
+def rules_check(rows: list[dict[str, Any]], windows: tuple[int, ...], defect_rate: float) -> list[str]:
+    """For each window, ``stream-W`` (trusted) against ``stream-W+quantile`` run by run: defects found and false
+    alarms; at least as many defects found in every run, and at a defect rate of 0.2 or more at least
+    twice as many over the stream."""
+    by = {(r["run"], r["method"]): r for r in rows}
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    out = []
+    for w in windows:
+        new, old = f"stream-{w}", f"stream-{w}+quantile"
+        if not all((run, m) in by for run in runs for m in (new, old)):
+            continue
+        cells, every, found = [], True, [0, 0]
+        for run in runs:
+            a, b = by[(run, new)], by[(run, old)]
+            hits_a = round((a["detection_rate"] or 0.0) * a["defective"])
+            hits_b = round((b["detection_rate"] or 0.0) * b["defective"])
+            found[0] += hits_a
+            found[1] += hits_b
+            every &= hits_a >= hits_b
+            cells.append(f"{run} {hits_a} vs {hits_b} of {a['defective']} (false alarms {_fmt(a['false_alarm_rate'])} "
+                         f"vs {_fmt(b['false_alarm_rate'])})")
+        line = (f"- {new} vs {old}: " + "; ".join(cells) + f". In every run at least as many found -> "
+                f"{'target met' if every else 'target NOT met'}")
+        if defect_rate >= 0.2:
+            line += (f"; over the stream {found[0]} vs {found[1]} (target >= 2x) -> "
+                     f"{'target met' if found[0] >= 2 * found[1] else 'target NOT met'}")
+        out.append(line)
+    return out
 
 
 def _rows(traces: list[MethodTrace], frame_runs: list[str], labels: list[int], masks: np.ndarray,

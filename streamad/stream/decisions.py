@@ -13,9 +13,16 @@ Two rules, named by ``DecisionConfig.rule``:
   the p-value is at most the accepted false alarm rate ``alpha`` (``DecisionConfig.alpha``), that is
   when its score exceeds the ``ceil((n + 1)(1 - alpha))``-th smallest calibration score (the
   threshold). On normal frames this flags at most ``alpha`` of them, by construction. **Honest
-  warm-up**: until ``n >= 1 / alpha - 1`` (and ``warmup``) no threshold exists, because fewer scores
-  cannot tell a 1-in-``1/alpha`` event; the p-value is given from the first trusted score on. The
-  drift detector watches the trusted scores only, so a burst of defects is an alarm, not drift.
+  warm-up**: fewer than ``1 / alpha - 1`` scores cannot tell a 1-in-``1/alpha`` event. Before
+  ``warmup`` trusted scores there is no threshold; from then until there are enough, the threshold is
+  the highest calibration score, which flags at most ``1 / (n + 1)`` of normal frames (3.2 % at 30
+  scores, 1 % at 99 for ``alpha = 0.01``): :attr:`ScoreDecisions.false_alarm_bound` says which rate the
+  current threshold holds, and a frame is anomalous exactly when its p-value is at most that rate.
+  The p-value is given from the first trusted score on. The
+  drift detector watches the trusted scores only, so a burst of defects is an alarm, not drift; when
+  it flags a change, the calibration restarts at the change point (keeping at least the ``1/alpha - 1``
+  most recent trusted scores), so the threshold follows the new normal at once instead of after
+  ``window`` frames.
 - ``"quantile"`` (the former rule): the threshold is the ``1 - alpha`` quantile (river
   ``RollingQuantile``) of the last ``window`` scores of every frame, alarms included; it flags about
   ``alpha`` of all frames whatever is happening, and a defect rate above ``alpha`` lifts it into the
@@ -37,8 +44,8 @@ judged by. With ``"trusted"`` the caller reports each admitted frame's verdict w
     >>> for i in range(9):                       # judged, then trusted: 9 calibration scores 1.0 .. 1.8
     ...     _ = dec.update(1.0 + 0.1 * i); _ = dec.trust(1.0 + 0.1 * i, True)
     >>> d = dec.update(5.0)                      # ceil(10 * 0.9) = 9th smallest: 1.8
-    >>> round(d.threshold, 2), d.anomalous, d.p_value
-    (1.8, True, 0.1)
+    >>> round(d.threshold, 2), d.anomalous, d.p_value, dec.false_alarm_bound
+    (1.8, True, 0.1, 0.1)
     >>> dec.trust(5.0, False) is None, dec.trusted   # not trusted: the calibration set does not change
     (True, 9)
 
@@ -140,7 +147,7 @@ class ScoreDecisions:
     STATE_SCALARS = {"count": "int", "drifts": "int"}  # besides the array "history" (streamad.state_schema kinds)
     # Added after format_version 1 was first written; a state without them is read as one of the "quantile"
     # rule (the only one then), whose history holds every score with unknown frame numbers and times.
-    OPTIONAL_SCALARS = {"rule": "str", "fed": "int", "trusted": "int"}
+    OPTIONAL_SCALARS = {"rule": "str", "fed": "int", "trusted": "int", "start": "int"}
 
     def __init__(self, config: DecisionConfig | None = None, seed: int = 0) -> None:
         self.config = config or DecisionConfig()
@@ -161,7 +168,9 @@ class ScoreDecisions:
         self._history = np.zeros(keep)  # ring: fed score number i is at i % keep
         self._index = np.full(keep, -1, np.int64)  # its frame index (-1: unknown)
         self._time = np.full(keep, np.nan)  # its timestamp (NaN: unknown)
-        self._sorted: list[float] = []  # trusted rule: the calibration scores (the last `window` fed), sorted
+        self._sorted: list[float] = []  # trusted rule: the calibration scores, sorted: fed numbers _low .. fed - 1
+        self._start = 0  # trusted rule: the fed number the calibration may start at (the last drift's change point)
+        self._low = 0
 
     # ------------------------------------------------------------------ state
     def history(self) -> np.ndarray:
@@ -175,7 +184,7 @@ class ScoreDecisions:
         """What :meth:`from_state` needs: the counters and the fed scores with their frame numbers and times."""
         ring = self._ring(min(self.fed, len(self._history)))
         return {"count": self.count, "drifts": self.drifts, "rule": self.config.rule, "fed": self.fed,
-                "trusted": self.trusted, "history": self._history[ring], "history_index": self._index[ring],
+                "trusted": self.trusted, "start": self._start, "history": self._history[ring], "history_index": self._index[ring],
                 "history_time": self._time[ring]}
 
     @classmethod
@@ -196,13 +205,15 @@ class ScoreDecisions:
         for score in history[-config.window:].tolist():
             if dec._quantile is not None:
                 dec._quantile.update(score)
+        dec._start = int(state.get("start", 0))
+        ring = dec._ring(n)
+        dec._history[ring], dec._index[ring], dec._time[ring] = history, index, times
         if dec.trusting:
-            dec._sorted = sorted(history[-config.window:].tolist())
+            dec._low = dec._lower()
+            dec._sorted = sorted(dec._history[dec._ring(dec.fed - dec._low)].tolist())
         if dec._drift is not None:
             for score in history.tolist():
                 dec._drift.update(score)
-        ring = dec._ring(n)
-        dec._history[ring], dec._index[ring], dec._time[ring] = history, index, times
         return dec
 
     @classmethod
@@ -221,6 +232,8 @@ class ScoreDecisions:
             raise where.inconsistent("a saved score is not a finite number")
         if state.get("rule", "quantile") not in ("trusted", "quantile"):
             raise where.inconsistent(f"unknown decision rule {state['rule']!r}")
+        if not 0 <= state.get("start", 0) <= fed:
+            raise where.inconsistent(f"the calibration starts at score {state['start']} of {fed}")
         for key, dtype in (("history_index", np.int64), ("history_time", np.float64)):
             if key in state and len(where.array(state, key, (-1,), dtype)) != len(history):
                 raise where.inconsistent(f"{len(state[key])} entries in {key} for {len(history)} saved scores")
@@ -229,24 +242,44 @@ class ScoreDecisions:
     @property
     def calibration(self) -> int:
         """Scores the threshold is computed from now: the trusted ones (trusted rule) or all recent ones."""
-        return min(self.fed, self.config.window)
+        return len(self._sorted) if self.trusting else min(self.fed, self.config.window)
+
+    def calibration_scores(self) -> np.ndarray:
+        """The scores the threshold is computed from now, sorted (trusted rule: the trusted ones)."""
+        if self.trusting:
+            return np.asarray(self._sorted, np.float64)
+        return np.sort(self._history[self._ring(self.calibration)])
 
     @property
     def needed(self) -> int:
-        """Calibration scores needed before a threshold exists (the honest warm-up)."""
+        """Calibration scores needed before the threshold holds the configured rate (trusted rule)."""
         if not self.trusting:
             return self.config.warmup
         return max(self.config.warmup, math.ceil(1.0 / self.alpha - 1.0 - 1e-9))
+
+    def _rank(self) -> int | None:
+        """The rank (1-based) of the calibration score that is the threshold; None during warm-up."""
+        n = len(self._sorted)
+        return None if n < self.config.warmup else min(n, conformal_rank(n, self.alpha))
 
     @property
     def threshold(self) -> float | None:
         """The current threshold, None during warm-up."""
         if not self.trusting:
             return None if self.count < self.config.warmup else float(self._quantile.get())  # type: ignore[union-attr]
+        rank = self._rank()
+        return None if rank is None else float(self._sorted[rank - 1])
+
+    @property
+    def false_alarm_bound(self) -> float | None:
+        """The share of normal frames the current threshold flags at most (trusted rule): ``alpha`` once
+        enough trusted scores are in, ``1 / (n + 1)`` before (the threshold is then the highest of them);
+        None without a threshold. The ``quantile`` rule guarantees nothing: ``alpha`` of all frames."""
+        if not self.trusting:
+            return None if self.threshold is None else self.alpha
+        rank = self._rank()
         n = len(self._sorted)
-        if n < self.needed:
-            return None
-        return float(self._sorted[conformal_rank(n, self.alpha) - 1])
+        return None if rank is None else (n + 1 - rank) / (n + 1)
 
     def p_value(self, score: float) -> float | None:
         """``(1 + #{c >= score}) / (n + 1)`` over the ``n`` calibration scores ``c`` (None without any)."""
@@ -288,11 +321,24 @@ class ScoreDecisions:
         if not math.isfinite(score):
             raise ValueError(f"score must be a finite number, got {score!r}")
         self.trusted += 1
-        if self.fed >= self.config.window:  # the oldest calibration score leaves
-            old = float(self._history[(self.fed - self.config.window) % len(self._history)])
-            del self._sorted[bisect.bisect_left(self._sorted, old)]
         bisect.insort(self._sorted, score)
-        return self._feed(score, index, timestamp)
+        change = self._feed(score, index, timestamp)
+        self._evict()
+        return change
+
+    def _lower(self) -> int:
+        """The first fed number of the calibration set: the last ``window`` scores, or fewer since the last
+        drift's change point, but never fewer than ``needed``."""
+        size = min(self.config.window, max(self.needed, self.fed - self._start))
+        return max(0, self.fed - size)
+
+    def _evict(self) -> None:
+        """Drop from the calibration set the scores below its first fed number."""
+        low = self._lower()
+        for j in range(self._low, low):
+            old = float(self._history[j % len(self._history)])
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+        self._low = max(self._low, low)
 
     def _feed(self, score: float, index: int | None, timestamp: float | None) -> DriftChange | None:
         """Add a score to the history and the drift detector; what changed if drift was flagged."""
@@ -311,10 +357,13 @@ class ScoreDecisions:
 
     def _change(self) -> DriftChange:
         """What changed at a drift flag: the CUSUM change point of the last ``window`` scores fed, the
-        medians before and after it, and the frame (and time) where the later part starts."""
+        medians before and after it, and the frame (and time) where the later part starts. The trusted
+        rule's calibration restarts there."""
         ring = self._ring(min(self.fed, max(self.config.window, 2)))
         scores = self._history[ring]
         cut = change_point(scores)
+        if self.trusting:
+            self._start = max(self._start, self.fed - len(ring) + cut)
         before, after = scores[:cut], scores[cut:]
         index, when = int(self._index[ring[cut]]), float(self._time[ring[cut]])
         return DriftChange(since=None if index < 0 else index, since_time=None if math.isnan(when) else when,
