@@ -290,3 +290,7 @@ def test_alarm_report_rows_designs_and_targets() -> None:
     assert any("20% defects" in c and "38% off" in c and "NOT met" in c for c in checks)
     assert any("clean stream" in c and "target met" in c for c in checks)
     assert "| 20% | trusted |" in report.markdown("streamad eval-alarms")
+    from streamad.bench.alarms import trust_rows
+
+    t = {r["k"]: r for r in trust_rows(trace, labels, 0.2)}
+    assert t[5]["clean_trusted"] == 1.0 and t[5]["defects_trusted"] == 0.0 and t[5]["defect_share"] == 0.0

@@ -210,6 +210,29 @@ def replay_designs(trace: AlarmTrace, labels: np.ndarray, judged_from: int, deci
     return rows
 
 
+def trust_rows(trace: AlarmTrace, labels: np.ndarray, rate: float, k_values: tuple[int, ...] = (1, 3, 5, 10)
+               ) -> list[dict[str, Any]]:
+    """How the channels' verdict sorts the admitted frames judged (a ``trusted`` run's record), for each ``k``
+    (the frame's ``k`` top patches kept): the share of clean frames trusted, of the highest-scoring 5 % of
+    clean frames (a verdict that followed the score would trust these less), of defective frames, and
+    the defects' share of the calibration set it feeds."""
+    idx = np.array([i for i, _, _ in trace.verdicts], int)
+    if not len(idx):
+        return []
+    score = np.array([s for _, s, _ in trace.verdicts])
+    top = np.array([t for _, _, t in trace.verdicts])
+    bad = labels[idx]
+    high = ~bad & (score >= np.percentile(score[~bad], 95)) if (~bad).any() else np.zeros(len(idx), bool)
+    rows = []
+    for k in k_values:
+        ok = top >= k
+        rows.append({"rate": rate, "k": k, "clean_trusted": float(ok[~bad].mean()) if (~bad).any() else None,
+                     "top5pct_clean_trusted": float(ok[high].mean()) if high.any() else None,
+                     "defects_trusted": float(ok[bad].mean()) if bad.any() else None,
+                     "defect_share": float((ok & bad).sum() / max(1, ok.sum()))})
+    return rows
+
+
 # ------------------------------------------------------------------------------------------------ report
 @dataclass
 class AlarmReport:
@@ -219,6 +242,7 @@ class AlarmReport:
     rows: list[dict[str, Any]]
     design_rows: list[dict[str, Any]]
     seconds: dict[str, float] = field(default_factory=dict)
+    trust: list[dict[str, Any]] = field(default_factory=list)
 
     def row(self, rate: float, rule: str) -> dict[str, Any] | None:
         return next((r for r in self.rows if r["rate"] == rate and r["rule"] == rule), None)
@@ -280,11 +304,22 @@ class AlarmReport:
                              f"{r['first_threshold'] if r['first_threshold'] is not None else '-'} | "
                              f"{_ratio(r['detected'], r['judged_defective'])} | "
                              f"{_ratio(r['false_alarms'], r['judged_clean'], 4)} |")
+        if self.trust:
+            lines += ["", "## What the channels' verdict trusts", "",
+                      "Admitted frames judged by the trusted run: the share trusted when the frame's k highest-scoring "
+                      "patches must have been kept as nominal at its admission.", "",
+                      "| defect rate | k | clean frames trusted | of the top-scoring 5 % of clean frames | defective "
+                      "frames trusted | defects in the calibration set |", "|---|---|---|---|---|---|"]
+            for r in self.trust:
+                lines.append(f"| {r['rate']:.0%} | {r['k']} | {_num(r['clean_trusted'], 3)} | "
+                             f"{_num(r['top5pct_clean_trusted'], 3)} | {_num(r['defects_trusted'], 4)} | "
+                             f"{_num(r['defect_share'], 4)} |")
         return "\n".join(lines)
 
     def payload(self, command: str) -> dict[str, Any]:
         return {"command": command, "settings": self.settings.__dict__, "rows": self.rows,
-                "designs": self.design_rows, "checks": self.checks("trusted"), "seconds": self.seconds}
+                "designs": self.design_rows, "trust": self.trust, "checks": self.checks("trusted"),
+                "seconds": self.seconds}
 
 
 def _met(ok: bool) -> str:
@@ -320,6 +355,7 @@ def evaluate_alarms(settings: AlarmSettings, progress: bool = True, cache: str |
     extractor = None
     rows: list[dict[str, Any]] = []
     design_rows: list[dict[str, Any]] = []
+    trust: list[dict[str, Any]] = []
     seconds: dict[str, float] = {}
     for rate in settings.rates:
         t0 = time.perf_counter()
@@ -345,8 +381,9 @@ def evaluate_alarms(settings: AlarmSettings, progress: bool = True, cache: str |
             rows.append(rule_row(rate, trace, labels, judged_from))
             if rule == "trusted":
                 design_rows += replay_designs(trace, labels, judged_from, cfg.decisions, rate)
-    return AlarmReport(settings, rows, design_rows, seconds)
+                trust += trust_rows(trace, labels, rate)
+    return AlarmReport(settings, rows, design_rows, seconds, trust)
 
 
 __all__ = ["AlarmReport", "AlarmSettings", "AlarmTrace", "demo_descriptors", "designs", "engine_config",
-           "evaluate_alarms", "replay_designs", "rule_row", "run_rule"]
+           "evaluate_alarms", "replay_designs", "rule_row", "run_rule", "trust_rows"]
