@@ -101,6 +101,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default 0.05)")
     g.add_argument("--index-frames", type=int, default=320, metavar="N",
                    help="index mode: the first N frames of --descriptors (default 320: a W = 256 window turns over)")
+    g.add_argument("--index-options", nargs="+", default=None, metavar="NAME",
+                   help="index mode: the options to compare, names from streamad.bench.index_options.DEFAULT_OPTIONS "
+                        "(default: all)")
     g.add_argument("--index-queries", type=int, default=6272, metavar="Q",
                    help="index mode: query patches, a seeded sample of --queries (default 6272 = 8 frames of 784)")
     g.add_argument("--insert-threads", type=int, default=None, metavar="T",
@@ -174,7 +177,7 @@ def run_hnsw(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_index(args: argparse.Namespace) -> dict[str, Any]:
-    from streamad.bench.index_options import compare_options, load_descriptors, option_line
+    from streamad.bench.index_options import DEFAULT_OPTIONS, compare_options, load_descriptors, option_line
 
     if args.descriptors is None:
         raise UserError("--mode index needs --descriptors (N, P, d) of real frames in stream order (e.g. the "
@@ -182,9 +185,13 @@ def run_index(args: argparse.Namespace) -> dict[str, Any]:
     desc, queries = load_descriptors(args.descriptors, args.queries, n_queries=args.index_queries, seed=args.seed)
     desc = desc[:args.index_frames] if args.index_frames > 0 else desc
     say(f"index mode: {len(desc)} frames of {desc.shape[1]} patches, {len(queries)} query patches")
+    unknown = [n for n in args.index_options or () if n not in DEFAULT_OPTIONS]
+    if unknown:
+        raise UserError(f"unknown --index-options {unknown}: choose from {list(DEFAULT_OPTIONS)}")
+    options = {n: DEFAULT_OPTIONS[n] for n in args.index_options} if args.index_options else None
     rows = []
     for w in args.windows:
-        for row in compare_options(desc, queries, w):
+        for row in compare_options(desc, queries, w, options):
             rows.append({**row, "window": w})
             say(option_line(rows[-1]))
     return {"rows": rows}
