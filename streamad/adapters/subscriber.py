@@ -149,7 +149,8 @@ def _is_number(v: Any) -> bool:
 
 
 _OPTIONAL_NUMBER = ("a number or null", lambda v: v is None or _is_number(v))
-_SHAPE = ("[h, w] with ints >= 0", lambda v: isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x >= 0 for x in v))
+_SHAPE = ("[h, w] with ints >= 0",
+          lambda v: isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x >= 0 for x in v))
 
 _FIELDS: dict[str, tuple[str, Any]] = {
     "seq": ("an int", _is_int),

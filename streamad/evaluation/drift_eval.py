@@ -56,7 +56,8 @@ class MethodTrace:
     drift: list[bool]
     patch_scores: np.ndarray  # (N, h, w) float32; NaN where the method gave no score
     info: dict[str, Any] = field(default_factory=dict)
-    verdicts: list[tuple[int, float, int]] = field(default_factory=list)  # engine, trusted rule: (frame, score, kept top)
+    # the engine with the trusted rule: (frame, score, top patches kept) of each admitted frame judged
+    verdicts: list[tuple[int, float, int]] = field(default_factory=list)
 
     @property
     def alarms(self) -> list[bool]:

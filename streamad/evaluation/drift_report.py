@@ -36,8 +36,10 @@ def method_name(base: str, rule: str | None) -> str:
     """A row's name: the engine with the trusted rule is ``stream-W``, with another rule ``stream-W+RULE``; a
     static model with its own fixed threshold is its name, with an engine rule ``NAME+RULE``.
 
-        >>> method_name("stream-64", "trusted"), method_name("stream-64", "quantile"), method_name("static-inreach", None)
-        ('stream-64', 'stream-64+quantile', 'static-inreach')
+        >>> method_name("stream-64", "trusted"), method_name("stream-64", "quantile")
+        ('stream-64', 'stream-64+quantile')
+        >>> method_name("static-inreach", None), method_name("static-inreach", "trusted")
+        ('static-inreach', 'static-inreach+trusted')
     """
     if rule is None or (base.startswith("stream-") and rule == "trusted"):
         return base

@@ -184,8 +184,8 @@ class ScoreDecisions:
         """What :meth:`from_state` needs: the counters and the fed scores with their frame numbers and times."""
         ring = self._ring(min(self.fed, len(self._history)))
         return {"count": self.count, "drifts": self.drifts, "rule": self.config.rule, "fed": self.fed,
-                "trusted": self.trusted, "start": self._start, "history": self._history[ring], "history_index": self._index[ring],
-                "history_time": self._time[ring]}
+                "trusted": self.trusted, "start": self._start, "history": self._history[ring],
+                "history_index": self._index[ring], "history_time": self._time[ring]}
 
     @classmethod
     def from_state(cls, state: dict[str, Any], config: DecisionConfig, seed: int = 0) -> ScoreDecisions:
