@@ -151,7 +151,7 @@ def test_event_message_is_exact_and_round_trips() -> None:
     ev = AlarmEvent(3, 10, 14, 4, 101.0, 101.4, 13, 9.5, 0.002, 5.0, hm)
     parts = encode_event(ev, source="cam", seq=7, topic="line3")
     assert len(parts) == 3 and parts[0] == b"line3/event" and parts[2] == hm.astype("<f4").tobytes()
-    assert json.loads(parts[1]) == {"schema": 2, "type": "event", "seq": 7, "source": "cam", "event": 3, "start": 10,
+    assert json.loads(parts[1]) == {"schema": 3, "type": "event", "seq": 7, "camera": "line3", "source": "cam", "event": 3, "start": 10,
                                     "end": 14, "frames": 4, "start_time": 101.0, "end_time": 101.4,
                                     "peak_index": 13, "peak_score": 9.5, "peak_p_value": 0.002,
                                     "peak_threshold": 5.0, "heatmap_shape": [3, 4], "heatmap_dtype": "float32"}
@@ -197,7 +197,7 @@ def handshake(pub: Publisher, subs: list[Subscriber], timeout: float = 5.0) -> N
         while True:
             msg = sub.receive(timeout=5.0)
             assert msg is not None
-            if msg.type == "event" and msg.event == -1 and msg.seq == pub._event_seq - 1:
+            if msg.type == "event" and msg.event == -1 and msg.seq == pub.next_seq("event") - 1:
                 break
 
 

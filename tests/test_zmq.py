@@ -73,7 +73,8 @@ def test_pub_sub_pair_delivers_and_decodes_every_frame() -> None:
     for m, r in zip(got, sent):
         assert (m.index, m.ready, m.anomalous, m.drift, m.admitted) == (r.index, r.ready, r.anomalous, r.drift,
                                                                           r.admitted)
-        assert m.timestamp == r.timestamp and m.source == "cam" and m.topic == "streamad" and m.schema == 2
+        assert m.timestamp == r.timestamp and m.source == "cam" and m.topic == "streamad" and m.schema == 3
+        assert m.camera == "streamad"
         assert m.score == r.score and m.threshold == r.threshold
         assert m.overlay is None and m.overlay_image() is None
         if r.heatmap is None:
@@ -108,7 +109,7 @@ def test_wire_format_is_exact() -> None:
     parts = encode(replace(result(9, score=5.0, heatmap=hm, anomalous=True), p_value=0.25), seq=4)
     assert len(parts) == 3 and parts[0] == b"streamad"
     header = json.loads(parts[1].decode("utf-8"))
-    assert header == {"schema": SCHEMA_VERSION, "type": "frame", "seq": 4, "index": 9, "timestamp": 100.9,
+    assert header == {"schema": SCHEMA_VERSION, "type": "frame", "seq": 4, "camera": "streamad", "index": 9, "timestamp": 100.9,
                       "source": "s", "score": 5.0, "threshold": 2.0, "p_value": 0.25, "anomalous": True,
                       "ready": True, "drift": False,
                       "admitted": False, "heatmap_shape": [2, 3], "heatmap_dtype": "float32", "has_overlay": False}
@@ -122,11 +123,13 @@ def test_wire_format_is_exact() -> None:
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda p: p[:2], "expected 3 or 4 message parts"),
+    (lambda p: p[:1], "expected 2 to 4 message parts"),
+    (lambda p: p[:2], "a frame message has 3 or 4 parts"),
     (lambda p: [p[0], b"\xff\xfe not utf-8", p[2]], "not UTF-8 JSON"),
     (lambda p: [p[0], b"[1, 2]", p[2]], "no 'schema' field"),
     (lambda p: [p[0], b"{not json", p[2]], "not UTF-8 JSON"),
-    (lambda p: [p[0], p[1].replace(b'"schema":2', b'"schema":3'), p[2]], "schema 3, this streamad reads schemas 1 and 2"),
+    (lambda p: [p[0], p[1].replace(b'"schema":3', b'"schema":4'), p[2]], "schema 4, this streamad reads schemas 1, 2 and 3"),
+    (lambda p: [p[0], p[1].replace(b'"camera":"streamad",', b""), p[2]], "lacks the field 'camera'"),
     (lambda p: [p[0], p[1].replace(b'"type":"frame"', b'"type":"alarm"'), p[2]], "'type' must be"),
     (lambda p: [p[0], p[1].replace(b'"type":"frame",', b""), p[2]], "lacks the field 'type'"),
     (lambda p: [p[0], p[1].replace(b'"p_value":null', b'"p_value":"low"'), p[2]], "'p_value' must be a number"),
@@ -272,16 +275,20 @@ def test_listen_times_out_with_a_hint(capsys) -> None:
     assert "no message from" in capsys.readouterr().err
 
 
-def test_listen_rejects_a_foreign_publisher(capsys) -> None:
+def test_listen_skips_a_foreign_publisher_and_goes_on_with_the_others(capsys) -> None:
     ctx = zmq.Context.instance()
     raw = ctx.socket(zmq.PUB)
     raw.setsockopt(zmq.LINGER, 0)
     raw.bind(ANY_PORT)
     address = raw.getsockopt_string(zmq.LAST_ENDPOINT)
     try:
-        with Background(lambda i: raw.send_multipart([b"streamad", b'{"schema": 7}', b""])):
-            code = cli.main(["listen", address, "--timeout", "5"])
+        with Publisher(ANY_PORT) as pub, Background(lambda i: (raw.send_multipart([b"streamad", b'{"schema": 7}', b""]),
+                                                          pub.publish(result(i)))):
+            code = cli.main(["listen", address, pub.address, "--count", "20", "--timeout", "5"])
     finally:
         raw.close(0)
-    assert code == 2
-    assert "schema 7" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert len([line for line in captured.out.splitlines() if line.startswith("frame ")]) == 20
+    assert captured.err.count(f"skipping malformed messages from {address}") == 1 and "schema 7" in captured.err
+    assert f"malformed message(s) from {address}" in captured.err and pub.address not in captured.err

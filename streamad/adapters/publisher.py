@@ -1,11 +1,12 @@
 """Publish every frame's verdict, and every alarm event, over ZeroMQ (PUB), without ever blocking the engine.
 
-Wire format (schema 2; docs/live_io.md): two message types, told apart by the header's ``type`` and
-by the topic. A **frame** message per frame, three parts, or four with an overlay::
+Wire format (schema 3; docs/live_io.md): three message types, told apart by the header's ``type``
+and by the topic. A **frame** message per frame, three parts, or four with an overlay::
 
-    [0] topic    bytes, default b"streamad" (subscribers filter on its prefix)
+    [0] topic    bytes: the camera's name (``streamad serve``), default b"streamad" (``streamad watch``);
+                 subscribers filter on its prefix
     [1] header   UTF-8 JSON object:
-                 {"schema": 2, "type": "frame", "seq": int, "index": int, "timestamp": float,
+                 {"schema": 3, "type": "frame", "seq": int, "camera": str, "index": int, "timestamp": float,
                   "source": str, "score": float|null, "threshold": float|null, "p_value": float|null,
                   "anomalous": bool, "ready": bool, "drift": bool, "admitted": bool,
                   "heatmap_shape": [h, w], "heatmap_dtype": "float32", "has_overlay": bool}
@@ -18,16 +19,27 @@ when it closes, three parts, on the topic ``<topic>/event`` (so a subscriber to 
 only events)::
 
     [0] topic    bytes, b"streamad/event"
-    [1] header   {"schema": 2, "type": "event", "seq": int, "source": str, "event": int,
+    [1] header   {"schema": 3, "type": "event", "seq": int, "camera": str, "source": str, "event": int,
                   "start": int, "end": int, "frames": int, "start_time": float, "end_time": float,
                   "peak_index": int, "peak_score": float, "peak_p_value": float|null,
                   "peak_threshold": float|null, "heatmap_shape": [h, w], "heatmap_dtype": "float32"}
     [2] heatmap  the peak frame's heatmap, as in a frame message
 
+and, from ``streamad serve``, a **status** message per camera once a second, two parts, on the topic
+``_status/<camera>`` (a subscriber to ``_status`` gets every camera's)::
+
+    [0] topic    bytes, b"_status/line3"
+    [1] header   {"schema": 3, "type": "status", "seq": int, "camera": str, "time": float, "state": str,
+                  "frames": int, "fps": float, "lag_s": float|null, "dropped": int, "bad_frames": int,
+                  "admissions_per_s": float, "nominal_patches": int|null, "score": float|null,
+                  "threshold": float|null, "anomalous": int, "alarms": int, "reconnects": int,
+                  "failures": int}
+
 ``score`` and ``threshold`` are null while warming up (and a non-finite value is sent as null, so the
-header is strict JSON). ``seq`` numbers the messages of one type of one publisher (0, 1, 2, ...): a gap
-at a subscriber means messages of that type were dropped on the way. ``index`` is the detector's
-frame number. Schema 1 was the frame message without ``type`` and ``p_value`` (no events).
+header is strict JSON). ``seq`` numbers the messages of one type on one topic of one publisher (0, 1,
+2, ...): a gap at a subscriber means messages of that type were dropped on the way. ``camera`` names
+the camera (the topic of its frames). ``index`` is the detector's frame number. Schema 2 had no
+``camera`` and no status message; schema 1 was the frame message without ``type`` and ``p_value``.
 
 Never blocking: the socket has a bounded send high-water mark (``hwm`` messages per subscriber),
 ``LINGER 0`` and every send is non-blocking. ZeroMQ's PUB socket drops messages for a subscriber
@@ -57,6 +69,8 @@ import json
 import logging
 import math
 import os
+import threading
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -67,8 +81,9 @@ from streamad.results import AlarmEvent, FrameResult
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 EVENT_SUFFIX = "/event"  # an event message's topic is the publisher's topic plus this
+STATUS_PREFIX = "_status"  # a status message's topic is this, "/" and the camera's name
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
 DEFAULT_TOPIC = "streamad"
 HEATMAP_DTYPE = "float32"
@@ -131,14 +146,15 @@ def _heatmap_part(heatmap: np.ndarray | None, what: str) -> tuple[list[int], byt
 
 
 def encode_message(result: FrameResult, *, source: str = "", seq: int = 0, topic: str = DEFAULT_TOPIC,
-                   overlay_jpeg: bytes | None = None) -> list[bytes]:
+                   overlay_jpeg: bytes | None = None, camera: str | None = None) -> list[bytes]:
     """The frame message (3 ``bytes`` parts, 4 with an overlay) for one result; see the module
-    docstring."""
+    docstring. ``camera`` defaults to the topic."""
     shape, payload = _heatmap_part(result.heatmap, "FrameResult.heatmap")
     header = {
         "schema": SCHEMA_VERSION,
         "type": "frame",
         "seq": int(seq),
+        "camera": str(topic if camera is None else camera),
         "index": int(result.index),
         "timestamp": _number(result.timestamp),
         "source": str(source),
@@ -158,14 +174,16 @@ def encode_message(result: FrameResult, *, source: str = "", seq: int = 0, topic
     return parts + [overlay_jpeg] if overlay_jpeg else parts
 
 
-def encode_event(event: AlarmEvent, *, source: str = "", seq: int = 0, topic: str = DEFAULT_TOPIC) -> list[bytes]:
+def encode_event(event: AlarmEvent, *, source: str = "", seq: int = 0, topic: str = DEFAULT_TOPIC,
+                 camera: str | None = None) -> list[bytes]:
     """The event message (3 ``bytes`` parts, on topic ``topic + EVENT_SUFFIX``) for one alarm event;
-    see the module docstring."""
+    see the module docstring. ``camera`` defaults to the topic."""
     shape, payload = _heatmap_part(event.peak_heatmap, "AlarmEvent.peak_heatmap")
     header = {
         "schema": SCHEMA_VERSION,
         "type": "event",
         "seq": int(seq),
+        "camera": str(topic if camera is None else camera),
         "source": str(source),
         "event": int(event.number),
         "start": int(event.start),
@@ -182,6 +200,32 @@ def encode_event(event: AlarmEvent, *, source: str = "", seq: int = 0, topic: st
     }
     text = json.dumps(header, allow_nan=False, separators=(",", ":"))
     return [(topic + EVENT_SUFFIX).encode("utf-8"), text.encode("utf-8"), payload]
+
+
+STATUS_FIELDS = ("time", "state", "frames", "fps", "lag_s", "dropped", "bad_frames", "admissions_per_s",
+                 "nominal_patches", "score", "threshold", "anomalous", "alarms", "reconnects", "failures")
+
+
+def status_topic(camera: str = "") -> str:
+    """The topic of ``camera``'s status messages (every camera's: ``status_topic()``, a prefix).
+
+    >>> status_topic("line3"), status_topic()
+    ('_status/line3', '_status')
+    """
+    return f"{STATUS_PREFIX}/{camera}" if camera else STATUS_PREFIX
+
+
+def encode_status(status: Mapping[str, Any], *, camera: str, seq: int = 0) -> list[bytes]:
+    """The status message (2 ``bytes`` parts, topic ``_status/<camera>``) of one camera: the fields
+    ``STATUS_FIELDS`` of ``status`` (missing ones null; non-finite numbers null)."""
+    header: dict[str, Any] = {"schema": SCHEMA_VERSION, "type": "status", "seq": int(seq), "camera": str(camera)}
+    for name in STATUS_FIELDS:
+        value = status.get(name)
+        if isinstance(value, float):
+            value = _number(value)
+        header[name] = value
+    text = json.dumps(header, allow_nan=False, separators=(",", ":"))
+    return [status_topic(camera).encode("utf-8"), text.encode("utf-8")]
 
 
 def encode_jpeg(image_rgb: np.ndarray, quality: int = 80) -> bytes:
@@ -262,13 +306,33 @@ class Publisher:
             raise PublishError(f"cannot bind {address}: {exc.strerror}. Is another publisher (e.g. a running "
                                "'streamad watch') using it? Pick another address, e.g. tcp://127.0.0.1:5557") from exc
         self.address: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._seq = 0
-        self._event_seq = 0
+        self.status_sent = 0
+        self._seqs: dict[tuple[str, str], int] = {}  # (message type, topic) -> next seq
+        self._lock = threading.Lock()  # one socket, many camera threads: a ZeroMQ socket is not thread-safe
+
+    def next_seq(self, kind: str = "frame", topic: str | None = None) -> int:
+        """The ``seq`` the next message of type ``kind`` on ``topic`` (default: the publisher's; for a
+        status message, the camera's name) will carry."""
+        return self._seqs.get((kind, self.topic if topic is None else topic), 0)
+
+    def _next_seq(self, kind: str, topic: str) -> int:
+        seq = self._seqs.get((kind, topic), 0)
+        self._seqs[(kind, topic)] = seq + 1
+        return seq
+
+    def _send(self, parts: list[bytes]) -> bool:
+        try:
+            self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            return False
+        return True
 
     def publish(self, result: FrameResult, frame: np.ndarray | None = None, source: str = "", *,
-                overlay: np.ndarray | None = None) -> bool:
+                overlay: np.ndarray | None = None, topic: str | None = None, camera: str | None = None) -> bool:
         """Send ``result`` (plus, with ``overlay_jpeg``, the annotated ``frame`` or the given
-        ``overlay`` image, RGB). Returns False when the message was dropped. Never blocks."""
+        ``overlay`` image, RGB) on ``topic`` (default: the publisher's), naming ``camera`` (default: the
+        topic). Returns False when the message was dropped. Never blocks; safe from several threads."""
         if self._socket.closed:
             raise RuntimeError("publish() on a closed Publisher")
         jpeg = None
@@ -279,35 +343,46 @@ class Publisher:
                 overlay = render_overlay(frame, result)
             if overlay is not None:
                 jpeg = encode_jpeg(overlay, self.jpeg_quality)
-        parts = encode_message(result, source=source, seq=self._seq, topic=self.topic, overlay_jpeg=jpeg)
-        self._seq += 1
-        try:
-            self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
-        except zmq.Again:
-            self.dropped += 1
-            return False
-        self.sent += 1
+        topic = self.topic if topic is None else topic
+        with self._lock:
+            parts = encode_message(result, source=source, seq=self._next_seq("frame", topic), topic=topic,
+                                   overlay_jpeg=jpeg, camera=camera)
+            if not self._send(parts):
+                return False
+            self.sent += 1
         return True
 
-    def publish_event(self, event: AlarmEvent, source: str = "") -> bool:
+    def publish_event(self, event: AlarmEvent, source: str = "", *, topic: str | None = None,
+                      camera: str | None = None) -> bool:
         """Send one alarm event message (topic ``topic + EVENT_SUFFIX``). Returns False when it was
-        dropped. Never blocks."""
+        dropped. Never blocks; safe from several threads."""
         if self._socket.closed:
             raise RuntimeError("publish_event() on a closed Publisher")
-        parts = encode_event(event, source=source, seq=self._event_seq, topic=self.topic)
-        self._event_seq += 1
-        try:
-            self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
-        except zmq.Again:
-            self.dropped += 1
-            return False
-        self.events_sent += 1
+        topic = self.topic if topic is None else topic
+        with self._lock:
+            parts = encode_event(event, source=source, seq=self._next_seq("event", topic), topic=topic, camera=camera)
+            if not self._send(parts):
+                return False
+            self.events_sent += 1
+        return True
+
+    def publish_status(self, status: Mapping[str, Any], camera: str) -> bool:
+        """Send one camera's status message (topic ``_status/<camera>``, :func:`encode_status`). Returns
+        False when it was dropped. Never blocks; safe from several threads."""
+        if self._socket.closed:
+            raise RuntimeError("publish_status() on a closed Publisher")
+        with self._lock:
+            parts = encode_status(status, camera=camera, seq=self._next_seq("status", camera))
+            if not self._send(parts):
+                return False
+            self.status_sent += 1
         return True
 
     def close(self) -> None:
         """Close the socket at once (LINGER 0: queued messages are discarded). Safe to call twice."""
-        if not self._socket.closed:
-            self._socket.close(0)
+        with self._lock:
+            if not self._socket.closed:
+                self._socket.close(0)
         self._stop_auth()
 
     def _stop_auth(self) -> None:
@@ -323,3 +398,34 @@ class Publisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class CameraPublisher:
+    """One camera's view of a shared :class:`Publisher` (``streamad serve``): its frames and events go
+    out on the topic ``camera`` with ``camera`` in the header; ``sent``, ``events_sent`` and ``dropped``
+    count this camera's messages only. It has what the live loop needs of a publisher.
+
+        >>> with Publisher("tcp://127.0.0.1:*") as shared:
+        ...     line3 = CameraPublisher(shared, "line3")
+        ...     line3.topic, line3.address == shared.address, line3.sent
+        ('line3', True, 0)
+    """
+
+    def __init__(self, shared: Publisher, camera: str) -> None:
+        self.shared, self.camera, self.topic = shared, camera, camera
+        self.overlay_jpeg = shared.overlay_jpeg
+        self.address = shared.address
+        self.sent = self.events_sent = self.dropped = 0
+
+    def publish(self, result: FrameResult, frame: np.ndarray | None = None, source: str = "", *,
+                overlay: np.ndarray | None = None) -> bool:
+        ok = self.shared.publish(result, frame, source, overlay=overlay, topic=self.topic, camera=self.camera)
+        self.sent += ok
+        self.dropped += not ok
+        return ok
+
+    def publish_event(self, event: AlarmEvent, source: str = "") -> bool:
+        ok = self.shared.publish_event(event, source, topic=self.topic, camera=self.camera)
+        self.events_sent += ok
+        self.dropped += not ok
+        return ok

@@ -1,5 +1,5 @@
-"""Receive and decode the messages of :mod:`streamad.adapters.publisher` (wire format schema 2: frame
-and event messages; schema-1 frame messages of an older publisher are read too).
+"""Receive and decode the messages of :mod:`streamad.adapters.publisher` (wire format schema 3: frame,
+event and status messages; the schema-2 and schema-1 messages of an older publisher are read too).
 
     >>> from streamad.results import FrameResult
     >>> from streamad.adapters.publisher import encode_message
@@ -11,10 +11,13 @@ and event messages; schema-1 frame messages of an older publisher are read too).
     >>> m.index, m.score, m.anomalous, m.heatmap.shape, m.overlay
     (7, 2.5, True, (4, 6), None)
     >>> try:
-    ...     decode_message([b"streamad", b'{"schema": 3}', b""])
+    ...     decode_message([b"streamad", b'{"schema": 4}', b""])
     ... except SchemaError as exc:
     ...     print(exc)
-    message has schema 3, this streamad reads schemas 1 and 2: run the same streamad version on both ends
+    message has schema 4, this streamad reads schemas 1, 2 and 3: run the same streamad version on both ends
+
+A :class:`Subscriber` may connect to several publishers (one socket each, so it knows which one sent
+what): ``receive_from`` gives the address with the message.
 """
 
 from __future__ import annotations
@@ -30,9 +33,17 @@ from typing import Any
 import numpy as np
 import zmq
 
-from streamad.adapters.publisher import DEFAULT_ADDRESS, DEFAULT_TOPIC, EVENT_SUFFIX, HEATMAP_DTYPE, SCHEMA_VERSION
+from streamad.adapters.publisher import (
+    DEFAULT_ADDRESS,
+    DEFAULT_TOPIC,
+    EVENT_SUFFIX,
+    HEATMAP_DTYPE,
+    SCHEMA_VERSION,
+    STATUS_FIELDS,
+    status_topic,
+)
 
-READABLE_SCHEMAS = (1, SCHEMA_VERSION)
+READABLE_SCHEMAS = (1, 2, SCHEMA_VERSION)
 
 
 class SchemaError(ValueError):
@@ -59,6 +70,7 @@ class FrameMessage:
     heatmap: np.ndarray | None
     overlay: bytes | None
     p_value: float | None = None  # schema 2; None from a schema-1 publisher
+    camera: str | None = None  # schema 3; None from an older publisher
 
     type = "frame"
 
@@ -101,6 +113,7 @@ class EventMessage:
     peak_p_value: float | None
     peak_threshold: float | None
     heatmap: np.ndarray | None
+    camera: str | None = None  # schema 3; None from an older publisher
 
     type = "event"
 
@@ -109,6 +122,34 @@ class EventMessage:
         fields = {"type": self.type, **{k: v for k, v in self.__dict__.items() if k != "heatmap"}}
         fields["heatmap_shape"] = None if self.heatmap is None else list(self.heatmap.shape)
         return fields
+
+
+@dataclass(frozen=True)
+class StatusMessage:
+    """One camera's status (schema 3, ``streamad serve``, once a second): ``fields`` holds the header's
+    status fields (``fps``, ``lag_s``, ``dropped``, ``admissions_per_s``, ``nominal_patches``,
+    ``threshold``, ``alarms``, ...; see :data:`~streamad.adapters.publisher.STATUS_FIELDS`)."""
+
+    topic: str
+    schema: int
+    seq: int
+    camera: str
+    fields: dict[str, Any]
+
+    type = "status"
+    heatmap = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name in STATUS_FIELDS:
+            return self.fields.get(name)
+        raise AttributeError(name)
+
+    def header(self) -> dict[str, Any]:
+        return {"type": self.type, "topic": self.topic, "schema": self.schema, "seq": self.seq,
+                "camera": self.camera, **self.fields}
+
+
+Message = FrameMessage | EventMessage | StatusMessage
 
 
 def event_topic(topic: str = DEFAULT_TOPIC) -> str:
@@ -169,6 +210,18 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "has_overlay": ("true or false", lambda v: isinstance(v, bool)),
 }
 _FRAME_FIELDS_2 = {**_FIELDS, "p_value": _OPTIONAL_NUMBER}
+_CAMERA = ("a string", lambda v: isinstance(v, str))
+_FRAME_FIELDS_3 = {**_FRAME_FIELDS_2, "camera": _CAMERA}
+_OPTIONAL_INT = ("an int or null", lambda v: v is None or _is_int(v))
+_STATUS_FIELDS: dict[str, tuple[str, Any]] = {
+    "seq": ("an int", _is_int),
+    "camera": _CAMERA,
+    "state": ("a string", lambda v: isinstance(v, str)),
+    **{k: ("an int", _is_int) for k in ("frames", "dropped", "bad_frames", "anomalous", "alarms", "reconnects",
+                                        "failures")},
+    **{k: _OPTIONAL_NUMBER for k in ("time", "fps", "lag_s", "admissions_per_s", "score", "threshold")},
+    "nominal_patches": _OPTIONAL_INT,
+}
 _EVENT_FIELDS: dict[str, tuple[str, Any]] = {
     "seq": ("an int", _is_int),
     "source": ("a string", lambda v: isinstance(v, str)),
@@ -195,21 +248,30 @@ def _heatmap(header: dict[str, Any], payload: bytes) -> np.ndarray | None:
     return np.frombuffer(payload, dtype="<f4").reshape(h, w).astype(np.float32) if h * w else None
 
 
-def _decode_event(topic: str, header: dict[str, Any], parts: Sequence[bytes]) -> EventMessage:
+def _decode_event(topic: str, header: dict[str, Any], parts: Sequence[bytes], schema: int) -> EventMessage:
     if len(parts) != 3:
         raise SchemaError(f"an event message has 3 parts (topic, header, heatmap), got {len(parts)}")
-    _check_fields(header, _EVENT_FIELDS)
-    return EventMessage(topic=topic, schema=SCHEMA_VERSION, heatmap=_heatmap(header, bytes(parts[2])),
-                        **{k: header[k] for k in _EVENT_FIELDS if not k.startswith("heatmap")})
+    fields = {**_EVENT_FIELDS, "camera": _CAMERA} if schema >= 3 else _EVENT_FIELDS
+    _check_fields(header, fields)
+    return EventMessage(topic=topic, schema=schema, heatmap=_heatmap(header, bytes(parts[2])),
+                        **{k: header[k] for k in fields if not k.startswith("heatmap")})
 
 
-def decode_message(parts: Sequence[bytes]) -> FrameMessage | EventMessage:
-    """Decode one multipart message (a frame or an event: see ``.type``); raises :class:`SchemaError`
-    saying what is wrong with it."""
-    if len(parts) not in (3, 4):
-        raise SchemaError(f"expected 3 or 4 message parts (topic, header, heatmap[, overlay]), got {len(parts)}: "
+def _decode_status(topic: str, header: dict[str, Any], parts: Sequence[bytes], schema: int) -> StatusMessage:
+    if len(parts) != 2:
+        raise SchemaError(f"a status message has 2 parts (topic, header), got {len(parts)}")
+    _check_fields(header, _STATUS_FIELDS)
+    return StatusMessage(topic=topic, schema=schema, seq=header["seq"], camera=header["camera"],
+                         fields={k: header[k] for k in STATUS_FIELDS})
+
+
+def decode_message(parts: Sequence[bytes]) -> FrameMessage | EventMessage | StatusMessage:
+    """Decode one multipart message (a frame, an event or a status: see ``.type``); raises
+    :class:`SchemaError` saying what is wrong with it."""
+    if len(parts) not in (2, 3, 4):
+        raise SchemaError(f"expected 2 to 4 message parts (topic, header[, heatmap[, overlay]]), got {len(parts)}: "
                           "is the address a streamad publisher?")
-    topic_b, header_b, heatmap_b = (bytes(p) for p in parts[:3])
+    topic_b, header_b = bytes(parts[0]), bytes(parts[1])
     try:
         header = json.loads(header_b.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -219,18 +281,24 @@ def decode_message(parts: Sequence[bytes]) -> FrameMessage | EventMessage:
         raise SchemaError("message header has no 'schema' field: is the address a streamad publisher?")
     schema = header["schema"]
     if schema not in READABLE_SCHEMAS or isinstance(schema, bool):
-        raise SchemaError(f"message has schema {schema!r}, this streamad reads schemas "
-                          f"{' and '.join(map(str, READABLE_SCHEMAS))}: run the same streamad version on both ends")
+        known = ", ".join(map(str, READABLE_SCHEMAS[:-1])) + f" and {READABLE_SCHEMAS[-1]}"
+        raise SchemaError(f"message has schema {schema!r}, this streamad reads schemas {known}: run the same "
+                          "streamad version on both ends")
     topic = topic_b.decode("utf-8", errors="replace")
     kind = header.get("type", "frame") if schema >= 2 else "frame"
-    if schema >= 2 and kind not in ("frame", "event"):
-        raise SchemaError(f"message header field 'type' must be \"frame\" or \"event\", got {kind!r}")
+    kinds = ("frame", "event", "status") if schema >= 3 else ("frame", "event")
+    if schema >= 2 and kind not in kinds:
+        raise SchemaError(f"message header field 'type' must be one of {', '.join(kinds)}, got {kind!r}")
+    if kind == "status":
+        return _decode_status(topic, header, parts, schema)
     if kind == "event":
-        return _decode_event(topic, header, parts)
+        return _decode_event(topic, header, parts, schema)
+    if len(parts) < 3:
+        raise SchemaError(f"a frame message has 3 or 4 parts (topic, header, heatmap[, overlay]), got {len(parts)}")
     if schema >= 2 and "type" not in header:
         raise SchemaError("message header lacks the field 'type'")
-    _check_fields(header, _FRAME_FIELDS_2 if schema >= 2 else _FIELDS)
-    heatmap = _heatmap(header, heatmap_b)
+    _check_fields(header, _FRAME_FIELDS_3 if schema >= 3 else _FRAME_FIELDS_2 if schema >= 2 else _FIELDS)
+    heatmap = _heatmap(header, bytes(parts[2]))
     overlay = bytes(parts[3]) if len(parts) == 4 else None
     if header["has_overlay"] != bool(overlay):
         raise SchemaError(f"has_overlay is {header['has_overlay']} but the message "
@@ -241,15 +309,18 @@ def decode_message(parts: Sequence[bytes]) -> FrameMessage | EventMessage:
         score=None if header["score"] is None else float(header["score"]),
         threshold=None if header["threshold"] is None else float(header["threshold"]),
         anomalous=header["anomalous"], ready=header["ready"], drift=header["drift"], admitted=header["admitted"],
-        heatmap=heatmap, overlay=overlay, p_value=None if header.get("p_value") is None else float(header["p_value"]))
+        heatmap=heatmap, overlay=overlay, p_value=None if header.get("p_value") is None else float(header["p_value"]),
+        camera=header.get("camera"))
 
 
 class Subscriber:
-    """A ZeroMQ SUB socket connected to a streamad publisher.
+    """ZeroMQ SUB sockets connected to one or several streamad publishers (one socket per address, so
+    every message is known by where it came from).
 
-    ``topic`` filters by prefix (``""``: everything). ``receive(timeout)`` returns the next decoded
-    message or None when none arrived in ``timeout`` seconds; iteration yields messages forever.
-    Note ZeroMQ's "slow joiner": messages published before the connection is up are not received.
+    ``topic`` filters by prefix (``""``: everything; a list: any of them). ``receive(timeout)`` returns
+    the next decoded message or None when none arrived in ``timeout`` seconds; ``receive_from`` also
+    gives the address it came from; iteration yields messages forever. Note ZeroMQ's "slow joiner":
+    messages published before the connection is up are not received.
 
     For a CURVE publisher pass ``curve_server_public_key`` (the server's ``.key`` file, or its 40
     Z85 characters) and ``curve_client_key_file`` (this client's ``.key_secret``, whose public key
@@ -257,8 +328,8 @@ class Subscriber:
     ``handshake_error`` (e.g. "the publisher refused this subscriber's key ...").
     """
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, *, topic: str = "", rcvhwm: int = 100,
-                 context: zmq.Context | None = None,
+    def __init__(self, address: str | Sequence[str] = DEFAULT_ADDRESS, *, topic: str | Sequence[str] = "",
+                 rcvhwm: int = 100, context: zmq.Context | None = None,
                  curve_server_public_key: str | os.PathLike[str] | bytes | None = None,
                  curve_client_key_file: str | os.PathLike[str] | None = None) -> None:
         if not isinstance(rcvhwm, int) or rcvhwm < 1:
@@ -271,72 +342,109 @@ class Subscriber:
             from streamad.adapters.security import load_key_pair, load_public_key
 
             keys = (load_public_key(curve_server_public_key), *load_key_pair(curve_client_key_file))  # type: ignore
-        self.address = address
+        self.addresses = [address] if isinstance(address, str) else list(address)
+        if not self.addresses:
+            raise ValueError("Subscriber needs at least one address")
+        self.address = self.addresses[0]
+        topics = [topic] if isinstance(topic, str) else list(topic) or [""]
         self.curve = keys is not None
         self.handshake_error: str | None = None
         self._ctx = context or zmq.Context.instance()
-        self._socket = self._ctx.socket(zmq.SUB)
-        self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
-        if keys is not None:
-            self._socket.curve_serverkey, self._socket.curve_publickey, self._socket.curve_secretkey = keys
-        self._monitor = self._socket.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        try:
-            self._socket.connect(address)
-        except zmq.ZMQError as exc:
-            self.close()
-            raise ValueError(f"cannot connect to {address!r}: {exc.strerror} "
-                             f"(expected an address such as {DEFAULT_ADDRESS})") from exc
+        self._sockets: dict[zmq.Socket, str] = {}
+        self._monitors: dict[zmq.Socket, str] = {}
         self._poller = zmq.Poller()
-        self._poller.register(self._socket, zmq.POLLIN)
-        self._poller.register(self._monitor, zmq.POLLIN)
+        for addr in self.addresses:
+            sock = self._ctx.socket(zmq.SUB)
+            sock.setsockopt(zmq.RCVHWM, rcvhwm)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RECONNECT_IVL, 50)  # find a publisher that starts later soon
+            for t in topics:
+                sock.setsockopt(zmq.SUBSCRIBE, t.encode("utf-8"))
+            if keys is not None:
+                sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = keys
+            monitor = sock.get_monitor_socket(
+                zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            self._sockets[sock], self._monitors[monitor] = addr, addr
+            try:
+                sock.connect(addr)
+            except zmq.ZMQError as exc:
+                self.close()
+                raise ValueError(f"cannot connect to {addr!r}: {exc.strerror} "
+                                 f"(expected an address such as {DEFAULT_ADDRESS})") from exc
+            self._poller.register(sock, zmq.POLLIN)
+            self._poller.register(monitor, zmq.POLLIN)
+        self._ready: list[zmq.Socket] = []  # sockets with a message waiting, served in turn
 
-    def _read_monitor(self) -> None:
+    def _read_monitor(self, monitor: zmq.Socket) -> None:
         from zmq.utils.monitor import recv_monitor_message
 
         from streamad.adapters.security import describe_handshake_event
 
-        while self._monitor.poll(0):
-            event = recv_monitor_message(self._monitor)
+        while monitor.poll(0):
+            event = recv_monitor_message(monitor)
             if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.handshake_error = None
             else:
                 self.handshake_error = describe_handshake_event(event["event"], event["value"])
 
-    def receive_parts(self, timeout: float | None = None) -> list[bytes] | None:
-        """The raw parts of the next message, or None after ``timeout`` seconds without one."""
+    def receive_raw(self, timeout: float | None = None) -> tuple[str, list[bytes]] | None:
+        """(address, raw parts) of the next message, or None after ``timeout`` seconds without one.
+        Publishers with messages waiting are served in turn, so a busy one cannot starve the others."""
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         while True:
+            while self._ready:
+                sock = self._ready.pop(0)
+                if sock.poll(0, zmq.POLLIN):
+                    return self._sockets[sock], sock.recv_multipart()
             ms = None if deadline is None else max(0, int(round((deadline - time.monotonic()) * 1000)))
             ready = dict(self._poller.poll(ms))
-            if self._monitor in ready:
-                self._read_monitor()
-            if self._socket in ready:
-                return self._socket.recv_multipart()
-            if not ready or (deadline is not None and time.monotonic() >= deadline):
+            for sock in ready:
+                if sock in self._monitors:
+                    self._read_monitor(sock)
+                elif sock in self._sockets:
+                    self._ready.append(sock)
+            if not self._ready and (not ready or (deadline is not None and time.monotonic() >= deadline)):
                 return None
 
-    def receive(self, timeout: float | None = None) -> FrameMessage | EventMessage | None:
-        """The next message, decoded (raises :class:`SchemaError` on a malformed one); ``.type`` says
-        ``"frame"`` or ``"event"``."""
-        parts = self.receive_parts(timeout)
-        return None if parts is None else decode_message(parts)
+    def receive_parts(self, timeout: float | None = None) -> list[bytes] | None:
+        """The raw parts of the next message, or None after ``timeout`` seconds without one."""
+        got = self.receive_raw(timeout)
+        return None if got is None else got[1]
 
-    def __iter__(self) -> Iterator[FrameMessage | EventMessage]:
+    def receive_from(self, timeout: float | None = None) -> tuple[str, Message] | None:
+        """(address, decoded message), or None after ``timeout`` seconds; raises :class:`SchemaError`
+        (with ``address`` set on it) on a malformed message."""
+        got = self.receive_raw(timeout)
+        if got is None:
+            return None
+        address, parts = got
+        try:
+            return address, decode_message(parts)
+        except SchemaError as exc:
+            exc.address = address  # type: ignore[attr-defined]
+            raise
+
+    def receive(self, timeout: float | None = None) -> Message | None:
+        """The next message, decoded (raises :class:`SchemaError` on a malformed one); ``.type`` says
+        ``"frame"``, ``"event"`` or ``"status"``."""
+        got = self.receive_from(timeout)
+        return None if got is None else got[1]
+
+    def __iter__(self) -> Iterator[Message]:
         while True:
             msg = self.receive(None)
             if msg is not None:
                 yield msg
 
     def close(self) -> None:
-        if not self._socket.closed:
-            self._socket.disable_monitor()
-            self._socket.close(0)
-        if not self._monitor.closed:
-            self._monitor.close(0)
+        for sock in self._sockets:
+            if not sock.closed:
+                sock.disable_monitor()
+                sock.close(0)
+        for monitor in self._monitors:
+            if not monitor.closed:
+                monitor.close(0)
 
     def __enter__(self) -> Subscriber:
         return self
