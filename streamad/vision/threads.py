@@ -7,15 +7,20 @@ tenfold. :func:`resolve_threads` turns a :class:`~streamad.config.ThreadConfig` 
 numbers, :func:`apply_threads` sets them process-wide (torch, and BLAS through threadpoolctl) and
 returns what is now in force, which ``streamad watch --stats`` and ``streamad bench`` print.
 
-Automatic choices, for ``n`` usable cores: without background learning torch and BLAS ``n`` each
-(one thing runs at a time); with it, BLAS ``1`` (the learner's association keeps to one core) and
-torch ``n - 1`` (at least 1), so that the scorer's OpenMP pool never waits on a core the learner holds:
-measured on 2 cores, torch with 2 threads beside a busy learner took 568 ms per frame instead of 51.
+Automatic choices, for ``n`` usable cores: BLAS ``1`` always; torch ``n`` without background
+learning, ``n - 1`` (at least 1) with it. BLAS keeps to one thread even when one thing runs at a
+time because OpenBLAS's threads keep spinning after a call and starve torch's OpenMP pool on the next
+frame: measured on 2 cores (``streamad bench --modes sync``), the backbone stage took 89.9 ms per
+frame with BLAS 2 and 21.4 ms with BLAS 1 (synchronous 4.6 -> 6.8 fps). With background learning torch
+gets ``n - 1`` so that the scorer's pool never waits on a core the learner holds: torch with 2 threads
+beside a busy learner took 568 ms per frame instead of 51.
 (HNSW query threads: ``IndexConfig.threads``.)
 
     >>> from streamad.config import ThreadConfig
     >>> resolve_threads(ThreadConfig(), background=True, cores=2)
     {'torch': 1, 'blas': 1}
+    >>> resolve_threads(ThreadConfig(), background=False, cores=2)
+    {'torch': 2, 'blas': 1}
     >>> resolve_threads(ThreadConfig(blas=2), background=True, cores=2)["blas"]
     2
 """
@@ -40,7 +45,7 @@ def usable_cores() -> int:
 def resolve_threads(config: ThreadConfig, background: bool, cores: int | None = None) -> dict[str, int]:
     """The thread counts ``config`` asks for, its zeros replaced by the automatic choice."""
     n = cores or usable_cores()
-    auto = {"torch": max(1, n - 1), "blas": 1} if background else {"torch": n, "blas": n}
+    auto = {"torch": max(1, n - 1), "blas": 1} if background else {"torch": n, "blas": 1}
     return {name: getattr(config, name) or auto[name] for name in ("torch", "blas")}
 
 
