@@ -307,6 +307,7 @@ class Publisher:
                                "'streamad watch') using it? Pick another address, e.g. tcp://127.0.0.1:5557") from exc
         self.address: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.status_sent = 0
+        self.linger_s = 0.0  # on close, how long queued messages may still go out (0: dropped at once)
         self._seqs: dict[tuple[str, str], int] = {}  # (message type, topic) -> next seq
         self._lock = threading.Lock()  # one socket, many camera threads: a ZeroMQ socket is not thread-safe
 
@@ -379,10 +380,11 @@ class Publisher:
         return True
 
     def close(self) -> None:
-        """Close the socket at once (LINGER 0: queued messages are discarded). Safe to call twice."""
+        """Close the socket (queued messages go out for at most ``linger_s`` seconds, 0 by default: they
+        are discarded). Safe to call twice."""
         with self._lock:
             if not self._socket.closed:
-                self._socket.close(0)
+                self._socket.close(int(self.linger_s * 1000))
         self._stop_auth()
 
     def _stop_auth(self) -> None:

@@ -6,7 +6,8 @@ The command line only parses, checks and prints; this module does the rest, one 
   window) in an ``ExitStack``, so they are closed however the run ends;
 - :func:`resume_state` resumes the detector from a state directory (or starts fresh, or moves an
   unusable state aside) and gives the :class:`~streamad.adapters.live.StateSaver` that keeps it saved;
-- :func:`watch` runs the loop with Ctrl-C / SIGTERM handling, alarm events
+- :func:`watch` runs the loop as a one-camera :class:`~streamad.adapters.serve.fleet.Fleet` (the
+  machinery of ``streamad serve``) with Ctrl-C / SIGTERM handling, alarm events
   (:class:`~streamad.stream.events.AlarmEvents`) and the event lines of :class:`EventLines`;
 - :func:`saved_line` and :func:`failure` say what became of the saved file and whether the run failed.
 
@@ -26,7 +27,7 @@ from streamad.results import AlarmEvent, FrameResult
 from streamad.stream.events import AlarmEvents
 
 from streamad.adapters.display import SnapshotRecorder, VideoRecorder, Window, make_recorder
-from streamad.adapters.live import StateSaver, StopFlag, WatchSummary, run_watch, stop_on_signals
+from streamad.adapters.live import StateSaver, WatchSummary
 from streamad.adapters.publisher import Publisher
 from streamad.adapters.sources import DemoSource, Frame, Source, VideoFileSource, open_source
 
@@ -234,14 +235,20 @@ def watch(parts: Parts, detector: Any, *, on_event: EventSink, on_status: EventS
           quiet: bool = False, alarms: EventConfig | None = None) -> WatchSummary:
     """Run the live loop on ``parts`` until the source ends, ``max_frames``, Ctrl-C or SIGTERM (which
     finish the current frame), or the window is closed. Anomalous frames are grouped into alarm events
-    as ``alarms`` says (default ``EventConfig()``): published, and one line each to ``on_event``."""
+    as ``alarms`` says (default ``EventConfig()``): published, and one line each to ``on_event``.
+
+    This is ``streamad serve`` with one camera (its name: the publisher's topic): a
+    :class:`~streamad.adapters.serve.fleet.Fleet` whose one loop runs on this thread."""
+    from streamad.adapters.serve.fleet import Camera, Fleet
+
     events = EventLines(on_event, quiet)
-    flag = StopFlag()
-    with stop_on_signals(flag, notify=on_event):
-        return run_watch(parts.source, detector, publisher=parts.publisher, recorder=parts.recorder,
-                         window=parts.window, max_frames=max_frames, stop=flag, on_result=events.on_result,
-                         on_status=on_status, status_interval=status_interval, on_bad_frame=events.on_bad_frame,
-                         saver=saver, events=AlarmEvents(alarms), on_alarm=events.on_alarm)
+    name = parts.publisher.topic if parts.publisher is not None else "streamad"
+    camera = Camera(name, parts.source, detector, saver=saver, events=AlarmEvents(alarms), max_frames=max_frames,
+                    recorder=parts.recorder, window=parts.window, on_result=events.on_result,
+                    on_alarm=events.on_alarm, on_bad_frame=events.on_bad_frame, on_status=on_status,
+                    status_interval=status_interval)
+    fleet = Fleet([camera], publisher=parts.publisher, status_every=None, on_event=on_event)
+    return fleet.run().cameras[0].summary
 
 
 def saved_line(recorder: VideoRecorder | SnapshotRecorder | None, path: str | None) -> str | None:

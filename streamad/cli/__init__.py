@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "streamad.cli.eval_stream",
     "streamad.cli.eval_alarms",
     "streamad.cli.watch",
+    "streamad.cli.serve",
     "streamad.cli.listen",
     "streamad.cli.keys",
     "streamad.cli.bench",
