@@ -24,6 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "streamad.cli.keys",
     "streamad.cli.bench",
     "streamad.cli.bench_engine",
+    "streamad.cli.bench_serve",
 )
 
 

@@ -87,7 +87,7 @@ def status_document(snapshots: list[StatusSnapshot]) -> dict[str, Any]:
         step = max(1, math.ceil(len(hist) / CHART_POINTS))
         points = [[round(t - snap.time, 2), _finite(s), _finite(th)] for t, s, th in hist[::step]]
         fields = {k: _finite(v) for k, v in snap.fields().items()}
-        cams.append({"name": snap.camera, **fields, "last_index": snap.last_index, "note": snap.note,
+        cams.append({"name": snap.camera, **fields, "last_index": snap.last_index,
                      "history": points, "latest_alarms": [{k: _finite(v) for k, v in a.items()}
                                                           for a in snap.latest_alarms]})
     return {"cameras": cams}
@@ -275,7 +275,7 @@ function chart(cv, hist) {
   const line = (sel, colour) => { g.strokeStyle = colour; g.lineWidth = 2; g.beginPath(); let on = false;
     for (const p of hist) { const v = p[sel]; if (v === null) { on = false; continue; } on ? g.lineTo(x(p[0]), y(v)) : g.moveTo(x(p[0]), y(v)); on = true; } g.stroke(); };
   line(1, "#5fb3f9"); line(2, "#e0433a");
-  g.fillStyle = "#9aa"; g.font = "18px sans-serif"; g.fillText(Math.round(-t0) + " s: score (blue), threshold (red)", 8, 20);
+  g.fillStyle = "#9aa"; g.font = "18px sans-serif"; g.fillText("last " + Math.round(-t0) + " s: score (blue), threshold (red)", 8, cv.height - 10);
 }
 async function refresh() {
   try {
@@ -285,8 +285,9 @@ async function refresh() {
       const t = tile(cam);
       t.st.textContent = cam.state; t.st.className = "state " + cam.state;
       if (cam.last_index !== null && cam.last_index !== t.index) { t.index = cam.last_index; t.img.src = "frame/" + encodeURIComponent(cam.name) + ".jpg" + q("i=" + cam.last_index); }
-      t.stats.textContent = "frame " + fmt(cam.last_index, 0) + "  " + fmt(cam.fps, 1) + " fps  lag " + fmt(cam.lag_s, 2) + " s  score " + fmt(cam.score, 2) +
-        " / " + fmt(cam.threshold, 2) + "  dropped " + cam.dropped + "  admissions/s " + fmt(cam.admissions_per_s, 2) + "  nominal " + fmt(cam.nominal_patches, 0) + "  alarms " + cam.alarms;
+      t.stats.textContent = ["frame " + fmt(cam.last_index, 0), fmt(cam.fps, 1) + " fps", "lag " + fmt(cam.lag_s, 2) + " s",
+        "score " + fmt(cam.score, 2) + " / threshold " + fmt(cam.threshold, 2), "dropped " + cam.dropped,
+        "admissions/s " + fmt(cam.admissions_per_s, 2), "nominal " + fmt(cam.nominal_patches, 0), "alarms " + cam.alarms].join(" \u00b7 ");
       t.alarms.textContent = cam.latest_alarms.slice(-3).reverse().map(a => "alarm " + a.event + ": frames " + a.start + "-" + a.end + ", peak " + fmt(a.peak_score, 2)).join("  |  ");
       t.el.classList.toggle("alarm", cam.score !== null && cam.threshold !== null && cam.score > cam.threshold);
       chart(t.cv, cam.history);

@@ -184,8 +184,8 @@ class DemoSource(Source):
                  realtime: bool = False) -> None:
         if max_frames is not None and max_frames < 0:
             raise ValueError(f"DemoSource.max_frames must be >= 0 or None, got {max_frames!r}")
-        super().__init__("demo")
         self.stream = DemoStream(config)
+        super().__init__("demo" if self.stream.config.seed == 0 else f"demo:{self.stream.config.seed}")
         self.max_frames = max_frames
         self.realtime = realtime
         self._next = 0

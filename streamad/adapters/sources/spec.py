@@ -18,7 +18,7 @@ from streamad.adapters.sources.base import (
     redact_url,
 )
 from streamad.adapters.sources.camera import Backoff, LiveSource
-from streamad.adapters.sources.demo import DemoSource
+from streamad.adapters.sources.demo import DemoConfig, DemoSource
 from streamad.adapters.sources.files import FolderSource, VideoFileSource
 
 
@@ -33,7 +33,8 @@ def open_source(spec: str, *, capture_factory: CaptureFactory | None = None, on_
                 backoff: Backoff | None = None, max_retries: int | None = None) -> Source:
     """The source ``spec`` names.
 
-    - ``"demo"``: the built-in generated stream (see ``streamad.adapters.sources.demo``);
+    - ``"demo"``: the built-in generated stream (see ``streamad.adapters.sources.demo``); ``"demo:N"``:
+      the same scene drawn with seed N (another camera's view: other jitter, noise and defects);
     - digits (``"0"``): that camera index; a device node (``/dev/video0``): that camera;
     - ``scheme://...`` (rtsp, http, https, rtmp, udp, tcp, srt): a live network stream;
     - a folder: its images; any other existing file: a video.
@@ -48,6 +49,8 @@ def open_source(spec: str, *, capture_factory: CaptureFactory | None = None, on_
         raise SourceError(f"empty source. {SPEC_HINT}")
     if text.lower() == "demo":
         return DemoSource()
+    if text.lower().startswith("demo:") and text[5:].isdigit():
+        return DemoSource(DemoConfig(seed=int(text[5:])))
     if text.isdigit():
         return LiveSource(int(text), capture_factory=capture_factory, on_event=on_event, backoff=backoff,
                           max_retries=max_retries)

@@ -1,0 +1,159 @@
+"""One ``streamad serve`` against N separate ``streamad watch`` processes, for N demo cameras.
+
+For each camera count N, with the same settings (preset, window, learning, device, frames per camera):
+
+- **serve**: one ``streamad serve`` process with N demo cameras (one backbone, batches of the cameras'
+  newest frames), each stopping after ``frames`` frames;
+- **watch**: N ``streamad watch demo`` processes started together, each stopping after ``frames``
+  frames (each loads its own backbone and runs its own thread pools on the same cores).
+
+A camera's rate is its frames over its own loop time (model loading excluded, as the commands print
+it); the aggregate is the sum of the cameras' rates. Benchmarks print figures, tests assert behaviour:
+nothing here is asserted. The commands run as subprocesses (``python -m streamad ...``), exactly as a
+user runs them::
+
+    rows = measure([1, 2], frames=20, preset="fast")
+    print(table(rows))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamad.errors import UserError
+
+SUMMARY = re.compile(r"^frames (\d+) in ([\d.]+) s \(([\d.]+) fps\)", re.M)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One camera count, one way of running: per-camera rates (frames per second), wall seconds of the
+    whole run (process start to end, model loading included)."""
+
+    cameras: int
+    mode: str
+    rates: tuple[float, ...]
+    wall_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def aggregate(self) -> float:
+        return float(sum(self.rates))
+
+    @property
+    def mean(self) -> float:
+        return self.aggregate / len(self.rates) if self.rates else 0.0
+
+    @property
+    def min_share(self) -> float:
+        """The slowest camera's rate over the mean per-camera rate."""
+        return min(self.rates) / self.mean if self.rates and self.mean > 0 else 0.0
+
+
+def _env(torch_threads: int | None) -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if torch_threads:
+        env["OMP_NUM_THREADS"] = str(torch_threads)
+    return env
+
+
+def serve_config(n: int, *, preset: str, window: int | None, learning: str, device: str | None,
+                 batch_wait_ms: float) -> str:
+    """The TOML of N demo cameras with the given settings (no publisher, no page)."""
+    head = f"[serve]\nbatch_wait_ms = {batch_wait_ms}\n" + (f'device = "{device}"\n' if device else "")
+    head += "[publisher]\nenabled = false\n"
+    cams = "".join(f'\n[[cameras]]\nname = "cam{i}"\nsource = "demo"\npreset = "{preset}"\nlearning = "{learning}"\n'
+                   + (f"window = {window}\n" if window else "") for i in range(n))
+    return head + cams
+
+
+def run_serve(n: int, frames: int, *, preset: str, window: int | None, learning: str, device: str | None,
+              batch_wait_ms: float = 5.0, timeout: float = 3600.0) -> Row:
+    """One ``streamad serve`` with ``n`` demo cameras, ``frames`` frames each."""
+    with tempfile.TemporaryDirectory(prefix="streamad-bench-serve-") as tmp:
+        cfg, report = os.path.join(tmp, "serve.toml"), os.path.join(tmp, "serve.json")
+        with open(cfg, "w", encoding="utf-8") as fh:
+            fh.write(serve_config(n, preset=preset, window=window, learning=learning, device=device,
+                                  batch_wait_ms=batch_wait_ms))
+        t0 = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "streamad", "serve", cfg, "--max-frames", str(frames), "--quiet",
+                               "--json", report], capture_output=True, text=True, timeout=timeout, env=_env(None))
+        wall = time.monotonic() - t0
+        if proc.returncode != 0 or not os.path.exists(report):
+            raise UserError(f"streamad serve with {n} cameras failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+        with open(report, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    rates = tuple(c["frames"] / c["seconds"] if c["seconds"] > 0 else 0.0 for c in doc["cameras"])
+    return Row(n, "serve", rates, wall, {"mean_batch": doc["mean_batch"], "threads": doc["threads"]})
+
+
+def run_watches(n: int, frames: int, *, preset: str, window: int | None, learning: str, device: str | None,
+                timeout: float = 3600.0) -> Row:
+    """``n`` ``streamad watch demo`` processes at once, ``frames`` frames each."""
+    cmd = [sys.executable, "-m", "streamad", "watch", "demo", "--max-frames", str(frames), "--quiet", "--preset",
+           preset, "--learning", learning]
+    if window:
+        cmd += ["--window", str(window)]
+    if device:
+        cmd += ["--device", device]
+    t0 = time.monotonic()
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(None))
+             for _ in range(n)]
+    rates = []
+    for p in procs:
+        out, err = p.communicate(timeout=timeout)
+        m = SUMMARY.search(out)
+        if p.returncode != 0 or m is None:
+            raise UserError(f"streamad watch failed (exit {p.returncode}): {err.strip()[-500:]}")
+        rates.append(int(m.group(1)) / float(m.group(2)) if float(m.group(2)) > 0 else 0.0)
+    return Row(n, "watch", tuple(rates), time.monotonic() - t0)
+
+
+def measure(counts: list[int], frames: int, *, preset: str = "default", window: int | None = None,
+            learning: str = "background", device: str | None = None, batch_wait_ms: float = 5.0,
+            modes: tuple[str, ...] = ("serve", "watch"), progress: Any = None) -> list[Row]:
+    """For each camera count: a ``serve`` row and a ``watch`` row (as ``modes`` says)."""
+    rows = []
+    for n in counts:
+        if n < 1:
+            raise UserError(f"camera counts must be >= 1, got {n}")
+        for mode in modes:
+            if progress is not None:
+                progress(f"{n} camera(s): {mode} ...")
+            if mode == "serve":
+                rows.append(run_serve(n, frames, preset=preset, window=window, learning=learning, device=device,
+                                      batch_wait_ms=batch_wait_ms))
+            else:
+                rows.append(run_watches(n, frames, preset=preset, window=window, learning=learning, device=device))
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    """A Markdown table: per camera count, aggregate fps of serve and of the separate watches, their
+    ratio, the per-camera rates and the slowest camera's share of the mean."""
+    by = {(r.cameras, r.mode): r for r in rows}
+    lines = ["| cameras | serve: fps together | watch x N: fps together | serve / watch | serve: per camera "
+             "(min / mean) | watch: per camera (min / mean) | serve: slowest / mean | frames per batch |",
+             "|---|---|---|---|---|---|---|---|"]
+    for n in sorted({r.cameras for r in rows}):
+        s, w = by.get((n, "serve")), by.get((n, "watch"))
+
+        def rate(r: Row | None) -> str:
+            return "-" if r is None else f"{r.aggregate:.2f}"
+
+        def per(r: Row | None) -> str:
+            return "-" if r is None else f"{min(r.rates):.2f} / {r.mean:.2f}"
+
+        ratio = f"{s.aggregate / w.aggregate:.2f}x" if s and w and w.aggregate > 0 else "-"
+        share = "-" if s is None else f"{s.min_share:.2f}"
+        batch = "-" if s is None or not s.extra.get("mean_batch") else f"{s.extra['mean_batch']:.2f}"
+        lines.append(f"| {n} | {rate(s)} | {rate(w)} | {ratio} | {per(s)} | {per(w)} | {share} | {batch} |")
+    return "\n".join(lines)

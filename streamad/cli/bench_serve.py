@@ -1,0 +1,61 @@
+"""Aggregate frames per second of N demo cameras: one 'streamad serve' against N separate 'streamad watch'.
+
+For each camera count in --cameras, runs one 'streamad serve' with that many demo cameras, then the
+same number of 'streamad watch demo' processes at once, all with the same settings (--preset,
+--window, --learning, --device) and --frames frames per camera, and prints a table: the aggregate
+rate of each (the sum of the cameras' rates; a camera's rate is its frames over its own loop time,
+model loading excluded), their ratio, the per-camera rates, the slowest camera's share of the mean
+and serve's mean batch. Run it on a quiet machine: every process shares the cores.
+
+examples:
+  streamad bench-serve --cameras 1 2 4 8 --frames 300
+  streamad bench-serve --cameras 1 2 4 8 16 32 --frames 300 --device cuda --out docs/serve_bench.md
+  streamad bench-serve --cameras 2 --frames 10 --preset fast       # a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from streamad.errors import UserError
+
+NAME = "bench-serve"
+HELP = "aggregate fps of N demo cameras: one 'streamad serve' against N separate 'streamad watch' processes"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cameras", type=int, nargs="+", default=[1, 2, 4, 8], metavar="N", help="camera counts (1 2 4 8)")
+    p.add_argument("--frames", type=int, default=300, metavar="F", help="frames per camera (default 300)")
+    p.add_argument("--preset", default="default", help="detector preset of every camera (default: default)")
+    p.add_argument("--window", type=int, default=None, metavar="W", help="window of every camera (default: preset's)")
+    p.add_argument("--learning", choices=("background", "sync"), default="background")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="serve's [serve] batch_wait_ms (default 5)")
+    p.add_argument("--modes", default="serve,watch", help="serve, watch or both (default serve,watch)")
+    p.add_argument("--out", metavar="FILE.md", default=None, help="also write the table there")
+    p.add_argument("--json", metavar="FILE", default=None, help="write every row as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from streamad.bench.serve import measure, table
+
+    if args.frames < 1:
+        raise UserError(f"--frames must be >= 1, got {args.frames}")
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if not modes or any(m not in ("serve", "watch") for m in modes):
+        raise UserError(f"--modes must list serve and/or watch, got {args.modes!r}")
+    rows = measure(args.cameras, args.frames, preset=args.preset, window=args.window, learning=args.learning,
+                   device=args.device, batch_wait_ms=args.batch_wait_ms, modes=modes,
+                   progress=lambda line: print(f"streamad bench-serve: {line}", file=sys.stderr, flush=True))
+    text = table(rows)
+    print(text)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump([{"cameras": r.cameras, "mode": r.mode, "rates": list(r.rates), "aggregate": r.aggregate,
+                        "wall_s": r.wall_s, **r.extra} for r in rows], fh, indent=1)
+    return 0
