@@ -450,7 +450,9 @@ def test_two_serve_processes_and_one_listener_every_message_no_gaps(tmp_path: Pa
             assert frame_seqs == list(range(30)), (cam, frame_seqs)  # every frame message, in order
             assert [m["index"] for m in mine if m["type"] == "frame"] == list(range(30))
             status_seqs = [m["seq"] for m in mine if m["type"] == "status"]
-            assert len(status_seqs) >= 2 and status_seqs == list(range(status_seqs[0], status_seqs[-1] + 1))
+            assert status_seqs and status_seqs == list(range(status_seqs[0], status_seqs[-1] + 1))
+            final = [m for m in mine if m["type"] == "status"][-1]
+            assert (final["state"], final["frames"]) == ("ended", 30)
             assert all(m["topic"] == f"_status/{cam}" for m in mine if m["type"] == "status")
             events = [m["seq"] for m in mine if m["type"] == "event"]
             assert events == list(range(len(events)))
@@ -481,3 +483,31 @@ def test_sigterm_stops_every_camera_saves_every_state_and_lists_each(tmp_path: P
         line = next(line for line in stdout.splitlines() if line.startswith(f"{name}: frames "))
         assert "stopped: signal SIGTERM" in line and "state saved 1x" in line, line
         assert (tmp_path / "states" / state / "manifest.json").is_file()
+
+
+@pytest.mark.slow
+def test_serve_equals_watch_with_the_real_backbone_on_real_images(bottle_dir: Path, tmp_path: Path, monkeypatch,
+                                                                  capsys) -> None:
+    """The default backbone (EfficientNet-Lite0, preset fast) on 10 bottle images: two cameras batched
+    through one backbone score every frame exactly as ``streamad watch`` does (synchronous learning)."""
+    frames = tmp_path / "bottle"
+    frames.mkdir()
+    for name in sorted(os.listdir(bottle_dir / "train" / "good"))[:10]:
+        os.symlink(bottle_dir / "train" / "good" / name, frames / name)
+    extra = SMALL.replace("window = 8", 'window = 8\npreset = "fast"')
+    path = config_file(tmp_path / "serve.toml", [(n, str(frames)) for n in "ab"], extra=extra,
+                       head="[serve]\nbatch_wait_ms = 500\n[publisher]\nenabled = false\n")
+    monkeypatch.setattr(serve_cmd, "make_detector", lambda config, extractor: Recording(config, extractor=extractor))
+    Recording.made = []
+    assert cli.main(["serve", str(path), "--quiet", "--json", str(tmp_path / "serve.json")]) == 0
+    served = [det.seen for det in Recording.made]
+    assert json.loads((tmp_path / "serve.json").read_text())["mean_batch"] > 1.5
+    config = load_config(path).cameras[0].stream_config()
+    monkeypatch.setattr(watch_cmd, "build_config", lambda args: config)
+    monkeypatch.setattr(watch_cmd, "make_detector", lambda cfg: Recording(cfg))
+    Recording.made = []
+    assert cli.main(["watch", str(frames), "--learning", "sync", "--quiet"]) == 0
+    watched = Recording.made[0].seen
+    capsys.readouterr()
+    assert len(watched) == 10 and sum(r[1] for r in watched) >= 5
+    assert served == [watched] * 2

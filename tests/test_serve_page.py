@@ -34,7 +34,9 @@ address = "127.0.0.1:0"
 name = "{name}"
 source = "demo"
 preset = "fast"
-window = 12
+window = 8
+[cameras.overrides]
+channels = {{ seeds = 2, min_span = 2 }}
 """ for name in CAMERAS)
 
 
@@ -67,7 +69,7 @@ def page(tmp_path_factory) -> Iterator[str]:
             url = m.group(1) if m else None
         while True:  # every camera ready (scores), so the overlays and charts have something to show
             doc = json.loads(get(url + "status.json"))
-            if all(c["score"] is not None and c["frames"] >= 16 for c in doc["cameras"]):
+            if all(c["score"] is not None and c["frames"] >= 6 for c in doc["cameras"]):
                 break
             assert proc.poll() is None and time.monotonic() < end, doc
             time.sleep(0.5)
