@@ -189,6 +189,28 @@ def test_serve_scores_equal_watch_scores_on_the_same_frames(tmp_path: Path, monk
         assert served[name] == watched, name          # every score, threshold and p-value, exactly
 
 
+def test_a_camera_that_sends_nothing_delays_the_others_at_most_the_batch_wait() -> None:
+    calls: list[int] = []
+
+    def extractor(frames):
+        calls.append(len(frames))
+        return np.zeros((len(frames), 16, 3), np.float32)
+
+    with SharedBackbone(max_wait=0.05) as backbone:
+        busy, idle = backbone.client(extractor), backbone.client(extractor)
+        t0 = time.monotonic()
+        for _ in range(10):
+            busy([np.zeros((8, 8, 3), np.uint8)])      # the idle camera has no frame: each batch waits 50 ms
+        waited = time.monotonic() - t0
+        backbone.leave(idle)                            # it stopped: no batch waits for it any more
+        t0 = time.monotonic()
+        for _ in range(10):
+            busy([np.zeros((8, 8, 3), np.uint8)])
+        alone = time.monotonic() - t0
+    assert calls == [1] * 20
+    assert 0.4 < waited < 3.0 and alone < 0.3
+
+
 # -- faults: one camera's troubles leave the others alone ---------------------------------------------
 
 
