@@ -95,7 +95,7 @@ class FrameMessage:
 
 @dataclass(frozen=True, eq=False)
 class EventMessage:
-    """One decoded alarm event message (schema 2): the header fields and the peak frame's heatmap
+    """One decoded alarm event message (schema 2 and later): the header fields and the peak frame's heatmap
     (float32 (h, w), or None)."""
 
     topic: str

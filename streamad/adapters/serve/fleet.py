@@ -235,7 +235,7 @@ class Fleet:
             if cam.extractor is not None and self.backbone is not None:
                 self.backbone.leave(cam.extractor)
         summary = _merge(runs, cam) if runs else _empty(cam, self.stop_flag.reason or "failed")
-        status.state("stopped" if self.stop_flag else ("failed" if not runs else "ended"))
+        status.state("failed" if not runs else "ended" if summary.stopped == "end" else "stopped")
         self._results[cam.name] = CameraSummary(cam.name, summary, restarts, error)
 
     def _reopen(self, cam: Camera) -> bool:
