@@ -88,7 +88,8 @@ def run_serve(n: int, frames: int, *, preset: str, window: int | None, learning:
                                "--json", report], capture_output=True, text=True, timeout=timeout, env=_env(None))
         wall = time.monotonic() - t0
         if proc.returncode != 0 or not os.path.exists(report):
-            raise UserError(f"streamad serve with {n} cameras failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+            raise UserError(f"streamad serve with {n} cameras failed (exit {proc.returncode}): "
+                            f"{proc.stderr.strip()[-500:]}")
         with open(report, encoding="utf-8") as fh:
             doc = json.load(fh)
     rates = tuple(c["frames"] / c["seconds"] if c["seconds"] > 0 else 0.0 for c in doc["cameras"])

@@ -167,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
         publisher = None
         if config.publish:
             publisher = stack.enter_context(Publisher(
-                config.publish, topic=config.cameras[0].name, bind_any=config.bind_any, overlay_jpeg=config.overlay_jpeg,
+                config.publish, topic=config.cameras[0].name, bind_any=config.bind_any,
+                overlay_jpeg=config.overlay_jpeg,
                 hwm=config.hwm, curve_secret_key_file=config.curve_server_key,
                 allowed_clients_dir=config.curve_clients))
             publisher.linger_s = 0.5  # the last status messages (every camera's final state) still go out

@@ -261,13 +261,13 @@ class Fleet:
 
     # -- hooks of a camera's loop ----------------------------------------------------------------------
     def _on_result(self, cam: Camera, status: CameraStatus) -> Callable[[Frame, FrameResult], None]:
-        nominal = getattr(type(cam.detector), "nominal_count", None)
+        counts_nominal = getattr(type(cam.detector), "nominal_count", None) is not None
 
         def hook(frame: Frame, result: FrameResult) -> None:
             stats = cam.source.stats
             lag = (time.time() - frame.timestamp) if cam.source.live else sum(result.timings.values()) / 1000.0
             status.frame(result, lag_s=lag, dropped=stats.dropped,
-                         nominal=cam.detector.nominal_count if nominal is not None else None,  # type: ignore[attr-defined]
+                         nominal=getattr(cam.detector, "nominal_count", None) if counts_nominal else None,
                          reconnects=stats.reconnects, failures=stats.failures)
             self.latest[cam.name] = (frame, result)  # one assignment: a reader sees a whole pair
             if cam.on_result is not None:
