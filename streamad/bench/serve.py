@@ -8,7 +8,10 @@ For each camera count N, with the same settings (preset, window, learning, devic
   frames (each loads its own backbone and runs its own thread pools on the same cores).
 
 A camera's rate is its frames over its own loop time (model loading excluded, as the commands print
-it); the aggregate is the sum of the cameras' rates. Benchmarks print figures, tests assert behaviour:
+it). The aggregate ("together") is every camera's frames over the span from the first loop's start to
+the last loop's end: for ``serve`` its own figure; for the ``watch`` processes, each loop's end is when
+its process exits and its start that minus its loop time, so a process that runs alone for a while
+(the others still loading, or done) does not inflate the figure. Benchmarks print figures, tests assert behaviour:
 nothing here is asserted. The commands run as subprocesses (``python -m streamad ...``), exactly as a
 user runs them::
 
@@ -42,15 +45,18 @@ class Row:
     mode: str
     rates: tuple[float, ...]
     wall_s: float
+    together: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def aggregate(self) -> float:
-        return float(sum(self.rates))
+        """Frames per second of all cameras together (see the module docstring)."""
+        return self.together
 
     @property
     def mean(self) -> float:
-        return self.aggregate / len(self.rates) if self.rates else 0.0
+        """The mean per-camera rate."""
+        return float(sum(self.rates)) / len(self.rates) if self.rates else 0.0
 
     @property
     def min_share(self) -> float:
@@ -93,7 +99,7 @@ def run_serve(n: int, frames: int, *, preset: str, window: int | None, learning:
         with open(report, encoding="utf-8") as fh:
             doc = json.load(fh)
     rates = tuple(c["frames"] / c["seconds"] if c["seconds"] > 0 else 0.0 for c in doc["cameras"])
-    return Row(n, "serve", rates, wall, {"mean_batch": doc["mean_batch"], "threads": doc["threads"]})
+    return Row(n, "serve", rates, wall, doc["fps"], {"mean_batch": doc["mean_batch"], "threads": doc["threads"]})
 
 
 def run_watches(n: int, frames: int, *, preset: str, window: int | None, learning: str, device: str | None,
@@ -106,16 +112,36 @@ def run_watches(n: int, frames: int, *, preset: str, window: int | None, learnin
     if device:
         cmd += ["--device", device]
     t0 = time.monotonic()
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(None))
-             for _ in range(n)]
-    rates = []
-    for p in procs:
-        out, err = p.communicate(timeout=timeout)
-        m = SUMMARY.search(out)
-        if p.returncode != 0 or m is None:
-            raise UserError(f"streamad watch failed (exit {p.returncode}): {err.strip()[-500:]}")
-        rates.append(int(m.group(1)) / float(m.group(2)) if float(m.group(2)) > 0 else 0.0)
-    return Row(n, "watch", tuple(rates), time.monotonic() - t0)
+    with tempfile.TemporaryDirectory(prefix="streamad-bench-watch-") as tmp:
+        logs = [(open(os.path.join(tmp, f"{i}.out"), "w+"), open(os.path.join(tmp, f"{i}.err"), "w+"))
+                for i in range(n)]
+        procs = [subprocess.Popen(cmd, stdout=o, stderr=e, text=True, env=_env(None)) for o, e in logs]
+        ends: dict[int, float] = {}
+        while len(ends) < n:  # each process's end time, to place its loop on the clock
+            for i, p in enumerate(procs):
+                if i not in ends and p.poll() is not None:
+                    ends[i] = time.monotonic()
+            if time.monotonic() - t0 > timeout:
+                for p in procs:
+                    p.kill()
+                raise UserError(f"streamad watch x {n} did not finish within {timeout:g} s")
+            time.sleep(0.02)
+        rates, frames, spans = [], 0, []
+        for i, (p, (o, e)) in enumerate(zip(procs, logs)):
+            o.seek(0)
+            e.seek(0)
+            out, err = o.read(), e.read()
+            o.close()
+            e.close()
+            m = SUMMARY.search(out)
+            if p.returncode != 0 or m is None:
+                raise UserError(f"streamad watch failed (exit {p.returncode}): {err.strip()[-500:]}")
+            count, seconds = int(m.group(1)), float(m.group(2))
+            rates.append(count / seconds if seconds > 0 else 0.0)
+            frames += count
+            spans.append((ends[i] - seconds, ends[i]))
+    span = max(end for _, end in spans) - min(start for start, _ in spans)
+    return Row(n, "watch", tuple(rates), time.monotonic() - t0, frames / span if span > 0 else 0.0)
 
 
 def measure(counts: list[int], frames: int, *, preset: str = "default", window: int | None = None,

@@ -3,9 +3,10 @@
 For each camera count in --cameras, runs one 'streamad serve' with that many demo cameras, then the
 same number of 'streamad watch demo' processes at once, all with the same settings (--preset,
 --window, --learning, --device) and --frames frames per camera, and prints a table: the aggregate
-rate of each (the sum of the cameras' rates; a camera's rate is its frames over its own loop time,
-model loading excluded), their ratio, the per-camera rates, the slowest camera's share of the mean
-and serve's mean batch. Run it on a quiet machine: every process shares the cores.
+rate of each (every camera's frames over the span from the first loop's start to the last loop's
+end, model loading excluded), their ratio, the per-camera rates (a camera's frames over its own loop
+time), the slowest camera's share of the mean and serve's mean batch. Run it on a quiet machine:
+every process shares the cores.
 
 examples:
   streamad bench-serve --cameras 1 2 4 8 --frames 300
