@@ -260,8 +260,9 @@ def reference_scores(frames: Path) -> list:
 
 
 def browse(url: str, stop: threading.Event, seen: list[int]) -> None:
-    """A browser that comes and goes: page, status and images, some requests dropped half-way."""
-    while not stop.is_set():
+    """A browser that comes and goes: page, status and images, some requests dropped half-way (at least
+    one round, however short the run)."""
+    while not seen or not stop.is_set():
         for route in ("", "status.json", "frame/steady.jpg", "frame/flaky.jpg"):
             try:
                 with urllib.request.urlopen(url + route, timeout=5) as resp:
