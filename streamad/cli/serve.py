@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     from streamad.adapters.publisher import Publisher
     from streamad.adapters.serve.batcher import SharedBackbone
     from streamad.adapters.serve.config import load_config
-    from streamad.adapters.serve.fleet import Camera, Fleet
+    from streamad.adapters.serve.fleet import Fleet
     from streamad.adapters.serve.web import WebPage
     from streamad.adapters.session import quiet_opencv, resume_state
     from streamad.adapters.sources import open_source
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         stack.callback(backbone.stop)
         extractors, cameras = Extractors(), []
         for cam in config.cameras:
-            cameras.append(_camera(stack, cam, config, threads, extractors, backbone, console, args.max_frames,
+            cameras.append(_camera(stack, cam, config, extractors, backbone, console, args.max_frames,
                                    resume_state, open_source, AlarmEvents))
         fleet = Fleet(cameras, publisher=publisher, backbone=backbone, status_every=config.status_every,
                       on_event=console.event, history_s=config.history_s)
@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if any(c.summary.frames for c in summary.cameras) or summary.stopped != "end" else 1
 
 
-def _camera(stack: ExitStack, cam: Any, config: Any, threads: dict[str, int], extractors: Extractors,
+def _camera(stack: ExitStack, cam: Any, config: Any, extractors: Extractors,
             backbone: Any, console: Console, max_frames: int | None, resume_state: Any, open_source: Any,
             alarm_events: Any) -> Any:
     """One camera of the fleet: its detector (resumed from its state), its opened source."""
@@ -207,7 +207,7 @@ def _camera(stack: ExitStack, cam: Any, config: Any, threads: dict[str, int], ex
         console.event(f"{cam.name}: {line}")
 
     try:
-        stream_config = cam.stream_config(config.device, {"torch": threads["torch"], "blas": threads["blas"]})
+        stream_config = cam.stream_config(config.device)  # threads are the process's ([serve]), set above
         events = alarm_events(cam.event_config())
     except ValueError as exc:
         raise UserError(f"camera {cam.name}: {exc}") from exc

@@ -235,7 +235,6 @@ def _line_of(text: str, table: str, index: int | None, key: str | None) -> int |
         m = re.match(r"^\[\[\s*([^\]]+?)\s*\]\]", line) or re.match(r"^\[\s*([^\]]+?)\s*\]", line)
         if m:
             name = m.group(1)
-            base = name.split(".")[0]
             if line.startswith("[[") and name == table:
                 count += 1
             current = name if (index is None or count == index) else None

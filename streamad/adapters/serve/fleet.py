@@ -30,8 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from streamad.results import AlarmEvent, FrameResult
 from streamad.stream.events import AlarmEvents
