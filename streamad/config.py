@@ -114,14 +114,44 @@ class ChannelConfig:
         _check(c, "spread", self.spread in SPREAD_RULES, self.spread, f"one of {SPREAD_RULES}")
 
 
+IMAGE_SCORES = ("max", "top_mean", "reweight")
+
+
 @dataclass(frozen=True)
 class HeatmapConfig:
-    """Patch scores to a frame-sized heatmap: bilinear upsampling then a Gaussian blur."""
+    """Patch scores to a frame-sized heatmap (bilinear upsampling then a Gaussian blur), and to one score.
+
+    ``image_score`` is how a frame's score follows from its patch scores (docs/quality.md measures them):
+
+    - ``"max"``: the heatmap's maximum (the papers' InReaCh score; the streaming engine's default);
+    - ``"top_mean"``: the mean of the ``top_k`` highest patch scores (one odd patch weighs less; batch
+      InReaCh's default, ``InReachConfig``, with ``top_k`` 30: chosen by the rule of docs/quality.md);
+    - ``"reweight"``: PatchCore's eq. 7 against the nominal set: the highest patch score ``s*``, times
+      ``1 - softmax`` weight of its distance among the ``reweight_neighbors`` nominal neighbours of its
+      nearest nominal patch (a patch near a dense region of the nominal set counts less). Batch models only.
+
+    A model with an image score of its own (PatchCore, SPADE) keeps it.
+
+        >>> HeatmapConfig(image_score="median")
+        Traceback (most recent call last):
+        ...
+        ValueError: HeatmapConfig.image_score must be one of ('max', 'top_mean', 'reweight'), got 'median'
+    """
 
     blur_sigma: float = 4.0
+    image_score: str = "max"
+    top_k: int = 30
+    reweight_neighbors: int = 9
 
     def __post_init__(self) -> None:
-        _check("HeatmapConfig", "blur_sigma", float(self.blur_sigma) >= 0, self.blur_sigma, ">= 0")
+        c = "HeatmapConfig"
+        _check(c, "blur_sigma", float(self.blur_sigma) >= 0, self.blur_sigma, ">= 0")
+        _check(c, "image_score", self.image_score in IMAGE_SCORES, self.image_score, f"one of {IMAGE_SCORES}")
+        _check(c, "top_k", isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and self.top_k >= 1,
+               self.top_k, "an int >= 1 (patches)")
+        _check(c, "reweight_neighbors", isinstance(self.reweight_neighbors, int)
+               and not isinstance(self.reweight_neighbors, bool) and self.reweight_neighbors >= 2,
+               self.reweight_neighbors, "an int >= 2 (with one neighbour every weight is 0)")
 
 
 @dataclass(frozen=True)
@@ -192,13 +222,21 @@ class IndexConfig:
                "'numpy', or a torch device for exact search: 'cpu', 'cuda', 'cuda:N'")
 
 
+#: The InReaCh paper's image score: the heatmap maximum (``InReachConfig(heatmap=PAPER_HEATMAP)``).
+PAPER_HEATMAP = HeatmapConfig(image_score="max")
+
+
 @dataclass(frozen=True)
 class InReachConfig:
-    """Everything the batch InReaCh model needs (the nominal index as the streaming detector builds it)."""
+    """Everything the batch InReaCh model needs (the nominal index as the streaming detector builds it).
+
+    The image score is the mean of the 30 highest patch scores (``HeatmapConfig.image_score="top_mean"``),
+    the rule-chosen default of docs/quality.md; ``PAPER_HEATMAP`` is the paper's (the heatmap maximum).
+    """
 
     features: FeatureConfig = field(default_factory=FeatureConfig)
     channels: ChannelConfig = field(default_factory=ChannelConfig)
-    heatmap: HeatmapConfig = field(default_factory=HeatmapConfig)
+    heatmap: HeatmapConfig = field(default_factory=lambda: HeatmapConfig(image_score="top_mean", top_k=30))
     positional: PositionalConfig = field(default_factory=PositionalConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     seed: int = 0
@@ -351,6 +389,45 @@ class EventConfig:
 
 
 @dataclass(frozen=True)
+class MemoryConfig:
+    """Long-term nominal memory beyond the window (:mod:`streamad.stream.memory`; off with ``capacity`` 0).
+
+    When a frame leaves the window its trusted patches join a bounded epsilon-cover (at most ``capacity``
+    patches): within ``epsilon`` of a remembered patch they reinforce it, else they are remembered.
+    ``epsilon`` 0 is automatic (``epsilon_ratio`` x the median distance of the first leaving patches to the
+    window's nominal set). Entries not reinforced for ``max_age`` admissions (0: no limit) are forgotten,
+    and beyond ``capacity`` the least recently reinforced go first. Scoring takes the nearer of the window's
+    nominal set and the memory.
+
+        >>> MemoryConfig(capacity=-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: MemoryConfig.capacity must be an int >= 0 (patches; 0 = no long-term memory), got -1
+    """
+
+    capacity: int = 0
+    epsilon: float = 0.0
+    epsilon_ratio: float = 1.0
+    max_age: int = 0
+
+    def __post_init__(self) -> None:
+        c = "MemoryConfig"
+        _check(c, "capacity", isinstance(self.capacity, int) and not isinstance(self.capacity, bool)
+               and self.capacity >= 0, self.capacity, "an int >= 0 (patches; 0 = no long-term memory)")
+        _check(c, "epsilon", isinstance(self.epsilon, (int, float)) and not isinstance(self.epsilon, bool)
+               and math.isfinite(self.epsilon) and self.epsilon >= 0, self.epsilon, "a finite float >= 0 (0: automatic)")
+        _check(c, "epsilon_ratio", isinstance(self.epsilon_ratio, (int, float))
+               and not isinstance(self.epsilon_ratio, bool) and math.isfinite(self.epsilon_ratio)
+               and self.epsilon_ratio > 0, self.epsilon_ratio, "a finite float > 0")
+        _check(c, "max_age", isinstance(self.max_age, int) and not isinstance(self.max_age, bool)
+               and self.max_age >= 0, self.max_age, "an int >= 0 (admissions; 0 = no limit)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.capacity > 0
+
+
+@dataclass(frozen=True)
 class StreamConfig:
     """Everything the streaming detector needs (docs/DESIGN.md section 3).
 
@@ -359,6 +436,7 @@ class StreamConfig:
     passed since the last admitted one (every frame is scored). ``seed`` seeds all randomness.
     ``learn_in_background`` admits on a learner thread (scoring never waits; needs the ``ivf`` index),
     busy at most ``learner_duty`` of the time; ``threads`` is the thread budget (docs/DESIGN.md section 3).
+    ``memory`` is the long-term nominal memory beyond the window (off by default; :class:`MemoryConfig`).
 
         >>> StreamConfig(window=5)
         Traceback (most recent call last):
@@ -378,6 +456,7 @@ class StreamConfig:
     learn_in_background: bool = False
     learner_duty: float = 0.5
     threads: ThreadConfig = field(default_factory=ThreadConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
     def __post_init__(self) -> None:
         c = "StreamConfig"
@@ -396,6 +475,8 @@ class StreamConfig:
                "True or False")
         _check(c, "learner_duty", isinstance(self.learner_duty, (int, float)) and 0 < self.learner_duty <= 1,
                self.learner_duty, "in (0, 1]: the largest share of the time the background learner may be busy")
+        _check(c, "heatmap", self.heatmap.image_score != "reweight", self.heatmap,
+               "a HeatmapConfig with image_score 'max' or 'top_mean' (the streaming engine has no 'reweight')")
         _check(c, "learn_in_background", not self.learn_in_background or self.index.kind == "ivf",
                self.learn_in_background, "False unless index.kind is 'ivf' (the index readers can use while it "
                "changes)")

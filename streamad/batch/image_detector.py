@@ -2,8 +2,8 @@
 
 A *patch model* learns from training descriptors and scores test descriptors patch by patch.
 ``ImageAnomalyDetector`` adds what every method shares: descriptors from the backbone, heatmaps
-(bilinear upsampling + Gaussian blur) and image scores (heatmap maximum, unless the model has its
-own ``image_scores``, as PatchCore's reweighting does).
+(bilinear upsampling + Gaussian blur) and image scores (``HeatmapConfig.image_score``: the heatmap
+maximum by default; a model with its own ``image_scores``, as PatchCore's reweighting, keeps it).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from streamad.config import FeatureConfig, HeatmapConfig
 from streamad.vision.features import PatchFeatureExtractor
 from streamad.vision.frames import as_rgb_images
-from streamad.vision.heatmap import heatmap_from_patch_scores, image_score
+from streamad.vision.heatmap import frame_scores, heatmap_from_patch_scores
 from streamad.results import Prediction
 
 
@@ -88,5 +88,5 @@ class ImageAnomalyDetector:
                          for p in patch])
         image_scores = getattr(self.model, "image_scores", None)
         scores = (image_scores(descriptors, patch_scores=patch) if callable(image_scores)
-                  else image_score(heat))
+                  else frame_scores(heat, patch, self.heatmap.image_score, self.heatmap.top_k))
         return Prediction(scores=np.asarray(scores, np.float32), heatmaps=heat, patch_scores=patch)

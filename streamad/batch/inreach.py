@@ -13,11 +13,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from streamad.core.channels import nominal_mask
+from streamad.core.reweight import reweighted_scores
 from streamad.config import ChannelConfig, IndexConfig, InReachConfig
 from streamad.vision.features import PatchFeatureExtractor, with_positions
 from streamad.vision.frames import as_rgb_images
@@ -35,10 +36,12 @@ class InReaChPatchModel:
     are ordered). After fitting: ``nominal_mask_`` (N, P) bool and ``nominal_count_``.
     """
 
-    def __init__(self, config: ChannelConfig | None = None, seed: int = 0, index: IndexConfig | None = None) -> None:
+    def __init__(self, config: ChannelConfig | None = None, seed: int = 0, index: IndexConfig | None = None,
+                 reweight_neighbors: int | None = None) -> None:
         self.config = config or ChannelConfig()
         self.seed = seed
         self.index_config = index or IndexConfig()
+        self.reweight_neighbors = reweight_neighbors  # None: no image score of its own (the heatmap's)
 
     def fit_descriptors(self, descriptors: np.ndarray, grid: tuple[int, int]) -> "InReaChPatchModel":
         n = descriptors.shape[0]
@@ -53,7 +56,25 @@ class InReaChPatchModel:
         vectors = descriptors[self.nominal_mask_]
         self.index_ = NominalIndex.from_config(vectors.shape[1], self.index_config, seed=self.seed)
         self.index_.add(np.arange(len(vectors)), vectors)
+        self.vectors_ = np.ascontiguousarray(vectors, np.float32) if self.reweight_neighbors else None
         return self
+
+    @property
+    def image_scores(self) -> Callable[..., np.ndarray] | None:
+        """PatchCore's eq. 7 against the nominal set (``reweight_neighbors`` given), else None."""
+        return self._reweighted if self.reweight_neighbors else None
+
+    def _reweighted(self, descriptors: np.ndarray, patch_scores: np.ndarray | None = None) -> np.ndarray:
+        """(M, P, d) to (M,) image scores (:func:`streamad.core.reweight.reweighted_scores`)."""
+        x = np.asarray(descriptors, np.float32)
+        if patch_scores is None:
+            patch_scores = self.patch_scores(x)
+        worst = np.asarray(patch_scores).reshape(len(x), -1).argmax(1)
+        m_test = np.ascontiguousarray(x[np.arange(len(x)), worst])
+        s_star, nearest = self.index_.query(m_test, k=1)
+        b = min(int(self.reweight_neighbors or 2), len(self.vectors_))
+        _, hood = self.index_.query(self.vectors_[nearest[:, 0]], k=b)
+        return reweighted_scores(m_test, s_star[:, 0], self.vectors_[hood])
 
     def patch_scores(self, descriptors: np.ndarray) -> np.ndarray:
         m, p, d = descriptors.shape
@@ -75,7 +96,10 @@ class InReaCh(ImageAnomalyDetector):
     def __init__(self, config: InReachConfig | None = None, extractor: PatchFeatureExtractor | None = None,
                  progress: bool = False) -> None:
         self.config = config or InReachConfig()
-        super().__init__(InReaChPatchModel(self.config.channels, seed=self.config.seed, index=self.config.index),
+        heat = self.config.heatmap
+        b = heat.reweight_neighbors if heat.image_score == "reweight" else None
+        super().__init__(InReaChPatchModel(self.config.channels, seed=self.config.seed, index=self.config.index,
+                                           reweight_neighbors=b),
                          extractor or PatchFeatureExtractor(self.config.features), self.config.heatmap, progress)
         self.use_positional_decision(False, False, None)
 
@@ -151,7 +175,8 @@ class InReaCh(ImageAnomalyDetector):
         if not any(angles):
             return pred
         heat = np.stack([rotate(h, -a) for h, a in zip(pred.heatmaps, angles)])
-        return Prediction(scores=image_score(heat), heatmaps=heat, patch_scores=pred.patch_scores)
+        scores = image_score(heat) if self.config.heatmap.image_score == "max" else pred.scores
+        return Prediction(scores=scores, heatmaps=heat, patch_scores=pred.patch_scores)
 
     def predict_descriptors(self, descriptors: np.ndarray) -> Prediction:
         return super().predict_descriptors(self.with_positions(descriptors))

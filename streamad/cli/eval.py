@@ -13,6 +13,11 @@ the positional test (transpose test, rotation alignment) is decided on the whole
 batch fitting decides it. --check-batch also fits batch InReaCh on the same descriptors and reports
 whether the nominal sets are identical.
 
+A data set whose anomalous test images have no masks (image labels only), or whose masks hold no defect
+pixel inside the scored centre crop, is measured by image AUROC; pixel AUROC (and the filter's
+precision and recall, when the corrupt training images have no masks) is reported as not available,
+with the reason, in one line.
+
 DATA_DIR is used as given when it exists; otherwise it is looked up under --data-root DIR or, without
 it, under the folder named by the STREAMAD_DATA environment variable.
 
@@ -30,7 +35,8 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from streamad.config import SPREAD_RULES, ChannelConfig, FeatureConfig, HeatmapConfig, InReachConfig, PositionalConfig
+from streamad.config import (IMAGE_SCORES, SPREAD_RULES, ChannelConfig, FeatureConfig, HeatmapConfig, InReachConfig,
+                             MemoryConfig, PositionalConfig)
 from streamad.errors import UserError
 
 NAME = "eval"
@@ -57,9 +63,12 @@ def add_data_root_argument(p: argparse.ArgumentParser) -> None:
                    "under it (default: the STREAMAD_DATA environment variable)")
 
 
-def add_model_arguments(p: argparse.ArgumentParser, center_crop: float = 0.875) -> None:
-    """Options shared by every command that builds a model (backbone, descriptors, channels)."""
-    f, c, h = FeatureConfig(), ChannelConfig(), HeatmapConfig()
+def add_model_arguments(p: argparse.ArgumentParser, center_crop: float = 0.875, image_score: str | None = None) -> None:
+    """Options shared by every command that builds a model (backbone, descriptors, channels); the image
+    score defaults to batch InReaCh's (``InReachConfig``), or to ``image_score`` when given."""
+    f, c, h = FeatureConfig(), ChannelConfig(), InReachConfig().heatmap
+    if image_score is not None:
+        h = replace(h, image_score=image_score)
     g = p.add_argument_group("features")
     g.add_argument("--backbone", default=f.backbone,
                    help="efficientnet_lite0 (default, offline weights), efficientnet_lite1/2, wide_resnet50_2, resnet18")
@@ -82,6 +91,13 @@ def add_model_arguments(p: argparse.ArgumentParser, center_crop: float = 0.875) 
     g.add_argument("--positional", choices=("auto", "on", "off"), default="auto",
                    help="positional embedding: auto runs the transpose test (default)")
     g.add_argument("--blur", type=float, default=h.blur_sigma, help=f"heatmap blur sigma (default {h.blur_sigma})")
+    g.add_argument("--image-score", choices=IMAGE_SCORES, default=h.image_score,
+                   help=f"image score from the patch scores (default {h.image_score}): max = the heatmap maximum (the "
+                   "paper's), top_mean = mean of the --top-k highest patch scores, reweight = PatchCore's eq. 7 "
+                   "against the nominal set (batch only; docs/quality.md)")
+    g.add_argument("--top-k", type=int, default=h.top_k, help=f"patches averaged by top_mean (default {h.top_k})")
+    g.add_argument("--reweight-neighbors", type=int, default=h.reweight_neighbors,
+                   help=f"nominal neighbours b of eq. 7 (default {h.reweight_neighbors})")
 
 
 def config_from_args(args: argparse.Namespace) -> InReachConfig:
@@ -93,7 +109,10 @@ def config_from_args(args: argparse.Namespace) -> InReachConfig:
                                  dim=args.dim, weights=args.weights, device=args.device,
                                  center_crop=args.center_crop)
         channels = ChannelConfig(seeds=args.seeds, min_span=args.min_span, k_sigma=args.k_sigma, spread=args.spread)
-        return InReachConfig(features=features, channels=channels, heatmap=HeatmapConfig(blur_sigma=args.blur),
+        return InReachConfig(features=features, channels=channels, heatmap=HeatmapConfig(
+                                 blur_sigma=args.blur, image_score=getattr(args, "image_score", "max"),
+                                 top_k=getattr(args, "top_k", 30),
+                                 reweight_neighbors=getattr(args, "reweight_neighbors", 9)),
                              positional=replace(PositionalConfig(), mode=args.positional),
                              seed=getattr(args, "seed", 0))
     except ValueError as exc:
@@ -127,8 +146,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="save the descriptors and positional decision in DIR and reuse them on later runs with "
                    "the same data and feature options (e.g. out/desc; fit/predict seconds then repeat the "
                    "feature time measured when they were computed)")
+    g.add_argument("--memory", type=int, default=0, metavar="N",
+                   help="long-term nominal memory beyond the window: at most N patches (default 0: none; "
+                   "docs/quality.md)")
+    g.add_argument("--memory-epsilon-ratio", type=float, default=1.0, metavar="R",
+                   help="the memory's cover radius, times the median distance of the first leaving patches to the "
+                   "window's nominal set (default 1)")
+    g.add_argument("--memory-max-age", type=int, default=0, metavar="A",
+                   help="forget remembered patches not seen again for A admissions (default 0: only the capacity)")
     add_data_root_argument(p)
     add_model_arguments(p)
+
+
+def _pixel(result: dict[str, Any], prefix: str = "") -> str:
+    """The pixel AUROC, or one line saying why it is not available."""
+    value = result.get(f"{prefix}pixel_auroc")
+    if value is None:
+        return f"not available: {result.get(f'{prefix}pixel_auroc_unavailable', 'no pixel labels')}"
+    return f"{value:.3f}"
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -140,11 +175,14 @@ def print_table(result: dict[str, Any]) -> None:
         rows.append(("window", f"{result['window']} frames{holds}, {result['promotions']} seed promotions"))
     rows += [("corrupt images", result["corrupt"]),
              ("train / test images", f"{result['train_images']} / {result['test_images']}"),
-             ("image AUROC", f"{result['image_auroc']:.3f}"), ("pixel AUROC", f"{result['pixel_auroc']:.3f}")]
+             ("image AUROC", f"{result['image_auroc']:.3f}"), ("pixel AUROC", _pixel(result))]
     if result.get("filter_precision") is not None:
         rows += [("filter precision", f"{result['filter_precision']:.4f}"),
-                 ("filter recall", f"{result['filter_recall']:.3f}"),
-                 ("nominal patches", f"{result['nominal_patches']} of {result['train_patches']}")]
+                 ("filter recall", f"{result['filter_recall']:.3f}")]
+    elif result.get("filter_unavailable"):
+        rows.append(("filter precision / recall", f"not available: {result['filter_unavailable']}"))
+    if result.get("nominal_patches") is not None and result.get("train_patches"):
+        rows.append(("nominal patches", f"{result['nominal_patches']} of {result['train_patches']}"))
     if result.get("transpose_score") is not None:
         rows.append(("positional embedding", f"{'on' if result['uses_positions'] else 'off'} "
                      f"(transpose score {result['transpose_score']:.0f}{', rotation-aligned' if result['aligned'] else ''})"))
@@ -154,12 +192,15 @@ def print_table(result: dict[str, Any]) -> None:
         rows += [("batch nominal patches", f"{result['batch_nominal_patches']} (identical to stream: "
                   f"{'yes' if result['nominal_sets_identical'] else 'no'}, "
                   f"{result['nominal_sets_symmetric_difference']} differ)"),
-                 ("batch image / pixel AUROC", f"{result['batch_image_auroc']:.3f} / {result['batch_pixel_auroc']:.3f}")]
+                 ("batch image / pixel AUROC", f"{result['batch_image_auroc']:.3f} / {_pixel(result, 'batch_')}")]
+    if "memory_patches" in result:
+        rows.append(("long-term memory", f"{result['memory_patches']} patches (epsilon {result['memory_epsilon']:.3g}, "
+                     f"{result['memory_reinforced']} reinforcements, {result['memory_forgotten']} forgotten)"))
     if "window_oracle_identical" in result:
         rows.append(("engine = oracle on window", "yes" if result["window_oracle_identical"] else "NO"))
     if "exact_image_auroc" in result:
         rows.append(("exact-search image / pixel AUROC",
-                     f"{result['exact_image_auroc']:.3f} / {result['exact_pixel_auroc']:.3f}"))
+                     f"{result['exact_image_auroc']:.3f} / {_pixel(result, 'exact_')}"))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
@@ -174,10 +215,18 @@ def run(args: argparse.Namespace) -> int:
     if args.stream:
         if args.method != "inreach":
             raise UserError(f"--stream runs incremental InReaCh; --method {args.method} has no streaming engine")
+        if config.heatmap.image_score == "reweight":
+            raise UserError("--image-score reweight is for batch models: the streaming engine scores frames by max "
+                            "or top_mean")
+        try:
+            memory = MemoryConfig(capacity=args.memory, epsilon_ratio=args.memory_epsilon_ratio,
+                                  max_age=args.memory_max_age)
+        except ValueError as exc:
+            raise UserError(f"--memory: {exc}") from exc
         if args.window is not None and args.window < 1:
             raise UserError(f"--window must be a positive number of frames, got {args.window}")
     else:
-        given = [o for o, v in (("--window", args.window), ("--check-batch", args.check_batch),
+        given = [o for o, v in (("--window", args.window), ("--check-batch", args.check_batch), ("--memory", args.memory),
                                 ("--exact-reference", args.exact_reference), ("--cache", args.cache)) if v]
         if given:
             raise UserError(f"{', '.join(given)} only apply with --stream")
@@ -187,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
 
         result = evaluate_stream(data_dir, window=args.window, corrupt=args.corrupt, seed=args.seed,
                                  config=config, progress=not args.quiet, check_batch=args.check_batch,
-                                 cache=args.cache, exact_reference=args.exact_reference)
+                                 cache=args.cache, exact_reference=args.exact_reference, memory=memory)
     else:
         from streamad.evaluation.batch_eval import evaluate
 

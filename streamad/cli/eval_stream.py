@@ -89,7 +89,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="FILE.png", default=None, help="write scores over time, one panel per method")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_data_root_argument(p)
-    add_model_arguments(p)
+    add_model_arguments(p, image_score="max")  # the streaming engine's frame score (and the figures of docs/drift_mtd.md)
 
 
 def _check(args: argparse.Namespace, methods: list[str]) -> None:

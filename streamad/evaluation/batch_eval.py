@@ -9,6 +9,7 @@ streaming engine is :func:`streamad.evaluation.stream_eval.evaluate_stream`.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,10 +17,10 @@ import numpy as np
 
 from streamad.batch.image_detector import ImageAnomalyDetector
 from streamad.batch.inreach import InReaCh
-from streamad.config import InReachConfig
+from streamad.config import HeatmapConfig, InReachConfig
 from streamad.errors import UserError
-from streamad.evaluation.datasets import Sample, load_dataset, patch_truth, read_images, read_mask, training_stream
-from streamad.evaluation.metrics import auroc, filter_precision_recall, pixel_auroc
+from streamad.evaluation.datasets import Dataset, Sample, load_dataset, patch_truth, read_images, read_mask, training_stream
+from streamad.evaluation.metrics import auroc, filter_precision_recall, pixel_auroc_if_labelled
 from streamad.vision.features import PatchFeatureExtractor
 from streamad.vision.positional import rotate
 
@@ -35,27 +36,73 @@ def make_detector(method: str, config: InReachConfig, progress: bool) -> ImageAn
     from streamad.batch.baselines import make_patch_model
 
     extractor = PatchFeatureExtractor(config.features)
-    return ImageAnomalyDetector(make_patch_model(method, seed=config.seed), extractor, config.heatmap, progress)
+    return ImageAnomalyDetector(make_patch_model(method, seed=config.seed), extractor, baseline_heatmap(config),
+                                progress)
+
+
+def baseline_heatmap(config: InReachConfig) -> HeatmapConfig:
+    """A baseline's heatmap settings: InReaCh's blur, and its paper's image score (its own, or the heatmap
+    maximum): ``--image-score`` is InReaCh's lever."""
+    return replace(config.heatmap, image_score="max")
+
+
+def scored_area(center_crop: float) -> str:
+    """Where the heatmaps (and so the masks) are compared, in words.
+
+        >>> scored_area(0.875), scored_area(1.0)
+        ('the 0.875 centre crop', 'the image')
+    """
+    return "the image" if center_crop >= 1.0 else f"the {center_crop:g} centre crop"
+
+
+def masks_of_test_set(dataset: Dataset, size: tuple[int, int], center_crop: float) -> tuple[np.ndarray | None, str | None]:
+    """The test set's masks (M, h, w) as the images are cropped, or (None, why pixel labels are missing)."""
+    missing = dataset.pixel_labels_missing()
+    if missing:
+        return None, missing
+    return np.stack([read_mask(s, size, center_crop) for s in dataset.test]), None
+
+
+def image_and_pixel_auroc(scores: np.ndarray, heatmaps: np.ndarray, labels: np.ndarray, masks: np.ndarray | None,
+                          missing: str | None, center_crop: float, prefix: str = "") -> dict[str, Any]:
+    """``{prefix}image_auroc``, ``{prefix}pixel_auroc`` (None when the labels do not allow it) and, then,
+    ``{prefix}pixel_auroc_unavailable``: the reason."""
+    pixel, why = (None, missing) if masks is None else pixel_auroc_if_labelled(heatmaps, masks, None,
+                                                                                 scored_area(center_crop))
+    out: dict[str, Any] = {f"{prefix}image_auroc": auroc(scores, labels), f"{prefix}pixel_auroc": pixel}
+    if why:
+        out[f"{prefix}pixel_auroc_unavailable"] = why
+    return out
 
 
 def training_truth(order: Sequence[Sample], size: tuple[int, int], center_crop: float, grid: tuple[int, int],
-                   angles: Sequence[float] | None = None) -> np.ndarray:
+                   angles: Sequence[float] | None = None) -> np.ndarray | None:
     """(N, P) bool: which training patches are truly nominal (no anomalous pixel in their cell), with the
-    masks resized and cropped as the images are (to ``size``) and rotated by ``angles`` (degrees) when given."""
+    masks resized and cropped as the images are (to ``size``) and rotated by ``angles`` (degrees) when given;
+    None when an anomalous training image has no mask (its patches' truth is unknown)."""
+    if any(s.label and s.mask_path is None for s in order):
+        return None
     masks = np.stack([read_mask(s, size, center_crop) for s in order])
     if angles is not None:
         masks = np.stack([rotate(m.astype(np.uint8), a) > 0 for m, a in zip(masks, angles)])
     return patch_truth(masks, grid)
 
 
-def filter_quality(nominal: np.ndarray | None, truth: Callable[[], np.ndarray]) -> dict[str, Any]:
+NO_TRAIN_MASKS = "the anomalous training images (--corrupt) have no masks"
+
+
+def filter_quality(nominal: np.ndarray | None, truth: Callable[[], np.ndarray | None]) -> dict[str, Any]:
     """Precision and recall of a nominal filter (``nominal`` (N, P) bool, None for a method without one)
-    against ``truth()``, and the set sizes."""
+    against ``truth()`` (None when unknown: then precision and recall are None, with the reason), and the
+    set sizes."""
     if nominal is None:
         return {"filter_precision": None, "filter_recall": None, "nominal_patches": None}
-    precision, recall = filter_precision_recall(nominal, truth())
-    return {"filter_precision": precision, "filter_recall": recall, "nominal_patches": int(nominal.sum()),
-            "train_patches": int(nominal.size)}
+    known = truth()
+    out: dict[str, Any] = {"nominal_patches": int(nominal.sum()), "train_patches": int(nominal.size)}
+    if known is None:
+        return {"filter_precision": None, "filter_recall": None, "filter_unavailable": NO_TRAIN_MASKS, **out}
+    precision, recall = filter_precision_recall(nominal, known)
+    return {"filter_precision": precision, "filter_recall": recall, **out}
 
 
 def evaluate(data_dir: str, method: str = "inreach", corrupt: int = 0, seed: int = 0,
@@ -81,11 +128,11 @@ def evaluate(data_dir: str, method: str = "inreach", corrupt: int = 0, seed: int
 
     size, crop = detector.extractor.image_size, config.features.center_crop
     labels = np.array([s.label for s in dataset.test])
-    masks = np.stack([read_mask(s, size, crop) for s in dataset.test])
+    masks, missing = masks_of_test_set(dataset, size, crop)
     result: dict[str, Any] = {
         "dataset": data_dir, "method": method, "mode": "batch", "corrupt": corrupt, "seed": seed,
         "backbone": config.features.backbone, "train_images": len(order), "test_images": len(dataset.test),
-        "image_auroc": auroc(prediction.scores, labels), "pixel_auroc": pixel_auroc(prediction.heatmaps, masks),
+        **image_and_pixel_auroc(prediction.scores, prediction.heatmaps, labels, masks, missing, crop),
         "fit_seconds": fit_seconds, "predict_seconds_per_image": predict_seconds,
     }
     inreach = isinstance(detector, InReaCh)

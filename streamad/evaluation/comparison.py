@@ -31,7 +31,6 @@ from streamad.errors import UserError
 from streamad.evaluation import batch_eval
 from streamad.evaluation.datasets import load_dataset, read_images
 from streamad.evaluation.descriptor_cache import SharedDescriptors
-from streamad.evaluation.metrics import auroc, pixel_auroc
 
 METHODS = batch_eval.METHODS
 METRICS = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"))
@@ -94,7 +93,8 @@ def _settings(config: InReachConfig, method: str) -> dict[str, Any]:
                 "heatmap": asdict(config.heatmap), "index": asdict(config.index), "seed": config.seed}
     from streamad.batch.baselines import make_patch_model
 
-    return {"model": asdict(make_patch_model(method, seed=config.seed).config), "heatmap": asdict(config.heatmap)}
+    return {"model": asdict(make_patch_model(method, seed=config.seed).config),
+            "heatmap": asdict(batch_eval.baseline_heatmap(config))}
 
 
 def _run(shared: SharedDescriptors, method: str, corrupt: int, seed: int) -> dict[str, Any]:
@@ -116,8 +116,8 @@ def _run(shared: SharedDescriptors, method: str, corrupt: int, seed: int) -> dic
     result: dict[str, Any] = {
         "dataset": shared.data_dir, "method": method, "mode": "batch", "corrupt": corrupt, "seed": seed,
         "backbone": config.features.backbone, "train_images": len(order), "test_images": len(test),
-        "image_auroc": auroc(prediction.scores, shared.labels),
-        "pixel_auroc": pixel_auroc(prediction.heatmaps, shared.masks),
+        **batch_eval.image_and_pixel_auroc(prediction.scores, prediction.heatmaps, shared.labels, shared.masks,
+                                           shared.pixel_missing, config.features.center_crop),
         "fit_seconds_on_descriptors": fit_seconds, "predict_seconds_per_image_on_descriptors": predict_seconds,
         "descriptors_shared": True,
     }
@@ -143,7 +143,8 @@ def _detector(shared: SharedDescriptors, method: str, order: list) -> tuple[Imag
                               transpose_score=detector.transpose_score_)
     from streamad.batch.baselines import make_patch_model
 
-    detector = ImageAnomalyDetector(make_patch_model(method, seed=config.seed), shared.extractor, config.heatmap)
+    detector = ImageAnomalyDetector(make_patch_model(method, seed=config.seed), shared.extractor,
+                                    batch_eval.baseline_heatmap(config))
     return detector, ({"refinement_network": False} if method == "pni" else {})
 
 
@@ -176,7 +177,10 @@ def render_markdown(results: list[dict[str, Any]], methods: Sequence[str], corru
                     vals = [table[(ds, m, k)][key] for ds in datasets if (ds, m, k) in table]
                     means.append(sum(vals) / len(vals) if len(vals) == len(datasets) else None)
             lines.append("| " + " | ".join(["mean", m] + [_cell(v) for v in means]) + " |")
-    return (header + "\n\n" if header else "") + "\n".join(lines) + "\n"
+    notes = dict.fromkeys(f"Pixel AUROC not available on {os.path.basename(os.path.normpath(r['dataset']))}: "
+                          f"{r['pixel_auroc_unavailable']}." for r in results if r.get("pixel_auroc_unavailable"))
+    tail = "\n\n" + "\n".join(notes) if notes else ""
+    return (header + "\n\n" if header else "") + "\n".join(lines) + tail + "\n"
 
 
 def render_header(where: str, config: InReachConfig, command: str) -> str:

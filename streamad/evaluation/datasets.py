@@ -70,11 +70,29 @@ class Sample:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A class folder: training samples (unlabeled in use) and labeled test samples."""
+    """A class folder: training samples (unlabeled in use) and labeled test samples.
+
+    ``missing_masks`` lists the mask files that anomalous test images lack (their ``mask_path`` is
+    None): with any missing, the data set has image labels only and :meth:`pixel_labels_missing` says so.
+    """
 
     root: str
     train: tuple[Sample, ...]
     test: tuple[Sample, ...]
+    missing_masks: tuple[str, ...] = ()
+
+    def pixel_labels_missing(self) -> str | None:
+        """Why pixel-level measures are not available (None when every anomalous test image has a mask).
+
+            >>> ds = Dataset("x", (), (Sample("a", 1, "cut", None), Sample("b", 1, "cut", "m")), ("x/m_a.png",))
+            >>> ds.pixel_labels_missing()
+            '1 of 2 anomalous test images have no mask (e.g. x/m_a.png): image labels only'
+        """
+        if not self.missing_masks:
+            return None
+        anomalous = sum(s.label for s in self.test)
+        return (f"{len(self.missing_masks)} of {anomalous} anomalous test images have no mask "
+                f"(e.g. {self.missing_masks[0]}): image labels only")
 
 
 def _images_in(folder: str) -> list[str]:
@@ -83,9 +101,11 @@ def _images_in(folder: str) -> list[str]:
 
 
 def load_dataset(root: str) -> Dataset:
-    """Index a dataset folder; clear errors for a bad path, empty folders or missing masks.
+    """Index a dataset folder; clear errors for a bad path or empty folders.
 
-    Every anomalous test image needs ``ground_truth/<defect>/<stem>_mask.png``.
+    An anomalous test image's mask is ``ground_truth/<defect>/<stem>_mask.png``; a data set without
+    some (or all) of them has image labels only: its samples get ``mask_path`` None and the missing
+    files are listed in ``Dataset.missing_masks`` (pixel AUROC is then reported as not available).
     """
     if not os.path.isdir(root):
         raise UserError(f"dataset folder not found: {root} (expected <root>/train/good and <root>/test/...)")
@@ -111,14 +131,13 @@ def load_dataset(root: str) -> Dataset:
             mask = os.path.join(root, "ground_truth", defect, f"{stem}_mask.png")
             if not os.path.isfile(mask):
                 missing.append(mask)
+                mask = None
             test.append(Sample(path, 1, defect, mask))
-    if missing:
-        raise UserError(f"{len(missing)} anomalous test image(s) have no mask, e.g. {missing[0]}")
     if not test:
         raise UserError(f"no test images in {test_dir}")
     if not any(s.label for s in test) or all(s.label for s in test):
         raise UserError(f"the test set in {test_dir} needs both good and anomalous images to measure AUROC")
-    return Dataset(root=root, train=train, test=tuple(test))
+    return Dataset(root=root, train=train, test=tuple(test), missing_masks=tuple(missing))
 
 
 def read_image(path: str) -> np.ndarray:
@@ -158,8 +177,11 @@ def descriptors_of_files(paths: Sequence[str], extractor, desc: str = "features"
 
 def read_mask(sample: Sample, size: tuple[int, int], center_crop: float = 1.0) -> np.ndarray:
     """The sample's ground-truth mask as bool (height, width) = ``size``, resized (nearest) and cropped
-    exactly as the image is (see ``streamad.vision.features.resize_and_crop``); zeros for a good image."""
+    exactly as the image is (see ``streamad.vision.features.resize_and_crop``); zeros for a good image.
+    An anomalous sample without a mask has none to give: ``ValueError`` (check ``mask_path`` first)."""
     if sample.mask_path is None:
+        if sample.label:
+            raise ValueError(f"anomalous image {sample.path} has no mask: its defect pixels are unknown")
         return np.zeros(size, bool)
     m = cv2.imread(sample.mask_path, cv2.IMREAD_GRAYSCALE)
     if m is None:

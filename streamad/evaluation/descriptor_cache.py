@@ -75,7 +75,8 @@ class SharedDescriptors:
     The training stream for K is a reordering of the training images plus K test images, so the
     descriptors of every training and every test image are computed once (the extractor's output for an
     image does not depend on the batch it is in) and gathered per K (:meth:`stream`). ``labels`` and
-    ``masks`` are the test set's, at the model's input size.
+    ``masks`` are the test set's, at the model's input size (``masks`` None, and the reason in
+    ``pixel_missing``, for a data set with image labels only).
 
     With ``cache`` (a folder), descriptors (and, through :meth:`cached_json`, per-run results) are kept
     there, keyed by a hash of the data, the stream and every setting that determines them, and reused by
@@ -95,7 +96,10 @@ class SharedDescriptors:
         f = config.features
         self.size = f.image_size
         self.labels = np.array([s.label for s in self.dataset.test])
-        self.masks = np.stack([read_mask(s, f.image_size, f.center_crop) for s in self.dataset.test])
+        # None, with the reason in pixel_missing, when the data set has image labels only
+        self.pixel_missing = self.dataset.pixel_labels_missing()
+        self.masks = (None if self.pixel_missing else
+                      np.stack([read_mask(s, f.image_size, f.center_crop) for s in self.dataset.test]))
         self._train: np.ndarray | None = None
         self._test: np.ndarray | None = None
 

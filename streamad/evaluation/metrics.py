@@ -1,5 +1,8 @@
 """Evaluation metrics: image AUROC, pixel AUROC, and the nominal filter's precision and recall.
 
+Pixel AUROC needs defect pixels: :func:`pixel_auroc_if_labelled` measures it when the masks allow and
+otherwise says why not (image labels only, or no defect pixel inside the scored area).
+
     >>> auroc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
     0.75
 """
@@ -32,6 +35,29 @@ def pixel_auroc(heatmaps: np.ndarray, masks: np.ndarray) -> float:
     if heatmaps.shape != masks.shape:
         raise ValueError(f"heatmaps {heatmaps.shape} and masks {masks.shape} differ in shape")
     return auroc(heatmaps, masks)
+
+
+def pixel_auroc_if_labelled(heatmaps: np.ndarray, masks: np.ndarray, missing: str | None = None,
+                            area: str = "the scored area") -> tuple[float | None, str | None]:
+    """(pixel AUROC, None), or (None, why it is not available): ``missing`` says which masks are absent
+    (image labels only); masks without a single defect pixel inside ``area`` give nothing to rank.
+
+        >>> heat = np.zeros((2, 4, 4), np.float32); heat[1, 0, 0] = 1.0
+        >>> masks = np.zeros((2, 4, 4), bool)
+        >>> pixel_auroc_if_labelled(heat, masks, area="the centre crop")
+        (None, 'the masks hold no defect pixel inside the centre crop')
+        >>> masks[1, 0, 0] = True
+        >>> pixel_auroc_if_labelled(heat, masks)
+        (1.0, None)
+    """
+    if missing:
+        return None, missing
+    masks = np.asarray(masks, bool)
+    if not masks.any():
+        return None, f"the masks hold no defect pixel inside {area}"
+    if masks.all():
+        return None, f"every pixel inside {area} is marked defective: no normal pixel to rank against"
+    return pixel_auroc(heatmaps, masks), None
 
 
 def filter_precision_recall(predicted_nominal: np.ndarray, truly_nominal: np.ndarray) -> tuple[float, float]:

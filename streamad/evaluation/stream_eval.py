@@ -18,16 +18,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from streamad.batch.inreach import InReaCh
-from streamad.config import ChannelConfig, IndexConfig, InReachConfig, StreamConfig
+from streamad.config import ChannelConfig, IndexConfig, InReachConfig, MemoryConfig, StreamConfig
 from streamad.core.channels import nominal_mask
 from streamad.errors import UserError
-from streamad.evaluation.batch_eval import training_truth
-from streamad.evaluation.datasets import load_dataset, read_mask, training_stream
+from streamad.evaluation.batch_eval import NO_TRAIN_MASKS, image_and_pixel_auroc, masks_of_test_set, training_truth
+from streamad.evaluation.datasets import load_dataset, training_stream
 from streamad.evaluation.descriptor_cache import PreparedDescriptors, prepare_descriptors
-from streamad.evaluation.metrics import auroc, filter_precision_recall, pixel_auroc
+from streamad.evaluation.metrics import auroc, filter_precision_recall
 from streamad.index.hnsw import exact_knn
 from streamad.stream.detector import StreamDetector
-from streamad.vision.heatmap import heatmap_from_patch_scores, image_score
+from streamad.vision.heatmap import frame_scores, heatmap_from_patch_scores
 from streamad.vision.positional import rotate
 
 
@@ -84,11 +84,14 @@ class _Truth:
     """What a scoring of the test set is measured against, and how patch scores become heatmaps."""
 
     labels: np.ndarray  # (M,) test labels
-    masks: np.ndarray  # (M, h, w) test masks
-    train: np.ndarray  # (N, P) which training patches are truly nominal
+    masks: np.ndarray | None  # (M, h, w) test masks; None for a data set with image labels only
+    pixel_missing: str | None  # why masks is None
+    center_crop: float
+    train: np.ndarray | None  # (N, P) which training patches are truly nominal; None when unknown
     size: tuple[int, int]
     blur: float
     test_angles: list[float]
+    score: tuple[str, int] = ("max", 10)  # the image score rule and its top_k
 
     def heatmaps(self, patch_scores: np.ndarray) -> np.ndarray:
         """Patch scores (M, H, W) to heatmaps as batch ``predict`` makes them (rotation undone)."""
@@ -97,26 +100,41 @@ class _Truth:
             heat = np.stack([rotate(h, -a) for h, a in zip(heat, self.test_angles)])
         return heat
 
-    def aurocs(self, heat: np.ndarray) -> tuple[float, float]:
-        """(image AUROC, pixel AUROC) of test heatmaps."""
-        return auroc(image_score(heat), self.labels), pixel_auroc(heat, self.masks)
+    def image_aurocs_by_score(self, patch_scores: np.ndarray, top_ks: tuple[int, ...] = (3, 10, 30)) -> dict[str, float]:
+        """Image AUROC of the same test patch scores under each image score rule (``max``, ``top_mean`` at
+        each k of ``top_ks``): what ``--image-score`` would give, from one replay."""
+        heat = self.heatmaps(patch_scores)
+        out = {"max": auroc(frame_scores(heat, patch_scores, "max"), self.labels)}
+        for k in top_ks:
+            out[f"top_mean k={k}"] = auroc(frame_scores(heat, patch_scores, "top_mean", k), self.labels)
+        return out
+
+    def aurocs(self, patch_scores: np.ndarray, prefix: str = "") -> dict[str, Any]:
+        """``{prefix}image_auroc`` and ``{prefix}pixel_auroc`` of test patch scores (M, H, W), through their
+        heatmaps (pixel None, with the reason in ``{prefix}pixel_auroc_unavailable``, when the masks do not
+        allow it); image scores by the ``score`` rule (``HeatmapConfig.image_score``, top_k)."""
+        heat = self.heatmaps(patch_scores)
+        scores = frame_scores(heat, patch_scores, *self.score)
+        return image_and_pixel_auroc(scores, heat, self.labels, self.masks, self.pixel_missing, self.center_crop,
+                                     prefix)
 
 
 def evaluate_stream(data_dir: str, window: int | None = None, corrupt: int = 0, seed: int = 0,
                     config: InReachConfig | None = None, progress: bool = True, check_batch: bool = False,
                     cache: str | None = None, index: IndexConfig | None = None,
-                    exact_reference: bool = False) -> dict[str, Any]:
+                    exact_reference: bool = False, memory: MemoryConfig | None = None) -> dict[str, Any]:
     """``evaluate`` through the streaming engine: the (corrupted) training stream replayed frame by frame
     in the order batch fitting uses (its first D frames are the seeds), the test set scored without
     learning. ``window`` None holds the whole training stream (no eviction: the batch algorithm's
     nominal set). ``check_batch`` also fits batch InReaCh on the same descriptors and compares;
     ``exact_reference`` also scores the test set by exact search against the engine's final nominal set
     (what the approximate index should give; costly: test patches x nominal patches distances).
+    ``memory`` turns on the engine's long-term memory beyond the window (:class:`MemoryConfig`).
     """
     config = config or InReachConfig(seed=seed)
     dataset = load_dataset(data_dir)
     order, _ = training_stream(dataset, corrupt, seed)
-    stream_config = _stream_config(config, window, len(order), index)
+    stream_config = _stream_config(config, window, len(order), index, memory)
     detector = InReaCh(config, progress=progress)
     prep = prepare_descriptors(detector, dataset, order, progress, cache)
     train = detector.with_positions(np.asarray(prep.train))
@@ -124,10 +142,11 @@ def evaluate_stream(data_dir: str, window: int | None = None, corrupt: int = 0, 
     replay = replay_stream(train, test, stream_config, detector.extractor, progress)
 
     size, crop = detector.extractor.image_size, config.features.center_crop
-    truth = _Truth(labels=np.array([s.label for s in dataset.test]),
-                   masks=np.stack([read_mask(s, size, crop) for s in dataset.test]),
-                   train=training_truth(order, size, crop, detector.grid, prep.train_angles if prep.aligned else None),
-                   size=size, blur=config.heatmap.blur_sigma, test_angles=prep.test_angles)
+    masks, missing = masks_of_test_set(dataset, size, crop)
+    truth = _Truth(labels=np.array([s.label for s in dataset.test]), masks=masks, pixel_missing=missing,
+                   center_crop=crop, train=training_truth(order, size, crop, detector.grid, prep.train_angles if prep.aligned else None),
+                   size=size, blur=config.heatmap.blur_sigma, test_angles=prep.test_angles,
+                   score=(config.heatmap.image_score, config.heatmap.top_k))
     result = {"dataset": data_dir, "method": "inreach", "mode": "stream", "corrupt": corrupt, "seed": seed,
               **_stream_result(config, stream_config, prep, replay, truth)}
     if exact_reference:
@@ -139,7 +158,8 @@ def evaluate_stream(data_dir: str, window: int | None = None, corrupt: int = 0, 
     return result
 
 
-def _stream_config(config: InReachConfig, window: int | None, n: int, index: IndexConfig | None) -> StreamConfig:
+def _stream_config(config: InReachConfig, window: int | None, n: int, index: IndexConfig | None,
+                   memory: MemoryConfig | None = None) -> StreamConfig:
     """The engine's configuration: ``window`` frames, or enough to hold the whole ``n``-frame stream (a
     larger window holds no more of it: it is cut to that, so that its memory is what the stream needs);
     the index is the streaming engine's default unless ``index`` is given."""
@@ -148,7 +168,7 @@ def _stream_config(config: InReachConfig, window: int | None, n: int, index: Ind
     w = min(int(window), whole) if window is not None else whole
     try:
         return StreamConfig(window=w, features=config.features, channels=ch, heatmap=config.heatmap,
-                            index=index or StreamConfig().index, seed=config.seed)
+                            index=index or StreamConfig().index, seed=config.seed, memory=memory or MemoryConfig())
     except ValueError as exc:
         raise UserError(f"--window: {exc}") from exc
 
@@ -156,16 +176,19 @@ def _stream_config(config: InReachConfig, window: int | None, n: int, index: Ind
 def _stream_result(config: InReachConfig, stream_config: StreamConfig, prep: PreparedDescriptors,
                    replay: StreamReplay, truth: _Truth) -> dict[str, Any]:
     """The keys of a batch evaluation, measured on the replay, and what the replay itself did."""
-    n, n_test, w = len(truth.train), len(truth.labels), stream_config.window
+    n, n_test, w = len(prep.train), len(truth.labels), stream_config.window
     frames, det = replay.window_frames, replay.detector
-    image_auroc, pixel = truth.aurocs(truth.heatmaps(replay.patch_scores))
-    precision, recall = filter_precision_recall(replay.nominal_mask, truth.train[frames])
+    aurocs = truth.aurocs(replay.patch_scores)
+    aurocs["image_auroc_by_score"] = truth.image_aurocs_by_score(replay.patch_scores)
+    precision, recall = (filter_precision_recall(replay.nominal_mask, truth.train[frames])
+                         if truth.train is not None else (None, None))
     nominal = int(replay.nominal_mask.sum())
     if len(det.index) != nominal:  # the index must hold exactly the nominal set
         raise RuntimeError(f"the nominal index holds {len(det.index)} vectors, the engine {nominal} nominal patches")
     return {
         "backbone": config.features.backbone, "train_images": n, "test_images": n_test,
-        "image_auroc": image_auroc, "pixel_auroc": pixel, "filter_precision": precision, "filter_recall": recall,
+        **aurocs, "filter_precision": precision, "filter_recall": recall,
+        **({} if truth.train is not None else {"filter_unavailable": NO_TRAIN_MASKS}),
         "nominal_patches": nominal, "train_patches": int(replay.nominal_mask.size),
         "fit_seconds": prep.positions_seconds + prep.train_features_seconds + replay.replay_seconds,
         "predict_seconds_per_image": (prep.test_features_seconds + replay.score_seconds) / n_test,
@@ -178,7 +201,18 @@ def _stream_result(config: InReachConfig, stream_config: StreamConfig, prep: Pre
         "uses_positions": prep.uses_positions, "aligned": prep.aligned, "transpose_score": prep.transpose_score,
         "index": asdict(stream_config.index), "index_uses_graph": bool(getattr(det.index, "uses_graph", False)),
         "index_kind": stream_config.index.kind, "index_lists": bool(getattr(det.index, "trained", False)),
+        "image_score": stream_config.heatmap.image_score, "memory": asdict(stream_config.memory),
+        **_memory_result(det),
     }
+
+
+def _memory_result(det: StreamDetector) -> dict[str, Any]:
+    """What the long-term memory holds at the end (nothing without one)."""
+    mem = det.memory
+    if mem is None:
+        return {}
+    return {"memory_patches": len(mem), "memory_epsilon": mem.epsilon, "memory_absorbed": mem.absorbed,
+            "memory_reinforced": mem.reinforced, "memory_forgotten": mem.forgotten}
 
 
 def _exact_reference(train: np.ndarray, test: np.ndarray, replay: StreamReplay, truth: _Truth) -> dict[str, Any]:
@@ -191,9 +225,9 @@ def _exact_reference(train: np.ndarray, test: np.ndarray, replay: StreamReplay, 
     for s0 in range(0, m * p, 8192):
         exact[s0:s0 + 8192] = exact_knn(gallery, flat[s0:s0 + 8192], k=1)[0][:, 0]
     exact = exact.reshape(replay.patch_scores.shape)
-    image_auroc, pixel = truth.aurocs(truth.heatmaps(exact))
+    aurocs = truth.aurocs(exact, prefix="exact_")
     diff = np.abs(exact - replay.patch_scores)
-    return {"exact_image_auroc": image_auroc, "exact_pixel_auroc": pixel,
+    return {**aurocs,
             "exact_patch_scores_share_equal": float((diff <= 1e-5).mean()),
             "exact_patch_scores_max_abs_difference": float(diff.max()),
             "exact_seconds": time.perf_counter() - start}
@@ -217,17 +251,17 @@ def _check_against_batch(detector: InReaCh, train: np.ndarray, test: np.ndarray,
     batch_fit = time.perf_counter() - start
     start = time.perf_counter()
     patch = detector.model.patch_scores(test).reshape(len(test), *detector.grid)
-    heat = truth.heatmaps(patch)
+    aurocs = truth.aurocs(patch, prefix="batch_")
     batch_predict = time.perf_counter() - start
-    image_auroc, pixel = truth.aurocs(heat)
     batch_mask = detector.model.nominal_mask_
     frames, mask = replay.window_frames, replay.nominal_mask
     identical = frames == list(range(n)) and bool((mask == batch_mask).all())
-    precision, recall = filter_precision_recall(batch_mask, truth.train)
+    precision, recall = (filter_precision_recall(batch_mask, truth.train) if truth.train is not None
+                         else (None, None))
     out: dict[str, Any] = {
         "batch_nominal_patches": int(batch_mask.sum()), "nominal_sets_identical": identical,
         "nominal_sets_symmetric_difference": _symmetric_difference(frames, mask, batch_mask),
-        "batch_image_auroc": image_auroc, "batch_pixel_auroc": pixel,
+        **aurocs,
         "batch_filter_precision": precision, "batch_filter_recall": recall,
         # With identical nominal sets, score differences come only from the two indexes' approximate search.
         "patch_scores_max_abs_difference": float(np.abs(patch - replay.patch_scores).max()),

@@ -49,11 +49,12 @@ import numpy as np
 from streamad.config import ChannelConfig, StreamConfig
 from streamad.stream.decisions import ScoreDecisions, kept_top
 from streamad.vision.frames import FrameSizeWarning, as_rgb_uint8, resize_to
-from streamad.vision.heatmap import heatmap_from_patch_scores, image_score
+from streamad.vision.heatmap import frame_scores, heatmap_from_patch_scores, image_score
 from streamad.core.incremental import IncrementalChannels
 from streamad.index import IVFIndex, NominalIndex, make_index
 from streamad.results import FrameResult
 from streamad.stream.learner import Learner
+from streamad.stream.memory import LongTermMemory
 from streamad.errors import StateError
 from streamad.state_schema import StatePart
 from streamad.stream.persistence import read_state, write_state
@@ -139,6 +140,7 @@ class StreamDetector:
         self.learner_timings: dict[str, float] = {}  # the last background admission's stage timings (ms)
         self._learner_stage_ms: dict[str, float] = {}  # summed over background admissions
         self.learner_error: BaseException | None = None
+        self.memory: LongTermMemory | None = None  # the long-term memory (config.memory), built at first eviction
 
     # ------------------------------------------------------------------ memory
     @staticmethod
@@ -184,6 +186,9 @@ class StreamDetector:
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the full engine state to ``directory``, atomically (the previous state there stays
         loadable until the new one is complete). See :mod:`streamad.stream.persistence`."""
+        if self.config.memory.enabled:
+            raise StateError("saving a detector with a long-term memory (StreamConfig.memory) is not supported yet: "
+                             "turn the memory off (capacity 0) to save and resume")
         with self._learning_paused():
             index = self.index
             parts = {"detector": self.state_dict(), "channels": self.channels.state_dict(),
@@ -358,7 +363,9 @@ class StreamDetector:
             timings["score"] = _ms(t0)
             t0 = time.perf_counter()
             heat = self._heatmap(patch, (h, w))
-            score = float(image_score(heat))
+            hc = self.config.heatmap
+            score = float(image_score(heat)) if hc.image_score == "max" else float(
+                frame_scores(patch[None], patch[None], hc.image_score, hc.top_k)[0])
             timings["heatmap"] = _ms(t0)
             judged = learn and self._window_full
             decision = self.decisions.update(score, index_no, now) if judged else self.decisions.peek(score)
@@ -432,7 +439,11 @@ class StreamDetector:
             if len(index) == 0:  # emptied between the check and the query (background learning)
                 return None
             raise
-        return dist[:, 0].reshape(self.grid).astype(np.float32)
+        scores = dist[:, 0]
+        memory = self.memory
+        if memory is not None and len(memory):  # the nearer of the window's nominal set and the memory
+            scores = np.minimum(scores, memory.query(desc))
+        return scores.reshape(self.grid).astype(np.float32)
 
     def _due(self, now: float) -> bool:
         """Admission policy: at least ``admit_every`` frames and ``admit_interval_s`` seconds since the last."""
@@ -457,6 +468,7 @@ class StreamDetector:
 
         Runs on the learner thread in background mode (which then owns ``channels``), else on the caller's."""
         t0 = time.perf_counter()
+        leaving = self._leaving_trusted() if self.config.memory.enabled else None
         self.channels.push(frame_id, desc, eligible=eligible)
         timings["associate"] = _ms(t0)
         t0 = time.perf_counter()
@@ -475,6 +487,29 @@ class StreamDetector:
         self.index = index  # a new index is published only once it holds the first admission's patches
         self._window_full = self.channels.full
         timings["index"] = _ms(t0)
+        if leaving is not None and len(leaving):
+            t0 = time.perf_counter()
+            self._remember(leaving, frame_id, index)
+            timings["memory"] = _ms(t0)
+
+    # ------------------------------------------------------------------ long-term memory (config.memory)
+    def _leaving_trusted(self) -> np.ndarray | None:
+        """The descriptors of the patches the channels trust in the frame the next admission evicts."""
+        if not self.channels.full:
+            return None
+        oldest = self.channels.window_frames()[0]
+        kept = self.channels.nominal_mask()[0]
+        return self.channels.descriptors(oldest)[kept]
+
+    def _remember(self, leaving: np.ndarray, now: int, index: Any) -> None:
+        """Offer the evicted frame's trusted patches to the long-term memory (built on first use)."""
+        memory = self.memory
+        if memory is None:
+            memory = LongTermMemory(self.config.memory, leaving.shape[1], self.config.index, seed=self.config.seed)
+        if memory.epsilon <= 0 and len(index):
+            memory.set_scale(index.query(leaving, k=1)[0][:, 0])
+        memory.absorb(leaving, now)
+        self.memory = memory
 
     # ------------------------------------------------------------------ background learning
     def _submit(self, index_no: int, desc: np.ndarray, eligible: bool, now: float) -> None:

@@ -52,3 +52,26 @@ def image_score(heatmaps: np.ndarray) -> float | np.ndarray:
     if heat.ndim != 3:
         raise ValueError(f"heatmaps must be (H, W) or (N, H, W), got shape {heat.shape}")
     return heat.reshape(len(heat), -1).max(1)
+
+
+def frame_scores(heatmaps: np.ndarray, patch_scores: np.ndarray, rule: str = "max", top_k: int = 10) -> np.ndarray:
+    """Image scores (N,) of heatmaps (N, h, w) and their patch scores (N, H, W) by ``rule``
+    (``HeatmapConfig.image_score``): ``"max"`` the heatmap maximum (:func:`image_score`), ``"top_mean"`` the
+    mean of the ``top_k`` highest patch scores. ``"reweight"`` needs the nominal set: a model computes it.
+
+        >>> patch = np.array([[[0.0, 4.0], [2.0, 1.0]]], np.float32)
+        >>> frame_scores(patch, patch, "top_mean", top_k=2).tolist()
+        [3.0]
+        >>> frame_scores(patch, patch, "max").tolist()
+        [4.0]
+    """
+    heat = np.asarray(heatmaps)
+    if rule == "max":
+        return np.asarray(image_score(heat if heat.ndim == 3 else heat[None]), np.float32).reshape(-1)
+    if rule == "top_mean":
+        flat = np.asarray(patch_scores, np.float32)
+        flat = flat.reshape(len(flat), -1) if heat.ndim == 3 else flat.reshape(1, -1)
+        k = min(int(top_k), flat.shape[1])
+        return np.sort(flat, axis=1)[:, -k:].mean(axis=1).astype(np.float32)
+    raise ValueError(f"image score rule {rule!r} is not computed from the heatmap alone: 'max' or 'top_mean' "
+                     "here; 'reweight' needs the nominal set (a batch model's image_scores)")

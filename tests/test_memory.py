@@ -1,0 +1,122 @@
+"""The streaming engine's long-term nominal memory beyond the window (StreamConfig.memory)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamad.config import ChannelConfig, MemoryConfig, StreamConfig
+from streamad.errors import StateError
+from streamad.stream.detector import StreamDetector
+from streamad.stream.memory import LongTermMemory
+
+
+class Toy:
+    grid, image_size = (4, 4), (32, 32)
+
+
+def _scene(rng: np.random.Generator, n: int, shift: float = 0.0, p: int = 16, d: int = 8) -> np.ndarray:
+    base = np.random.default_rng(99).normal(size=(1, p, d)).astype(np.float32) + shift
+    return base + 0.05 * rng.normal(size=(n, p, d)).astype(np.float32)
+
+
+def _config(**memory) -> StreamConfig:
+    return StreamConfig(window=8, channels=ChannelConfig(seeds=2, min_span=2), memory=MemoryConfig(**memory))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"capacity": -1}, "MemoryConfig.capacity must be an int >= 0"),
+    ({"epsilon": -0.1}, "MemoryConfig.epsilon must be a finite float >= 0 (0: automatic), got -0.1"),
+    ({"epsilon_ratio": 0}, "MemoryConfig.epsilon_ratio must be a finite float > 0, got 0"),
+    ({"max_age": 1.5}, "MemoryConfig.max_age must be an int >= 0"),
+])
+def test_bad_memory_settings_name_the_field(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        MemoryConfig(**kwargs)
+
+
+def test_memory_is_off_by_default():
+    assert not StreamConfig().memory.enabled
+    det = StreamDetector(_config(), extractor=Toy())
+    for frame in _scene(np.random.default_rng(0), 12):
+        det.process_descriptors(frame, frame_shape=(32, 32))
+    assert det.memory is None
+
+
+def test_cover_reinforces_near_looks_and_remembers_far_ones():
+    mem = LongTermMemory(MemoryConfig(capacity=10, epsilon=0.5), dim=2)
+    mem.absorb(np.array([[0, 0], [0.2, 0], [5, 0], [5, 0.3]], np.float32), now=1)
+    assert len(mem) == 2 and mem.counts().tolist() == [2, 2]
+    mem.absorb(np.array([[0.1, 0.1], [9, 9]], np.float32), now=2)
+    assert len(mem) == 3 and mem.counts().tolist() == [3, 2, 1] and mem.reinforced == 1
+    d = mem.query(np.array([[9, 9.2], [0, 0]], np.float32))
+    assert d[0] == pytest.approx(0.2, abs=1e-5) and d[1] == pytest.approx(0.0, abs=1e-6)
+    assert np.isinf(LongTermMemory(MemoryConfig(capacity=1, epsilon=1.0), 2).query(np.zeros((1, 2)))).all()
+
+
+def test_capacity_forgets_the_least_recently_reinforced_and_age_follows_drift():
+    mem = LongTermMemory(MemoryConfig(capacity=3, epsilon=0.5), dim=1)
+    for t, x in enumerate([0.0, 10.0, 20.0]):
+        mem.absorb(np.array([[x]], np.float32), now=t)
+    mem.absorb(np.array([[0.1]], np.float32), now=3)    # reinforces 0: now 10 is the stalest
+    mem.absorb(np.array([[30.0]], np.float32), now=4)
+    assert len(mem) == 3 and mem.forgotten == 1
+    assert mem.query(np.array([[10.0]], np.float32))[0] == pytest.approx(10.0, abs=1e-4)  # 10 is gone
+    aged = LongTermMemory(MemoryConfig(capacity=100, epsilon=0.5, max_age=5), dim=1)
+    aged.absorb(np.array([[0.0]], np.float32), now=0)
+    for t in range(1, 10):                              # the scene moved on: only new looks arrive
+        aged.absorb(np.array([[100.0 + t]], np.float32), now=t)
+    assert aged.query(np.array([[0.0]], np.float32))[0] > 50  # the old look was forgotten
+    assert len(aged) <= 6
+
+
+def test_memory_lowers_scores_of_past_looks_without_touching_the_window():
+    """Scene A, then scene B fills the window: with memory, A's looks still score low; the window's nominal
+    set (and so the incremental-equals-batch invariant) is the same with and without memory."""
+    rng = np.random.default_rng(0)
+    frames = np.concatenate([_scene(rng, 10), _scene(rng, 12, shift=3.0)])
+    probe = _scene(np.random.default_rng(1), 1)[0]
+    dets = {}
+    for name, cfg in (("plain", _config()), ("memory", _config(capacity=200))):
+        det = StreamDetector(cfg, extractor=Toy())
+        for frame in frames:
+            det.process_descriptors(frame, frame_shape=(32, 32))
+        dets[name] = det
+    plain, mem = dets["plain"], dets["memory"]
+    assert np.array_equal(plain.channels.nominal_mask(), mem.channels.nominal_mask())
+    assert plain.channels.window_frames() == mem.channels.window_frames() and len(plain.index) == len(mem.index)
+    assert mem.memory is not None and 0 < len(mem.memory) <= 200 and mem.memory.epsilon > 0
+    a_plain = plain.score_descriptors(probe, frame_shape=(32, 32)).score
+    a_mem = mem.score_descriptors(probe, frame_shape=(32, 32)).score
+    assert a_mem < 0.5 * a_plain                       # A is remembered
+    b = _scene(np.random.default_rng(2), 1, shift=3.0)[0]
+    b_plain = plain.score_descriptors(b, frame_shape=(32, 32)).score
+    b_mem = mem.score_descriptors(b, frame_shape=(32, 32)).score
+    assert b_plain * 0.9 <= b_mem <= b_plain  # B: the window covers it; the memory can only lower a score
+
+
+def test_memory_is_bounded_on_a_long_stream():
+    rng = np.random.default_rng(3)
+    det = StreamDetector(_config(capacity=40, epsilon_ratio=0.1), extractor=Toy())
+    for i in range(60):
+        det.process_descriptors(_scene(rng, 1, shift=0.05 * i)[0], frame_shape=(32, 32))
+    assert det.memory is not None and len(det.memory) <= 40 and det.memory.forgotten > 0
+
+
+def test_saving_with_memory_is_refused_clearly(tmp_path):
+    det = StreamDetector(_config(capacity=10), extractor=Toy())
+    with pytest.raises(StateError, match="long-term memory"):
+        det.save(tmp_path / "state")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--memory", "10"], "--memory only apply with --stream"),
+    (["--stream", "--memory", "-1"], "MemoryConfig.capacity must be an int >= 0"),
+    (["--stream", "--image-score", "reweight"], "--image-score reweight is for batch models"),
+])
+def test_eval_memory_options_are_checked_in_one_line(tiny_dataset, capsys, argv, message):
+    from streamad.cli import main
+
+    assert main(["eval", str(tiny_dataset), "--quiet", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
