@@ -167,7 +167,9 @@ def test_subscriber_gone_and_back_publisher_never_blocks_new_subscriber_gets_wha
     assert [m.index for m in later] == list(range(i - 10, i))   # everything published after it joined
     assert all(b.seq == a.seq + 1 for a, b in zip(later, later[1:]))
     assert later[0].seq > gone_from                              # the gap shows in seq
-    assert max(times) < 0.05 and float(np.percentile(times, 99)) < 0.005, max(times)
+    # never blocks: a send that waited for the absent subscriber would stall for good (HWM 100, 300
+    # sends); the bound is loose because a loaded CI machine delays any call by milliseconds
+    assert max(times) < 1.0, max(times)
     assert pub.dropped == 0  # PUB discards for absent subscribers without refusing the send
 
 
