@@ -232,3 +232,27 @@ def test_after_a_drift_the_calibration_restarts_at_the_change_point() -> None:
     back = ScoreDecisions.from_state(state, following.config)
     assert back.threshold == following.threshold and back.calibration == following.calibration
     assert back.calibration_scores().tolist() == following.calibration_scores().tolist()
+
+
+def test_a_stream_that_never_trusts_is_named_once_and_a_trusting_one_is_not() -> None:
+    """The trusted rule on a texture where no frame is trusted has no threshold: say so, once."""
+    import warnings
+
+    starved = ScoreDecisions(DecisionConfig(warmup=3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(100):
+            starved.update(1.0)
+            starved.trust(1.0, False)
+    assert starved.starved and starved.threshold is None
+    assert [str(w.message).count("0 of 30 admitted frames") for w in caught] == [1]   # at the 30th, once
+    back = ScoreDecisions.from_state(starved.state_dict(), DecisionConfig(warmup=3))
+    assert back.verdicts == 100 and back.starved
+
+    fed = ScoreDecisions(DecisionConfig(warmup=3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(100):
+            fed.update(1.0)
+            fed.trust(1.0 + i / 100, i % 5 == 0)   # 1 in 5 trusted: few, but enough to calibrate
+    assert not fed.starved and caught == []

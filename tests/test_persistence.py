@@ -509,7 +509,7 @@ V1_SCALARS = {
     "channels": ["batched_trim", "admissions", "last_promotion", "head", "last_id", "allocated", "stats"],
     "index": ["dim", "M", "ef_construction", "ef", "exact_below", "seed", "threads", "insert_threads", "capacity",
               "used", "graph"],
-    "decisions": ["count", "drifts", "rule", "fed", "trusted", "start"]}  # rule .. start: optional (added later)
+    "decisions": ["count", "drifts", "rule", "fed", "trusted", "verdicts", "start"]}  # rule ..: optional (added later)
 V1_ARRAYS = (["channels.ids", "channels.eligible", "channels.pending_removed"]
              + [f"channels.{k}" for k in ("x", "frame", "seed_j", "seed_frame", "pair_patch", "pair_dist", "members",
                                           "assign_j", "assign_a", "nominal", "published", "dirty")]

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -147,7 +148,8 @@ class ScoreDecisions:
     STATE_SCALARS = {"count": "int", "drifts": "int"}  # besides the array "history" (streamad.state_schema kinds)
     # Added after format_version 1 was first written; a state without them is read as one of the "quantile"
     # rule (the only one then), whose history holds every score with unknown frame numbers and times.
-    OPTIONAL_SCALARS = {"rule": "str", "fed": "int", "trusted": "int", "start": "int"}
+    OPTIONAL_SCALARS = {"rule": "str", "fed": "int", "trusted": "int", "start": "int", "verdicts": "int"}
+    STARVED_AFTER = 10  # x warmup verdicts with fewer than warmup trusted: the rule cannot calibrate here
 
     def __init__(self, config: DecisionConfig | None = None, seed: int = 0) -> None:
         self.config = config or DecisionConfig()
@@ -162,6 +164,8 @@ class ScoreDecisions:
         self.count = 0  # scores judged by update()
         self.fed = 0  # scores fed to the statistics: every judged one (quantile), the trusted ones (trusted)
         self.trusted = 0  # frames reported trusted (trusted rule)
+        self.verdicts = 0  # admitted frames whose verdict was reported, trusted or not (trusted rule)
+        self._warned_starved = False
         self.drifts = 0
         self.last_verdicts: list[tuple[int, float, int]] = []  # set by the detector: (index, score, kept_top)
         keep = self.config.window if self._drift is None else max(self.config.window, DRIFT_HISTORY_MAX)
@@ -184,7 +188,8 @@ class ScoreDecisions:
         """What :meth:`from_state` needs: the counters and the fed scores with their frame numbers and times."""
         ring = self._ring(min(self.fed, len(self._history)))
         return {"count": self.count, "drifts": self.drifts, "rule": self.config.rule, "fed": self.fed,
-                "trusted": self.trusted, "start": self._start, "history": self._history[ring],
+                "trusted": self.trusted, "verdicts": self.verdicts, "start": self._start,
+                "history": self._history[ring],
                 "history_index": self._index[ring], "history_time": self._time[ring]}
 
     @classmethod
@@ -202,6 +207,7 @@ class ScoreDecisions:
         times = np.asarray(state.get("history_time", np.full(n, np.nan)), np.float64)[-n:] if n else np.zeros(0)
         dec.fed = int(state.get("fed", dec.count))
         dec.trusted = int(state.get("trusted", 0))
+        dec.verdicts = int(state.get("verdicts", dec.trusted))
         for score in history[-config.window:].tolist():
             if dec._quantile is not None:
                 dec._quantile.update(score)
@@ -315,7 +321,13 @@ class ScoreDecisions:
               timestamp: float | None = None) -> DriftChange | None:
         """Report an admitted frame's verdict (trusted rule): a trusted frame's ``score`` joins the
         calibration set and the drift detector. Returns what changed if that flagged drift."""
-        if not self.trusting or not trusted:
+        if not self.trusting:
+            return None
+        self.verdicts += 1
+        if not trusted:
+            if self.starved and not self._warned_starved:
+                self._warned_starved = True
+                warnings.warn(self.starved_message(), RuntimeWarning, stacklevel=2)
             return None
         score = float(score)
         if not math.isfinite(score):
@@ -325,6 +337,35 @@ class ScoreDecisions:
         change = self._feed(score, index, timestamp)
         self._evict()
         return change
+
+    @property
+    def starved(self) -> bool:
+        """True when the trusted rule cannot calibrate on this stream: at least ``STARVED_AFTER x warmup``
+        admitted frames judged and fewer than ``warmup`` of them trusted, so there is no threshold and
+        nothing is flagged. It happens on textures where few patches find a channel (MTD: 0 of 986
+        admitted frames had their 5 highest-scoring patches kept); a warning says so once.
+
+            >>> dec = ScoreDecisions(DecisionConfig(warmup=2))
+            >>> _ = [dec.trust(1.0, False) for _ in range(19)]
+            >>> dec.starved
+            False
+            >>> import warnings
+            >>> with warnings.catch_warnings(record=True) as caught:
+            ...     warnings.simplefilter("always")
+            ...     _ = dec.trust(1.0, False)
+            >>> dec.starved, len(caught)
+            (True, 1)
+        """
+        return (self.trusting and self.verdicts >= self.STARVED_AFTER * self.config.warmup
+                and self.trusted < self.config.warmup)
+
+    def starved_message(self) -> str:
+        """What :attr:`starved` means, in the user's terms, with what to do."""
+        return (f"the trusted alarm rule has no threshold: {self.trusted} of {self.verdicts} admitted frames "
+                f"were trusted (their {self.config.trust_patches} highest-scoring patches kept as nominal by "
+                f"the channels) and it needs {self.config.warmup}, so no frame is flagged. On textures where "
+                f"few patches find a channel this rule cannot calibrate: use the rolling quantile "
+                f"(DecisionConfig(rule='quantile'), --rule quantile) or a smaller trust_patches")
 
     def _lower(self) -> int:
         """The first fed number of the calibration set: the last ``window`` scores, or fewer since the last
