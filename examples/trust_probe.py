@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("stream_json", help="eval-stream's --json output (its 'stream' gives the labels)")
     ap.add_argument("--frames", type=int, default=450)
     args = ap.parse_args()
-    desc = np.load(args.descriptors, mmap_mode="r")
+    desc = np.load(args.descriptors, mmap_mode="r", allow_pickle=False)
     with open(args.stream_json, encoding="utf-8") as fh:
         labels = np.array([f["label"] for f in json.load(fh)["stream"]])[:args.frames]
     kept_rows: list[np.ndarray] = []
