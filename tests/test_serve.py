@@ -76,11 +76,13 @@ class Recording(StreamDetector):
     def __init__(self, *args, **kw) -> None:
         super().__init__(*args, **kw)
         self.seen: list[tuple] = []
+        self.learned = 0  # admissions handed back with the results
         Recording.made.append(self)
 
     def process(self, frame, timestamp=None):
         r = super().process(frame, timestamp)
         self.seen.append((r.index, r.ready, r.score, r.threshold, r.p_value, r.anomalous))
+        self.learned += len(r.learned)
         return r
 
 
@@ -177,6 +179,8 @@ def test_serve_scores_equal_watch_scores_on_the_same_frames(tmp_path: Path, monk
     out = capsys.readouterr().out
     assert "3 camera(s), 120 frames" in out and all(f"{n}: frames 40 in" in out for n in "abc")
     assert report["mean_batch"] > 2.0      # the frames of the three cameras really went through together
+    assert [c["admissions"] for c in report["cameras"]] == [det.learned for det in Recording.made]
+    assert all(c["admissions"] > 0 for c in report["cameras"])
 
     config = load_config(path).cameras[0].stream_config()
     monkeypatch.setattr(watch_cmd, "build_config", lambda args: config)

@@ -236,6 +236,7 @@ class WatchSummary:
     state_dir: str | None = None  # with a StateSaver: where, how many saves succeeded and failed
     state_saves: int = 0
     state_save_failures: int = 0
+    admissions: int = 0  # admissions the detector completed and handed back with its results
 
     @property
     def fps(self) -> float:
@@ -357,6 +358,7 @@ class _WatchLoop:
                              or (publisher is not None and publisher.overlay_jpeg))
         self.timers = {name: StageTimer() for name in STAGES}
         self.frames = self.ready = self.anomalies = self.drifts = self.bad = 0
+        self.admissions = 0  # admissions completed, as the results hand them back (FrameResult.learned)
         self.last: FrameResult | None = None
         self.busy = False  # inside detector.process: a KeyboardInterrupt now may leave it half-updated
         self._mark = 0.0   # perf_counter at the end of the last timed stage
@@ -411,6 +413,7 @@ class _WatchLoop:
         self.ready += bool(result.ready)
         self.anomalies += bool(result.anomalous)
         self.drifts += bool(result.drift)
+        self.admissions += len(result.learned)
         self.last = result
         return result
 
@@ -484,7 +487,8 @@ class _WatchLoop:
                             alarm_events=0 if self.events is None else self.events.reported,
                             state_dir=None if saver is None else str(saver.directory),
                             state_saves=0 if saver is None else saver.saved,
-                            state_save_failures=0 if saver is None else saver.failed)
+                            state_save_failures=0 if saver is None else saver.failed,
+                            admissions=self.admissions)
 
 
 def _lap(timer: StageTimer, t0: float) -> float:

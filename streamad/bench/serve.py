@@ -34,6 +34,7 @@ from typing import Any
 from streamad.errors import UserError
 
 SUMMARY = re.compile(r"^frames (\d+) in ([\d.]+) s \(([\d.]+) fps\)", re.M)
+LEARNER = re.compile(r"^background learner: (\d+) admissions", re.M)  # watch --stats, background learning
 
 
 @dataclass(frozen=True)
@@ -99,14 +100,16 @@ def run_serve(n: int, frames: int, *, preset: str, window: int | None, learning:
         with open(report, encoding="utf-8") as fh:
             doc = json.load(fh)
     rates = tuple(c["frames"] / c["seconds"] if c["seconds"] > 0 else 0.0 for c in doc["cameras"])
-    return Row(n, "serve", rates, wall, doc["fps"], {"mean_batch": doc["mean_batch"], "threads": doc["threads"]})
+    admits = [c["admissions"] / c["seconds"] for c in doc["cameras"] if c["seconds"] > 0]
+    return Row(n, "serve", rates, wall, doc["fps"], {"mean_batch": doc["mean_batch"], "threads": doc["threads"],
+                                                      "admissions_per_s": sum(admits) / len(admits) if admits else None})
 
 
 def run_watches(n: int, frames: int, *, preset: str, window: int | None, learning: str, device: str | None,
                 timeout: float = 3600.0) -> Row:
     """``n`` ``streamad watch demo`` processes at once, ``frames`` frames each."""
-    cmd = [sys.executable, "-m", "streamad", "watch", "demo", "--max-frames", str(frames), "--quiet", "--preset",
-           preset, "--learning", learning]
+    cmd = [sys.executable, "-m", "streamad", "watch", "demo", "--max-frames", str(frames), "--quiet", "--stats",
+           "--preset", preset, "--learning", learning]
     if window:
         cmd += ["--window", str(window)]
     if device:
@@ -126,7 +129,7 @@ def run_watches(n: int, frames: int, *, preset: str, window: int | None, learnin
                     p.kill()
                 raise UserError(f"streamad watch x {n} did not finish within {timeout:g} s")
             time.sleep(0.02)
-        rates, frames, spans = [], 0, []
+        rates, frames, spans, admits = [], 0, [], []
         for i, (p, (o, e)) in enumerate(zip(procs, logs)):
             o.seek(0)
             e.seek(0)
@@ -138,10 +141,14 @@ def run_watches(n: int, frames: int, *, preset: str, window: int | None, learnin
                 raise UserError(f"streamad watch failed (exit {p.returncode}): {err.strip()[-500:]}")
             count, seconds = int(m.group(1)), float(m.group(2))
             rates.append(count / seconds if seconds > 0 else 0.0)
+            learner = LEARNER.search(out)
+            if learner is not None and seconds > 0:
+                admits.append(int(learner.group(1)) / seconds)
             frames += count
             spans.append((ends[i] - seconds, ends[i]))
     span = max(end for _, end in spans) - min(start for start, _ in spans)
-    return Row(n, "watch", tuple(rates), time.monotonic() - t0, frames / span if span > 0 else 0.0)
+    return Row(n, "watch", tuple(rates), time.monotonic() - t0, frames / span if span > 0 else 0.0,
+               {"admissions_per_s": sum(admits) / len(admits) if admits else None})
 
 
 def measure(counts: list[int], frames: int, *, preset: str = "default", window: int | None = None,
@@ -168,8 +175,9 @@ def table(rows: list[Row]) -> str:
     ratio, the per-camera rates and the slowest camera's share of the mean."""
     by = {(r.cameras, r.mode): r for r in rows}
     lines = ["| cameras | serve: fps together | watch x N: fps together | serve / watch | serve: per camera "
-             "(min / mean) | watch: per camera (min / mean) | serve: slowest / mean | frames per batch |",
-             "|---|---|---|---|---|---|---|---|"]
+             "(min / mean) | watch: per camera (min / mean) | serve: slowest / mean | frames per batch "
+             "| admissions/s per camera: serve / watch |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for n in sorted({r.cameras for r in rows}):
         s, w = by.get((n, "serve")), by.get((n, "watch"))
 
@@ -182,5 +190,10 @@ def table(rows: list[Row]) -> str:
         ratio = f"{s.aggregate / w.aggregate:.2f}x" if s and w and w.aggregate > 0 else "-"
         share = "-" if s is None else f"{s.min_share:.2f}"
         batch = "-" if s is None or not s.extra.get("mean_batch") else f"{s.extra['mean_batch']:.2f}"
-        lines.append(f"| {n} | {rate(s)} | {rate(w)} | {ratio} | {per(s)} | {per(w)} | {share} | {batch} |")
+        def admits(r: Row | None) -> str:
+            value = None if r is None else r.extra.get("admissions_per_s")
+            return "-" if value is None else f"{value:.2f}"
+
+        lines.append(f"| {n} | {rate(s)} | {rate(w)} | {ratio} | {per(s)} | {per(w)} | {share} | {batch} "
+                     f"| {admits(s)} / {admits(w)} |")
     return "\n".join(lines)

@@ -246,7 +246,8 @@ def _write_json(path: str, summary: Any, threads: dict[str, int]) -> None:
                         "fps": c.summary.fps, "ready": c.summary.ready, "anomalies": c.summary.anomalies,
                         "alarm_events": c.summary.alarm_events, "bad_frames": c.summary.bad_frames,
                         "stopped": c.summary.stopped, "restarts": c.restarts, "published": c.summary.published,
-                        "state_saves": c.summary.state_saves, "state_save_failures": c.summary.state_save_failures}
+                        "state_saves": c.summary.state_saves, "state_save_failures": c.summary.state_save_failures,
+                        "admissions": c.summary.admissions}
                        for c in summary.cameras]}
     try:
         with open(path, "w", encoding="utf-8") as fh:
