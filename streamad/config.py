@@ -22,6 +22,16 @@ def _check(cls: str, name: str, ok: bool, value: Any, need: str) -> None:
         raise ValueError(f"{cls}.{name} must be {need}, got {value!r}")
 
 
+def _int_at_least(value: Any, low: int) -> bool:
+    """``value`` is an int (not a bool) >= ``low``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _finite_real(value: Any) -> bool:
+    """``value`` is a finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _check_sections(cls: str, config: Any) -> None:
     """Every field of ``config`` that defaults to a nested config must hold that config type."""
     for f in fields(config):
@@ -147,11 +157,8 @@ class HeatmapConfig:
         c = "HeatmapConfig"
         _check(c, "blur_sigma", float(self.blur_sigma) >= 0, self.blur_sigma, ">= 0")
         _check(c, "image_score", self.image_score in IMAGE_SCORES, self.image_score, f"one of {IMAGE_SCORES}")
-        _check(c, "top_k", isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and self.top_k >= 1,
-               self.top_k, "an int >= 1 (patches)")
-        _check(c, "reweight_neighbors", isinstance(self.reweight_neighbors, int)
-               and not isinstance(self.reweight_neighbors, bool) and self.reweight_neighbors >= 2,
-               self.reweight_neighbors, "an int >= 2 (with one neighbour every weight is 0)")
+        _check(c, "top_k", _int_at_least(self.top_k, 1), self.top_k, "an int >= 1 (patches)")
+        _check(c, "reweight_neighbors", _int_at_least(self.reweight_neighbors, 2), self.reweight_neighbors, "an int >= 2 (with one neighbour every weight is 0)")
 
 
 @dataclass(frozen=True)
@@ -316,13 +323,12 @@ class DecisionConfig:
         c = "DecisionConfig"
         _check(c, "rule", self.rule in DECISION_RULES, self.rule, f"one of {DECISION_RULES}")
         _check(c, "false_alarm_rate", self.false_alarm_rate is None or (
-            isinstance(self.false_alarm_rate, (int, float)) and not isinstance(self.false_alarm_rate, bool)
-            and 0.0 < float(self.false_alarm_rate) < 1.0), self.false_alarm_rate, "None or in (0, 1) (per frame)")
+            _finite_real(self.false_alarm_rate) and 0.0 < self.false_alarm_rate < 1.0), self.false_alarm_rate,
+               "None or in (0, 1) (per frame)")
         _check(c, "quantile", 0.0 < float(self.quantile) < 1.0, self.quantile, "in (0, 1)")
         _check(c, "window", isinstance(self.window, int) and self.window >= 2, self.window, "an int >= 2")
         _check(c, "warmup", isinstance(self.warmup, int) and self.warmup >= 1, self.warmup, "an int >= 1")
-        _check(c, "trust_patches", isinstance(self.trust_patches, int) and not isinstance(self.trust_patches, bool)
-               and self.trust_patches >= 1, self.trust_patches, "an int >= 1 (patches)")
+        _check(c, "trust_patches", _int_at_least(self.trust_patches, 1), self.trust_patches, "an int >= 1 (patches)")
         _check(c, "drift", self.drift in DRIFT_DETECTORS, self.drift, f"one of {DRIFT_DETECTORS}")
         _check(c, "drift_delta", 0.0 < float(self.drift_delta) < 1.0, self.drift_delta, "in (0, 1)")
         if self.rule == "trusted":
@@ -382,10 +388,8 @@ class EventConfig:
 
     def __post_init__(self) -> None:
         c = "EventConfig"
-        _check(c, "max_gap", isinstance(self.max_gap, int) and not isinstance(self.max_gap, bool)
-               and self.max_gap >= 0, self.max_gap, "an int >= 0 (frames)")
-        _check(c, "min_frames", isinstance(self.min_frames, int) and not isinstance(self.min_frames, bool)
-               and self.min_frames >= 1, self.min_frames, "an int >= 1 (frames)")
+        _check(c, "max_gap", _int_at_least(self.max_gap, 0), self.max_gap, "an int >= 0 (frames)")
+        _check(c, "min_frames", _int_at_least(self.min_frames, 1), self.min_frames, "an int >= 1 (frames)")
 
 
 @dataclass(frozen=True)
@@ -412,15 +416,10 @@ class MemoryConfig:
 
     def __post_init__(self) -> None:
         c = "MemoryConfig"
-        _check(c, "capacity", isinstance(self.capacity, int) and not isinstance(self.capacity, bool)
-               and self.capacity >= 0, self.capacity, "an int >= 0 (patches; 0 = no long-term memory)")
-        _check(c, "epsilon", isinstance(self.epsilon, (int, float)) and not isinstance(self.epsilon, bool)
-               and math.isfinite(self.epsilon) and self.epsilon >= 0, self.epsilon, "a finite float >= 0 (0: automatic)")
-        _check(c, "epsilon_ratio", isinstance(self.epsilon_ratio, (int, float))
-               and not isinstance(self.epsilon_ratio, bool) and math.isfinite(self.epsilon_ratio)
-               and self.epsilon_ratio > 0, self.epsilon_ratio, "a finite float > 0")
-        _check(c, "max_age", isinstance(self.max_age, int) and not isinstance(self.max_age, bool)
-               and self.max_age >= 0, self.max_age, "an int >= 0 (admissions; 0 = no limit)")
+        _check(c, "capacity", _int_at_least(self.capacity, 0), self.capacity, "an int >= 0 (patches; 0 = no long-term memory)")
+        _check(c, "epsilon", _finite_real(self.epsilon) and self.epsilon >= 0, self.epsilon, "a finite float >= 0 (0: automatic)")
+        _check(c, "epsilon_ratio", _finite_real(self.epsilon_ratio) and self.epsilon_ratio > 0, self.epsilon_ratio, "a finite float > 0")
+        _check(c, "max_age", _int_at_least(self.max_age, 0), self.max_age, "an int >= 0 (admissions; 0 = no limit)")
 
     @property
     def enabled(self) -> bool:
@@ -462,8 +461,7 @@ class StreamConfig:
         c = "StreamConfig"
         _check_sections(c, self)
         ch = self.channels
-        _check(c, "window", isinstance(self.window, int) and not isinstance(self.window, bool)
-               and self.window > max(ch.seeds, ch.min_span), self.window,
+        _check(c, "window", _int_at_least(self.window, max(ch.seeds, ch.min_span) + 1), self.window,
                f"an int > channels.seeds ({ch.seeds}) and > channels.min_span ({ch.min_span})")
         _check(c, "admit_every", isinstance(self.admit_every, int) and self.admit_every >= 1, self.admit_every,
                "an int >= 1")

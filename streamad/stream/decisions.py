@@ -342,8 +342,8 @@ class ScoreDecisions:
     def starved(self) -> bool:
         """True when the trusted rule cannot calibrate on this stream: at least ``STARVED_AFTER x warmup``
         admitted frames judged and fewer than ``warmup`` of them trusted, so there is no threshold and
-        nothing is flagged. It happens on textures where few patches find a channel (MTD: 0 of 986
-        admitted frames had their 5 highest-scoring patches kept); a warning says so once.
+        nothing is flagged. It happens on textures where few patches find a channel (the drifting MTD
+        stream: none of its 999 frames had its 5 highest-scoring patches kept); a warning says so once.
 
             >>> dec = ScoreDecisions(DecisionConfig(warmup=2))
             >>> _ = [dec.trust(1.0, False) for _ in range(19)]

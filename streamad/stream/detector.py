@@ -49,7 +49,7 @@ import numpy as np
 from streamad.config import ChannelConfig, StreamConfig
 from streamad.stream.decisions import ScoreDecisions, kept_top
 from streamad.vision.frames import FrameSizeWarning, as_rgb_uint8, resize_to
-from streamad.vision.heatmap import frame_scores, heatmap_from_patch_scores, image_score
+from streamad.vision.heatmap import frame_scores, heatmap_from_patch_scores
 from streamad.core.incremental import IncrementalChannels
 from streamad.index import IVFIndex, NominalIndex, make_index
 from streamad.results import FrameResult
@@ -364,8 +364,7 @@ class StreamDetector:
             t0 = time.perf_counter()
             heat = self._heatmap(patch, (h, w))
             hc = self.config.heatmap
-            score = float(image_score(heat)) if hc.image_score == "max" else float(
-                frame_scores(patch[None], patch[None], hc.image_score, hc.top_k)[0])
+            score = float(frame_scores(heat[None], patch[None], hc.image_score, hc.top_k)[0])
             timings["heatmap"] = _ms(t0)
             judged = learn and self._window_full
             decision = self.decisions.update(score, index_no, now) if judged else self.decisions.peek(score)

@@ -72,6 +72,6 @@ def frame_scores(heatmaps: np.ndarray, patch_scores: np.ndarray, rule: str = "ma
         flat = np.asarray(patch_scores, np.float32)
         flat = flat.reshape(len(flat), -1) if heat.ndim == 3 else flat.reshape(1, -1)
         k = min(int(top_k), flat.shape[1])
-        return np.sort(flat, axis=1)[:, -k:].mean(axis=1).astype(np.float32)
+        return np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(axis=1).astype(np.float32)
     raise ValueError(f"image score rule {rule!r} is not computed from the heatmap alone: 'max' or 'top_mean' "
                      "here; 'reweight' needs the nominal set (a batch model's image_scores)")
