@@ -158,7 +158,8 @@ class HeatmapConfig:
         _check(c, "blur_sigma", float(self.blur_sigma) >= 0, self.blur_sigma, ">= 0")
         _check(c, "image_score", self.image_score in IMAGE_SCORES, self.image_score, f"one of {IMAGE_SCORES}")
         _check(c, "top_k", _int_at_least(self.top_k, 1), self.top_k, "an int >= 1 (patches)")
-        _check(c, "reweight_neighbors", _int_at_least(self.reweight_neighbors, 2), self.reweight_neighbors, "an int >= 2 (with one neighbour every weight is 0)")
+        _check(c, "reweight_neighbors", _int_at_least(self.reweight_neighbors, 2), self.reweight_neighbors,
+               "an int >= 2 (with one neighbour every weight is 0)")
 
 
 @dataclass(frozen=True)
@@ -416,9 +417,12 @@ class MemoryConfig:
 
     def __post_init__(self) -> None:
         c = "MemoryConfig"
-        _check(c, "capacity", _int_at_least(self.capacity, 0), self.capacity, "an int >= 0 (patches; 0 = no long-term memory)")
-        _check(c, "epsilon", _finite_real(self.epsilon) and self.epsilon >= 0, self.epsilon, "a finite float >= 0 (0: automatic)")
-        _check(c, "epsilon_ratio", _finite_real(self.epsilon_ratio) and self.epsilon_ratio > 0, self.epsilon_ratio, "a finite float > 0")
+        _check(c, "capacity", _int_at_least(self.capacity, 0), self.capacity,
+               "an int >= 0 (patches; 0 = no long-term memory)")
+        _check(c, "epsilon", _finite_real(self.epsilon) and self.epsilon >= 0, self.epsilon,
+               "a finite float >= 0 (0: automatic)")
+        _check(c, "epsilon_ratio", _finite_real(self.epsilon_ratio) and self.epsilon_ratio > 0, self.epsilon_ratio,
+               "a finite float > 0")
         _check(c, "max_age", _int_at_least(self.max_age, 0), self.max_age, "an int >= 0 (admissions; 0 = no limit)")
 
     @property
