@@ -145,3 +145,17 @@ def test_association_on_a_torch_device_gives_the_same_nominal_set():
         assert got.nominal_keys() == want.nominal_keys() and got.seeds == want.seeds
     with pytest.raises(ValueError, match="ChannelConfig.device"):
         ChannelConfig(device="tpu")
+
+
+def test_one_frames_nominal_patches_are_its_row_of_the_window_mask():
+    from streamad.core.incremental import IncrementalChannels
+
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(12, 6))
+    inc = IncrementalChannels(8, ChannelConfig(seeds=3, min_span=2))
+    for i in range(20):
+        inc.push(i, (base + 0.05 * rng.normal(size=(12, 6))).astype(np.float32))
+    mask = inc.nominal_mask()
+    assert mask.any()
+    for row, frame_id in enumerate(inc.window_frames()):
+        assert np.array_equal(inc.nominal_patches(frame_id), mask[row]), frame_id

@@ -352,6 +352,11 @@ class IncrementalChannels:
             return np.zeros((0, 0), bool)
         return self._nominal[self._order()].copy()
 
+    def nominal_patches(self, frame_id: int) -> np.ndarray:
+        """(P,) bool: which patches of one window frame are nominal (a row of :meth:`nominal_mask`)."""
+        self.flush()
+        return self._nominal[self._slot(frame_id)].copy()
+
     def nominal_keys(self) -> set[tuple[int, int]]:
         """The nominal patches as {(frame_id, patch)}."""
         mask = self.nominal_mask()

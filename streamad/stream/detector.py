@@ -497,8 +497,7 @@ class StreamDetector:
         if not self.channels.full:
             return None
         oldest = self.channels.window_frames()[0]
-        kept = self.channels.nominal_mask()[0]
-        return self.channels.descriptors(oldest)[kept]
+        return self.channels.descriptors(oldest)[self.channels.nominal_patches(oldest)]
 
     def _remember(self, leaving: np.ndarray, now: int, index: Any) -> None:
         """Offer the evicted frame's trusted patches to the long-term memory (built on first use)."""
