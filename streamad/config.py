@@ -281,7 +281,7 @@ class ThreadConfig:
 
 
 DRIFT_DETECTORS = ("adwin", "page_hinkley", "kswin", "none")
-DECISION_RULES = ("trusted", "quantile")
+DECISION_RULES = ("trusted", "screened", "quantile")
 
 
 @dataclass(frozen=True)
@@ -297,6 +297,10 @@ class DecisionConfig:
       Defects do not enter it, so it holds at any defect rate; normal frames are flagged at rate
       ``alpha``. It exists once ``max(warmup, 1/alpha - 1)`` trusted scores are in (honest warm-up):
       ``window`` must therefore be at least ``1/alpha - 1``.
+    - ``"screened"``: the same conformal threshold over the last ``window`` scores of all judged frames
+      less those above a robust screen (a Gumbel law fitted to the lower scores, at its ``1 - alpha *
+      screen`` quantile): no verdict from the channels needed, so it calibrates on textures too; the
+      normal frames the screen leaves out (about ``alpha * screen``) add to the false alarm rate.
     - ``"quantile"`` (the former rule): the ``1 - alpha`` quantile of the last ``window`` scores of all
       frames (river ``RollingQuantile``), once ``warmup`` scores have been seen; it flags about
       ``alpha`` of all frames, defects included, whatever is happening.
@@ -317,6 +321,7 @@ class DecisionConfig:
     window: int = 1000
     warmup: int = 30
     trust_patches: int = 5
+    screen: float = 0.1
     drift: str = "adwin"
     drift_delta: float = 0.002
 
@@ -330,9 +335,11 @@ class DecisionConfig:
         _check(c, "window", isinstance(self.window, int) and self.window >= 2, self.window, "an int >= 2")
         _check(c, "warmup", isinstance(self.warmup, int) and self.warmup >= 1, self.warmup, "an int >= 1")
         _check(c, "trust_patches", _int_at_least(self.trust_patches, 1), self.trust_patches, "an int >= 1 (patches)")
+        _check(c, "screen", _finite_real(self.screen) and 0.0 < self.screen <= 1.0, self.screen,
+               "in (0, 1] (the screen bound's tail share, as a fraction of the false alarm rate)")
         _check(c, "drift", self.drift in DRIFT_DETECTORS, self.drift, f"one of {DRIFT_DETECTORS}")
         _check(c, "drift_delta", 0.0 < float(self.drift_delta) < 1.0, self.drift_delta, "in (0, 1)")
-        if self.rule == "trusted":
+        if self.rule in ("trusted", "screened"):
             need = math.ceil(1.0 / self.alpha - 1.0 - 1e-9)
             what = "false_alarm_rate" if self.false_alarm_rate is not None else "(1 - quantile)"
             _check(c, "window", self.window >= need, self.window,

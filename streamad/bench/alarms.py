@@ -35,7 +35,7 @@ from streamad.stream.decisions import ScoreDecisions
 from streamad.stream.detector import StreamDetector
 from streamad.stream.events import AlarmEvents
 
-RULES = ("trusted", "quantile")
+RULES = ("trusted", "quantile")  # the default of --rules (DECISION_RULES: every rule)
 
 
 @dataclass(frozen=True)
@@ -290,9 +290,9 @@ class AlarmReport:
                  "|---|---|---|---|---|---|---|---|---|"]
         for r in self.rows:
             lines.append(_table_row(r))
-        lines += ["", "Targets (the trusted rule):"] + self.checks("trusted")
-        if any(r["rule"] == "quantile" for r in self.rows):
-            lines += ["", "The same targets for the former rule:"] + self.checks("quantile")
+        for rule in dict.fromkeys(r["rule"] for r in self.rows):
+            what = "the former rule" if rule == "quantile" else f"the {rule} rule"
+            lines += ["", f"Targets ({what}):"] + self.checks(rule)
         if self.design_rows:
             lines += ["", "## Calibration designs, replayed on the trusted runs' records", "",
                       "Each design judges the same scores with a conformal threshold over its own calibration set; "

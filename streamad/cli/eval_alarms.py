@@ -22,6 +22,7 @@ import os
 import shlex
 import sys
 
+from streamad.config import DECISION_RULES
 from streamad.errors import UserError
 from streamad.stream.presets import PRESETS
 
@@ -45,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=tuple(PRESETS), default="fast", help="engine preset (default fast)")
     p.add_argument("--false-alarm-rate", type=float, default=0.01, metavar="A",
                    help="accepted false alarm rate per frame, for every rule (default 0.01)")
-    p.add_argument("--rules", default="trusted,quantile", help="comma-separated: trusted, quantile (default both)")
+    p.add_argument("--rules", default="trusted,quantile", help="comma-separated: trusted, screened, quantile (default trusted,quantile)")
     p.add_argument("--cache", metavar="DIR", default=None, help="keep each rate's descriptors in DIR and reuse them")
     p.add_argument("--out", metavar="FILE.md", default=None, help="write the tables as Markdown")
     p.add_argument("--json", metavar="FILE", default=None, help="write the rows as JSON")
@@ -53,11 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamad.bench.alarms import RULES, AlarmSettings, evaluate_alarms
+    from streamad.bench.alarms import AlarmSettings, evaluate_alarms
 
     rules = tuple(r.strip() for r in args.rules.split(",") if r.strip())
-    if not rules or any(r not in RULES for r in rules):
-        raise UserError(f"--rules: choose from {', '.join(RULES)}, got {args.rules!r}")
+    if not rules or any(r not in DECISION_RULES for r in rules):
+        raise UserError(f"--rules: choose from {', '.join(DECISION_RULES)}, got {args.rules!r}")
     if not args.rates or any(not 0.0 <= r < 1.0 for r in args.rates):
         raise UserError(f"--rates must be defect rates in [0, 1), got {args.rates}")
     if args.frames < 100:

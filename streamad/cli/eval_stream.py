@@ -39,6 +39,7 @@ import shlex
 import sys
 
 from streamad.cli.eval import add_data_root_argument, add_model_arguments, config_from_args
+from streamad.config import DECISION_RULES
 from streamad.errors import UserError
 
 NAME = "eval-stream"
@@ -75,7 +76,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="window sizes of the streaming engine (default 64,128)")
     p.add_argument("--rules", default="trusted,quantile",
                    help="the engine's decision rules, each run per window and applied to the static models: trusted, "
-                        "quantile (default both)")
+                        "screened, quantile (default trusted,quantile)")
     p.add_argument("--quantile", type=float, default=0.99,
                    help="alarm quantile of recent scores (engine) / of calibration scores (static) (default 0.99)")
     p.add_argument("--warmup", type=int, default=30, metavar="N",
@@ -101,8 +102,8 @@ def _check(args: argparse.Namespace, methods: list[str]) -> None:
     if not 0.0 < args.quantile < 1.0:
         raise UserError(f"--quantile must be in (0, 1), got {args.quantile}")
     rules = _list(args.rules)
-    if not rules or any(r not in ("trusted", "quantile") for r in rules):
-        raise UserError(f"--rules: choose from trusted, quantile, got {args.rules!r}")
+    if not rules or any(r not in DECISION_RULES for r in rules):
+        raise UserError(f"--rules: choose from {', '.join(DECISION_RULES)}, got {args.rules!r}")
     if args.positional == "on":
         raise UserError("--positional on is not supported here: every method of eval-stream scores the plain "
                         "patch descriptors (as the streaming engine does); use auto or off")

@@ -23,6 +23,15 @@ Two rules, named by ``DecisionConfig.rule``:
   it flags a change, the calibration restarts at the change point (keeping at least the ``1/alpha - 1``
   most recent trusted scores), so the threshold follows the new normal at once instead of after
   ``window`` frames.
+- ``"screened"``: the same conformal threshold and p-value, calibrated on the last ``window`` scores of
+  every judged frame **less the ones a robust screen puts outside normal** (:func:`screen_bound`): a
+  Gumbel law (the law of a maximum of many patch distances) fitted to the lower part of the scores,
+  corrected for the share it screens out, and extrapolated to its ``1 - alpha * screen`` quantile;
+  scores above that bound are left out of the calibration set and of the drift detector. It needs no
+  verdict from the channels, so it calibrates on textures where the channels keep too few patches for
+  the trusted rule (the drifting MTD stream: docs/alarms.md). What it costs: the screen also leaves out
+  the normal frames above the bound (about ``alpha * screen`` of them if the law fits), which adds that
+  share to the false alarm rate; defects scoring between the threshold and the bound do enter.
 - ``"quantile"`` (the former rule): the threshold is the ``1 - alpha`` quantile (river
   ``RollingQuantile``) of the last ``window`` scores of every frame, alarms included; it flags about
   ``alpha`` of all frames whatever is happening, and a defect rate above ``alpha`` lifts it into the
@@ -49,6 +58,13 @@ judged by. With ``"trusted"`` the caller reports each admitted frame's verdict w
     >>> dec.trust(5.0, False) is None, dec.trusted   # not trusted: the calibration set does not change
     (True, 9)
 
+    >>> scr = ScoreDecisions(DecisionConfig(rule="screened", false_alarm_rate=0.1, warmup=5, drift="none"))
+    >>> for i in range(30):                      # normal scores 1.00 .. 1.29, judged then fed
+    ...     _ = scr.update(1.0 + 0.01 * i)
+    >>> _ = [scr.update(9.0) for _ in range(8)]  # a burst of defects: screened out, the threshold stays
+    >>> round(scr.threshold, 2), scr.calibration, scr.update(9.0).anomalous
+    (1.27, 30, True)
+
 river's quantile and drift detectors cannot be serialised, so the scores fed to the statistics are
 kept (the last ``max(window, DRIFT_HISTORY_MAX)`` of them, a bounded ring, with their frame index and
 timestamp) and :meth:`ScoreDecisions.from_state` rebuilds everything by replaying them: exactly for
@@ -65,6 +81,7 @@ from __future__ import annotations
 import bisect
 import math
 import warnings
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -126,6 +143,53 @@ def conformal_rank(n: int, alpha: float) -> int:
     return math.ceil((n + 1) * (1.0 - alpha) - 1e-9)
 
 
+def _gumbel(p: float) -> float:
+    """The standard Gumbel law's quantile at ``p``: ``-ln(-ln p)``."""
+    return -math.log(-math.log(p))
+
+
+SCREEN_LEVELS = (0.25, 0.75)  # the quantiles of the normal scores the screen's Gumbel law is fitted to
+
+
+def screen_bound(scores: Sequence[float], level: float, rounds: int = 10) -> float:
+    """The robust screen of the ``screened`` rule: the score above which a frame is not taken as normal.
+
+    ``scores`` are sorted ascending (the window's judged scores, defects possibly among them). A Gumbel
+    law ``mu + beta * G`` is fitted to the normal scores' quartiles (:data:`SCREEN_LEVELS`); the bound is
+    its quantile at ``level`` (``1 - alpha * screen``). Defects score high, so with a share ``e`` of the
+    scores above the bound the normal scores' quantile ``p`` sits at the scores' quantile ``p (1 - e)``.
+    The fit starts from ``e`` = one half (the lower half of the scores only) and is repeated with the
+    share it screens out until that share settles (at most ``rounds`` fits), so a burst of defects, up
+    to nearly half of the scores, neither stretches the law nor lifts the bound with it.
+
+        >>> clean = [1.0 + 0.01 * i for i in range(100)]
+        >>> round(screen_bound(clean, 0.999), 2)
+        3.52
+        >>> round(screen_bound(sorted(clean + [9.0] * 25), 0.999), 2)   # 20 % defects: about the same
+        3.53
+    """
+    x = np.asarray(scores, np.float64)
+    n = len(x)
+    if n == 0:
+        return math.inf
+    lo_p, hi_p = SCREEN_LEVELS
+    spread = _gumbel(hi_p) - _gumbel(lo_p)
+    out = 0.5
+    bound = float(x[-1])
+    for _ in range(max(1, rounds)):
+        keep = 1.0 - out
+        q_lo, q_hi = np.quantile(x, [lo_p * keep, hi_p * keep])
+        beta = (q_hi - q_lo) / spread
+        if not beta > 0.0:  # (nearly) constant scores: nothing to screen
+            return float(x[-1])
+        bound = float(q_lo + beta * (_gumbel(level) - _gumbel(lo_p)))
+        new_out = min(0.5, (n - int(np.searchsorted(x, bound, side="right"))) / n)
+        if abs(new_out - out) < 0.5 / n:
+            break
+        out = new_out
+    return bound
+
+
 def change_point(scores: np.ndarray) -> int:
     """Where the mean of ``scores`` most likely changed (CUSUM): the first index of the later part.
 
@@ -155,8 +219,10 @@ class ScoreDecisions:
         self.config = config or DecisionConfig()
         self.alpha = self.config.alpha
         self.trusting = self.config.rule == "trusted"
+        self.screening = self.config.rule == "screened"
+        self._sorting = self.trusting or self.screening  # a conformal threshold over a sorted calibration set
         self._quantile = None
-        if not self.trusting:
+        if not self._sorting:
             from river import stats as river_stats
 
             self._quantile = river_stats.RollingQuantile(q=self.config.level, window_size=self.config.window)
@@ -168,13 +234,17 @@ class ScoreDecisions:
         self._warned_starved = False
         self.drifts = 0
         self.last_verdicts: list[tuple[int, float, int]] = []  # set by the detector: (index, score, kept_top)
-        keep = self.config.window if self._drift is None else max(self.config.window, DRIFT_HISTORY_MAX)
+        # one more than the window: a score is recorded before the one it pushes out of the window is evicted
+        keep = self.config.window + 1 if self._drift is None else max(self.config.window + 1, DRIFT_HISTORY_MAX)
         self._history = np.zeros(keep)  # ring: fed score number i is at i % keep
         self._index = np.full(keep, -1, np.int64)  # its frame index (-1: unknown)
         self._time = np.full(keep, np.nan)  # its timestamp (NaN: unknown)
-        self._sorted: list[float] = []  # trusted rule: the calibration scores, sorted: fed numbers _low .. fed - 1
-        self._start = 0  # trusted rule: the fed number the calibration may start at (the last drift's change point)
+        # trusted / screened: the fed scores with numbers _low .. fed - 1, sorted (screened: those up to the
+        # screen bound are the calibration set); _start: where the calibration may start (the last drift's change point)
+        self._sorted: list[float] = []
+        self._start = 0
         self._low = 0
+        self._bound: tuple[int, float] | None = None  # screened: (fed, screen bound) cached for that many fed
 
     # ------------------------------------------------------------------ state
     def history(self) -> np.ndarray:
@@ -214,12 +284,14 @@ class ScoreDecisions:
         dec._start = int(state.get("start", 0))
         ring = dec._ring(n)
         dec._history[ring], dec._index[ring], dec._time[ring] = history, index, times
-        if dec.trusting:
+        if dec._sorting:
             dec._low = dec._lower()
             dec._sorted = sorted(dec._history[dec._ring(dec.fed - dec._low)].tolist())
-        if dec._drift is not None:
+        if dec._drift is not None:  # screened: the scores within today's bound (the bound each met is not kept)
+            bound = dec.screen
             for score in history.tolist():
-                dec._drift.update(score)
+                if score <= bound:
+                    dec._drift.update(score)
         return dec
 
     @classmethod
@@ -236,7 +308,7 @@ class ScoreDecisions:
             raise where.inconsistent(f"{len(history)} saved scores for a count of {fed}")
         if not np.isfinite(history).all():
             raise where.inconsistent("a saved score is not a finite number")
-        if state.get("rule", "quantile") not in ("trusted", "quantile"):
+        if state.get("rule", "quantile") not in ("trusted", "screened", "quantile"):
             raise where.inconsistent(f"unknown decision rule {state['rule']!r}")
         if not 0 <= state.get("start", 0) <= fed:
             raise where.inconsistent(f"the calibration starts at score {state['start']} of {fed}")
@@ -247,31 +319,44 @@ class ScoreDecisions:
     # ------------------------------------------------------------------ decisions
     @property
     def calibration(self) -> int:
-        """Scores the threshold is computed from now: the trusted ones (trusted rule) or all recent ones."""
+        """Scores the threshold is computed from now: the trusted ones (trusted rule), the recent ones up
+        to the screen bound (screened) or all recent ones (quantile)."""
+        if self.screening:
+            return bisect.bisect_right(self._sorted, self.screen)
         return len(self._sorted) if self.trusting else min(self.fed, self.config.window)
 
     def calibration_scores(self) -> np.ndarray:
         """The scores the threshold is computed from now, sorted (trusted rule: the trusted ones)."""
-        if self.trusting:
-            return np.asarray(self._sorted, np.float64)
+        if self._sorting:
+            return np.asarray(self._sorted[:self.calibration], np.float64)
         return np.sort(self._history[self._ring(self.calibration)])
+
+    @property
+    def screen(self) -> float:
+        """The screened rule's bound (:func:`screen_bound` of the recent scores): scores above it do not
+        calibrate; infinite for the other rules."""
+        if not self.screening:
+            return math.inf
+        if self._bound is None or self._bound[0] != self.fed:
+            self._bound = (self.fed, screen_bound(self._sorted, 1.0 - self.alpha * self.config.screen))
+        return self._bound[1]
 
     @property
     def needed(self) -> int:
         """Calibration scores needed before the threshold holds the configured rate (trusted rule)."""
-        if not self.trusting:
+        if not self._sorting:
             return self.config.warmup
         return max(self.config.warmup, math.ceil(1.0 / self.alpha - 1.0 - 1e-9))
 
     def _rank(self) -> int | None:
         """The rank (1-based) of the calibration score that is the threshold; None during warm-up."""
-        n = len(self._sorted)
+        n = self.calibration
         return None if n < self.config.warmup else min(n, conformal_rank(n, self.alpha))
 
     @property
     def threshold(self) -> float | None:
         """The current threshold, None during warm-up."""
-        if not self.trusting:
+        if not self._sorting:
             return None if self.count < self.config.warmup else float(self._quantile.get())  # type: ignore[union-attr]
         rank = self._rank()
         return None if rank is None else float(self._sorted[rank - 1])
@@ -280,18 +365,19 @@ class ScoreDecisions:
     def false_alarm_bound(self) -> float | None:
         """The share of normal frames the current threshold flags at most (trusted rule): ``alpha`` once
         enough trusted scores are in, ``1 / (n + 1)`` before (the threshold is then the highest of them);
-        None without a threshold. The ``quantile`` rule guarantees nothing: ``alpha`` of all frames."""
-        if not self.trusting:
+        None without a threshold. The screened rule: the same, plus the normal frames its screen leaves
+        out (about ``alpha * screen``). The ``quantile`` rule guarantees nothing: ``alpha`` of all frames."""
+        if not self._sorting:
             return None if self.threshold is None else self.alpha
         rank = self._rank()
-        n = len(self._sorted)
+        n = self.calibration
         return None if rank is None else (n + 1 - rank) / (n + 1)
 
     def p_value(self, score: float) -> float | None:
         """``(1 + #{c >= score}) / (n + 1)`` over the ``n`` calibration scores ``c`` (None without any)."""
-        if self.trusting:
-            n = len(self._sorted)
-            above = n - bisect.bisect_left(self._sorted, float(score))
+        if self._sorting:
+            n = self.calibration
+            above = n - bisect.bisect_left(self._sorted, float(score), 0, n)
         else:
             recent = self._history[self._ring(self.calibration)]
             n, above = len(recent), int(np.count_nonzero(recent >= float(score)))
@@ -304,7 +390,8 @@ class ScoreDecisions:
 
     def update(self, score: float, index: int | None = None, timestamp: float | None = None) -> Decision:
         """Judge ``score`` (the frame ``index`` taken at ``timestamp``) against the current threshold.
-        With the ``quantile`` rule it then joins the quantile and the drift detector; with ``trusted``
+        With the ``quantile`` rule it then joins the quantile and the drift detector; with ``screened``
+        the recent scores, and the drift detector if it is within the screen bound; with ``trusted``
         nothing changes until :meth:`trust` reports the frame's verdict."""
         score = float(score)
         if not math.isfinite(score):
@@ -313,8 +400,14 @@ class ScoreDecisions:
         self.count += 1
         if self.trusting:
             return decision
-        self._quantile.update(score)  # type: ignore[union-attr]
-        change = self._feed(score, index, timestamp)
+        if self.screening:
+            bisect.insort(self._sorted, score)
+            self._record(score, index, timestamp)
+            self._evict()
+            change = self._watch() if score <= self.screen else None
+        else:
+            self._quantile.update(score)  # type: ignore[union-attr]
+            change = self._feed(score, index, timestamp)
         return decision._replace(drift=change is not None, change=change)
 
     def trust(self, score: float, trusted: bool, index: int | None = None,
@@ -364,8 +457,9 @@ class ScoreDecisions:
         return (f"the trusted alarm rule has no threshold: {self.trusted} of {self.verdicts} admitted frames "
                 f"were trusted (their {self.config.trust_patches} highest-scoring patches kept as nominal by "
                 f"the channels) and it needs {self.config.warmup}, so no frame is flagged. On textures where "
-                f"few patches find a channel this rule cannot calibrate: use the rolling quantile "
-                f"(DecisionConfig(rule='quantile'), --rule quantile) or a smaller trust_patches")
+                f"few patches find a channel this rule cannot calibrate: use the screened rule "
+                f"(DecisionConfig(rule='screened'), --rule screened), which calibrates on every frame's score "
+                f"less those a robust screen puts outside normal")
 
     def _lower(self) -> int:
         """The first fed number of the calibration set: the last ``window`` scores, or fewer since the last
@@ -383,14 +477,22 @@ class ScoreDecisions:
 
     def _feed(self, score: float, index: int | None, timestamp: float | None) -> DriftChange | None:
         """Add a score to the history and the drift detector; what changed if drift was flagged."""
+        self._record(score, index, timestamp)
+        return self._watch()
+
+    def _record(self, score: float, index: int | None, timestamp: float | None) -> None:
+        """Add a score (of frame ``index`` at ``timestamp``) to the history ring."""
         slot = self.fed % len(self._history)
         self._history[slot] = score
         self._index[slot] = -1 if index is None else int(index)
         self._time[slot] = math.nan if timestamp is None else float(timestamp)
         self.fed += 1
+
+    def _watch(self) -> DriftChange | None:
+        """Feed the last recorded score to the drift detector; what changed if drift was flagged."""
         if self._drift is None:
             return None
-        self._drift.update(score)
+        self._drift.update(float(self._history[(self.fed - 1) % len(self._history)]))
         if not self._drift.drift_detected:
             return None
         self.drifts += 1
@@ -403,7 +505,7 @@ class ScoreDecisions:
         ring = self._ring(min(self.fed, max(self.config.window, 2)))
         scores = self._history[ring]
         cut = change_point(scores)
-        if self.trusting:
+        if self._sorting:
             self._start = max(self._start, self.fed - len(ring) + cut)
         before, after = scores[:cut], scores[cut:]
         index, when = int(self._index[ring[cut]]), float(self._time[ring[cut]])
