@@ -5,6 +5,7 @@ not the point (tests/test_serve_page.py runs the real one, and the browser)."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -31,6 +32,7 @@ from streamad.adapters.serve.config import ConfigError, load_config
 from streamad.adapters.serve.fleet import Camera, Fleet
 from streamad.adapters.serve.status import CameraStatus
 from streamad.adapters.serve.web import WebError, WebPage
+from streamad.adapters.serve.workers import RemoteDetector
 from streamad.adapters.sources import Backoff, FolderSource, LiveSource
 from streamad.adapters.subscriber import Subscriber
 from streamad.results import FrameResult
@@ -68,8 +70,14 @@ def config_file(path: Path, cameras: list[tuple[str, str]], head: str = "", extr
     return path
 
 
+def seen(r: FrameResult) -> tuple:
+    """What the equality tests compare of a result: score, threshold, p-value, flags and the heatmap."""
+    heat = None if r.heatmap is None else hashlib.sha256(np.ascontiguousarray(r.heatmap).tobytes()).hexdigest()
+    return (r.index, r.ready, r.score, r.threshold, r.p_value, r.anomalous, heat)
+
+
 class Recording(StreamDetector):
-    """The real detector, keeping every result's score, threshold and p-value."""
+    """The real detector, keeping every result's score, threshold, p-value and heatmap."""
 
     made: list[Recording] = []
 
@@ -81,7 +89,7 @@ class Recording(StreamDetector):
 
     def process(self, frame, timestamp=None):
         r = super().process(frame, timestamp)
-        self.seen.append((r.index, r.ready, r.score, r.threshold, r.p_value, r.anomalous))
+        self.seen.append(seen(r))
         self.learned += len(r.learned)
         return r
 
@@ -166,20 +174,43 @@ def test_config_reads_every_setting_and_resolves_paths_against_its_folder(tmp_pa
 # -- batching changes nothing ------------------------------------------------------------------------
 
 
-def test_serve_scores_equal_watch_scores_on_the_same_frames(tmp_path: Path, monkeypatch, capsys) -> None:
+@pytest.mark.parametrize("workers", [0, 2])
+def test_serve_scores_equal_watch_scores_on_the_same_frames(tmp_path: Path, monkeypatch, capsys,
+                                                            workers: int) -> None:
+    """On threads (workers 0) and in worker processes (2 for 3 cameras: two share one), every camera of a
+    ``serve`` gives exactly the results of ``watch``."""
     frames = write_frames(tmp_path / "frames")
     path = config_file(tmp_path / "serve.toml", [("a", str(frames)), ("b", str(frames)), ("c", str(frames))],
                        head='[serve]\nbatch_wait_ms = 500\n[publisher]\nenabled = false\n')
     monkeypatch.setattr(serve_cmd, "make_extractor", lambda features: BlockMeans())
     monkeypatch.setattr(serve_cmd, "make_detector", lambda config, extractor: Recording(config, extractor=extractor))
+    remote: dict[str, list[tuple]] = {}
+    learned: dict[str, int] = {}
+    remote_process = RemoteDetector.process
+
+    def record(self, frame, timestamp=None):  # what a camera's loop gets back from its worker
+        r = remote_process(self, frame, timestamp)
+        remote.setdefault(self.name, []).append(seen(r))
+        learned[self.name] = learned.get(self.name, 0) + len(r.learned)
+        return r
+
+    monkeypatch.setattr(RemoteDetector, "process", record)
     Recording.made = []
-    assert cli.main(["serve", str(path), "--json", str(tmp_path / "serve.json"), "--quiet"]) == 0
-    served = {name: det.seen for name, det in zip("abc", Recording.made)}
+    assert cli.main(["serve", str(path), "--json", str(tmp_path / "serve.json"), "--quiet",
+                     "--workers", str(workers)]) == 0
+    if workers:
+        assert Recording.made == [] and sorted(remote) == ["a", "b", "c"]
+        served, admissions = remote, [learned[n] for n in "abc"]
+    else:
+        assert remote == {}
+        served = {name: det.seen for name, det in zip("abc", Recording.made)}
+        admissions = [det.learned for det in Recording.made]
     report = json.loads((tmp_path / "serve.json").read_text())
     out = capsys.readouterr().out
     assert "3 camera(s), 120 frames" in out and all(f"{n}: frames 40 in" in out for n in "abc")
+    assert report["workers"] == workers
     assert report["mean_batch"] > 2.0      # the frames of the three cameras really went through together
-    assert [c["admissions"] for c in report["cameras"]] == [det.learned for det in Recording.made]
+    assert [c["admissions"] for c in report["cameras"]] == admissions
     assert all(c["admissions"] > 0 for c in report["cameras"])
 
     config = load_config(path).cameras[0].stream_config()

@@ -3,7 +3,8 @@
 For each camera count N, with the same settings (preset, window, learning, device, frames per camera):
 
 - **serve**: one ``streamad serve`` process with N demo cameras (one backbone, batches of the cameras'
-  newest frames), each stopping after ``frames`` frames;
+  newest frames; with ``workers``, the detectors in that many worker processes), each stopping after
+  ``frames`` frames;
 - **watch**: N ``streamad watch demo`` processes started together, each stopping after ``frames``
   frames (each loads its own backbone and runs its own thread pools on the same cores).
 
@@ -73,9 +74,10 @@ def _env(torch_threads: int | None) -> dict[str, str]:
 
 
 def serve_config(n: int, *, preset: str, window: int | None, learning: str, device: str | None,
-                 batch_wait_ms: float) -> str:
+                 batch_wait_ms: float, workers: int = 0) -> str:
     """The TOML of N demo cameras with the given settings (no publisher, no page)."""
-    head = f"[serve]\nbatch_wait_ms = {batch_wait_ms}\n" + (f'device = "{device}"\n' if device else "")
+    head = f"[serve]\nbatch_wait_ms = {batch_wait_ms}\nworkers = {workers}\n"
+    head += f'device = "{device}"\n' if device else ""
     head += "[publisher]\nenabled = false\n"
     cams = "".join(f'\n[[cameras]]\nname = "cam{i}"\nsource = "demo"\npreset = "{preset}"\nlearning = "{learning}"\n'
                    + (f"window = {window}\n" if window else "") for i in range(n))
@@ -83,13 +85,14 @@ def serve_config(n: int, *, preset: str, window: int | None, learning: str, devi
 
 
 def run_serve(n: int, frames: int, *, preset: str, window: int | None, learning: str, device: str | None,
-              batch_wait_ms: float = 5.0, timeout: float = 3600.0) -> Row:
-    """One ``streamad serve`` with ``n`` demo cameras, ``frames`` frames each."""
+              batch_wait_ms: float = 5.0, workers: int = 0, timeout: float = 3600.0) -> Row:
+    """One ``streamad serve`` with ``n`` demo cameras, ``frames`` frames each (detection in ``workers``
+    worker processes; 0: on threads)."""
     with tempfile.TemporaryDirectory(prefix="streamad-bench-serve-") as tmp:
         cfg, report = os.path.join(tmp, "serve.toml"), os.path.join(tmp, "serve.json")
         with open(cfg, "w", encoding="utf-8") as fh:
             fh.write(serve_config(n, preset=preset, window=window, learning=learning, device=device,
-                                  batch_wait_ms=batch_wait_ms))
+                                  batch_wait_ms=batch_wait_ms, workers=workers))
         t0 = time.monotonic()
         proc = subprocess.run([sys.executable, "-m", "streamad", "serve", cfg, "--max-frames", str(frames), "--quiet",
                                "--json", report], capture_output=True, text=True, timeout=timeout, env=_env(None))
@@ -102,7 +105,9 @@ def run_serve(n: int, frames: int, *, preset: str, window: int | None, learning:
     rates = tuple(c["frames"] / c["seconds"] if c["seconds"] > 0 else 0.0 for c in doc["cameras"])
     admits = [c["admissions"] / c["seconds"] for c in doc["cameras"] if c["seconds"] > 0]
     return Row(n, "serve", rates, wall, doc["fps"], {"mean_batch": doc["mean_batch"], "threads": doc["threads"],
-                                                      "admissions_per_s": sum(admits) / len(admits) if admits else None})
+                                                      "workers": doc.get("workers", 0),
+                                                      "admissions_per_s": sum(admits) / len(admits) if admits
+                                                      else None})
 
 
 def run_watches(n: int, frames: int, *, preset: str, window: int | None, learning: str, device: str | None,
@@ -153,8 +158,9 @@ def run_watches(n: int, frames: int, *, preset: str, window: int | None, learnin
 
 def measure(counts: list[int], frames: int, *, preset: str = "default", window: int | None = None,
             learning: str = "background", device: str | None = None, batch_wait_ms: float = 5.0,
-            modes: tuple[str, ...] = ("serve", "watch"), progress: Any = None) -> list[Row]:
-    """For each camera count: a ``serve`` row and a ``watch`` row (as ``modes`` says)."""
+            workers: int = 0, modes: tuple[str, ...] = ("serve", "watch"), progress: Any = None) -> list[Row]:
+    """For each camera count: a ``serve`` row and a ``watch`` row (as ``modes`` says); ``workers`` is
+    serve's ``[serve] workers`` (at most one per camera is started)."""
     rows = []
     for n in counts:
         if n < 1:
@@ -164,7 +170,7 @@ def measure(counts: list[int], frames: int, *, preset: str = "default", window: 
                 progress(f"{n} camera(s): {mode} ...")
             if mode == "serve":
                 rows.append(run_serve(n, frames, preset=preset, window=window, learning=learning, device=device,
-                                      batch_wait_ms=batch_wait_ms))
+                                      batch_wait_ms=batch_wait_ms, workers=workers))
             else:
                 rows.append(run_watches(n, frames, preset=preset, window=window, learning=learning, device=device))
     return rows

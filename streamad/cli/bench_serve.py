@@ -10,6 +10,7 @@ every process shares the cores.
 
 examples:
   streamad bench-serve --cameras 1 2 4 8 --frames 300
+  streamad bench-serve --cameras 1 2 4 8 --frames 300 --workers 8      # serve's detectors in worker processes
   streamad bench-serve --cameras 1 2 4 8 16 32 --frames 300 --device cuda --out docs/serve_bench.md
   streamad bench-serve --cameras 2 --frames 10 --preset fast       # a smoke test
 """
@@ -34,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learning", choices=("background", "sync"), default="background")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0, help="serve's [serve] batch_wait_ms (default 5)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="serve's [serve] workers: detection in N worker processes (default 0: on threads)")
     p.add_argument("--modes", default="serve,watch", help="serve, watch or both (default serve,watch)")
     p.add_argument("--out", metavar="FILE.md", default=None, help="also write the table there")
     p.add_argument("--json", metavar="FILE", default=None, help="write every row as JSON")
@@ -44,11 +47,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.frames < 1:
         raise UserError(f"--frames must be >= 1, got {args.frames}")
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {args.workers}")
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     if not modes or any(m not in ("serve", "watch") for m in modes):
         raise UserError(f"--modes must list serve and/or watch, got {args.modes!r}")
     rows = measure(args.cameras, args.frames, preset=args.preset, window=args.window, learning=args.learning,
-                   device=args.device, batch_wait_ms=args.batch_wait_ms, modes=modes,
+                   device=args.device, batch_wait_ms=args.batch_wait_ms, workers=args.workers, modes=modes,
                    progress=lambda line: print(f"streamad bench-serve: {line}", file=sys.stderr, flush=True))
     text = table(rows)
     print(text)

@@ -12,6 +12,10 @@ name as topic, plus a status message per camera each second (topic _status/CAMER
 reads them. A camera that fails is reopened while the others go on. Ctrl-C or SIGTERM stops every
 camera after its current frame, saves every state and prints a summary per camera.
 
+--workers N ([serve] workers) runs the cameras' detectors (scoring, learning, state) in N worker
+processes, so that cameras do not wait on each other for Python's interpreter lock; the backbone
+stays in this process. 0 (the default) runs them on threads of this process.
+
 --http ADDR serves a live page (a tile per camera: the annotated frame, score and threshold over the
 last minutes, the latest alarms) and /status.json. It binds to loopback unless told otherwise; any
 other address needs an access token (--http-token-file, [web] token_file or STREAMAD_WEB_TOKEN),
@@ -21,6 +25,7 @@ examples:
   streamad serve cameras.toml
   streamad serve cameras.toml --http                       # page on http://127.0.0.1:8080/
   streamad serve cameras.toml --http 0.0.0.0:8080 --http-token-file web.token
+  streamad serve cameras.toml --workers 4                  # detection in 4 worker processes
   streamad listen --topic line1 --topic line2              # in another terminal
   streamad listen --status --topic _status                 # one status line per camera per second
 
@@ -62,6 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--http-token-file", metavar="FILE", default=None,
                    help="the page's access token (needed off loopback); overrides [web] token_file")
     p.add_argument("--publish", metavar="ADDR", default=None, help="the ZeroMQ address (overrides [publisher])")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run the detectors in N worker processes (0: on threads; overrides [serve] workers)")
     p.add_argument("--max-frames", type=int, default=None, metavar="N",
                    help="stop each camera after N frames (overrides the cameras' max_frames)")
     p.add_argument("--quiet", action="store_true", help="no status lines (events and failures are still reported)")
@@ -123,6 +130,16 @@ class Extractors:
         return self._by_config[features]
 
 
+def make_remote_detector(pool: Any, cam: Any, config: Any, extractor: Any, on_event: Any) -> Any:
+    """Camera ``cam``'s detector in a worker process of ``pool`` (a
+    :class:`~streamad.adapters.serve.workers.WorkerPool`), opened there and resumed from its state
+    folder; ``extractor`` (this process's handle on the shared backbone) gives its descriptors."""
+    from streamad.adapters.serve.workers import DetectorSpec
+
+    spec = DetectorSpec.of(cam.name, config, extractor, state=cam.state, state_reset=cam.state_reset)
+    return pool.detector(spec, extractor, on_event=on_event)
+
+
 def token_from(path: str | None) -> str | None:
     """The access token: the file's first line, else $STREAMAD_WEB_TOKEN, else None."""
     if path:
@@ -145,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
     from streamad.adapters.serve.config import load_config
     from streamad.adapters.serve.fleet import Fleet
     from streamad.adapters.serve.web import WebPage
+    from streamad.adapters.serve.workers import WorkerPool
     from streamad.adapters.session import quiet_opencv, resume_state
     from streamad.adapters.sources import open_source
     from streamad.config import ThreadConfig
@@ -154,6 +172,11 @@ def run(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames must be >= 1, got {args.max_frames}")
     config = load_config(args.config)
+    if args.workers is not None:
+        try:
+            config = dataclasses.replace(config, workers=args.workers)
+        except ValueError as exc:
+            raise UserError(str(exc).replace("ServeConfig.workers", "--workers")) from exc
     if args.publish is not None:
         config = dataclasses.replace(config, publish=args.publish)
     if args.http is not None:
@@ -161,7 +184,9 @@ def run(args: argparse.Namespace) -> int:
     token = token_from(args.http_token_file or config.http_token_file)
     quiet_opencv()
     console = Console(args.quiet)
-    background = any(c.learning == "background" for c in config.cameras)
+    workers = min(config.workers, len(config.cameras))
+    # with workers the detectors run beside this process's backbone, on the same cores
+    background = workers > 0 or any(c.learning == "background" for c in config.cameras)
     threads = apply_threads(ThreadConfig(torch=config.torch_threads, blas=config.blas_threads), background=background)
     with ExitStack() as stack:
         publisher = None
@@ -175,10 +200,14 @@ def run(args: argparse.Namespace) -> int:
             console.event(f"publishing on {publisher.address} (topic: the camera's name; status: _status/CAMERA)")
         backbone = SharedBackbone(max_wait=config.batch_wait_ms / 1000.0)
         stack.callback(backbone.stop)
+        pool = None
+        if workers:
+            pool = WorkerPool(workers)
+            stack.callback(pool.close)  # after every camera's final save and close (the stack unwinds in reverse)
         extractors, cameras = Extractors(), []
         for cam in config.cameras:
             cameras.append(_camera(stack, cam, config, extractors, backbone, console, args.max_frames,
-                                   resume_state, open_source, AlarmEvents))
+                                   resume_state, open_source, AlarmEvents, pool))
         fleet = Fleet(cameras, publisher=publisher, backbone=backbone, status_every=config.status_every,
                       on_event=console.event, history_s=config.history_s)
         page = None
@@ -188,20 +217,24 @@ def run(args: argparse.Namespace) -> int:
             console.event(f"live page on http://{page.address}/" + (" (with its access token: ?token=...)"
                                                                      if token else ""))
         console.event(f"{len(cameras)} camera(s): " + ", ".join(f"{c.name} ({c.source.name})" for c in cameras)
-                      + f"; threads: torch {threads['torch']}, BLAS {threads['blas']}")
+                      + f"; threads: torch {threads['torch']}, BLAS {threads['blas']}"
+                      + (f"; detection in {workers} worker process(es)" if workers else ""))
         summary = fleet.run()
         stack.close()  # stop learners, close sources, page and publisher before reporting
     print(summary)
     if args.json:
-        _write_json(args.json, summary, threads)
+        _write_json(args.json, summary, threads, workers)
     return 0 if any(c.summary.frames for c in summary.cameras) or summary.stopped != "end" else 1
 
 
 def _camera(stack: ExitStack, cam: Any, config: Any, extractors: Extractors,
             backbone: Any, console: Console, max_frames: int | None, resume_state: Any, open_source: Any,
-            alarm_events: Any) -> Any:
-    """One camera of the fleet: its detector (resumed from its state), its opened source."""
+            alarm_events: Any, pool: Any = None) -> Any:
+    """One camera of the fleet: its detector (resumed from its state; in a worker process with
+    ``pool``), its opened source."""
+    from streamad.adapters.live import StateSaver
     from streamad.adapters.serve.fleet import Camera
+    from streamad.adapters.serve.workers import WorkerDied
 
     def note(line: str) -> None:
         console.event(f"{cam.name}: {line}")
@@ -212,17 +245,19 @@ def _camera(stack: ExitStack, cam: Any, config: Any, extractors: Extractors,
     except ValueError as exc:
         raise UserError(f"camera {cam.name}: {exc}") from exc
     handle = backbone.client(extractors.get(stream_config.features))
-    try:
-        detector = make_detector(stream_config, handle)
-    except ValueError as exc:
-        raise UserError(f"camera {cam.name}: {exc}") from exc
     saver = None
-    if cam.state is not None:
-        try:
-            detector, saver = resume_state(detector, cam.state, every=cam.save_every, reset=cam.state_reset,
-                                           on_event=note)
-        except UserError as exc:
-            raise UserError(f"camera {cam.name}: {exc}") from exc
+    try:
+        if pool is not None:
+            detector = make_remote_detector(pool, cam, stream_config, handle, note)
+            if cam.state is not None:  # the worker resumed it; this process's saver asks the worker to save
+                saver = StateSaver(detector, cam.state, every=cam.save_every or None, on_event=note)
+        else:
+            detector = make_detector(stream_config, handle)
+            if cam.state is not None:
+                detector, saver = resume_state(detector, cam.state, every=cam.save_every, reset=cam.state_reset,
+                                               on_event=note)
+    except (ValueError, UserError, WorkerDied) as exc:
+        raise UserError(f"camera {cam.name}: {exc}") from exc
     stack.callback(lambda: getattr(detector, "close", lambda: None)())  # after the final save: stop its learner
 
     def reopen() -> Any:
@@ -239,9 +274,9 @@ def _camera(stack: ExitStack, cam: Any, config: Any, extractors: Extractors,
     return camera
 
 
-def _write_json(path: str, summary: Any, threads: dict[str, int]) -> None:
+def _write_json(path: str, summary: Any, threads: dict[str, int], workers: int = 0) -> None:
     doc = {"frames": summary.frames, "seconds": summary.seconds, "fps": summary.fps, "stopped": summary.stopped,
-           "batches": summary.batches, "mean_batch": summary.mean_batch, "threads": threads,
+           "batches": summary.batches, "mean_batch": summary.mean_batch, "threads": threads, "workers": workers,
            "cameras": [{"name": c.name, "frames": c.summary.frames, "seconds": c.summary.seconds,
                         "fps": c.summary.fps, "ready": c.summary.ready, "anomalies": c.summary.anomalies,
                         "alarm_events": c.summary.alarm_events, "bad_frames": c.summary.bad_frames,

@@ -5,6 +5,7 @@
     [serve]                       # optional: process-wide settings
     device = "cpu"                # the backbone's device for every camera (cpu, cuda, cuda:N, auto)
     batch_wait_ms = 5             # a batch waits at most this long for more cameras' frames
+    workers = 0                   # detection in N worker processes (0: on threads of this process)
 
     [publisher]                   # optional: one ZeroMQ publisher for every camera (topic = camera name)
     address = "tcp://127.0.0.1:5556"
@@ -163,15 +164,18 @@ class ServeConfig:
     """A whole ``streamad serve``: its ``cameras`` and the process-wide settings.
 
     ``device`` is the backbone's for every camera; a batch waits at most ``batch_wait_ms`` for more
-    frames; ``status_every`` seconds between status messages (0: none); ``torch_threads`` /
-    ``blas_threads`` (0: automatic). ``publish`` is the ZeroMQ address (None: no publisher) with
-    ``bind_any``, ``overlay_jpeg``, ``hwm`` and CURVE keys; ``http`` the page's address (None: no page),
-    ``http_token_file`` the access token (required off loopback), ``history_s`` the page's score chart span.
+    frames; ``workers`` worker processes hold the cameras' detectors (0: threads of the serve process,
+    :mod:`streamad.adapters.serve.workers`); ``status_every`` seconds between status messages (0:
+    none); ``torch_threads`` / ``blas_threads`` (0: automatic). ``publish`` is the ZeroMQ address
+    (None: no publisher) with ``bind_any``, ``overlay_jpeg``, ``hwm`` and CURVE keys; ``http`` the
+    page's address (None: no page), ``http_token_file`` the access token (required off loopback),
+    ``history_s`` the page's score chart span.
     """
 
     cameras: tuple[CameraConfig, ...]
     device: str | None = None
     batch_wait_ms: float = 5.0
+    workers: int = 0
     status_every: float = 1.0
     torch_threads: int = 0
     blas_threads: int = 0
@@ -195,6 +199,8 @@ class ServeConfig:
               self.device, "'cpu', 'cuda', 'cuda:N' or 'auto'")
         _need(c, "batch_wait_ms", _is_num(self.batch_wait_ms) and 0 <= self.batch_wait_ms <= 1000,
               self.batch_wait_ms, "a number of milliseconds in [0, 1000]")
+        _need(c, "workers", _is_int(self.workers) and 0 <= self.workers <= 256, self.workers,
+              "an int in [0, 256] (0: detection on threads of the serve process)")
         _need(c, "status_every", _is_num(self.status_every) and self.status_every >= 0, self.status_every,
               "a number of seconds >= 0 (0: no status messages)")
         for name in ("torch_threads", "blas_threads"):
@@ -216,8 +222,8 @@ class ServeConfig:
 # -- reading the file ----------------------------------------------------------------------------------
 
 SECTIONS: dict[str, dict[str, str]] = {  # table -> {key in the file: ServeConfig field}
-    "serve": {"device": "device", "batch_wait_ms": "batch_wait_ms", "status_every": "status_every",
-              "torch_threads": "torch_threads", "blas_threads": "blas_threads"},
+    "serve": {"device": "device", "batch_wait_ms": "batch_wait_ms", "workers": "workers",
+              "status_every": "status_every", "torch_threads": "torch_threads", "blas_threads": "blas_threads"},
     "publisher": {"address": "publish", "enabled": "", "bind_any": "bind_any", "overlay_jpeg": "overlay_jpeg",
                   "hwm": "hwm", "curve_server_key": "curve_server_key", "curve_clients": "curve_clients"},
     "web": {"address": "http", "token_file": "http_token_file", "history_s": "history_s"},

@@ -1,0 +1,454 @@
+"""Per-camera detection in worker processes, behind the one shared backbone (``[serve] workers``).
+
+With threads only (``workers = 0``) every camera's scoring and learning share the serve process's
+GIL with the backbone's operator dispatch, so cameras wait on each other. With ``workers = N`` each
+camera's :class:`~streamad.stream.detector.StreamDetector` (window, channels, index, learner,
+decisions, state) lives in one of N worker processes instead; the serve process keeps the sources,
+the backbone, the loops, events, publisher, status and page. The seam is :class:`RemoteDetector`: it
+has what :func:`~streamad.adapters.live.run_watch`, :class:`~streamad.adapters.live.StateSaver` and
+:class:`~streamad.adapters.serve.fleet.Fleet` use of a detector (``process``, ``save``, ``close``,
+``nominal_count``, ``extractor``), so none of them changes.
+
+Who owns what:
+
+- serve process, camera thread: reads its source, gets the frame's descriptors from the shared
+  backbone (its ``extractor``, a :class:`~streamad.adapters.serve.batcher.BatchedExtractor`), sends
+  them to its worker and waits for the :class:`~streamad.results.FrameResult` (score, threshold,
+  p-value, heatmap, flags, admissions completed) and the nominal patch count;
+- worker process (``streamad-worker-K``, started with ``spawn``: no fork after threads and torch):
+  owns the detectors of its cameras (camera ``i`` goes to worker ``i % N``) and their learner
+  threads; it serves one request at a time, from one duplex pipe, in the order they come. It runs
+  torch and BLAS on one thread each and never loads the backbone (its detectors get a stand-in
+  extractor that only tells the grid, input size, centre crop and dimension);
+- a :class:`_Worker`'s lock (serve process) covers one request and its answer on that pipe, so the
+  cameras of one worker take turns.
+
+Stopping: Ctrl-C / SIGTERM / ``Fleet.stop`` stop the loops in the serve process as before; each
+loop's final ``StateSaver.finish`` asks the worker to save that camera's state (the save runs in the
+worker), then ``RemoteDetector.close`` stops its learner and :meth:`WorkerPool.close` tells each
+worker to quit, waits (``timeout``) and kills what is left. Workers ignore SIGINT (a terminal's Ctrl-C
+reaches the whole process group; the serve process decides); after a SIGTERM of their own they serve
+on for ``TERM_GRACE_S`` seconds so that the serve process can still save every state, then quit. A
+worker whose serve process is gone (its pipe reads end-of-file) stops its learners and exits.
+
+A worker that dies (killed, crashed) is noticed by the first request that finds its pipe closed: that
+camera's loop fails with :class:`WorkerDied`, which the fleet reports and handles like any loop
+failure (back-off, reopen the source, run again). Every other camera of that worker fails the same
+way at its next request. The next request after that starts a fresh worker process (once per
+worker) and reopens the camera's detector there: from its state folder when it has one, else fresh.
+No request waits on a dead worker: the pipe is polled and the process checked every half second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing import get_context
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from streamad.results import FrameResult
+from streamad.vision.frames import FrameSizeWarning, as_rgb_uint8, resize_to
+
+EventSink = Callable[[str], None]
+TERM_GRACE_S = 10.0  # a worker that got SIGTERM serves this long more (the final saves), then quits
+POLL_S = 0.5         # how often a waiting request checks that its worker still lives
+
+
+class WorkerDied(RuntimeError):
+    """The worker process that held a camera's detector ended; the detector's unsaved work is lost."""
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """What a worker needs to build a camera's detector: the camera's ``name``, its ``config`` (a
+    ``StreamConfig``), the extractor's ``grid``, ``image_size``, ``center_crop`` and ``dim`` (None: not
+    told), and its ``state`` folder (resumed at open; ``state_reset`` moves an unusable one aside)."""
+
+    name: str
+    config: Any
+    grid: tuple[int, int]
+    image_size: tuple[int, int]
+    center_crop: float = 1.0
+    dim: int | None = None
+    state: str | None = None
+    state_reset: bool = False
+
+    @classmethod
+    def of(cls, name: str, config: Any, extractor: Any, state: str | None = None,
+           state_reset: bool = False) -> DetectorSpec:
+        """The spec of a camera whose descriptors come from ``extractor`` (read, never called)."""
+        dim = getattr(extractor, "dim", None)
+        return cls(name, config, tuple(int(v) for v in extractor.grid), tuple(int(v) for v in extractor.image_size),
+                   float(getattr(extractor, "center_crop", 1.0)),
+                   int(dim) if isinstance(dim, (int, np.integer)) else None, state, state_reset)
+
+
+class _Described:
+    """The worker's extractor: what the detector reads of the real one; descriptors arrive computed."""
+
+    def __init__(self, spec: DetectorSpec) -> None:
+        self.grid, self.image_size, self.center_crop = spec.grid, spec.image_size, spec.center_crop
+        if spec.dim is not None:
+            self.dim = spec.dim
+
+    def __call__(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        raise RuntimeError("a worker's detector gets descriptors from the serve process's backbone")
+
+
+# -- the worker process ----------------------------------------------------------------------------------
+
+
+def _limit_threads() -> None:
+    """One thread for torch (if it is ever imported here) and for BLAS / OpenMP: the cores are shared."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1)  # in force until changed
+    except ImportError:  # pragma: no cover - a dependency
+        pass
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+class _Host:
+    """The detectors of one worker process, by camera name, and the requests on them."""
+
+    def __init__(self) -> None:
+        self.detectors: dict[str, Any] = {}
+
+    def open(self, spec: DetectorSpec) -> tuple[list[str], int, tuple[int, int] | None]:
+        from streamad.adapters.session import open_state
+        from streamad.stream.detector import StreamDetector
+
+        self.close(spec.name)
+        notes: list[str] = []
+        detector = StreamDetector(spec.config, extractor=_Described(spec))
+        if spec.state is not None:
+            detector = open_state(spec.state, detector, spec.state_reset, notes.append)
+        self.detectors[spec.name] = detector
+        return notes, detector.nominal_count, detector.frame_size
+
+    def process(self, name: str, desc: np.ndarray, shape: tuple[int, int],
+                timestamp: float | None) -> tuple[FrameResult, int]:
+        detector = self.detectors[name]
+        if detector.frame_size is None:  # as StreamDetector.process keeps it (and saves it with the state)
+            detector.frame_size = shape
+        return detector.process_descriptors(desc, shape, timestamp), detector.nominal_count
+
+    def save(self, name: str, directory: str) -> None:
+        self.detectors[name].save(directory)
+
+    def close(self, name: str) -> None:
+        detector = self.detectors.pop(name, None)
+        if detector is not None:
+            detector.close()
+
+    def close_all(self) -> None:
+        for name in list(self.detectors):
+            self.close(name)
+
+
+def _picklable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives the pipe, else a RuntimeError that names it."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def worker_main(conn: Connection, number: int) -> None:
+    """A worker process's loop: one request at a time from ``conn`` until ``quit`` or end-of-file."""
+    terminated: list[float] = []
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: terminated.append(time.monotonic()))
+    _limit_threads()
+    host = _Host()
+    try:
+        while True:
+            if terminated and time.monotonic() - terminated[0] > TERM_GRACE_S:
+                break
+            try:
+                if not conn.poll(POLL_S):
+                    continue
+                op, args = conn.recv()
+            except (EOFError, OSError):
+                break  # the serve process is gone
+            if op == "quit":
+                conn.send(("ok", None))
+                break
+            try:
+                value = getattr(host, op)(*args)
+            except BaseException as exc:  # noqa: BLE001 - every error goes back to the camera that asked
+                if not isinstance(exc, (ValueError, OSError)):
+                    traceback.print_exc(file=sys.stderr)
+                conn.send(("error", _picklable(exc)))
+            else:
+                conn.send(("ok", value))
+    finally:
+        host.close_all()
+
+
+# -- the serve process's side ------------------------------------------------------------------------------
+
+
+class _Worker:
+    """One worker process seen from the serve process: its pipe, the lock of a request, its generation
+    (counts starts: a detector opened in an older one is gone)."""
+
+    def __init__(self, context: Any, number: int) -> None:
+        self.context, self.number = context, number
+        self.lock = threading.Lock()
+        self.generation = 0
+        self.process: Any = None
+        self.conn: Connection | None = None
+        self.dead: str | None = None
+        self.closed = False
+
+    def start(self) -> None:
+        """Start (or restart) the process; the caller holds ``lock`` (or nothing else runs yet)."""
+        if self.closed:
+            raise WorkerDied("the worker processes were shut down")
+        parent, child = self.context.Pipe(duplex=True)
+        process = self.context.Process(target=worker_main, args=(child, self.number),
+                                       name=f"streamad-worker-{self.number}", daemon=True)
+        process.start()
+        child.close()  # only the worker holds its end: its death reads as end-of-file here
+        self.process, self.conn, self.dead = process, parent, None
+        self.generation += 1
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def alive(self) -> bool:
+        return self.dead is None and self.process is not None and self.process.is_alive()
+
+    def call(self, op: str, *args: Any) -> Any:
+        """Send one request and wait for its answer; the caller holds ``lock``. The worker's error is
+        raised here; :class:`WorkerDied` if the process ended (now or before)."""
+        if self.dead is not None or self.conn is None:
+            raise WorkerDied(self.dead or "the worker process is not running")
+        try:
+            self.conn.send((op, args))
+            while not self.conn.poll(POLL_S):
+                if not self.process.is_alive():
+                    raise EOFError
+            status, value = self.conn.recv()
+        except (EOFError, OSError):
+            self._died()
+            raise WorkerDied(self.dead) from None
+        if status == "error":
+            raise value
+        return value
+
+    def _died(self) -> None:
+        self.process.join(2.0)
+        code = self.process.exitcode
+        how = (f"killed by signal {signal.Signals(-code).name}" if code is not None and code < 0 and
+               -code in signal.valid_signals() else "still running but not answering" if code is None
+               else f"exit status {code}")
+        self.dead = f"worker process {self.number} (pid {self.process.pid}) ended: {how}"
+        if code is None:
+            self.process.kill()
+            self.process.join(2.0)
+        assert self.conn is not None
+        self.conn.close()
+
+    def quit(self, timeout: float) -> None:
+        """Ask the process to quit, wait up to ``timeout`` seconds, then kill it."""
+        held = self.lock.acquire(timeout=timeout)  # not held: a request is stuck, do not wait for it
+        try:
+            self.closed = True
+            if self.process is None:
+                return
+            if self.alive() and self.conn is not None:
+                try:
+                    self.conn.send(("quit", ()))
+                    if self.conn.poll(timeout):
+                        self.conn.recv()
+                except (EOFError, OSError):
+                    pass
+            self.process.join(timeout)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(timeout)
+            if self.conn is not None:
+                self.conn.close()
+            self.dead = self.dead or "shut down"
+        finally:
+            if held:
+                self.lock.release()
+
+
+class WorkerPool:
+    """``workers`` worker processes (see the module docstring), started at once; :meth:`detector`
+    places a camera's detector on the next one (round robin). :meth:`close` (or the ``with`` block's
+    end) stops them all; safe to call twice."""
+
+    def __init__(self, workers: int, *, context: str = "spawn") -> None:
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise ValueError(f"WorkerPool.workers must be an int >= 1, got {workers!r}")
+        ctx = get_context(context)
+        self.workers = [_Worker(ctx, k) for k in range(workers)]
+        self._next = 0
+        try:
+            for w in self.workers:
+                w.start()
+        except BaseException:
+            self.close(1.0)
+            raise
+
+    def detector(self, spec: DetectorSpec, extractor: Any, on_event: EventSink | None = None) -> RemoteDetector:
+        """A camera's :class:`RemoteDetector`, opened (its state resumed) on the next worker. A state
+        that cannot be used raises here (``streamad.errors.UserError``), as it does without workers."""
+        worker = self.workers[self._next % len(self.workers)]
+        self._next += 1
+        remote = RemoteDetector(worker, spec, extractor, on_event=on_event)
+        remote.open()
+        return remote
+
+    @property
+    def pids(self) -> list[int | None]:
+        return [w.pid for w in self.workers]
+
+    def close(self, timeout: float = 10.0) -> None:
+        for w in self.workers:
+            w.quit(timeout)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RemoteDetector:
+    """A camera's detector in a worker process, as :func:`~streamad.adapters.live.run_watch` sees it.
+
+    ``process(frame)`` gets the frame's descriptors from ``extractor`` on the calling thread (the
+    shared backbone, batched with the other cameras), resizes a frame of another size to the first
+    one's as ``StreamDetector.process`` does, and returns the worker's ``FrameResult`` (its
+    ``timings`` with the ``features`` stage of this side). ``save(dir)`` saves the state in the worker.
+    A rejected frame raises ``ValueError`` as the detector does; a dead worker raises
+    :class:`WorkerDied` once per camera, and the next call reopens the detector in a fresh worker."""
+
+    def __init__(self, worker: _Worker, spec: DetectorSpec, extractor: Any,
+                 on_event: EventSink | None = None) -> None:
+        self.worker, self.spec, self.extractor = worker, spec, extractor
+        self.config = spec.config
+        self.on_event = on_event or (lambda line: None)
+        self.frame_size: tuple[int, int] | None = None
+        self._warned_size = False
+        self._nominal = 0
+        self._generation: int | None = None  # the worker generation the detector was opened in
+        self._told = False  # this camera was told (WorkerDied) that its detector is gone
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def nominal_count(self) -> int:
+        """Nominal patches after the last result (as the worker reported it)."""
+        return self._nominal
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the worker this camera's detector is in."""
+        return self.worker.pid
+
+    def open(self) -> None:
+        """Open (or reopen) the detector in the worker, resumed from its state folder if it has one."""
+        with self.worker.lock:
+            self._open()
+
+    def _open(self) -> None:
+        w = self.worker
+        if not w.alive():
+            w.start()
+        notes, self._nominal, size = w.call("open", self.spec)
+        self.frame_size = None if size is None else tuple(size)
+        for line in notes:
+            self.on_event(line)
+        if self._generation is not None:
+            self.on_event(f"detector reopened in worker process {w.number} (pid {w.pid})")
+        self._generation, self._told = w.generation, False
+
+    def _lost(self) -> str | None:
+        """Why the detector is gone (None: it is there)."""
+        w = self.worker
+        if self._generation == w.generation and w.dead is None:
+            return None
+        return w.dead or f"worker process {w.number} was restarted"
+
+    def _call(self, op: str, *args: Any) -> Any:
+        """A request on this camera's detector; the caller holds the worker's lock."""
+        try:
+            return self.worker.call(op, self.spec.name, *args)
+        except WorkerDied:
+            self._told = True
+            raise
+
+    def process(self, frame: np.ndarray, timestamp: float | None = None) -> FrameResult:
+        frame = self._sized(as_rgb_uint8(frame))
+        t0 = time.perf_counter()
+        out = np.asarray(self.extractor([frame]))
+        t_feat = (time.perf_counter() - t0) * 1e3
+        desc = out[0] if out.ndim == 3 and len(out) == 1 else out
+        with self.worker.lock:
+            lost = self._lost()
+            if lost is not None and not self._told:
+                self._told = True
+                raise WorkerDied(f"{lost}; camera {self.spec.name}'s detector is gone")
+            if lost is not None:
+                self._open()
+            result, self._nominal = self._call("process", desc, (int(frame.shape[0]), int(frame.shape[1])),
+                                               timestamp)
+        return dataclasses.replace(result, timings={"features": t_feat, **result.timings})
+
+    def _sized(self, frame: np.ndarray) -> np.ndarray:
+        size = (int(frame.shape[0]), int(frame.shape[1]))
+        if self.frame_size is None:
+            self.frame_size = size
+            return frame
+        if size == self.frame_size:
+            return frame
+        if not self._warned_size:
+            self._warned_size = True
+            h, w = self.frame_size
+            warnings.warn(f"frame size {size[0]}x{size[1]} differs from the stream's first frame ({h}x{w}): frames "
+                          f"of another size are resized to {h}x{w} and heatmaps stay {h}x{w} (warned once per "
+                          "detector; use one detector per camera and resolution)", FrameSizeWarning, stacklevel=3)
+        return resize_to(frame, self.frame_size)
+
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        """Save the detector's state to ``directory`` (in the worker); :class:`WorkerDied` if it is gone."""
+        with self.worker.lock:
+            lost = self._lost()
+            if lost is not None:
+                raise WorkerDied(f"{lost}: nothing to save")
+            self._call("save", os.fspath(directory))
+
+    def close(self) -> None:
+        """Stop the detector's learner and drop it from its worker (nothing if the worker is gone)."""
+        with self.worker.lock:
+            if self._lost() is None:
+                try:
+                    self._call("close")
+                except WorkerDied:
+                    pass

@@ -1,0 +1,277 @@
+"""``streamad serve`` with its detectors in worker processes (``[serve] workers``): they stop cleanly
+and save every state, a killed worker is reported and its camera restarted while the others go on, and
+bad settings are refused naming the key. Real worker processes (spawn), real pipes, real files; the
+stand-in extractor (``streamad.testing.standin.BlockMeans``) in the serve process. Equality of the
+scores with ``watch``: ``tests/test_serve.py::test_serve_scores_equal_watch_scores_on_the_same_frames``."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from streamad import cli
+from streamad.adapters.live import StateSaver
+from streamad.adapters.serve.batcher import SharedBackbone
+from streamad.adapters.serve.config import ConfigError, load_config
+from streamad.adapters.serve.fleet import Camera, Fleet
+from streamad.adapters.serve.workers import DetectorSpec, WorkerDied, WorkerPool
+from streamad.adapters.sources import FolderSource
+from streamad.config import ChannelConfig, DecisionConfig, StreamConfig
+from streamad.testing.standin import BlockMeans
+
+SMALL_CONFIG = StreamConfig(window=8, channels=ChannelConfig(seeds=2, min_span=2), decisions=DecisionConfig(warmup=3))
+SMALL = """
+window = 8
+learning = "sync"
+[cameras.overrides]
+channels = { seeds = 2, min_span = 2 }
+decisions = { warmup = 3 }
+"""
+
+
+def write_frames(folder: Path, n: int = 40, size: int = 48, seed: int = 0) -> Path:
+    """``n`` textured frames (PNG), one in ten with a bright square."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    base = rng.integers(60, 160, (size, size, 3)).astype(np.int16)
+    for i in range(n):
+        img = np.clip(base + rng.integers(-3, 4, base.shape), 0, 255).astype(np.uint8)
+        if i % 10 == 7:
+            img[10:26, 12:28] = 255
+        cv2.imwrite(str(folder / f"f{i:03d}.png"), img)
+    return folder
+
+
+def config_file(path: Path, cameras: list[tuple[str, str]], head: str = "", extra: str = SMALL) -> Path:
+    path.write_text(head + "".join(f'\n[[cameras]]\nname = "{n}"\nsource = "{s}"\n{extra}' for n, s in cameras))
+    return path
+
+
+def reference_scores(frames: Path) -> list:
+    """(index, score, threshold) of every frame by a detector of this process, alone."""
+    from streamad.stream.detector import StreamDetector
+
+    det = StreamDetector(SMALL_CONFIG, extractor=BlockMeans())
+    with FolderSource(frames) as source:
+        return [(r.index, r.score, r.threshold) for r in (det.process(f.image, f.timestamp) for f in source)]
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def children(pid: int) -> list[int]:
+    """The process ids whose parent is ``pid``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return out
+
+
+def no_streamad_threads() -> list[str]:
+    time.sleep(0.2)
+    return [t.name for t in threading.enumerate() if t.name.startswith("streamad")]
+
+
+def remote_camera(pool: WorkerPool, backbone: SharedBackbone, name: str, frames: Path, config: StreamConfig,
+                  notes: list[str], state: Path | None = None, **kw) -> Camera:
+    ext = BlockMeans()
+    handle = backbone.client(ext)
+    detector = pool.detector(DetectorSpec.of(name, config, ext, state=None if state is None else str(state)), handle,
+                             on_event=notes.append)
+    saver = None if state is None else StateSaver(detector, state, every=None, on_event=notes.append)
+    return Camera(name, FolderSource(frames), detector, saver=saver, **kw)
+
+
+def test_workers_stop_on_request_save_every_state_and_leave_nothing_behind(tmp_path: Path) -> None:
+    """Fleet.stop mid-run (background learning): each camera stops after its current frame, its state is
+    saved by its worker, the summary lists each, and no worker process or streamad thread is left."""
+    frames = write_frames(tmp_path / "frames", n=400)
+    config = StreamConfig(window=8, channels=ChannelConfig(seeds=2, min_span=2), learn_in_background=True)
+    notes: list[str] = []
+    backbone = SharedBackbone(max_wait=0.002)
+    with WorkerPool(2) as pool:
+        cams = [remote_camera(pool, backbone, f"c{i}", frames, config, notes, state=tmp_path / f"state{i}")
+                for i in range(2)]
+        pids = pool.pids
+        assert all(pid is not None and alive(pid) for pid in pids) and len(set(pids)) == 2
+        fleet = Fleet(cams, backbone=backbone, status_every=0, on_event=notes.append)
+        cams[0].on_result = lambda f, r: fleet.stop("stop requested") if r.index == 30 else None
+        summary = fleet.run(signals=False)
+        for cam in cams:
+            cam.detector.close()
+            cam.source.close()
+    assert [c.name for c in summary.cameras] == ["c0", "c1"] and summary.stopped == "stop requested"
+    for i, c in enumerate(summary.cameras):
+        assert c.summary.stopped == "stop requested" and 0 < c.summary.frames < 400, c
+        assert c.summary.state_saves == 1 and c.summary.state_save_failures == 0 and c.restarts == 0, c
+        manifest = tmp_path / f"state{i}" / "manifest.json"
+        assert manifest.is_file()
+    from streamad.stream.detector import StreamDetector
+
+    back = StreamDetector.load(tmp_path / "state0", extractor=BlockMeans())   # what the worker saved resumes
+    assert back.frames_seen == summary.cameras[0].summary.frames and back.nominal_count > 0
+    assert not any(alive(pid) for pid in pids) and multiprocessing.active_children() == []
+    assert no_streamad_threads() == []
+    assert not any("cannot save" in n for n in notes), notes
+
+
+def test_a_killed_worker_is_reported_its_camera_restarts_and_the_others_go_on(tmp_path: Path) -> None:
+    frames = write_frames(tmp_path / "frames", n=60)
+    notes: list[str] = []
+    backbone = SharedBackbone(max_wait=0.002)
+    with WorkerPool(2) as pool:
+        steady = remote_camera(pool, backbone, "steady", frames, SMALL_CONFIG, notes)
+        victim = remote_camera(pool, backbone, "victim", frames, SMALL_CONFIG, notes, max_frames=40,
+                               reopen=lambda: FolderSource(frames))
+        first = victim.detector.pid
+        assert steady.detector.pid != first
+        got: list = []
+        steady.on_result = lambda f, r: got.append((r.index, r.score, r.threshold))
+
+        def kill_once(frame, result) -> None:
+            if result.index == 9 and victim.detector.pid == first:
+                os.kill(first, signal.SIGKILL)
+
+        victim.on_result = kill_once
+        fleet = Fleet([steady, victim], backbone=backbone, status_every=0, on_event=notes.append, max_backoff=0.5)
+        done: list = []
+        runner = threading.Thread(target=lambda: done.append(fleet.run(signals=False)))
+        runner.start()
+        runner.join(60)
+        assert not runner.is_alive(), "the fleet hangs after a worker died"
+        second = victim.detector.pid
+        status = fleet.statuses["victim"].snapshot()
+        for cam in (steady, victim):
+            cam.detector.close()
+            cam.source.close()
+    summary = {c.name: c for c in done[0].cameras}
+    assert got == reference_scores(frames)                     # the other camera: exactly its results alone
+    assert summary["steady"].summary.frames == 60 and summary["steady"].restarts == 0
+    lost = summary["victim"]
+    assert lost.restarts == 1 and "WorkerDied" in lost.error and "SIGKILL" in lost.error, lost
+    assert lost.summary.frames == 40   # the run that failed is not counted; the next one ran to max_frames
+    assert second is not None and second != first and not alive(first)
+    assert any(n.startswith("victim: the loop failed (WorkerDied") for n in notes), notes
+    assert any("detector reopened in worker process 1" in n for n in notes), notes
+    assert status.state == "stopped"   # at max_frames, not failed
+    assert multiprocessing.active_children() == [] and not alive(second)
+
+
+def test_a_dead_worker_fails_each_of_its_cameras_once_then_reopens_them(tmp_path: Path) -> None:
+    """Two cameras on one worker: after it dies each gets WorkerDied once (never a hang), then both are
+    reopened in one fresh process; a save meanwhile fails rather than waits."""
+    frames = write_frames(tmp_path / "frames", n=3)
+    backbone = SharedBackbone(max_wait=0.0)
+    notes: list[str] = []
+    image = next(iter(FolderSource(frames))).image
+    with WorkerPool(1) as pool:
+        a = pool.detector(DetectorSpec.of("a", SMALL_CONFIG, BlockMeans()), backbone.client(BlockMeans()), notes.append)
+        b = pool.detector(DetectorSpec.of("b", SMALL_CONFIG, BlockMeans()), backbone.client(BlockMeans()), notes.append)
+        assert a.process(image).index == 0 and b.process(image).index == 0
+        old = a.pid
+        os.kill(old, signal.SIGKILL)
+        t0 = time.monotonic()
+        with pytest.raises(WorkerDied, match="SIGKILL"):
+            a.process(image)
+        with pytest.raises(WorkerDied, match="nothing to save"):
+            b.save(tmp_path / "b")
+        with pytest.raises(WorkerDied, match="camera b's detector is gone"):
+            b.process(image)
+        assert time.monotonic() - t0 < 10
+        assert a.process(image).index == 0 and b.process(image).index == 0   # fresh detectors, one new worker
+        assert a.pid == b.pid != old and len(multiprocessing.active_children()) == 1
+    backbone.stop()
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[serve]\nworkers = -1\n[[cameras]]\nname = "a"\nsource = "demo"\n',
+     "serve (line 2): key 'workers' must be an int in [0, 256]"),
+    ('[serve]\nworkers = "4"\n[[cameras]]\nname = "a"\nsource = "demo"\n', "key 'workers' must be an int"),
+])
+def test_bad_workers_setting_names_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "serve.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        load_config(path)
+
+
+def test_bad_workers_option_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    path = config_file(tmp_path / "serve.toml", [("a", "demo")])
+    assert load_config(path).workers == 0
+    assert cli.main(["serve", str(path), "--workers", "-2"]) == 2
+    assert "--workers must be an int in [0, 256]" in capsys.readouterr().err
+
+
+# -- the command: Ctrl-C to the whole process group -------------------------------------------------------
+
+STAND_IN = textwrap.dedent('''
+    import importlib, sys
+    from streamad.testing.standin import BlockMeans
+
+    if __name__ == "__main__":          # worker processes (spawn) import this file: start serve only here
+        serve_cmd = importlib.import_module("streamad.cli.serve")
+        serve_cmd.make_extractor = lambda features: BlockMeans()
+        from streamad.cli import main
+        sys.exit(main(sys.argv[1:]))
+''')
+
+
+def test_ctrl_c_to_the_process_group_saves_every_state_and_ends_every_worker(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches serve and its workers at once: the workers ignore it, serve stops each
+    camera after its frame, each worker saves its camera's state, and no worker outlives serve."""
+    extra = SMALL.replace('learning = "sync"', 'learning = "background"\nstate = "states/NAME"')
+    path = config_file(tmp_path / "serve.toml", [("left", "demo"), ("right", "demo")],
+                       head="[serve]\nworkers = 2\n[publisher]\nenabled = false\n", extra=extra)
+    path.write_text(path.read_text().replace("states/NAME", "states/left", 1).replace("states/NAME", "states/right", 1))
+    script = tmp_path / "serve_stand_in.py"
+    script.write_text(STAND_IN)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, str(script), "serve", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        end, seen = time.monotonic() + 60, ""
+        while "camera(s): left" not in seen:
+            assert proc.poll() is None and time.monotonic() < end, proc.communicate()
+            seen += proc.stderr.readline()
+        assert "detection in 2 worker process(es)" in seen
+        workers = children(proc.pid)
+        assert len(workers) >= 2, workers   # the two workers (and multiprocessing's resource tracker, if any)
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert "SIGINT: stopping after the current frame" in stderr and "Traceback" not in stderr, stderr
+    for name in ("left", "right"):
+        line = next(line for line in stdout.splitlines() if line.startswith(f"{name}: frames "))
+        assert "stopped: signal SIGINT" in line and "state saved 1x" in line and "failed" not in line, line
+        assert (tmp_path / "states" / name / "manifest.json").is_file()
+    time.sleep(0.5)
+    assert [pid for pid in workers if alive(pid)] == []
