@@ -240,9 +240,11 @@ STAND_IN = textwrap.dedent('''
 ''')
 
 
-def test_ctrl_c_to_the_process_group_saves_every_state_and_ends_every_worker(tmp_path: Path) -> None:
-    """A terminal's Ctrl-C reaches serve and its workers at once: the workers ignore it, serve stops each
-    camera after its frame, each worker saves its camera's state, and no worker outlives serve."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_process_group_saves_every_state_and_ends_every_worker(tmp_path: Path, signum) -> None:
+    """A terminal's Ctrl-C (or a service manager's SIGTERM) reaches serve and its workers at once: the
+    workers serve on, serve stops each camera after its frame, each worker saves its camera's state,
+    and no worker outlives serve."""
     extra = SMALL.replace('learning = "sync"', 'learning = "background"\nstate = "states/NAME"')
     path = config_file(tmp_path / "serve.toml", [("left", "demo"), ("right", "demo")],
                        head="[serve]\nworkers = 2\n[publisher]\nenabled = false\n", extra=extra)
@@ -261,17 +263,18 @@ def test_ctrl_c_to_the_process_group_saves_every_state_and_ends_every_worker(tmp
         workers = children(proc.pid)
         assert len(workers) >= 2, workers   # the two workers (and multiprocessing's resource tracker, if any)
         time.sleep(1.0)
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, signum)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
     assert proc.returncode == 0, stderr
-    assert "SIGINT: stopping after the current frame" in stderr and "Traceback" not in stderr, stderr
-    for name in ("left", "right"):
-        line = next(line for line in stdout.splitlines() if line.startswith(f"{name}: frames "))
-        assert "stopped: signal SIGINT" in line and "state saved 1x" in line and "failed" not in line, line
-        assert (tmp_path / "states" / name / "manifest.json").is_file()
+    name = signal.Signals(signum).name
+    assert f"{name}: stopping after the current frame" in stderr and "Traceback" not in stderr, stderr
+    for cam in ("left", "right"):
+        line = next(line for line in stdout.splitlines() if line.startswith(f"{cam}: frames "))
+        assert f"stopped: signal {name}" in line and "state saved 1x" in line and "failed" not in line, line
+        assert (tmp_path / "states" / cam / "manifest.json").is_file()
     time.sleep(0.5)
     assert [pid for pid in workers if alive(pid)] == []

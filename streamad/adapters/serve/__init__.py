@@ -9,5 +9,7 @@ One module per job:
 - ``status``: :class:`CameraStatus`, a camera's counters and recent scores, read as immutable snapshots;
 - ``fleet``: :class:`Fleet`, a live loop per camera (``streamad.adapters.live.run_watch``, the one
   ``streamad watch`` runs), the status messages, the stop on Ctrl-C / SIGTERM;
+- ``workers``: :class:`WorkerPool` and :class:`RemoteDetector`, the cameras' detectors in worker
+  processes behind the one backbone (``[serve] workers``);
 - ``web``: the live page (standard library ``http.server``), its images and JSON status.
 """

@@ -7,7 +7,10 @@ so the backbone work of all cameras goes through one :class:`~streamad.adapters.
 thread in batches. Frames and events go out on the shared :class:`~streamad.adapters.publisher.Publisher`
 with the camera's name as topic (:class:`~streamad.adapters.publisher.CameraPublisher`); a status thread
 publishes each camera's :class:`~streamad.adapters.serve.status.CameraStatus` every ``status_every``
-seconds. ``streamad watch`` is the one-camera case: the loop then runs on the calling thread.
+seconds. ``streamad watch`` is the one-camera case: the loop then runs on the calling thread. With
+``[serve] workers`` a camera's detector is a :class:`~streamad.adapters.serve.workers.RemoteDetector`:
+the detector itself (scoring, learner, decisions, state) lives in a worker process, and a worker that
+dies fails that camera's loop like any other error (reported, restarted); see that module.
 
 Threads and what they own (docs/DESIGN.md, "Threads of serve"):
 

@@ -37,6 +37,13 @@ failure (back-off, reopen the source, run again). Every other camera of that wor
 way at its next request. The next request after that starts a fresh worker process (once per
 worker) and reopens the camera's detector there: from its state folder when it has one, else fresh.
 No request waits on a dead worker: the pipe is polled and the process checked every half second.
+(A worker that hangs without dying would hold its cameras; a second Ctrl-C then abandons them and
+:meth:`WorkerPool.close` kills it.) Requests are numbered, so the answer to one abandoned half-way
+(a second Ctrl-C on the main thread) is skipped, never taken for the next one's.
+
+Worker processes start with ``spawn``, which imports the main module of the program again: a script
+that runs ``serve`` with workers needs the usual ``if __name__ == "__main__":`` guard (``streamad``
+and ``python -m streamad`` have it).
 """
 
 from __future__ import annotations
@@ -185,20 +192,20 @@ def worker_main(conn: Connection, number: int) -> None:
             try:
                 if not conn.poll(POLL_S):
                     continue
-                op, args = conn.recv()
+                seq, op, args = conn.recv()
             except (EOFError, OSError):
                 break  # the serve process is gone
             if op == "quit":
-                conn.send(("ok", None))
+                conn.send((seq, "ok", None))
                 break
             try:
                 value = getattr(host, op)(*args)
             except BaseException as exc:  # noqa: BLE001 - every error goes back to the camera that asked
                 if not isinstance(exc, (ValueError, OSError)):
                     traceback.print_exc(file=sys.stderr)
-                conn.send(("error", _picklable(exc)))
+                conn.send((seq, "error", _picklable(exc)))
             else:
-                conn.send(("ok", value))
+                conn.send((seq, "ok", value))
     finally:
         host.close_all()
 
@@ -218,6 +225,7 @@ class _Worker:
         self.conn: Connection | None = None
         self.dead: str | None = None
         self.closed = False
+        self._seq = 0  # request number: an answer to an abandoned request (a second Ctrl-C) is skipped
 
     def start(self) -> None:
         """Start (or restart) the process; the caller holds ``lock`` (or nothing else runs yet)."""
@@ -243,12 +251,16 @@ class _Worker:
         raised here; :class:`WorkerDied` if the process ended (now or before)."""
         if self.dead is not None or self.conn is None:
             raise WorkerDied(self.dead or "the worker process is not running")
+        self._seq += 1
         try:
-            self.conn.send((op, args))
-            while not self.conn.poll(POLL_S):
-                if not self.process.is_alive():
-                    raise EOFError
-            status, value = self.conn.recv()
+            self.conn.send((self._seq, op, args))
+            while True:
+                while not self.conn.poll(POLL_S):
+                    if not self.process.is_alive():
+                        raise EOFError
+                seq, status, value = self.conn.recv()
+                if seq == self._seq:
+                    break
         except (EOFError, OSError):
             self._died()
             raise WorkerDied(self.dead) from None
@@ -269,30 +281,31 @@ class _Worker:
         assert self.conn is not None
         self.conn.close()
 
-    def quit(self, timeout: float) -> None:
-        """Ask the process to quit, wait up to ``timeout`` seconds, then kill it."""
-        held = self.lock.acquire(timeout=timeout)  # not held: a request is stuck, do not wait for it
+    def ask_quit(self, timeout: float) -> None:
+        """Tell the process to quit (after the request in hand, waiting for it at most ``timeout``
+        seconds); no new process starts after this."""
+        held = self.lock.acquire(timeout=timeout)  # not held: a request is stuck; it ends with the process
         try:
             self.closed = True
-            if self.process is None:
-                return
             if self.alive() and self.conn is not None:
                 try:
-                    self.conn.send(("quit", ()))
-                    if self.conn.poll(timeout):
-                        self.conn.recv()
-                except (EOFError, OSError):
+                    self.conn.send((0, "quit", ()))
+                except OSError:
                     pass
-            self.process.join(timeout)
-            if self.process.is_alive():
-                self.process.kill()
-                self.process.join(timeout)
-            if self.conn is not None:
-                self.conn.close()
-            self.dead = self.dead or "shut down"
         finally:
             if held:
                 self.lock.release()
+
+    def end(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the process to end, then kill it; close the pipe."""
+        if self.process is not None:
+            self.process.join(max(0.0, timeout))
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(5.0)
+        if self.conn is not None:
+            self.conn.close()
+        self.dead = self.dead or "shut down"
 
 
 class WorkerPool:
@@ -327,8 +340,13 @@ class WorkerPool:
         return [w.pid for w in self.workers]
 
     def close(self, timeout: float = 10.0) -> None:
+        """Tell every worker to quit (each stops its learners), wait up to ``timeout`` seconds in all,
+        then kill what is left."""
+        deadline = time.monotonic() + timeout
         for w in self.workers:
-            w.quit(timeout)
+            w.ask_quit(max(0.0, deadline - time.monotonic()))
+        for w in self.workers:
+            w.end(deadline - time.monotonic())
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -444,11 +462,16 @@ class RemoteDetector:
                 raise WorkerDied(f"{lost}: nothing to save")
             self._call("save", os.fspath(directory))
 
-    def close(self) -> None:
-        """Stop the detector's learner and drop it from its worker (nothing if the worker is gone)."""
-        with self.worker.lock:
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the detector's learner and drop it from its worker (nothing if the worker is gone, or
+        still busy with a request after ``timeout`` seconds: :meth:`WorkerPool.close` ends it)."""
+        if not self.worker.lock.acquire(timeout=timeout):
+            return
+        try:
             if self._lost() is None:
                 try:
                     self._call("close")
                 except WorkerDied:
                     pass
+        finally:
+            self.worker.lock.release()
