@@ -547,7 +547,8 @@ def test_sigterm_stops_every_camera_saves_every_state_and_lists_each(tmp_path: P
 def test_serve_equals_watch_with_the_real_backbone_on_real_images(bottle_dir: Path, tmp_path: Path, monkeypatch,
                                                                   capsys) -> None:
     """The default backbone (EfficientNet-Lite0, preset fast) on 10 bottle images: two cameras batched
-    through one backbone score every frame exactly as ``streamad watch`` does (synchronous learning)."""
+    through one backbone score every frame exactly as ``streamad watch`` does (synchronous learning),
+    with their detectors on threads and in worker processes."""
     frames = tmp_path / "bottle"
     frames.mkdir()
     for name in sorted(os.listdir(bottle_dir / "train" / "good"))[:10]:
@@ -560,6 +561,16 @@ def test_serve_equals_watch_with_the_real_backbone_on_real_images(bottle_dir: Pa
     assert cli.main(["serve", str(path), "--quiet", "--json", str(tmp_path / "serve.json")]) == 0
     served = [det.seen for det in Recording.made]
     assert json.loads((tmp_path / "serve.json").read_text())["mean_batch"] > 1.5
+    remote: dict[str, list[tuple]] = {}
+    remote_process = RemoteDetector.process
+
+    def record(self, frame, timestamp=None):  # the detectors in worker processes, the backbone here
+        r = remote_process(self, frame, timestamp)
+        remote.setdefault(self.name, []).append(seen(r))
+        return r
+
+    monkeypatch.setattr(RemoteDetector, "process", record)
+    assert cli.main(["serve", str(path), "--quiet", "--workers", "2"]) == 0
     config = load_config(path).cameras[0].stream_config()
     monkeypatch.setattr(watch_cmd, "build_config", lambda args: config)
     monkeypatch.setattr(watch_cmd, "make_detector", lambda cfg: Recording(cfg))
@@ -569,3 +580,4 @@ def test_serve_equals_watch_with_the_real_backbone_on_real_images(bottle_dir: Pa
     capsys.readouterr()
     assert len(watched) == 10 and sum(r[1] for r in watched) >= 5
     assert served == [watched] * 2
+    assert [remote["a"], remote["b"]] == [watched] * 2

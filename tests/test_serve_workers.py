@@ -226,6 +226,17 @@ def test_bad_workers_option_is_a_usage_error(tmp_path: Path, capsys) -> None:
     assert "--workers must be an int in [0, 256]" in capsys.readouterr().err
 
 
+def test_bench_serve_passes_its_workers_to_serve(tmp_path: Path) -> None:
+    from streamad.bench.serve import serve_config
+
+    path = tmp_path / "bench.toml"
+    path.write_text(serve_config(3, preset="fast", window=16, learning="sync", device=None, batch_wait_ms=5,
+                                 workers=2))
+    config = load_config(path)
+    assert config.workers == 2 and len(config.cameras) == 3 and config.publish is None
+    assert cli.main(["bench-serve", "--workers", "-1"]) == 2
+
+
 # -- the command: Ctrl-C to the whole process group -------------------------------------------------------
 
 STAND_IN = textwrap.dedent('''

@@ -185,8 +185,9 @@ def run(args: argparse.Namespace) -> int:
     quiet_opencv()
     console = Console(args.quiet)
     workers = min(config.workers, len(config.cameras))
-    # with workers the detectors run beside this process's backbone, on the same cores
-    background = workers > 0 or any(c.learning == "background" for c in config.cameras)
+    # the rule of watch (with or without workers): the backbone's results depend on torch's thread count,
+    # so in synchronous mode serve and watch run it on as many threads and give the same scores
+    background = any(c.learning == "background" for c in config.cameras)
     threads = apply_threads(ThreadConfig(torch=config.torch_threads, blas=config.blas_threads), background=background)
     with ExitStack() as stack:
         publisher = None
