@@ -90,6 +90,11 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def worker_processes() -> list[multiprocessing.Process]:
+    """This process's worker processes still running."""
+    return [p for p in multiprocessing.active_children() if p.name.startswith("streamad-worker")]
+
+
 def no_streamad_threads() -> list[str]:
     time.sleep(0.2)
     return [t.name for t in threading.enumerate() if t.name.startswith("streamad")]
@@ -133,7 +138,7 @@ def test_workers_stop_on_request_save_every_state_and_leave_nothing_behind(tmp_p
 
     back = StreamDetector.load(tmp_path / "state0", extractor=BlockMeans())   # what the worker saved resumes
     assert back.frames_seen == summary.cameras[0].summary.frames and back.nominal_count > 0
-    assert not any(alive(pid) for pid in pids) and multiprocessing.active_children() == []
+    assert not any(alive(pid) for pid in pids) and worker_processes() == []
     assert no_streamad_threads() == []
     assert not any("cannot save" in n for n in notes), notes
 
@@ -177,7 +182,7 @@ def test_a_killed_worker_is_reported_its_camera_restarts_and_the_others_go_on(tm
     assert any(n.startswith("victim: the loop failed (WorkerDied") for n in notes), notes
     assert any("detector reopened in worker process 1" in n for n in notes), notes
     assert status.state == "stopped"   # at max_frames, not failed
-    assert multiprocessing.active_children() == [] and not alive(second)
+    assert worker_processes() == [] and not alive(second)
 
 
 def test_a_dead_worker_fails_each_of_its_cameras_once_then_reopens_them(tmp_path: Path) -> None:
@@ -202,9 +207,9 @@ def test_a_dead_worker_fails_each_of_its_cameras_once_then_reopens_them(tmp_path
             b.process(image)
         assert time.monotonic() - t0 < 10
         assert a.process(image).index == 0 and b.process(image).index == 0   # fresh detectors, one new worker
-        assert a.pid == b.pid != old and len(multiprocessing.active_children()) == 1
+        assert a.pid == b.pid != old and [p.pid for p in worker_processes()] == [a.pid]
     backbone.stop()
-    assert multiprocessing.active_children() == []
+    assert worker_processes() == [] and not alive(old)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -251,11 +256,9 @@ STAND_IN = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_to_the_process_group_saves_every_state_and_ends_every_worker(tmp_path: Path, signum) -> None:
-    """A terminal's Ctrl-C (or a service manager's SIGTERM) reaches serve and its workers at once: the
-    workers serve on, serve stops each camera after its frame, each worker saves its camera's state,
-    and no worker outlives serve."""
+def start_serve(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
+    """``streamad serve`` (stand-in extractor) with two demo cameras, each with a state folder, in two
+    worker processes, in a session (process group) of its own; returns it, running, and its children."""
     extra = SMALL.replace('learning = "sync"', 'learning = "background"\nstate = "states/NAME"')
     path = config_file(tmp_path / "serve.toml", [("left", "demo"), ("right", "demo")],
                        head="[serve]\nworkers = 2\n[publisher]\nenabled = false\n", extra=extra)
@@ -272,7 +275,21 @@ def test_a_signal_to_the_process_group_saves_every_state_and_ends_every_worker(t
             seen += proc.stderr.readline()
         assert "detection in 2 worker process(es)" in seen
         workers = children(proc.pid)
-        assert len(workers) >= 2, workers   # the two workers (and multiprocessing's resource tracker, if any)
+        assert len(workers) >= 2, workers   # the two workers (and multiprocessing's resource tracker)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return proc, workers
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_process_group_saves_every_state_and_ends_every_worker(tmp_path: Path, signum) -> None:
+    """A terminal's Ctrl-C (or a service manager's SIGTERM) reaches serve and its workers at once: the
+    workers serve on, serve stops each camera after its frame, each worker saves its camera's state,
+    and no worker outlives serve."""
+    proc, workers = start_serve(tmp_path)
+    try:
         time.sleep(1.0)
         os.killpg(proc.pid, signum)
         stdout, stderr = proc.communicate(timeout=60)
@@ -289,3 +306,20 @@ def test_a_signal_to_the_process_group_saves_every_state_and_ends_every_worker(t
         assert (tmp_path / "states" / cam / "manifest.json").is_file()
     time.sleep(0.5)
     assert [pid for pid in workers if alive(pid)] == []
+
+
+def test_workers_of_a_killed_serve_end_on_their_own(tmp_path: Path) -> None:
+    """serve killed outright (no chance to stop them): its workers read end-of-file and exit."""
+    proc, workers = start_serve(tmp_path)
+    try:
+        time.sleep(0.5)
+        proc.kill()
+        proc.communicate(timeout=30)
+        end = time.monotonic() + 15
+        while any(alive(pid) for pid in workers) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert [pid for pid in workers if alive(pid)] == []
+    finally:
+        for pid in workers:
+            if alive(pid) and b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)   # one of ours, left running: do not let it outlive the test
