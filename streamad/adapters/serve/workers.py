@@ -132,7 +132,9 @@ def _limit_threads() -> None:
 
 
 class _Host:
-    """The detectors of one worker process, by camera name, and the requests on them."""
+    """The detectors of one worker process, by camera name, and the requests on them (``OPS``)."""
+
+    OPS = frozenset({"open", "process", "save", "close"})
 
     def __init__(self) -> None:
         self.detectors: dict[str, Any] = {}
@@ -199,6 +201,8 @@ def worker_main(conn: Connection, number: int) -> None:
                 conn.send((seq, "ok", None))
                 break
             try:
+                if op not in _Host.OPS:
+                    raise ValueError(f"unknown worker request {op!r}")
                 value = getattr(host, op)(*args)
             except BaseException as exc:  # noqa: BLE001 - every error goes back to the camera that asked
                 if not isinstance(exc, (ValueError, OSError)):
