@@ -225,14 +225,14 @@ def _static_with_rules(traces: list[MethodTrace], settings: DriftSettings, rules
 
 
 def rules_check(rows: list[dict[str, Any]], windows: tuple[int, ...], defect_rate: float) -> list[str]:
-    """For each window, ``stream-W`` (trusted) against ``stream-W+quantile`` run by run: defects found and false
-    alarms; at least as many defects found in every run, and at a defect rate of 0.2 or more at least
-    twice as many over the stream."""
+    """For each window, the engine with each of the new rules (``stream-W``: trusted, ``stream-W+screened``)
+    against ``stream-W+quantile`` run by run: defects found and false alarms; at least as many defects found
+    in every run, and at a defect rate of 0.2 or more at least twice as many over the stream."""
     by = {(r["run"], r["method"]): r for r in rows}
     runs = list(dict.fromkeys(r["run"] for r in rows))
     out = []
-    for w in windows:
-        new, old = f"stream-{w}", f"stream-{w}+quantile"
+    for w, new in ((w, m) for w in windows for m in (f"stream-{w}", f"stream-{w}+screened")):
+        old = f"stream-{w}+quantile"
         if not all((run, m) in by for run in runs for m in (new, old)):
             continue
         cells, every, found = [], True, [0, 0]

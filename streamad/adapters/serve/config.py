@@ -44,6 +44,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamad.config import DECISION_RULES
 from streamad.errors import UserError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -113,7 +114,7 @@ class CameraConfig:
         _need(c, "admit_interval_s", _opt(_is_num)(self.admit_interval_s), self.admit_interval_s, "a number")
         _need(c, "learning", self.learning in LEARNING, self.learning, f"one of {', '.join(LEARNING)}")
         _need(c, "false_alarm_rate", _opt(_is_num)(self.false_alarm_rate), self.false_alarm_rate, "a number")
-        _need(c, "rule", _opt(lambda v: v in ("trusted", "quantile"))(self.rule), self.rule, "trusted or quantile")
+        _need(c, "rule", _opt(lambda v: v in DECISION_RULES)(self.rule), self.rule, "trusted, screened or quantile")
         _need(c, "event_gap", _opt(_is_int)(self.event_gap), self.event_gap, "an int")
         _need(c, "event_min_frames", _opt(_is_int)(self.event_min_frames), self.event_min_frames, "an int")
         _need(c, "state", _opt(lambda v: isinstance(v, str) and v != "")(self.state), self.state, "a folder")
