@@ -193,8 +193,9 @@ def _method_runs(method: str, settings: DriftSettings, config: InReachConfig, ru
         for w in settings.windows:
             for rule, dc in rules.items():
                 try:
+                    # the engine's own index (StreamConfig's default: the inverted file), as users run it
                     sc = StreamConfig(window=w, features=f, channels=config.channels, heatmap=config.heatmap,
-                                      index=IndexConfig(), decisions=dc, seed=config.seed)
+                                      decisions=dc, seed=config.seed)
                 except ValueError as exc:
                     raise UserError(f"--windows: {exc}") from exc
                 name = method_name(f"stream-{w}", rule)
