@@ -20,6 +20,10 @@ Who owns what:
   threads; it serves one request at a time, from one duplex pipe, in the order they come. It runs
   torch and BLAS on one thread each and never loads the backbone (its detectors get a stand-in
   extractor that only tells the grid, input size, centre crop and dimension);
+- the pipe is multiprocessing's own channel (a socket pair that only the serve process and the worker
+  it spawned hold; it carries pickled requests and answers, never anything from the network or a
+  file); a worker's error crosses it as its class name and message only, and is raised again in the
+  serve process as the same built-in or streamad error, else as a RuntimeError that names it;
 - a :class:`_Worker`'s lock (serve process) covers one request and its answer on that pipe, so the
   cameras of one worker take turns.
 
@@ -50,7 +54,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import signal
 import sys
 import threading
@@ -171,13 +174,29 @@ class _Host:
             self.close(name)
 
 
-def _picklable(exc: BaseException) -> BaseException:
-    """``exc`` if it survives the pipe, else a RuntimeError that names it."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:  # noqa: BLE001
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
+def _describe(exc: BaseException) -> tuple[str, str]:
+    """What crosses the pipe of an error: its class name and message (never the object itself)."""
+    return type(exc).__name__, str(exc)
+
+
+def _rebuild(name: str, message: str) -> BaseException:
+    """The error a worker reported, raised again in the serve process: the same class when it is one of
+    Python's built-in errors or streamad's own (:mod:`streamad.errors`), else a RuntimeError naming it.
+
+        >>> type(_rebuild("ValueError", "bad")).__name__, str(_rebuild("KeyError2", "x"))
+        ('ValueError', 'KeyError2: x')
+    """
+    import builtins
+
+    import streamad.errors as errors
+
+    cls = getattr(errors, name, None) or getattr(builtins, name, None)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            return cls(message)
+        except Exception:  # noqa: BLE001 - a class whose constructor wants more than a message
+            pass
+    return RuntimeError(f"{name}: {message}")
 
 
 def worker_main(conn: Connection, number: int) -> None:
@@ -207,7 +226,7 @@ def worker_main(conn: Connection, number: int) -> None:
             except BaseException as exc:  # noqa: BLE001 - every error goes back to the camera that asked
                 if not isinstance(exc, (ValueError, OSError)):
                     traceback.print_exc(file=sys.stderr)
-                conn.send((seq, "error", _picklable(exc)))
+                conn.send((seq, "error", _describe(exc)))
             else:
                 conn.send((seq, "ok", value))
     finally:
@@ -269,7 +288,7 @@ class _Worker:
             self._died()
             raise WorkerDied(self.dead) from None
         if status == "error":
-            raise value
+            raise _rebuild(*value)
         return value
 
     def _died(self) -> None:
