@@ -6,7 +6,9 @@ For every data set and K of the corruption protocol, InReaCh is fitted once on s
 the heatmap maximum, the mean of the top-k patch scores, PatchCore's eq. 7 against the nominal set)
 are then computed from the same patch scores and heatmaps. The heatmaps, so the pixel AUROC, do not
 depend on the rule. Every other option is ``streamad eval``'s (e.g. ``--backbone``, ``--seeds``,
-``--blur``): the figures equal ``streamad eval DATA --corrupt K --image-score RULE [--top-k k]``.
+``--blur``), plus ``--aggregate`` (``FeatureConfig.aggregate``, not an ``eval`` option): the figures
+equal ``streamad eval DATA --corrupt K --image-score RULE [--top-k k]``. ``examples/quality_table.py``
+runs it once per lever and writes the whole table (docs/quality_table.md).
 
     python examples/quality_levers.py ../shared/data/mvtec_ad/bottle ../shared/data/mtd/magnetic_tile \\
         --corrupt 0,10,40 --top-ks 3,10,30 --cache out/compare --json out/quality/scores.json \\
@@ -95,9 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--keep", default=None, help="folder to save each run's test patch scores in (.npz)")
     p.add_argument("--out", default=None, help="Markdown table")
+    p.add_argument("--aggregate", type=int, default=None, metavar="A",
+                   help="local aggregation: A x A average pooling of each backbone map (FeatureConfig.aggregate, "
+                   "default 3; odd)")
     add_model_arguments(p)
     args = p.parse_args(argv)
     config = config_from_args(args)
+    if args.aggregate is not None:
+        config = replace(config, features=replace(config.features, aggregate=args.aggregate))
     corrupt = [int(v) for v in args.corrupt.split(",")]
     top_ks = [int(v) for v in args.top_ks.split(",")]
     rows: list[dict[str, Any]] = []

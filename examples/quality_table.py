@@ -1,0 +1,173 @@
+"""The whole lever table of docs/quality.md in one command: each lever on its own against the defaults.
+
+Every lever is one run of ``examples/quality_levers.py`` (one fit of batch InReaCh per data set and K,
+every image score rule from the same fit) with its option added to the defaults, its rows kept in
+``WORK/<lever>.json``. A run that stops is resumed cell by cell: a (data set, K) already in the JSON is
+not fitted again, so running the command again only measures what is missing. The table is then
+written to ``--out`` with the rule of docs/quality.md applied ("The rule for choosing defaults"): the
+score of a setting is the mean of image AUROC (with the default image score, ``top_mean`` k = 30) and
+pixel AUROC over both data sets and K = 0, 10, 40; a lever could replace the default only if it beats
+the default's score by at least 0.005 and loses no more than 0.01 on any of the 12 numbers (the speed
+condition of the rule is not measured here: the table says what the lever changes in the live path).
+
+    python examples/quality_table.py ../shared/data/mvtec_ad/bottle ../shared/data/mtd/magnetic_tile \\
+        --cache out/compare --work out/quality/levers --out docs/quality_table.md
+
+``--levers a,b`` measures only those (in that order); ``--table-only`` writes the table from the JSONs
+already there, measuring nothing (levers with missing cells are listed as incomplete).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import quality_levers  # noqa: E402
+
+CORRUPT = (0, 10, 40)
+DEFAULT_SCORE = "top_mean k=30"  # batch InReaCh's default image score (InReachConfig)
+
+# (name, options added to the defaults, what it changes in the live path's per-frame cost), by priority.
+LEVERS: list[tuple[str, list[str], str]] = [
+    ("default", [], "-"),
+    ("lite1", ["--backbone", "efficientnet_lite1"], "larger backbone: more backbone time per frame"),
+    ("lite2", ["--backbone", "efficientnet_lite2"], "larger backbone: more backbone time per frame"),
+    ("stride4", ["--layers", "stride4,stride8,stride16"],
+     "one more (high-resolution) map to pool and resize; descriptor 149 instead of 152 channels"),
+    ("seeds20", ["--seeds", "20"], "association against 20 instead of 10 seed frames (learning, not scoring)"),
+    ("aggregate5", ["--aggregate", "5"], "5 x 5 instead of 3 x 3 pooling of each map (negligible)"),
+    ("aggregate1", ["--aggregate", "1"], "no pooling of the maps (negligible saving)"),
+    ("dim128", ["--dim", "128"], "descriptor 104 instead of 152 channels (cheaper search)"),
+    ("size320", ["--image-size", "320,320"], "2x the pixels and patches (40 x 40 grid): about 2x backbone and "
+     "search time"),
+]
+
+DATASETS = (("bottle", "bottle"), ("magnetic_tile", "MTD"))
+
+
+def cells(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """(data set, K) -> the default-score row, with the ``max`` rule's image AUROC beside it."""
+    out = {}
+    for r in rows:
+        if r["image_score"] == DEFAULT_SCORE:
+            key = (r["dataset"], r["corrupt"])
+            out[key] = dict(r)
+    for r in rows:
+        if r["image_score"] == "max" and (r["dataset"], r["corrupt"]) in out:
+            out[(r["dataset"], r["corrupt"])]["image_auroc_max"] = r["image_auroc"]
+    return out
+
+
+def numbers(c: dict[tuple[str, int], dict[str, Any]]) -> dict[str, float] | None:
+    """The rule's 12 numbers, or None when a cell is missing."""
+    out = {}
+    for ds, label in DATASETS:
+        for k in CORRUPT:
+            if (ds, k) not in c:
+                return None
+            out[f"{label} K={k} image"] = c[(ds, k)]["image_auroc"]
+            out[f"{label} K={k} pixel"] = c[(ds, k)]["pixel_auroc"]
+    return out
+
+
+def table(work: str, levers: list[tuple[str, list[str], str]]) -> str:
+    measured = {}
+    for name, opts, cost in levers:
+        path = os.path.join(work, f"{name}.json")
+        if os.path.isfile(path):
+            with open(path) as fh:
+                measured[name] = cells(json.load(fh)["rows"])
+    lines = ["# Quality levers: each on its own against the defaults (issue 17)", "",
+             "Written by `examples/quality_table.py` (docs/quality.md says what is measured and the rule). "
+             "Batch InReaCh, one fit per (data set, K); image AUROC with the default image score "
+             f"(`{DEFAULT_SCORE}`), in brackets the paper's (`max`); pixel AUROC (the same for every image "
+             "score). Defaults: efficientnet_lite0, stride 8 + 16 blocks, 224 x 224 after the 256 -> 224 "
+             "centre crop, 28 x 28 grid, dim 256, 3 x 3 aggregation, D = 10 seeds, zscore 3, blur 4.", "",
+             "| lever | options | " + " | ".join(f"{label} K={k} image (max) / pixel" for _, label in DATASETS
+                                                 for k in CORRUPT) + " |",
+             "|---|---|" + "---|" * (len(DATASETS) * len(CORRUPT))]
+    for name, opts, _ in levers:
+        if name not in measured:
+            continue
+        c = measured[name]
+        row = []
+        for ds, _ in DATASETS:
+            for k in CORRUPT:
+                r = c.get((ds, k))
+                row.append("-" if r is None else f"{r['image_auroc']:.3f} ({r['image_auroc_max']:.3f}) / "
+                           f"{r['pixel_auroc']:.3f}")
+        lines.append(f"| {name} | {' '.join(opts) or '(defaults)'} | " + " | ".join(row) + " |")
+    base = numbers(measured["default"]) if "default" in measured else None
+    lines += ["", "The rule (docs/quality.md): score = mean of the 12 numbers; a lever could replace the "
+              "default only with score >= default + 0.005 and no single number below the default's by more "
+              "than 0.01 (and live frame scoring not slower by more than 10 %: not measured here; the last "
+              "column says what the lever changes).", "",
+              "| lever | score | against default | worst single number against default | by the AUROCs | "
+              "nominal patches, MTD K=10 | fit s on descriptors, MTD K=10 (shared machine) | live-path cost |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name, _, cost in levers:
+        if name not in measured:
+            continue
+        n = numbers(measured[name])
+        mtd = measured[name].get(("magnetic_tile", 10))
+        extra = (f"{mtd['nominal_patches']:,} | {mtd['fit_seconds_on_descriptors']:.0f}" if mtd else "- | -")
+        if n is None:
+            lines.append(f"| {name} | incomplete ({len(measured[name])} of 6 cells) | - | - | - | {extra} | {cost} |")
+            continue
+        score = sum(n.values()) / len(n)
+        if base is None or name == "default":
+            lines.append(f"| {name} | {score:.4f} | - | - | - | {extra} | {cost} |")
+            continue
+        bscore = sum(base.values()) / len(base)
+        diffs = {key: n[key] - base[key] for key in n}
+        worst = min(diffs, key=lambda key: diffs[key])
+        ok = score - bscore >= 0.005 and diffs[worst] >= -0.01
+        verdict = ("passes (speed to check)" if ok else
+                   "no: " + ("score gain < 0.005" if score - bscore < 0.005 else "")
+                   + (", " if score - bscore < 0.005 and diffs[worst] < -0.01 else "")
+                   + ("loses > 0.01 on one number" if diffs[worst] < -0.01 else ""))
+        lines.append(f"| {name} | {score:.4f} | {score - bscore:+.4f} | {diffs[worst]:+.3f} ({worst}) | {verdict} | "
+                     f"{extra} | {cost} |")
+    missing = [name for name, _, _ in levers if name not in measured]
+    if base is None:
+        lines += ["", "The `default` lever has not been measured (or is incomplete): no comparison above; "
+                  "docs/quality.md compares by hand against the defaults' earlier figures."]
+    if missing:
+        lines += ["", "Not measured: " + ", ".join(f"`{name}`" for name in missing) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("data_dirs", nargs="+", metavar="DATA_DIR", help="bottle and MTD (magnetic_tile) folders")
+    p.add_argument("--cache", default="out/compare", help="descriptor cache folder (default out/compare)")
+    p.add_argument("--work", default="out/quality/levers", help="folder of the per-lever JSONs")
+    p.add_argument("--out", default="docs/quality_table.md")
+    p.add_argument("--levers", default=None, help="comma-separated lever names (default: all, in order)")
+    p.add_argument("--table-only", action="store_true", help="write the table from the JSONs; measure nothing")
+    args = p.parse_args(argv)
+    names = [n for n, _, _ in LEVERS]
+    chosen = names if not args.levers else [v.strip() for v in args.levers.split(",")]
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        p.error(f"unknown lever(s) {unknown}; choose from {names}")
+    if not args.table_only:
+        for name in chosen:
+            opts = dict((n, o) for n, o, _ in LEVERS)[name]
+            quality_levers.main(args.data_dirs + ["--corrupt", ",".join(map(str, CORRUPT)), "--top-ks", "3,10,30",
+                                                  "--cache", args.cache,
+                                                  "--json", os.path.join(args.work, f"{name}.json")] + opts)
+    text = table(args.work, LEVERS)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as fh:
+        fh.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
