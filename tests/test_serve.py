@@ -20,7 +20,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -37,32 +36,11 @@ from streamad.adapters.sources import Backoff, FolderSource, LiveSource
 from streamad.adapters.subscriber import Subscriber
 from streamad.results import FrameResult
 from streamad.stream.detector import StreamDetector
+from streamad.testing.frames import SMALL, write_frames
 from streamad.testing.standin import BlockMeans
 
 serve_cmd = importlib.import_module("streamad.cli.serve")
 watch_cmd = importlib.import_module("streamad.cli.watch")
-
-SMALL = """
-window = 8
-learning = "sync"
-[cameras.overrides]
-channels = { seeds = 2, min_span = 2 }
-decisions = { warmup = 3 }
-"""
-
-
-def write_frames(folder: Path, n: int = 40, size: int = 48, defect: int = 30, seed: int = 0) -> Path:
-    """``n`` textured frames (PNG), one with a bright square."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    base = rng.integers(60, 160, (size, size, 3)).astype(np.int16)
-    for i in range(n):
-        img = np.clip(base + rng.integers(-3, 4, base.shape), 0, 255).astype(np.uint8)
-        if i == defect:
-            img[10:26, 12:28] = 255
-        cv2.imwrite(str(folder / f"f{i:03d}.png"), img)
-    return folder
-
 
 def config_file(path: Path, cameras: list[tuple[str, str]], head: str = "", extra: str = SMALL) -> Path:
     text = head + "".join(f'\n[[cameras]]\nname = "{name}"\nsource = "{source}"\n{extra}' for name, source in cameras)

@@ -16,8 +16,6 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from streamad import cli
@@ -29,28 +27,15 @@ from streamad.adapters.serve.workers import DetectorSpec, WorkerDied, WorkerPool
 from streamad.adapters.sources import FolderSource
 from streamad.config import ChannelConfig, DecisionConfig, StreamConfig
 from streamad.testing.standin import BlockMeans
+from streamad.testing.frames import SMALL
+from streamad.testing.frames import write_frames as serve_frames
 
 SMALL_CONFIG = StreamConfig(window=8, channels=ChannelConfig(seeds=2, min_span=2), decisions=DecisionConfig(warmup=3))
-SMALL = """
-window = 8
-learning = "sync"
-[cameras.overrides]
-channels = { seeds = 2, min_span = 2 }
-decisions = { warmup = 3 }
-"""
 
 
-def write_frames(folder: Path, n: int = 40, size: int = 48, seed: int = 0) -> Path:
-    """``n`` textured frames (PNG), one in ten with a bright square."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    base = rng.integers(60, 160, (size, size, 3)).astype(np.int16)
-    for i in range(n):
-        img = np.clip(base + rng.integers(-3, 4, base.shape), 0, 255).astype(np.uint8)
-        if i % 10 == 7:
-            img[10:26, 12:28] = 255
-        cv2.imwrite(str(folder / f"f{i:03d}.png"), img)
-    return folder
+def write_frames(folder: Path, n: int = 40, seed: int = 0) -> Path:
+    """``n`` textured frames (PNG), one in ten with a bright square (test_serve's frames)."""
+    return serve_frames(folder, n=n, defect=7, seed=seed, every=10)
 
 
 def config_file(path: Path, cameras: list[tuple[str, str]], head: str = "", extra: str = SMALL) -> Path:
