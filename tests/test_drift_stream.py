@@ -196,6 +196,27 @@ def test_eval_stream_command_end_to_end(tmp_path):
     assert json.loads((tmp_path / "again.json").read_text())["runs"] == result["runs"]
 
 
+def test_eval_stream_with_long_term_memory_only_lowers_the_engine_scores(tmp_path):
+    """--memory gives the engines a memory beyond the window: scoring takes the nearer of the window's
+    nominal set and the memory, so no frame scores higher than without it, and once frames have left the
+    window some score lower; static models are untouched."""
+    data, manifest = small_mtd_copy(tmp_path)
+    base = ["eval-stream", str(data), "--manifest", str(manifest), "--runs", "exp1,exp6", "--defect-rate", "0.15",
+            "--windows", "6", "--rules", "quantile", "--methods", "stream", "--seeds", "2", "--min-span", "2",
+            "--image-size", "64", "--quantile", "0.9", "--warmup", "5", "--cache", str(tmp_path / "cache"), "--quiet"]
+    traces = {}
+    for name, extra in (("plain", []), ("memory", ["--memory", "5000"])):
+        assert main(base + extra + ["--json", str(tmp_path / f"{name}.json")]) == 0
+        traces[name] = json.loads((tmp_path / f"{name}.json").read_text())["traces"]["stream-6+quantile"]
+    assert "memory" not in traces["plain"]
+    held = traces["memory"]["memory"]
+    assert held["capacity"] == 5000 and 0 < held["patches"] <= 5000 and held["epsilon"] > 0
+    pairs = [(a, b) for a, b in zip(traces["plain"]["scores"], traces["memory"]["scores"]) if a is not None]
+    assert all(b <= a + 1e-6 for a, b in pairs)
+    assert sum(b < a - 1e-6 for a, b in pairs) >= 3
+    assert main(base + ["--memory", "-2"]) == 2
+
+
 def test_eval_stream_rejects_bad_options(tmp_path, capsys):
     data, manifest = small_mtd_copy(tmp_path, good=4, bad=1)
     base = ["eval-stream", str(data), "--manifest", str(manifest), "--runs", "exp1,exp6"]

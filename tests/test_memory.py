@@ -103,10 +103,74 @@ def test_memory_is_bounded_on_a_long_stream():
     assert det.memory is not None and len(det.memory) <= 40 and det.memory.forgotten > 0
 
 
-def test_saving_with_memory_is_refused_clearly(tmp_path):
+def _two_scenes(det: StreamDetector, rng: np.random.Generator) -> None:
+    for frame in np.concatenate([_scene(rng, 10), _scene(rng, 12, shift=3.0)]):
+        det.process_descriptors(frame, frame_shape=(32, 32))
+
+
+def test_a_detector_with_memory_saves_and_resumes_exactly(tmp_path):
+    """Saved mid-stream and loaded, the memory holds the same patches, counts and epsilon, and the resumed
+    detector gives the same scores as the one that never stopped, on every later frame."""
+    rng = np.random.default_rng(0)
+    det = StreamDetector(_config(capacity=60, max_age=30), extractor=Toy())
+    _two_scenes(det, rng)
+    assert det.memory is not None and len(det.memory) > 0
+    det.save(tmp_path / "state")
+    back = StreamDetector.load(tmp_path / "state", extractor=Toy())
+    assert back.memory is not None and len(back.memory) == len(det.memory)
+    assert back.memory.epsilon == det.memory.epsilon
+    assert np.array_equal(back.memory.counts(), det.memory.counts())
+    assert (back.memory.absorbed, back.memory.reinforced, back.memory.forgotten) == \
+        (det.memory.absorbed, det.memory.reinforced, det.memory.forgotten)
+    later = np.concatenate([_scene(rng, 6), _scene(rng, 6, shift=6.0)])
+    for frame in later:  # both keep learning: memories absorb and forget the same way
+        a = det.process_descriptors(frame, frame_shape=(32, 32))
+        b = back.process_descriptors(frame, frame_shape=(32, 32))
+        assert a.score == b.score and np.array_equal(a.heatmap, b.heatmap)
+    assert np.array_equal(back.memory.counts(), det.memory.counts()) and back.memory.forgotten == det.memory.forgotten
+
+
+def test_a_saved_memory_is_used_after_loading(tmp_path):
+    """The memory is what makes scene A score low once B filled the window: after loading it still does."""
+    det = StreamDetector(_config(capacity=200), extractor=Toy())
+    _two_scenes(det, np.random.default_rng(0))
+    det.save(tmp_path / "state")
+    back = StreamDetector.load(tmp_path / "state", extractor=Toy())
+    plain = StreamDetector(_config(), extractor=Toy())
+    _two_scenes(plain, np.random.default_rng(0))
+    probe = _scene(np.random.default_rng(1), 1)[0]
+    with_memory = back.score_descriptors(probe, frame_shape=(32, 32)).score
+    assert with_memory < 0.5 * plain.score_descriptors(probe, frame_shape=(32, 32)).score
+
+
+def test_a_detector_whose_memory_is_empty_saves_and_resumes(tmp_path):
     det = StreamDetector(_config(capacity=10), extractor=Toy())
-    with pytest.raises(StateError, match="long-term memory"):
-        det.save(tmp_path / "state")
+    det.save(tmp_path / "state")
+    back = StreamDetector.load(tmp_path / "state", extractor=Toy())
+    assert back.memory is None and back.config.memory.capacity == 10
+
+
+def test_a_damaged_saved_memory_is_refused_naming_the_part(tmp_path):
+    det = StreamDetector(_config(capacity=200), extractor=Toy())
+    _two_scenes(det, np.random.default_rng(0))
+    det.save(tmp_path / "state")
+    counts = tmp_path / "state" / "memory.count.npy"
+    assert counts.is_file()
+    np.save(counts, np.zeros(len(det.memory) + 1, np.int64))  # one count too many (the CRC catches it first)
+    with pytest.raises(StateError, match="memory"):
+        StreamDetector.load(tmp_path / "state", extractor=Toy())
+    own, index = det.memory.state_dict()
+    from streamad.state_schema import StatePart
+
+    where, where_index = StatePart(tmp_path, "memory"), StatePart(tmp_path, "memory_index")
+    bad = dict(own, labels=own["labels"][::-1].copy())
+    with pytest.raises(StateError, match="not increasing"):
+        LongTermMemory.check_state(bad, index, where, where_index)
+    fewer = dict(own, labels=own["labels"][:-1], count=own["count"][:-1], last=own["last"][:-1])
+    with pytest.raises(StateError, match="its index holds others"):
+        LongTermMemory.check_state(fewer, index, where, where_index)
+    with pytest.raises(StateError, match="memory.epsilon"):
+        LongTermMemory.check_state(dict(own, epsilon="x"), index, where, where_index)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -528,11 +528,27 @@ def test_the_saved_layout_is_format_version_1(tmp_path: Path) -> None:
     assert persistence.FORMAT_VERSION == 1
     assert list(manifest)[:5] == ["format", "format_version", "streamad_version", "hnswlib_version", "saved_at"]
     assert list(manifest)[5:] == ["summary", "config", "state", "arrays"]
-    assert list(manifest["summary"]) == ["frames_seen", "window_frames", "window", "nominal_patches", "graph"]
+    assert list(manifest["summary"]) == ["frames_seen", "window_frames", "window", "nominal_patches",
+                                         "memory_patches", "graph"]  # memory_patches: added later
+    # the long-term memory's parts (added later, None without a memory) may be absent from older states
+    assert manifest["state"].pop("memory") is None and manifest["state"].pop("memory_index") is None
     state = {part: [k for k in keys if not k.startswith("hnsw.")] for part, keys in manifest["state"].items()}
     assert state == V1_SCALARS
     assert list(manifest["arrays"]) == V1_ARRAYS
     assert all(m["file"] == f"{name}.npy" for name, m in manifest["arrays"].items())
+
+
+def test_a_state_saved_before_the_memory_parts_existed_still_loads(tmp_path: Path) -> None:
+    """Version-1 states written before the long-term memory could be saved have no memory parts."""
+    det = StreamDetector(config(exact_below=0), extractor=Toy())
+    run(det, stream(12))
+    path = det.save(tmp_path / "state")
+    manifest_path = path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["state"]["memory"], manifest["state"]["memory_index"]
+    manifest_path.write_text(json.dumps(manifest))
+    back = StreamDetector.load(path, extractor=Toy())
+    assert back.memory is None and back.frames_seen == det.frames_seen
 
 
 # -- streamad watch --state ----------------------------------------------------------------------------

@@ -313,3 +313,12 @@ def test_build_config_applies_preset_then_options(monkeypatch) -> None:
         watch_cmd.build_config(parser.parse_args(["watch", "demo", "--window", "0"]))
     with pytest.raises(UserError, match="FeatureConfig.device"):
         watch_cmd.build_config(parser.parse_args(["watch", "demo", "--device", "tpu"]))
+
+
+def test_watch_memory_option_turns_on_the_long_term_memory() -> None:
+    parser = cli.build_parser()
+    assert not watch_cmd.build_config(parser.parse_args(["watch", "demo"])).memory.enabled
+    cfg = watch_cmd.build_config(parser.parse_args(["watch", "demo", "--memory", "20000"]))
+    assert cfg.memory.capacity == 20000 and cfg.memory.enabled
+    with pytest.raises(UserError, match="--memory must be an int >= 0"):
+        watch_cmd.build_config(parser.parse_args(["watch", "demo", "--memory", "-1"]))

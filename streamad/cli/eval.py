@@ -146,6 +146,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="save the descriptors and positional decision in DIR and reuse them on later runs with "
                    "the same data and feature options (e.g. out/desc; fit/predict seconds then repeat the "
                    "feature time measured when they were computed)")
+    add_memory_arguments(g)
+    add_data_root_argument(p)
+    add_model_arguments(p)
+
+
+def add_memory_arguments(g: Any) -> None:
+    """The streaming engine's long-term memory options (``eval --stream``, ``eval-stream``, ``watch``)."""
     g.add_argument("--memory", type=int, default=0, metavar="N",
                    help="long-term nominal memory beyond the window: at most N patches (default 0: none; "
                    "docs/quality.md)")
@@ -154,8 +161,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "window's nominal set (default 1)")
     g.add_argument("--memory-max-age", type=int, default=0, metavar="A",
                    help="forget remembered patches not seen again for A admissions (default 0: only the capacity)")
-    add_data_root_argument(p)
-    add_model_arguments(p)
+
+
+def memory_from_args(args: argparse.Namespace) -> MemoryConfig:
+    """The :class:`MemoryConfig` of ``--memory``, ``--memory-epsilon-ratio`` and ``--memory-max-age``."""
+    try:
+        return MemoryConfig(capacity=args.memory, epsilon_ratio=args.memory_epsilon_ratio,
+                            max_age=args.memory_max_age)
+    except ValueError as exc:
+        raise UserError(f"--memory: {exc}") from exc
 
 
 def _pixel(result: dict[str, Any], prefix: str = "") -> str:
@@ -218,11 +232,7 @@ def run(args: argparse.Namespace) -> int:
         if config.heatmap.image_score == "reweight":
             raise UserError("--image-score reweight is for batch models: the streaming engine scores frames by max "
                             "or top_mean")
-        try:
-            memory = MemoryConfig(capacity=args.memory, epsilon_ratio=args.memory_epsilon_ratio,
-                                  max_age=args.memory_max_age)
-        except ValueError as exc:
-            raise UserError(f"--memory: {exc}") from exc
+        memory = memory_from_args(args)
         if args.window is not None and args.window < 1:
             raise UserError(f"--window must be a positive number of frames, got {args.window}")
     else:

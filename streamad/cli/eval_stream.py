@@ -28,6 +28,7 @@ examples:
   streamad eval-stream mtd/magnetic_tile --cache out/drift --out docs/drift_mtd.md \\
       --plot docs/drift_mtd.png --json out/drift_mtd.json
   streamad eval-stream mtd/magnetic_tile --windows 64 --methods stream --defect-rate 0.1
+  streamad eval-stream mtd/magnetic_tile --windows 64 --methods stream --memory 60000
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ import os
 import shlex
 import sys
 
-from streamad.cli.eval import add_data_root_argument, add_model_arguments, config_from_args
+from streamad.cli.eval import (add_data_root_argument, add_memory_arguments, add_model_arguments, config_from_args,
+                               memory_from_args)
 from streamad.config import DECISION_RULES
 from streamad.errors import UserError
 
@@ -89,6 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", default=None, help="write the results as JSON")
     p.add_argument("--plot", metavar="FILE.png", default=None, help="write scores over time, one panel per method")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_memory_arguments(p.add_argument_group("the engine's long-term memory (stream methods)"))
     add_data_root_argument(p)
     add_model_arguments(p, image_score="max")  # the streaming engine's frame score (and the figures of docs/drift_mtd.md)
 
@@ -120,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     settings = DriftSettings(runs=tuple(_list(args.runs)), defect_rate=args.defect_rate, methods=tuple(methods),
                              windows=tuple(args.windows), rules=tuple(_list(args.rules)), quantile=args.quantile,
                              warmup=args.warmup,
-                             calibration=args.calibration, seed=args.seed, manifest=args.manifest, cache=args.cache)
+                             calibration=args.calibration, seed=args.seed, manifest=args.manifest, cache=args.cache,
+                             memory=memory_from_args(args))
     stream = build_stream(data_dir, settings)
     print(f"stream: {len(stream)} frames, {sum(f.sample.label for f in stream)} defective, "
           f"runs {', '.join(settings.runs)}", file=sys.stderr)

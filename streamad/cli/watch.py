@@ -79,6 +79,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--blas-threads", type=int, default=None, metavar="N",
                    help="BLAS threads of association and search (default 0: 1 with background learning, else all "
                         "cores), so that scorer and learner do not fight over the cores")
+    g.add_argument("--memory", type=int, default=None, metavar="N",
+                   help="long-term nominal memory beyond the window: at most N trusted patches of frames that left "
+                        "it (default 0: none; off by default, docs/quality.md says what it gains and costs); saved "
+                        "and resumed with --state")
     g = p.add_argument_group("alarms")
     g.add_argument("--false-alarm-rate", type=float, default=None, metavar="R",
                    help="share of normal frames you accept to see flagged (default 0.01); the threshold follows")
@@ -143,6 +147,8 @@ def build_config(args: argparse.Namespace) -> Any:
                                  ("blas", getattr(args, "blas_threads", None))) if v is not None}
     if threads:
         overrides["threads"] = threads
+    if getattr(args, "memory", None) is not None:
+        overrides["memory"] = {"capacity": args.memory}
     decisions = {k: v for k, v in (("rule", getattr(args, "rule", None)),
                                    ("false_alarm_rate", getattr(args, "false_alarm_rate", None))) if v is not None}
     if decisions:
@@ -152,7 +158,7 @@ def build_config(args: argparse.Namespace) -> Any:
     except ImportError as exc:
         raise UserError(f"{exc}: the streaming detector is missing from this installation") from exc
     except (ValueError, TypeError) as exc:
-        raise UserError(str(exc)) from exc
+        raise UserError(str(exc).replace("MemoryConfig.capacity", "--memory")) from exc
 
 
 def make_detector(config: Any) -> Any:

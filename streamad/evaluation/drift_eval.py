@@ -89,6 +89,13 @@ def trace_stream(method: str, descriptors: np.ndarray, config: StreamConfig, gri
             "drift_flags": int(sum(drift)), "nominal_patches_at_end": det.nominal_count,
             "stage_ms_per_frame": {k: v / n for k, v in stage_ms.items()}, "rule": config.decisions.rule,
             "trusted_frames": det.decisions.trusted}
+    memory = det.memory
+    if config.memory.enabled:  # the long-term memory at the end (absorbed, reinforcements, forgotten)
+        info["memory"] = {"capacity": config.memory.capacity, "patches": 0 if memory is None else len(memory),
+                          "epsilon": None if memory is None else memory.epsilon,
+                          "absorbed": 0 if memory is None else memory.absorbed,
+                          "reinforced": 0 if memory is None else memory.reinforced,
+                          "forgotten": 0 if memory is None else memory.forgotten}
     return MethodTrace(method, scores, thresholds, drift, patches, info, verdicts)
 
 

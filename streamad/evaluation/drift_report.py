@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from streamad.config import DecisionConfig, IndexConfig, InReachConfig, StreamConfig
+from streamad.config import DecisionConfig, IndexConfig, InReachConfig, MemoryConfig, StreamConfig
 from streamad.errors import UserError
 from streamad.evaluation.datasets import read_mask
 from streamad.evaluation.descriptor_cache import descriptors_of_paths
@@ -62,6 +62,7 @@ class DriftSettings:
     seed: int = 0
     manifest: str | None = None  # default: DATA_DIR/../manifest.csv
     cache: str | None = None
+    memory: MemoryConfig = field(default_factory=MemoryConfig)  # the engines' long-term memory (off by default)
 
 
 @dataclass
@@ -195,7 +196,7 @@ def _method_runs(method: str, settings: DriftSettings, config: InReachConfig, ru
                 try:
                     # the engine's own index (StreamConfig's default: the inverted file), as users run it
                     sc = StreamConfig(window=w, features=f, channels=config.channels, heatmap=config.heatmap,
-                                      decisions=dc, seed=config.seed)
+                                      decisions=dc, seed=config.seed, memory=settings.memory)
                 except ValueError as exc:
                     raise UserError(f"--windows: {exc}") from exc
                 name = method_name(f"stream-{w}", rule)

@@ -186,15 +186,15 @@ class StreamDetector:
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the full engine state to ``directory``, atomically (the previous state there stays
         loadable until the new one is complete). See :mod:`streamad.stream.persistence`."""
-        if self.config.memory.enabled:
-            raise StateError("saving a detector with a long-term memory (StreamConfig.memory) is not supported yet: "
-                             "turn the memory off (capacity 0) to save and resume")
         with self._learning_paused():
-            index = self.index
+            index, memory = self.index, self.memory
+            own_memory, memory_index = (None, None) if memory is None else memory.state_dict()
             parts = {"detector": self.state_dict(), "channels": self.channels.state_dict(),
-                     "index": None if index is None else index.state_dict(), "decisions": self.decisions.state_dict()}
+                     "index": None if index is None else index.state_dict(), "decisions": self.decisions.state_dict(),
+                     "memory": own_memory, "memory_index": memory_index}
             summary = {"frames_seen": self.frames_seen, "window_frames": len(self.channels),
                        "window": self.config.window, "nominal_patches": self.nominal_count,
+                       "memory_patches": 0 if memory is None else len(memory),
                        "graph": bool(getattr(index, "uses_graph", False))}
             return write_state(directory, parts, self.config, summary)
 
@@ -216,7 +216,9 @@ class StreamDetector:
         return cls.from_state(parts, saved.config, extractor)  # type: ignore[arg-type]
 
     # The parts of a saved state, and the scalars of the detector's own (streamad.state_schema kinds).
-    STATE_PARTS = ("detector", "channels", "index", "decisions")
+    # "memory" and "memory_index" (the long-term memory, None until it holds anything) may be absent from
+    # states saved before the memory could be saved: read as None.
+    STATE_PARTS = ("detector", "channels", "index", "decisions", "memory", "memory_index")
     STATE_SCALARS = {"frames_seen": "int", "next_frame_id": "int", "since_admission": "int?",
                      "last_admission_time": "num?", "frame_size": "pair?", "grid": "grid"}
 
@@ -249,6 +251,18 @@ class StreamDetector:
                                  f"extractor gives {int(ext_dim)}-d ones: use the extractor (features) it was saved "
                                  "with")
         ScoreDecisions.check_state(decisions, where["decisions"])
+        memory, memory_index = parts.get("memory"), parts.get("memory_index")
+        if (memory is None) != (memory_index is None):
+            raise where["memory"].inconsistent("the long-term memory's bookkeeping and its index are not saved "
+                                               "together")
+        if memory is not None:
+            where["memory"].require(parts), where["memory_index"].require(parts)
+            if not config.memory.enabled:
+                raise where["memory"].inconsistent("a long-term memory is saved, but StreamConfig.memory is off")
+            LongTermMemory.check_state(memory, memory_index, where["memory"], where["memory_index"])
+            if dim is not None and memory["dim"] != dim:
+                raise where["memory"].inconsistent(f"the window holds {dim}-d descriptors, the long-term memory "
+                                                   f"{memory['dim']}-d ones")
 
     def state_dict(self) -> dict[str, Any]:
         """The detector's own counters (the channels, index and decisions have their own ``state_dict``;
@@ -273,6 +287,9 @@ class StreamDetector:
             index)
         det._window_full = det.channels.full
         det.decisions = ScoreDecisions.from_state(parts["decisions"], config.decisions, seed=config.seed)
+        memory = parts.get("memory")
+        det.memory = None if memory is None else LongTermMemory.from_state(memory, parts["memory_index"],
+                                                                            config.memory)
         return det
 
     # ------------------------------------------------------------------ frames

@@ -29,8 +29,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import Any
+
 from streamad.config import IndexConfig, MemoryConfig
 from streamad.index import IVFIndex
+from streamad.state_schema import StatePart
 
 
 class LongTermMemory:
@@ -109,6 +112,58 @@ class LongTermMemory:
         self.forgotten += len(drop)
         if len(chosen) or len(drop):
             self.index.apply(labels, chosen, drop)  # one publication
+
+    # ------------------------------------------------------------------ state (persistence)
+    STATE_SCALARS = {"dim": "int", "epsilon": "num", "next": "int", "absorbed": "int", "reinforced": "int",
+                     "forgotten": "int"}
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The memory's own bookkeeping and its index's ``state_dict`` (two parts of a saved state).
+
+            >>> import numpy as np
+            >>> from streamad.config import MemoryConfig
+            >>> mem = LongTermMemory(MemoryConfig(capacity=10, epsilon=0.5), dim=2)
+            >>> mem.absorb(np.array([[0.0, 0.0], [0.1, 0.0], [3.0, 0.0]], np.float32), now=1)
+            >>> own, index = mem.state_dict()
+            >>> back = LongTermMemory.from_state(own, index, mem.config)
+            >>> len(back), back.counts().tolist(), back.epsilon
+            (2, [2, 1], 0.5)
+        """
+        own = {"dim": self.dim, "epsilon": self.epsilon, "next": self._next, "absorbed": self.absorbed,
+               "reinforced": self.reinforced, "forgotten": self.forgotten,
+               "labels": self._labels.copy(), "count": self._count.copy(), "last": self._last.copy()}
+        return own, self.index.state_dict()
+
+    @classmethod
+    def check_state(cls, own: dict[str, Any], index: dict[str, Any], where: StatePart,
+                    where_index: StatePart) -> None:
+        """Refuse (:class:`~streamad.errors.StateError` naming the field or file) a saved memory that
+        :meth:`from_state` cannot use: bad scalars or arrays, or bookkeeping that disagrees with its index."""
+        where.scalars(own, cls.STATE_SCALARS)
+        labels = where.array(own, "labels", (-1,), np.int64)
+        where.array(own, "count", (len(labels),), np.int64)
+        where.array(own, "last", (len(labels),), np.int64)
+        IVFIndex.check_state(index, where_index)
+        if index["dim"] != own["dim"]:
+            raise where.inconsistent(f"the memory holds {own['dim']}-d patches, its index {index['dim']}-d ones")
+        if len(labels) and ((np.diff(labels) <= 0).any() or labels[-1] >= own["next"]):
+            raise where.inconsistent("the memory's labels are not increasing below its next label")
+        if not np.array_equal(np.sort(np.asarray(index["labels"], np.int64)), labels):
+            raise where.inconsistent(f"the memory lists {len(labels)} patches, its index holds others "
+                                     f"({len(index['labels'])})")
+
+    @classmethod
+    def from_state(cls, own: dict[str, Any], index: dict[str, Any], config: MemoryConfig) -> LongTermMemory:
+        """The memory ``state_dict`` described, under ``config``."""
+        mem = cls(config, int(own["dim"]))
+        mem.index = IVFIndex.from_state(index)
+        mem.epsilon, mem._next = float(own["epsilon"]), int(own["next"])
+        mem.absorbed, mem.reinforced, mem.forgotten = (int(own["absorbed"]), int(own["reinforced"]),
+                                                       int(own["forgotten"]))
+        mem._labels = np.asarray(own["labels"], np.int64).copy()
+        mem._count = np.asarray(own["count"], np.int64).copy()
+        mem._last = np.asarray(own["last"], np.int64).copy()
+        return mem
 
     def _cover(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A greedy epsilon-cover of ``x``: the chosen rows and how many rows each stands for."""
