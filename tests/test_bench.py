@@ -32,6 +32,19 @@ def test_bench_reports_both_rates_on_the_same_frames(bottle_dir, tmp_path, capsy
     assert "synchronous" in printed
 
 
+def test_bench_with_memory_times_the_live_pass_with_a_filled_memory(bottle_dir, tmp_path, capsys):
+    base = ["bench", str(bottle_dir / "test" / "good"), "--frames", "30", "--window", "20", "--device", "cpu",
+            "--warmup", "0", "--modes", "live", "--quiet"]
+    out = tmp_path / "memory.json"
+    assert main(base + ["--memory", "5000", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert 0 < r["memory_patches_at_start"] <= 5000  # the 10 frames that left the window were remembered
+    assert "long-term memory:" in capsys.readouterr().out
+    plain = tmp_path / "plain.json"
+    assert main(base + ["--json", str(plain)]) == 0
+    assert "memory_patches_at_start" not in json.loads(plain.read_text())
+
+
 def test_bench_refuses_too_few_frames_and_empty_folders(tmp_path, capsys):
     assert main(["bench", str(tmp_path), "--frames", "10", "--window", "12"]) == 2
     assert "must exceed --window" in capsys.readouterr().err

@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nprobe", type=int, default=None, metavar="N", help="IVF lists searched per query")
     p.add_argument("--learner-duty", type=float, default=None, metavar="F",
                    help="live: the largest share of the time the learner may be busy (default 0.5)")
+    p.add_argument("--memory", type=int, default=0, metavar="N",
+                   help="long-term memory beyond the window of at most N patches (default 0: none); the live pass "
+                        "then learns every frame once before timing, so the memory holds what left the window")
     p.add_argument("--modes", default="live,sync", help="passes after the backbone's: live, sync or both (default)")
     p.add_argument("--torch-threads", type=int, default=None, metavar="N", help="torch threads (0: automatic)")
     p.add_argument("--blas-threads", type=int, default=None, metavar="N", help="BLAS threads (0: automatic)")
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                                      weights=args.weights, exact_below=args.exact_below,
                                      ef_construction=args.ef_construction, index=args.index, nprobe=args.nprobe,
                                      torch_threads=args.torch_threads, blas_threads=args.blas_threads,
-                                     learner_duty=args.learner_duty)
+                                     learner_duty=args.learner_duty, memory=args.memory)
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     if args.images is None:
         frames = throughput.demo_frames(args.frames)
