@@ -125,6 +125,7 @@ class ChannelConfig:
 
 
 IMAGE_SCORES = ("max", "top_mean", "reweight")
+SEED_CHOICES = ("first", "spread", "typical")  # streamad.core.seed_choice
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,8 @@ class InReachConfig:
 
     The image score is the mean of the 30 highest patch scores (``HeatmapConfig.image_score="top_mean"``),
     the rule-chosen default of docs/quality.md; ``PAPER_HEATMAP`` is the paper's (the heatmap maximum).
+    ``seed_choice`` says which training images seed the channels: ``"first"`` (the paper: the first D of
+    the shuffled training set), ``"spread"`` or ``"typical"`` (:mod:`streamad.core.seed_choice`).
     """
 
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -248,10 +251,13 @@ class InReachConfig:
     positional: PositionalConfig = field(default_factory=PositionalConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     seed: int = 0
+    seed_choice: str = "first"  # which training images seed the channels (streamad.core.seed_choice)
 
     def __post_init__(self) -> None:
         _check_sections("InReachConfig", self)
         _check("InReachConfig", "seed", isinstance(self.seed, int), self.seed, "an int")
+        _check("InReachConfig", "seed_choice", self.seed_choice in SEED_CHOICES, self.seed_choice,
+               f"one of {', '.join(SEED_CHOICES)}")
 
 
 @dataclass(frozen=True)

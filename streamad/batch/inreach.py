@@ -19,6 +19,7 @@ import numpy as np
 
 from streamad.core.channels import nominal_mask
 from streamad.core.reweight import reweighted_scores
+from streamad.core.seed_choice import choose_seeds
 from streamad.config import ChannelConfig, IndexConfig, InReachConfig
 from streamad.vision.features import PatchFeatureExtractor, with_positions
 from streamad.vision.frames import as_rgb_images
@@ -33,13 +34,15 @@ class InReaChPatchModel:
     """Channels over the training descriptors; patches scored by distance to the nearest nominal patch.
 
     The first ``config.seeds`` training images are the seeds (shuffle before fitting if the data
-    are ordered). After fitting: ``nominal_mask_`` (N, P) bool and ``nominal_count_``.
+    are ordered), or those ``seed_choice`` picks (:func:`~streamad.core.seed_choice.choose_seeds`);
+    ``seeds_`` lists them. After fitting: ``nominal_mask_`` (N, P) bool and ``nominal_count_``.
     """
 
     def __init__(self, config: ChannelConfig | None = None, seed: int = 0, index: IndexConfig | None = None,
-                 reweight_neighbors: int | None = None) -> None:
+                 reweight_neighbors: int | None = None, seed_choice: str = "first") -> None:
         self.config = config or ChannelConfig()
         self.seed = seed
+        self.seed_choice = seed_choice
         self.index_config = index or IndexConfig()
         self.reweight_neighbors = reweight_neighbors  # None: no image score of its own (the heatmap's)
 
@@ -47,7 +50,8 @@ class InReaChPatchModel:
         n = descriptors.shape[0]
         if n < 2:
             raise ValueError(f"InReaCh needs at least 2 training images, got {n}")
-        seeds = list(range(min(self.config.seeds, n - 1)))
+        seeds = choose_seeds(descriptors, min(self.config.seeds, n - 1), self.seed_choice)
+        self.seeds_ = seeds
         self.nominal_mask_ = nominal_mask(descriptors, seeds, self.config)
         self.nominal_count_ = int(self.nominal_mask_.sum())
         if self.nominal_count_ == 0:
@@ -99,7 +103,7 @@ class InReaCh(ImageAnomalyDetector):
         heat = self.config.heatmap
         b = heat.reweight_neighbors if heat.image_score == "reweight" else None
         super().__init__(InReaChPatchModel(self.config.channels, seed=self.config.seed, index=self.config.index,
-                                           reweight_neighbors=b),
+                                           reweight_neighbors=b, seed_choice=self.config.seed_choice),
                          extractor or PatchFeatureExtractor(self.config.features), self.config.heatmap, progress)
         self.use_positional_decision(False, False, None)
 

@@ -35,8 +35,8 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from streamad.config import (IMAGE_SCORES, SPREAD_RULES, ChannelConfig, FeatureConfig, HeatmapConfig, InReachConfig,
-                             MemoryConfig, PositionalConfig)
+from streamad.config import (IMAGE_SCORES, SEED_CHOICES, SPREAD_RULES, ChannelConfig, FeatureConfig, HeatmapConfig,
+                             InReachConfig, MemoryConfig, PositionalConfig)
 from streamad.errors import UserError
 
 NAME = "eval"
@@ -88,6 +88,10 @@ def add_model_arguments(p: argparse.ArgumentParser, center_crop: float = 0.875, 
     g.add_argument("--k-sigma", type=float, default=c.k_sigma, help=f"maximum channel spread (default {c.k_sigma})")
     g.add_argument("--spread", choices=SPREAD_RULES, default=c.spread,
                    help=f"spread rule: std = the reference code's, rms, zscore, none (default {c.spread})")
+    g.add_argument("--seed-choice", choices=SEED_CHOICES, default="first",
+                   help="which training images seed the channels (batch InReaCh): first = the first D of the "
+                   "shuffled set (the paper's; default), spread = farthest-point over image summaries, typical = the "
+                   "D nearest their median (docs/quality.md)")
     g.add_argument("--positional", choices=("auto", "on", "off"), default="auto",
                    help="positional embedding: auto runs the transpose test (default)")
     g.add_argument("--blur", type=float, default=h.blur_sigma, help=f"heatmap blur sigma (default {h.blur_sigma})")
@@ -114,7 +118,7 @@ def config_from_args(args: argparse.Namespace) -> InReachConfig:
                                  top_k=getattr(args, "top_k", 30),
                                  reweight_neighbors=getattr(args, "reweight_neighbors", 9)),
                              positional=replace(PositionalConfig(), mode=args.positional),
-                             seed=getattr(args, "seed", 0))
+                             seed=getattr(args, "seed", 0), seed_choice=getattr(args, "seed_choice", "first"))
     except ValueError as exc:
         raise UserError(str(exc)) from exc
 
@@ -227,6 +231,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json and os.path.dirname(args.json) and not os.path.isdir(os.path.dirname(args.json)):
         raise UserError(f"cannot write --json {args.json}: folder {os.path.dirname(args.json)} does not exist")
     if args.stream:
+        if config.seed_choice != "first":
+            raise UserError(f"--seed-choice {config.seed_choice} is for batch InReaCh: the streaming engine's seeds "
+                            "are the window's first frames, promoted as it slides")
         if args.method != "inreach":
             raise UserError(f"--stream runs incremental InReaCh; --method {args.method} has no streaming engine")
         if config.heatmap.image_score == "reweight":

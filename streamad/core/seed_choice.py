@@ -1,0 +1,47 @@
+"""Which training images seed the channels (batch InReaCh's ``InReachConfig.seed_choice``).
+
+The paper shuffles the training set and takes the first D images as seeds (``"first"``; our data
+loaders shuffle with the run's seed). Two alternatives that stay within the method (channels, spans and
+trimming are unchanged; only the seeds differ), compared on image-level summaries (the mean descriptor
+of each image):
+
+- ``"spread"``: greedy farthest-point (k-centre) selection from the first image: each next seed is the
+  image farthest from the seeds chosen so far, so that the seeds cover the varied looks of a scene;
+- ``"typical"``: the D images nearest the coordinate-wise median of the image summaries, so that a
+  defective or unusual image is unlikely to be a seed.
+
+    >>> import numpy as np
+    >>> x = np.zeros((6, 2, 1), np.float32); x[:, :, 0] = np.array([0, 0.1, 5, 0.3, 10, 0.2])[:, None]
+    >>> choose_seeds(x, 3, "first"), choose_seeds(x, 3, "spread"), choose_seeds(x, 3, "typical")
+    ([0, 1, 2], [0, 2, 4], [1, 3, 5])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamad.config import SEED_CHOICES
+
+
+def choose_seeds(descriptors: np.ndarray, count: int, rule: str = "first") -> list[int]:
+    """``count`` distinct seed image indices of ``descriptors`` (N, P, d) by ``rule``, ascending."""
+    n = int(descriptors.shape[0])
+    count = int(count)
+    if rule not in SEED_CHOICES:
+        raise ValueError(f"seed choice must be one of {', '.join(SEED_CHOICES)}, got {rule!r}")
+    if not 0 <= count <= n:
+        raise ValueError(f"cannot choose {count} seeds among {n} images")
+    if rule == "first" or count == 0:
+        return list(range(count))
+    summary = np.asarray(descriptors, np.float64).mean(axis=1)  # (N, d): one look per image
+    if rule == "typical":
+        dist = np.linalg.norm(summary - np.median(summary, axis=0), axis=1)
+        return sorted(int(i) for i in np.argsort(dist, kind="stable")[:count])
+    chosen = [0]
+    nearest = np.linalg.norm(summary - summary[0], axis=1)
+    while len(chosen) < count:
+        nearest[chosen] = -1.0  # never twice
+        nxt = int(np.argmax(nearest))
+        chosen.append(nxt)
+        nearest = np.minimum(nearest, np.linalg.norm(summary - summary[nxt], axis=1))
+    return sorted(chosen)

@@ -1,0 +1,66 @@
+"""Which training images seed batch InReaCh's channels (InReachConfig.seed_choice)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamad.batch.inreach import InReaChPatchModel
+from streamad.config import ChannelConfig, InReachConfig
+from streamad.core.seed_choice import choose_seeds
+
+
+def _looks(order: list[int], p: int = 12, d: int = 6, seed: int = 0) -> np.ndarray:
+    """One image per entry of ``order``: every patch shows look ``order[i]`` (three looks, far apart) plus noise."""
+    rng = np.random.default_rng(seed)
+    centres = 10.0 * np.random.default_rng(7).normal(size=(3, p, d))
+    return np.stack([centres[k] + 0.05 * rng.normal(size=(p, d)) for k in order]).astype(np.float32)
+
+
+def test_first_is_the_paper_s_first_d_images():
+    assert choose_seeds(_looks([0] * 8), 3, "first") == [0, 1, 2]
+
+
+def test_spread_seeds_every_look_where_first_sees_one():
+    order = [0, 0, 0, 0, 1, 0, 0, 2, 0, 1, 2, 0]
+    x = _looks(order)
+    first, spread = choose_seeds(x, 3, "first"), choose_seeds(x, 3, "spread")
+    assert {order[i] for i in first} == {0}
+    assert {order[i] for i in spread} == {0, 1, 2} and spread[0] == 0 and len(set(spread)) == 3
+    # with one seed per look, the rare looks form channels too: more of the set is found nominal
+    cfg = ChannelConfig(seeds=3, min_span=1, spread="none")
+    plain = InReaChPatchModel(cfg).fit_descriptors(x, (3, 4))
+    varied = InReaChPatchModel(cfg, seed_choice="spread").fit_descriptors(x, (3, 4))
+    assert varied.seeds_ == spread and plain.seeds_ == first
+    assert varied.nominal_count_ > plain.nominal_count_
+    assert varied.nominal_mask_[[i for i, k in enumerate(order) if k == 2]].all()
+
+
+def test_typical_keeps_an_outlier_image_out_of_the_seeds():
+    x = _looks([0] * 10)
+    x[0] += 50.0  # a very unusual first image
+    assert 0 in choose_seeds(x, 3, "first") and 0 not in choose_seeds(x, 3, "typical")
+    assert len(set(choose_seeds(x, 3, "typical"))) == 3
+
+
+@pytest.mark.parametrize("rule", ["first", "spread", "typical"])
+def test_every_rule_gives_distinct_sorted_indices_and_is_deterministic(rule):
+    x = np.random.default_rng(1).normal(size=(15, 4, 3)).astype(np.float32)
+    seeds = choose_seeds(x, 6, rule)
+    assert seeds == sorted(set(seeds)) and len(seeds) == 6 and all(0 <= s < 15 for s in seeds)
+    assert choose_seeds(x, 6, rule) == seeds
+    assert choose_seeds(x, 15, rule) == list(range(15))
+
+
+def test_bad_seed_choices_are_named():
+    with pytest.raises(ValueError, match="InReachConfig.seed_choice must be one of first, spread, typical, got 'best'"):
+        InReachConfig(seed_choice="best")
+    with pytest.raises(ValueError, match="cannot choose 5 seeds among 3 images"):
+        choose_seeds(np.zeros((3, 2, 2)), 5, "spread")
+
+
+def test_the_stream_refuses_a_seed_choice_in_one_line(tiny_dataset, capsys):
+    from streamad.cli import main
+
+    assert main(["eval", str(tiny_dataset), "--stream", "--seed-choice", "spread", "--quiet"]) == 2
+    assert "--seed-choice spread is for batch InReaCh" in capsys.readouterr().err
