@@ -40,6 +40,7 @@ LEVERS: list[tuple[str, list[str], str]] = [
      "one more (high-resolution) map to pool and resize; descriptor 149 instead of 152 channels"),
     ("seeds20", ["--seeds", "20"], "association against 20 instead of 10 seed frames (learning, not scoring)"),
     ("refspread", ["--spread", "std", "--k-sigma", "5"], "the reference code's channel spread rule (learning only)"),
+    ("newlooks10", ["--new-look-seeds", "10"], "10 more seeds for the looks no channel holds (batch learning only)"),
     ("spread", ["--seed-choice", "spread"], "seeds chosen farthest-point over image summaries (batch learning only)"),
     ("typical", ["--seed-choice", "typical"], "seeds chosen nearest the median image summary (batch learning only)"),
     ("aggregate5", ["--aggregate", "5"], "5 x 5 instead of 3 x 3 pooling of each map (negligible)"),

@@ -242,7 +242,9 @@ class InReachConfig:
     The image score is the mean of the 30 highest patch scores (``HeatmapConfig.image_score="top_mean"``),
     the rule-chosen default of docs/quality.md; ``PAPER_HEATMAP`` is the paper's (the heatmap maximum).
     ``seed_choice`` says which training images seed the channels: ``"first"`` (the paper: the first D of
-    the shuffled training set), ``"spread"`` or ``"typical"`` (:mod:`streamad.core.seed_choice`).
+    the shuffled training set), ``"spread"`` or ``"typical"`` (:mod:`streamad.core.seed_choice`);
+    ``new_look_seeds`` more seeds after them head channels only for the looks no channel holds yet
+    (:func:`streamad.core.channels.add_new_look_seeds`; 0 in the paper's method).
     """
 
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -252,12 +254,15 @@ class InReachConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
     seed: int = 0
     seed_choice: str = "first"  # which training images seed the channels (streamad.core.seed_choice)
+    new_look_seeds: int = 0  # more seeds that head channels only for looks no channel holds (core.channels)
 
     def __post_init__(self) -> None:
         _check_sections("InReachConfig", self)
         _check("InReachConfig", "seed", isinstance(self.seed, int), self.seed, "an int")
         _check("InReachConfig", "seed_choice", self.seed_choice in SEED_CHOICES, self.seed_choice,
                f"one of {', '.join(SEED_CHOICES)}")
+        _check("InReachConfig", "new_look_seeds", _int_at_least(self.new_look_seeds, 0), self.new_look_seeds,
+               "an int >= 0 (0: the paper's association)")
 
 
 @dataclass(frozen=True)

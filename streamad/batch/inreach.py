@@ -35,14 +35,16 @@ class InReaChPatchModel:
 
     The first ``config.seeds`` training images are the seeds (shuffle before fitting if the data
     are ordered), or those ``seed_choice`` picks (:func:`~streamad.core.seed_choice.choose_seeds`);
-    ``seeds_`` lists them. After fitting: ``nominal_mask_`` (N, P) bool and ``nominal_count_``.
+    ``seeds_`` lists them; ``new_look_seeds`` more (``new_look_seeds_``) head channels only for the looks
+    no channel holds (:func:`~streamad.core.channels.add_new_look_seeds`). After fitting: ``nominal_mask_`` (N, P) bool and ``nominal_count_``.
     """
 
     def __init__(self, config: ChannelConfig | None = None, seed: int = 0, index: IndexConfig | None = None,
-                 reweight_neighbors: int | None = None, seed_choice: str = "first") -> None:
+                 reweight_neighbors: int | None = None, seed_choice: str = "first", new_look_seeds: int = 0) -> None:
         self.config = config or ChannelConfig()
         self.seed = seed
         self.seed_choice = seed_choice
+        self.new_look_seeds = new_look_seeds
         self.index_config = index or IndexConfig()
         self.reweight_neighbors = reweight_neighbors  # None: no image score of its own (the heatmap's)
 
@@ -50,9 +52,11 @@ class InReaChPatchModel:
         n = descriptors.shape[0]
         if n < 2:
             raise ValueError(f"InReaCh needs at least 2 training images, got {n}")
-        seeds = choose_seeds(descriptors, min(self.config.seeds, n - 1), self.seed_choice)
+        d = min(self.config.seeds, n - 1)
+        chosen = choose_seeds(descriptors, min(d + self.new_look_seeds, n - 1), self.seed_choice)
+        seeds, self.new_look_seeds_ = chosen[:d], chosen[d:]
         self.seeds_ = seeds
-        self.nominal_mask_ = nominal_mask(descriptors, seeds, self.config)
+        self.nominal_mask_ = nominal_mask(descriptors, seeds, self.config, self.new_look_seeds_)
         self.nominal_count_ = int(self.nominal_mask_.sum())
         if self.nominal_count_ == 0:
             raise ValueError("no patch survived channel trimming: nothing is known to be nominal. "
@@ -103,7 +107,8 @@ class InReaCh(ImageAnomalyDetector):
         heat = self.config.heatmap
         b = heat.reweight_neighbors if heat.image_score == "reweight" else None
         super().__init__(InReaChPatchModel(self.config.channels, seed=self.config.seed, index=self.config.index,
-                                           reweight_neighbors=b, seed_choice=self.config.seed_choice),
+                                           reweight_neighbors=b, seed_choice=self.config.seed_choice,
+                                           new_look_seeds=self.config.new_look_seeds),
                          extractor or PatchFeatureExtractor(self.config.features), self.config.heatmap, progress)
         self.use_positional_decision(False, False, None)
 

@@ -92,6 +92,9 @@ def add_model_arguments(p: argparse.ArgumentParser, center_crop: float = 0.875, 
                    help="which training images seed the channels (batch InReaCh): first = the first D of the "
                    "shuffled set (the paper's; default), spread = farthest-point over image summaries, typical = the "
                    "D nearest their median (docs/quality.md)")
+    g.add_argument("--new-look-seeds", type=int, default=0, metavar="E",
+                   help="E more seeds after the D that head channels only for the looks no channel holds yet (batch "
+                   "InReaCh; default 0, the paper's association; docs/quality.md)")
     g.add_argument("--positional", choices=("auto", "on", "off"), default="auto",
                    help="positional embedding: auto runs the transpose test (default)")
     g.add_argument("--blur", type=float, default=h.blur_sigma, help=f"heatmap blur sigma (default {h.blur_sigma})")
@@ -118,7 +121,8 @@ def config_from_args(args: argparse.Namespace) -> InReachConfig:
                                  top_k=getattr(args, "top_k", 30),
                                  reweight_neighbors=getattr(args, "reweight_neighbors", 9)),
                              positional=replace(PositionalConfig(), mode=args.positional),
-                             seed=getattr(args, "seed", 0), seed_choice=getattr(args, "seed_choice", "first"))
+                             seed=getattr(args, "seed", 0), seed_choice=getattr(args, "seed_choice", "first"),
+                             new_look_seeds=getattr(args, "new_look_seeds", 0))
     except ValueError as exc:
         raise UserError(str(exc)) from exc
 
@@ -234,6 +238,8 @@ def run(args: argparse.Namespace) -> int:
         if config.seed_choice != "first":
             raise UserError(f"--seed-choice {config.seed_choice} is for batch InReaCh: the streaming engine's seeds "
                             "are the window's first frames, promoted as it slides")
+        if config.new_look_seeds:
+            raise UserError("--new-look-seeds is for batch InReaCh: the streaming engine associates with its D seeds")
         if args.method != "inreach":
             raise UserError(f"--stream runs incremental InReaCh; --method {args.method} has no streaming engine")
         if config.heatmap.image_score == "reweight":

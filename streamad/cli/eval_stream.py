@@ -107,6 +107,9 @@ def _check(args: argparse.Namespace, methods: list[str]) -> None:
     rules = _list(args.rules)
     if not rules or any(r not in DECISION_RULES for r in rules):
         raise UserError(f"--rules: choose from {', '.join(DECISION_RULES)}, got {args.rules!r}")
+    if args.new_look_seeds:
+        raise UserError("--new-look-seeds is not supported here: the engines associate with their D seeds, and the "
+                        "static models keep the paper's association")
     if args.seed_choice != "first":
         raise UserError(f"--seed-choice {args.seed_choice} is not supported here: the engines' seeds are their "
                         "window's first frames, and the static models keep the paper's first D")

@@ -88,6 +88,48 @@ def associate(descriptors: np.ndarray, seeds: Sequence[int]) -> Association:
     return Association(ch_frame, ch_patch, distance)
 
 
+def add_new_look_seeds(descriptors: np.ndarray, assoc: Association, extra: Sequence[int]) -> Association:
+    """More seeds without splitting the channels there are: each frame of ``extra`` (in order) heads channels
+    only for its patches that no earlier channel holds (its new looks), and every other patch of the data
+    joins such a channel if the two are mutual nearest neighbours (the frame patch's nearest among the new
+    looks, and the new look's nearest in that frame) and the pair is closer than the patch's current one.
+
+    Plain extra seeds (a larger D) would also head channels for looks the first seeds already hold, and so
+    split those channels and shorten their spans (the paper's "too many channel seeds"); a new-look seed
+    costs (its new looks x P) distances per frame instead of P x P. Batch only (``InReachConfig.new_look_seeds``).
+
+        >>> import numpy as np
+        >>> x = np.zeros((4, 2, 1)); x[:, 1, 0] = [5.0, 20.0, 20.1, 20.2]  # patch 1: a look seed 0 lacks
+        >>> a = associate(x, [0])
+        >>> a.channel_frame[:, 1].tolist()                       # no channel for the 20s
+        [0, -1, -1, -1]
+        >>> b = add_new_look_seeds(x, a, [1])
+        >>> b.channel_frame[:, 1].tolist(), b.channel_frame[:, 0].tolist()   # frame 1's 20 heads one
+        ([0, 1, 1, 1], [0, 0, 0, 0])
+    """
+    ch_frame, ch_patch, distance = assoc.channel_frame.copy(), assoc.channel_patch.copy(), assoc.distance.copy()
+    n_frames, n_patches = descriptors.shape[:2]
+    heads = set(int(f) for f in np.unique(ch_frame[ch_frame == np.arange(n_frames)[:, None]]))
+    for e in (int(v) for v in extra):
+        if e in heads or not 0 <= e < n_frames:
+            raise ValueError(f"new-look seeds must be frames in [0, {n_frames}) that are not seeds, got {e}")
+        new = np.flatnonzero(ch_frame[e] == NO_PAIR)  # the patches of e no channel holds
+        heads.add(e)
+        if not len(new):
+            continue
+        ch_frame[e, new], ch_patch[e, new], distance[e, new] = e, new, 0.0
+        looks = descriptors[e][new]
+        for n in range(n_frames):
+            if n in heads:
+                continue
+            pairs = mutual_pairs(looks, descriptors[n])
+            better = (pairs.seed_patch != NO_PAIR) & (pairs.distance < distance[n])
+            ch_frame[n, better] = e
+            ch_patch[n, better] = new[pairs.seed_patch[better]]
+            distance[n, better] = pairs.distance[better]
+    return Association(ch_frame, ch_patch, distance)
+
+
 def channel_members(assoc: Association) -> dict[tuple[int, int], list[tuple[int, int]]]:
     """Channels as ``{(seed frame, seed patch): [(frame, patch), ...]}``, members sorted, head included."""
     channels: dict[tuple[int, int], list[tuple[int, int]]] = {}
@@ -114,7 +156,11 @@ def nominal_from_channels(
     return mask
 
 
-def nominal_mask(descriptors: np.ndarray, seeds: Sequence[int], config: ChannelConfig) -> np.ndarray:
-    """The batch oracle: which patches of ``descriptors`` (N, P, d) are nominal with these seeds."""
+def nominal_mask(descriptors: np.ndarray, seeds: Sequence[int], config: ChannelConfig,
+                 new_look_seeds: Sequence[int] = ()) -> np.ndarray:
+    """The batch oracle: which patches of ``descriptors`` (N, P, d) are nominal with these seeds (and
+    these new-look seeds, :func:`add_new_look_seeds`; none in the paper's method)."""
     assoc = associate(descriptors, seeds)
+    if len(new_look_seeds):
+        assoc = add_new_look_seeds(descriptors, assoc, new_look_seeds)
     return nominal_from_channels(descriptors, channel_members(assoc), config)
