@@ -320,5 +320,6 @@ def test_watch_memory_option_turns_on_the_long_term_memory() -> None:
     assert not watch_cmd.build_config(parser.parse_args(["watch", "demo"])).memory.enabled
     cfg = watch_cmd.build_config(parser.parse_args(["watch", "demo", "--memory", "20000"]))
     assert cfg.memory.capacity == 20000 and cfg.memory.enabled
+    assert watch_cmd.build_config(parser.parse_args(["watch", "demo", "--preset", "remember"])).memory.capacity == 60000
     with pytest.raises(UserError, match="--memory must be an int >= 0"):
         watch_cmd.build_config(parser.parse_args(["watch", "demo", "--memory", "-1"]))
