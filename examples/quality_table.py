@@ -14,7 +14,10 @@ condition of the rule is not measured here: the table says what the lever change
         --cache out/compare --work out/quality/levers --out docs/quality_table.md
 
 ``--levers a,b`` measures only those (in that order); ``--table-only`` writes the table from the JSONs
-already there, measuring nothing (levers with missing cells are listed as incomplete).
+already there, measuring nothing (levers with missing cells are listed as incomplete). ``--combine``
+then measures the combination the rule of docs/quality.md picks from the levers measured so far (every
+complete lever above the default's score that loses no more than 0.01 on any number; one per group of
+levers that set the same option) as the lever ``combined``.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ LEVERS: list[tuple[str, list[str], str]] = [
 ]
 
 DATASETS = (("bottle", "bottle"), ("magnetic_tile", "MTD"))
+# Levers that set the same option: a combination takes at most one of each group (the better-scoring).
+EXCLUSIVE = ({"lite1", "lite2"}, {"aggregate5", "aggregate1"}, {"spread", "typical"}, {"seeds20", "newlooks10"})
 
 
 def cells(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
@@ -78,13 +83,43 @@ def numbers(c: dict[tuple[str, int], dict[str, Any]]) -> dict[str, float] | None
     return out
 
 
-def table(work: str, levers: list[tuple[str, list[str], str]]) -> str:
+def load(work: str, levers: list[tuple[str, list[str], str]]) -> dict[str, dict[tuple[str, int], dict[str, Any]]]:
+    """Each lever's measured cells (levers with no JSON in ``work`` are left out)."""
     measured = {}
-    for name, opts, cost in levers:
+    for name, _, _ in levers:
         path = os.path.join(work, f"{name}.json")
         if os.path.isfile(path):
             with open(path) as fh:
                 measured[name] = cells(json.load(fh)["rows"])
+    return measured
+
+
+def combination(measured: dict[str, dict[tuple[str, int], dict[str, Any]]],
+                levers: list[tuple[str, list[str], str]]) -> list[str]:
+    """The combination rule of docs/quality.md (written before the levers were measured): every complete
+    lever whose score is above the default's and that loses no more than 0.01 on any of the 12 numbers,
+    at most one of each group of :data:`EXCLUSIVE` (the better-scoring); in ``levers`` order."""
+    base = numbers(measured.get("default", {}))
+    if base is None:
+        return []
+    bscore = sum(base.values()) / len(base)
+    good: dict[str, float] = {}
+    for name, _, _ in levers:
+        n = numbers(measured.get(name, {}))
+        if name in ("default", "combined") or n is None:
+            continue
+        score = sum(n.values()) / len(n)
+        if score > bscore and min(n[key] - base[key] for key in n) >= -0.01:
+            good[name] = score
+    for group in EXCLUSIVE:
+        members = [g for g in good if g in group]
+        for loser in sorted(members, key=lambda g: -good[g])[1:]:
+            del good[loser]
+    return [name for name, _, _ in levers if name in good]
+
+
+def table(work: str, levers: list[tuple[str, list[str], str]]) -> str:
+    measured = load(work, levers)
     lines = ["# Quality levers: each on its own against the defaults (issue 17)", "",
              "Written by `examples/quality_table.py` (docs/quality.md says what is measured and the rule). "
              "Batch InReaCh, one fit per (data set, K); image AUROC with the default image score "
@@ -136,7 +171,15 @@ def table(work: str, levers: list[tuple[str, list[str], str]]) -> str:
                    + ("loses > 0.01 on one number" if diffs[worst] < -0.01 else ""))
         lines.append(f"| {name} | {score:.4f} | {score - bscore:+.4f} | {diffs[worst]:+.3f} ({worst}) | {verdict} | "
                      f"{extra} | {cost} |")
-    missing = [name for name, _, _ in levers if name not in measured]
+    chosen = combination(measured, levers)
+    sidecar = os.path.join(work, "combined.levers.json")
+    ran = json.load(open(sidecar))["levers"] if os.path.isfile(sidecar) else None
+    lines += ["", "Combination (docs/quality.md, rule written before the levers were measured): every complete "
+              "lever above the default's score that loses no more than 0.01 on any number, one per group of "
+              "levers that set the same option: " + (", ".join(f"`{c}`" for c in chosen) or "none") + "."]
+    if ran is not None and ran != chosen:
+        lines.append(f"The `combined` row measured {', '.join(ran) or 'nothing'}: stale, rerun with --combine.")
+    missing = [name for name, _, _ in levers if name not in measured and name != "combined"]
     if base is None:
         lines += ["", "The `default` lever has not been measured (or is incomplete): no comparison above; "
                   "docs/quality.md compares by hand against the defaults' earlier figures."]
@@ -153,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/quality_table.md")
     p.add_argument("--levers", default=None, help="comma-separated lever names (default: all, in order)")
     p.add_argument("--table-only", action="store_true", help="write the table from the JSONs; measure nothing")
+    p.add_argument("--combine", action="store_true",
+                   help="then measure the combination of the levers the rule keeps (lever 'combined')")
     args = p.parse_args(argv)
     names = [n for n, _, _ in LEVERS]
     chosen = names if not args.levers else [v.strip() for v in args.levers.split(",")]
@@ -165,7 +210,25 @@ def main(argv: list[str] | None = None) -> int:
             quality_levers.main(args.data_dirs + ["--corrupt", ",".join(map(str, CORRUPT)), "--top-ks", "3,10,30",
                                                   "--cache", args.cache,
                                                   "--json", os.path.join(args.work, f"{name}.json")] + opts)
-    text = table(args.work, LEVERS)
+    levers = list(LEVERS)
+    sidecar = os.path.join(args.work, "combined.levers.json")
+    if args.combine and not args.table_only:
+        chosen = combination(load(args.work, LEVERS), LEVERS)
+        if os.path.isfile(sidecar) and json.load(open(sidecar))["levers"] != chosen:
+            os.remove(os.path.join(args.work, "combined.json"))  # another combination: measure it afresh
+        os.makedirs(args.work, exist_ok=True)
+        with open(sidecar, "w") as fh:
+            json.dump({"levers": chosen}, fh)
+        if chosen:
+            opts = [o for n, lever_opts, _ in LEVERS if n in chosen for o in lever_opts]
+            quality_levers.main(args.data_dirs + ["--corrupt", ",".join(map(str, CORRUPT)), "--top-ks", "3,10,30",
+                                                  "--cache", args.cache,
+                                                  "--json", os.path.join(args.work, "combined.json")] + opts)
+    if os.path.isfile(sidecar):
+        ran = json.load(open(sidecar))["levers"]
+        opts = [o for n, lever_opts, _ in LEVERS if n in ran for o in lever_opts]
+        levers.append(("combined", opts, "the combined levers' costs: " + (", ".join(ran) or "none")))
+    text = table(args.work, levers)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as fh:
         fh.write(text)

@@ -1,0 +1,62 @@
+"""examples/quality_table.py: the rule of docs/quality.md applied to lever figures (no fitting here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="module")
+def qt():
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        spec = importlib.util.spec_from_file_location("quality_table", EXAMPLES / "quality_table.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(EXAMPLES))
+
+
+def _rows(image: float, pixel: float, bump: dict | None = None) -> list[dict]:
+    rows = []
+    for ds in ("bottle", "magnetic_tile"):
+        for k in (0, 10, 40):
+            i, p = (bump or {}).get((ds, k), (0.0, 0.0))
+            for rule in ("max", "top_mean k=30"):
+                rows.append({"dataset": ds, "corrupt": k, "image_score": rule, "image_auroc": image + i,
+                             "pixel_auroc": pixel + p, "nominal_patches": 1000, "fit_seconds_on_descriptors": 1.0})
+    return rows
+
+
+LEVERS = [("default", [], "-"), ("a", ["--a"], "-"), ("b", ["--b"], "-"), ("lite1", ["--l1"], "-"),
+          ("lite2", ["--l2"], "-"), ("c", ["--c"], "-")]
+
+
+def test_the_combination_keeps_gains_that_lose_nowhere_one_per_group(qt, tmp_path):
+    figures = {
+        "default": _rows(0.8, 0.8),
+        "a": _rows(0.8, 0.8, {("bottle", 0): (0.02, 0.0)}),                                 # a gain: kept
+        "b": _rows(0.8, 0.8, {("bottle", 0): (0.1, 0.0), ("magnetic_tile", 40): (-0.02, 0)}),  # loses 0.02: out
+        "lite1": _rows(0.8, 0.8, {("bottle", 10): (0.01, 0.0)}),                              # same group as lite2
+        "lite2": _rows(0.8, 0.8, {("bottle", 10): (0.03, 0.0)}),                              # the better: kept
+        "c": _rows(0.8, 0.8, {("bottle", 10): (-0.005, 0.0)}),                                # below default: out
+    }
+    for name, rows in figures.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({"rows": rows}))
+    measured = qt.load(str(tmp_path), qt_levers := LEVERS)
+    assert qt.combination(measured, qt_levers) == ["a", "lite2"]
+    text = qt.table(str(tmp_path), LEVERS)
+    assert "one per group of levers that set the same option: `a`, `lite2`." in text
+    assert "| b | 0.8067 | +0.0067 | -0.020 (MTD K=40 image) | no: loses > 0.01 on one number |" in text
+
+
+def test_no_default_no_combination(qt, tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps({"rows": _rows(0.9, 0.9)}))
+    assert qt.combination(qt.load(str(tmp_path), LEVERS), LEVERS) == []
