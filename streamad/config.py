@@ -265,6 +265,24 @@ class InReachConfig:
                "an int >= 0 (0: the paper's association)")
 
 
+def paper_config(backbone: str = "wide_resnet50_2") -> InReachConfig:
+    """The InReaCh paper's configuration by name: D = 10 seeds, minimum span 3, the reference code's
+    spread rule (``std``, k = 5), the image score the heatmap maximum (``PAPER_HEATMAP``), one pass of
+    the paper's association (first D seeds, no new-look seeds), on ``backbone`` (the paper's WideResNet-50
+    by default, whose weights come from torchvision's download; ``"efficientnet_lite0"`` gives the
+    paper's method on the offline default backbone). ``streamad eval --paper`` / ``compare --paper``.
+
+        >>> cfg = paper_config()
+        >>> cfg.features.backbone, cfg.channels.spread, cfg.channels.k_sigma, cfg.heatmap.image_score
+        ('wide_resnet50_2', 'std', 5.0, 'max')
+        >>> paper_config("efficientnet_lite0").features.backbone
+        'efficientnet_lite0'
+    """
+    return InReachConfig(features=FeatureConfig(backbone=backbone),
+                         channels=ChannelConfig(seeds=10, min_span=3, spread="std", k_sigma=5.0),
+                         heatmap=PAPER_HEATMAP)
+
+
 @dataclass(frozen=True)
 class ThreadConfig:
     """How many threads each kind of work may use (0: chosen from the cores, see

@@ -64,3 +64,24 @@ def test_the_stream_refuses_a_seed_choice_in_one_line(tiny_dataset, capsys):
 
     assert main(["eval", str(tiny_dataset), "--stream", "--seed-choice", "spread", "--quiet"]) == 2
     assert "--seed-choice spread is for batch InReaCh" in capsys.readouterr().err
+
+
+def test_the_paper_configuration_is_available_by_name():
+    from streamad.cli import build_parser
+    from streamad.cli.eval import config_from_args
+    from streamad.config import paper_config
+    from streamad.errors import UserError
+
+    parser = build_parser()
+    cfg = config_from_args(parser.parse_args(["eval", "data", "--paper"]))
+    paper = paper_config("efficientnet_lite0")
+    assert (cfg.channels, cfg.heatmap.image_score, cfg.seed_choice, cfg.new_look_seeds) == \
+        (paper.channels, "max", "first", 0)
+    assert cfg.features.backbone == "efficientnet_lite0"            # --paper keeps the backbone
+    wrn = config_from_args(parser.parse_args(["compare", "data", "--paper", "--backbone", "wide_resnet50_2"]))
+    assert wrn.channels == paper_config().channels and wrn.features.backbone == paper_config().features.backbone
+    assert config_from_args(parser.parse_args(["eval", "data"])).channels.spread == "zscore"  # the defaults
+    with pytest.raises(UserError, match="--paper sets --spread std; leave --spread rms out, or drop --paper"):
+        config_from_args(parser.parse_args(["eval", "data", "--paper", "--spread", "rms"]))
+    with pytest.raises(UserError, match="--paper sets --image-score max"):
+        config_from_args(parser.parse_args(["eval", "data", "--paper", "--image-score", "reweight"]))

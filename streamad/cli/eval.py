@@ -36,7 +36,7 @@ from dataclasses import replace
 from typing import Any
 
 from streamad.config import (IMAGE_SCORES, SEED_CHOICES, SPREAD_RULES, ChannelConfig, FeatureConfig, HeatmapConfig,
-                             InReachConfig, MemoryConfig, PositionalConfig)
+                             InReachConfig, MemoryConfig, PositionalConfig, paper_config)
 from streamad.errors import UserError
 
 NAME = "eval"
@@ -88,6 +88,10 @@ def add_model_arguments(p: argparse.ArgumentParser, center_crop: float = 0.875, 
     g.add_argument("--k-sigma", type=float, default=c.k_sigma, help=f"maximum channel spread (default {c.k_sigma})")
     g.add_argument("--spread", choices=SPREAD_RULES, default=c.spread,
                    help=f"spread rule: std = the reference code's, rms, zscore, none (default {c.spread})")
+    g.add_argument("--paper", action="store_true",
+                   help="the InReaCh paper's method: D = 10, minimum span 3, spread std k = 5, image score max, "
+                   "first D seeds (streamad.config.paper_config); keeps --backbone, so with --backbone "
+                   "wide_resnet50_2 it is the paper's whole configuration. Not combined with those options")
     g.add_argument("--seed-choice", choices=SEED_CHOICES, default="first",
                    help="which training images seed the channels (batch InReaCh): first = the first D of the "
                    "shuffled set (the paper's; default), spread = farthest-point over image summaries, typical = the "
@@ -107,8 +111,26 @@ def add_model_arguments(p: argparse.ArgumentParser, center_crop: float = 0.875, 
                    help=f"nominal neighbours b of eq. 7 (default {h.reweight_neighbors})")
 
 
+def _paper_options(args: argparse.Namespace) -> None:
+    """``--paper``: set the paper's method choices on ``args``, refusing an option that says otherwise."""
+    if not getattr(args, "paper", False):
+        return
+    paper, c, h = paper_config(), ChannelConfig(), InReachConfig().heatmap
+    wanted = {"seeds": (paper.channels.seeds, c.seeds), "min_span": (paper.channels.min_span, c.min_span),
+              "spread": (paper.channels.spread, c.spread), "k_sigma": (paper.channels.k_sigma, c.k_sigma),
+              "image_score": (paper.heatmap.image_score, h.image_score), "seed_choice": ("first", "first"),
+              "new_look_seeds": (0, 0)}
+    for name, (value, default) in wanted.items():
+        given = getattr(args, name, default)
+        if given != default and given != value:
+            option = "--" + name.replace("_", "-")
+            raise UserError(f"--paper sets {option} {value}; leave {option} {given} out, or drop --paper")
+        setattr(args, name, value)
+
+
 def config_from_args(args: argparse.Namespace) -> InReachConfig:
     """Build the InReaChConfig the model options describe (bad values become UserErrors)."""
+    _paper_options(args)
     try:
         grid = args.grid or (args.image_size[0] // 8, args.image_size[1] // 8)
         layers = tuple(x.strip() for x in args.layers.split(",")) if args.layers else ()
