@@ -31,18 +31,18 @@ from streamad.batch.inreach import InReaCh
 from streamad.cli.eval import add_model_arguments, config_from_args
 from streamad.config import InReachConfig
 from streamad.evaluation.batch_eval import image_and_pixel_auroc
-from streamad.evaluation.datasets import read_images
+from streamad.evaluation.datasets import read_corrupt_list, read_images
 from streamad.evaluation.descriptor_cache import SharedDescriptors
 from streamad.vision.heatmap import frame_scores
 
 
 def measure(data_dir: str, k: int, config: InReachConfig, top_ks: list[int], cache: str | None,
-            keep: str | None = None) -> list[dict[str, Any]]:
+            keep: str | None = None, chosen: list[str] | None = None) -> list[dict[str, Any]]:
     """One fit of InReaCh on ``data_dir`` with K = ``k``; one row per image score rule (the test patch
     scores saved in the folder ``keep`` when given)."""
     config = replace(config, heatmap=replace(config.heatmap, image_score="reweight"))
     shared = SharedDescriptors(data_dir, config, cache=cache, progress=True)
-    order, train = shared.stream(k, config.seed)
+    order, train = shared.stream(k, config.seed, chosen)
     _, test = shared.descriptors()
     detector = InReaCh(config, extractor=shared.extractor)
     detector.decide_positions(read_images(order))
@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--keep", default=None, help="folder to save each run's test patch scores in (.npz)")
     p.add_argument("--out", default=None, help="Markdown table")
+    p.add_argument("--corrupt-list", default=None, metavar="FILE",
+                   help="the K corrupting test images are the first K of FILE (streamad eval --corrupt-list)")
     p.add_argument("--aggregate", type=int, default=None, metavar="A",
                    help="local aggregation: A x A average pooling of each backbone map (FeatureConfig.aggregate, "
                    "default 3; odd)")
@@ -117,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         for k in corrupt:
             if (os.path.basename(os.path.normpath(data_dir)), k) in done:
                 continue
-            rows += measure(data_dir, k, config, top_ks, args.cache, args.keep)
+            rows += measure(data_dir, k, config, top_ks, args.cache, args.keep,
+                            read_corrupt_list(args.corrupt_list) if args.corrupt_list else None)
             if args.json:
                 os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
                 with open(args.json, "w") as fh:

@@ -155,6 +155,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="scorer (default inreach)")
     p.add_argument("--corrupt", type=int, default=0, metavar="K",
                    help="add K random anomalous test images to the training set (default 0)")
+    p.add_argument("--corrupt-list", metavar="FILE", default=None,
+                   help="take the K corrupting test images from FILE (one per line, DEFECT/FILE under test/, good "
+                   "ones allowed) instead of K random anomalous ones: docs/splits/ holds the InReaCh paper's MVTec "
+                   "lists")
     p.add_argument("--seed", type=int, default=0, help="seed for the corruption choice and order (default 0)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -276,17 +280,23 @@ def run(args: argparse.Namespace) -> int:
         if given:
             raise UserError(f"{', '.join(given)} only apply with --stream")
     data_dir = resolve_data_dir(args.data_dir, args.data_root)
+    corrupt_list = None
+    if args.corrupt_list:
+        from streamad.evaluation.datasets import read_corrupt_list
+
+        corrupt_list = read_corrupt_list(args.corrupt_list)
     if args.stream:
         from streamad.evaluation.stream_eval import evaluate_stream
 
         result = evaluate_stream(data_dir, window=args.window, corrupt=args.corrupt, seed=args.seed,
                                  config=config, progress=not args.quiet, check_batch=args.check_batch,
-                                 cache=args.cache, exact_reference=args.exact_reference, memory=memory)
+                                 cache=args.cache, exact_reference=args.exact_reference, memory=memory,
+                                 corrupt_list=corrupt_list)
     else:
         from streamad.evaluation.batch_eval import evaluate
 
         result = evaluate(data_dir, method=args.method, corrupt=args.corrupt, seed=args.seed, config=config,
-                          progress=not args.quiet)
+                          progress=not args.quiet, corrupt_list=corrupt_list)
     print_table(result)
     if args.json:
         with open(args.json, "w") as fh:

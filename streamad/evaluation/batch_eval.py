@@ -107,11 +107,14 @@ def filter_quality(nominal: np.ndarray | None, truth: Callable[[], np.ndarray | 
 
 def evaluate(data_dir: str, method: str = "inreach", corrupt: int = 0, seed: int = 0,
              config: InReachConfig | None = None, progress: bool = True,
-             fit: Callable[[ImageAnomalyDetector, list[np.ndarray]], Any] | None = None) -> dict[str, Any]:
-    """Fit ``method`` on the (corrupted) training set of ``data_dir`` and measure it on its test set."""
+             fit: Callable[[ImageAnomalyDetector, list[np.ndarray]], Any] | None = None,
+             corrupt_list: list[str] | None = None) -> dict[str, Any]:
+    """Fit ``method`` on the (corrupted) training set of ``data_dir`` and measure it on its test set
+    (``corrupt_list``: the corrupting test images are the first ``corrupt`` of that list, as
+    :func:`~streamad.evaluation.datasets.training_stream` says)."""
     config = config or InReachConfig(seed=seed)
     dataset = load_dataset(data_dir)
-    order, _ = training_stream(dataset, corrupt, seed)
+    order, added = training_stream(dataset, corrupt, seed, corrupt_list)
     train_images = read_images(order, "read train", progress)
     test_images = read_images(list(dataset.test), "read test", progress)
     detector = make_detector(method, config, progress)
@@ -131,6 +134,7 @@ def evaluate(data_dir: str, method: str = "inreach", corrupt: int = 0, seed: int
     masks, missing = masks_of_test_set(dataset, size, crop)
     result: dict[str, Any] = {
         "dataset": data_dir, "method": method, "mode": "batch", "corrupt": corrupt, "seed": seed,
+        "corrupt_defective": sum(s.label for s in added), "corrupt_from_list": corrupt_list is not None,
         "backbone": config.features.backbone, "train_images": len(order), "test_images": len(dataset.test),
         **image_and_pixel_auroc(prediction.scores, prediction.heatmaps, labels, masks, missing, crop),
         "fit_seconds": fit_seconds, "predict_seconds_per_image": predict_seconds,

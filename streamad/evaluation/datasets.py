@@ -189,23 +189,63 @@ def read_mask(sample: Sample, size: tuple[int, int], center_crop: float = 1.0) -
     return resize_and_crop(m, size, center_crop, interpolation=cv2.INTER_NEAREST) > 127
 
 
-def training_stream(dataset: Dataset, corrupt: int, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """The corruption protocol: ``corrupt`` randomly chosen anomalous test images join the training set.
+def read_corrupt_list(path: str) -> list[str]:
+    """A corruption list: one test image per line, relative to the data set's ``test/`` folder
+    (``broken_large/009.png``); blank lines and ``#`` comments are skipped."""
+    try:
+        with open(path) as fh:
+            lines = [line.split("#", 1)[0].strip() for line in fh]
+    except OSError as exc:
+        raise UserError(f"cannot read --corrupt-list {path}: {exc.strerror or exc}") from exc
+    entries = [line for line in lines if line]
+    if not entries:
+        raise UserError(f"--corrupt-list {path} names no test image (one per line, e.g. broken_large/009.png)")
+    return entries
+
+
+def training_stream(dataset: Dataset, corrupt: int, seed: int,
+                    chosen: list[str] | None = None) -> tuple[list[Sample], list[Sample]]:
+    """The corruption protocol: ``corrupt`` randomly chosen anomalous test images join the training set;
+    with ``chosen`` (a corruption list, :func:`read_corrupt_list`), its first ``corrupt`` test images
+    instead, good or defective (the InReaCh paper's MVTec protocol: K random test images, listed in its
+    supplement). They stay in the test set too, as in the paper.
 
     Returns (training samples in a seeded shuffled order, the added test samples). The order is what
     batch fitting uses (its first D frames are the seeds) and what a stream replay feeds.
 
         >>> ds = Dataset("x", tuple(Sample(f"t{i}", 0, "good", None) for i in range(5)),
-        ...              tuple(Sample(f"a{i}", 1, "cut", f"m{i}") for i in range(3)))
+        ...              tuple(Sample(f"/d/test/cut/a{i}.png", 1, "cut", f"m{i}") for i in range(3)))
         >>> order, added = training_stream(ds, corrupt=2, seed=0)
         >>> len(order), len(added), all(s in order for s in added)
         (7, 2, True)
+        >>> [s.path for s in training_stream(ds, 1, 0, chosen=["cut/a2.png", "cut/a0.png"])[1]]
+        ['/d/test/cut/a2.png']
     """
+    if chosen is not None:
+        return _listed_stream(dataset, corrupt, seed, chosen)
     anomalous = [s for s in dataset.test if s.label == 1]
     if not 0 <= corrupt <= len(anomalous):
         raise UserError(f"--corrupt must be between 0 and {len(anomalous)} (the anomalous test images), got {corrupt}")
     rng = np.random.default_rng(seed)
     added = [anomalous[i] for i in sorted(rng.choice(len(anomalous), size=corrupt, replace=False).tolist())]
+    pool = list(dataset.train) + added
+    order = [pool[i] for i in rng.permutation(len(pool)).tolist()]
+    return order, added
+
+
+def _listed_stream(dataset: Dataset, corrupt: int, seed: int, chosen: list[str]) -> tuple[list[Sample], list[Sample]]:
+    """:func:`training_stream` with the first ``corrupt`` test images of the list ``chosen``."""
+    if not 0 <= corrupt <= len(chosen):
+        raise UserError(f"--corrupt must be between 0 and {len(chosen)} (the images of --corrupt-list), got {corrupt}")
+    by_name = {"/".join(os.path.normpath(s.path).split(os.sep)[-2:]): s for s in dataset.test}
+    missing = [name for name in chosen[:corrupt] if os.path.normpath(name).replace(os.sep, "/") not in by_name]
+    if missing:
+        raise UserError(f"--corrupt-list names {len(missing)} image(s) that are not in the test set of "
+                        f"{dataset.root} (e.g. {missing[0]}): entries are DEFECT/FILE under test/")
+    added = [by_name[os.path.normpath(name).replace(os.sep, "/")] for name in chosen[:corrupt]]
+    if len(set(s.path for s in added)) != len(added):
+        raise UserError("--corrupt-list names a test image twice")
+    rng = np.random.default_rng(seed)
     pool = list(dataset.train) + added
     order = [pool[i] for i in rng.permutation(len(pool)).tolist()]
     return order, added

@@ -139,9 +139,10 @@ class SharedDescriptors:
                     np.save(path + ".test.npy", self._test)
         return self._train, self._test
 
-    def stream(self, corrupt: int, seed: int) -> tuple[list[Sample], np.ndarray]:
-        """The training stream of ``evaluate`` for K = ``corrupt`` and its descriptors (N + K, P, d)."""
-        order, _ = training_stream(self.dataset, corrupt, seed)
+    def stream(self, corrupt: int, seed: int, chosen: list[str] | None = None) -> tuple[list[Sample], np.ndarray]:
+        """The training stream of ``evaluate`` for K = ``corrupt`` (from the list ``chosen`` when given) and
+        its descriptors (N + K, P, d)."""
+        order, _ = training_stream(self.dataset, corrupt, seed, chosen)
         train, test = self.descriptors()
         row = {s.path: ("train", i) for i, s in enumerate(self.dataset.train)}
         row.update({s.path: ("test", i) for i, s in enumerate(self.dataset.test)})

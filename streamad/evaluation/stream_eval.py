@@ -122,7 +122,8 @@ class _Truth:
 def evaluate_stream(data_dir: str, window: int | None = None, corrupt: int = 0, seed: int = 0,
                     config: InReachConfig | None = None, progress: bool = True, check_batch: bool = False,
                     cache: str | None = None, index: IndexConfig | None = None,
-                    exact_reference: bool = False, memory: MemoryConfig | None = None) -> dict[str, Any]:
+                    exact_reference: bool = False, memory: MemoryConfig | None = None,
+                    corrupt_list: list[str] | None = None) -> dict[str, Any]:
     """``evaluate`` through the streaming engine: the (corrupted) training stream replayed frame by frame
     in the order batch fitting uses (its first D frames are the seeds), the test set scored without
     learning. ``window`` None holds the whole training stream (no eviction: the batch algorithm's
@@ -133,7 +134,7 @@ def evaluate_stream(data_dir: str, window: int | None = None, corrupt: int = 0, 
     """
     config = config or InReachConfig(seed=seed)
     dataset = load_dataset(data_dir)
-    order, _ = training_stream(dataset, corrupt, seed)
+    order, _ = training_stream(dataset, corrupt, seed, corrupt_list)
     stream_config = _stream_config(config, window, len(order), index, memory)
     detector = InReaCh(config, progress=progress)
     prep = prepare_descriptors(detector, dataset, order, progress, cache)
