@@ -42,6 +42,7 @@ LEVERS: list[tuple[str, list[str], str]] = [
     ("stride4", ["--layers", "stride4,stride8,stride16"],
      "one more (high-resolution) map to pool and resize; descriptor 149 instead of 152 channels"),
     ("seeds20", ["--seeds", "20"], "association against 20 instead of 10 seed frames (learning, not scoring)"),
+    ("blur8", ["--blur", "8"], "heatmap blur sigma 8 instead of 4 (one wider Gaussian filter per frame)"),
     ("refspread", ["--spread", "std", "--k-sigma", "5"], "the reference code's channel spread rule (learning only)"),
     ("newlooks10", ["--new-look-seeds", "10"], "10 more seeds for the looks no channel holds (batch learning only)"),
     ("spread", ["--seed-choice", "spread"], "seeds chosen farthest-point over image summaries (batch learning only)"),
