@@ -46,6 +46,8 @@ LEVERS: list[tuple[str, list[str], str]] = [
     ("refspread", ["--spread", "std", "--k-sigma", "5"], "the reference code's channel spread rule (learning only)"),
     ("newlooks10", ["--new-look-seeds", "10"], "10 more seeds for the looks no channel holds (batch learning only)"),
     ("spread", ["--seed-choice", "spread"], "seeds chosen farthest-point over image summaries (batch learning only)"),
+    ("clean", ["--seed-choice", "clean"], "seeds chosen among the first 4 D by how well the next 2 D match them "
+     "(batch learning only)"),
     ("typical", ["--seed-choice", "typical"], "seeds chosen nearest the median image summary (batch learning only)"),
     ("aggregate5", ["--aggregate", "5"], "5 x 5 instead of 3 x 3 pooling of each map (negligible)"),
     ("aggregate1", ["--aggregate", "1"], "no pooling of the maps (negligible saving)"),
@@ -56,7 +58,8 @@ LEVERS: list[tuple[str, list[str], str]] = [
 
 DATASETS = (("bottle", "bottle"), ("magnetic_tile", "MTD"))
 # Levers that set the same option: a combination takes at most one of each group (the better-scoring).
-EXCLUSIVE = ({"lite1", "lite2"}, {"aggregate5", "aggregate1"}, {"spread", "typical"}, {"seeds20", "newlooks10"})
+EXCLUSIVE = ({"lite1", "lite2"}, {"aggregate5", "aggregate1"}, {"spread", "typical", "clean"},
+             {"seeds20", "newlooks10"})
 
 
 def cells(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:

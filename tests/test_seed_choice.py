@@ -43,7 +43,19 @@ def test_typical_keeps_an_outlier_image_out_of_the_seeds():
     assert len(set(choose_seeds(x, 3, "typical"))) == 3
 
 
-@pytest.mark.parametrize("rule", ["first", "spread", "typical"])
+def test_clean_keeps_a_defective_image_out_of_the_seeds():
+    """Images share one look per patch; two of the first candidates carry a defect patch no other image
+    shows. "first" seeds them, "clean" does not."""
+    x = _looks([0] * 30)
+    for i in (0, 2):
+        x[i, 5] += 30.0                                  # one defective patch
+    assert {0, 2} <= set(choose_seeds(x, 3, "first"))
+    clean = choose_seeds(x, 3, "clean")
+    assert not {0, 2} & set(clean) and all(c < 12 for c in clean)  # chosen among the first 4 D
+    assert choose_seeds(x[:4], 3, "clean") == [0, 1, 2]  # too few images to choose: the first D
+
+
+@pytest.mark.parametrize("rule", ["first", "spread", "typical", "clean"])
 def test_every_rule_gives_distinct_sorted_indices_and_is_deterministic(rule):
     x = np.random.default_rng(1).normal(size=(15, 4, 3)).astype(np.float32)
     seeds = choose_seeds(x, 6, rule)
@@ -53,7 +65,7 @@ def test_every_rule_gives_distinct_sorted_indices_and_is_deterministic(rule):
 
 
 def test_bad_seed_choices_are_named():
-    with pytest.raises(ValueError, match="InReachConfig.seed_choice must be one of first, spread, typical, got 'best'"):
+    with pytest.raises(ValueError, match="InReachConfig.seed_choice must be one of first, spread, typical, clean, got 'best'"):
         InReachConfig(seed_choice="best")
     with pytest.raises(ValueError, match="cannot choose 5 seeds among 3 images"):
         choose_seeds(np.zeros((3, 2, 2)), 5, "spread")

@@ -8,7 +8,11 @@ of each image):
 - ``"spread"``: greedy farthest-point (k-centre) selection from the first image: each next seed is the
   image farthest from the seeds chosen so far, so that the seeds cover the varied looks of a scene;
 - ``"typical"``: the D images nearest the coordinate-wise median of the image summaries, so that a
-  defective or unusual image is unlikely to be a seed.
+  defective or unusual image is unlikely to be a seed;
+- ``"clean"``: of the first 4 D images, the D whose patches are best matched elsewhere: each candidate
+  is scored like a test image (the mean of its 10 largest nearest-patch distances to the next 2 D
+  images) and the D lowest are the seeds. A defective seed heads channels for its defect that other
+  images with the same defect can join, long enough to be trusted; a clean seed does not.
 
     >>> import numpy as np
     >>> x = np.zeros((6, 2, 1), np.float32); x[:, :, 0] = np.array([0, 0.1, 5, 0.3, 10, 0.2])[:, None]
@@ -22,6 +26,10 @@ import numpy as np
 
 from streamad.config import SEED_CHOICES
 
+CLEAN_CANDIDATES = 4  # "clean": candidates are the first 4 D images ...
+CLEAN_REFERENCES = 2  # ... scored against the next 2 D
+CLEAN_TOP = 10  # by the mean of their 10 largest nearest-patch distances
+
 
 def choose_seeds(descriptors: np.ndarray, count: int, rule: str = "first") -> list[int]:
     """``count`` distinct seed image indices of ``descriptors`` (N, P, d) by ``rule``, ascending."""
@@ -33,6 +41,8 @@ def choose_seeds(descriptors: np.ndarray, count: int, rule: str = "first") -> li
         raise ValueError(f"cannot choose {count} seeds among {n} images")
     if rule == "first" or count == 0:
         return list(range(count))
+    if rule == "clean":
+        return _clean(descriptors, count)
     summary = np.asarray(descriptors, np.float64).mean(axis=1)  # (N, d): one look per image
     if rule == "typical":
         dist = np.linalg.norm(summary - np.median(summary, axis=0), axis=1)
@@ -45,3 +55,22 @@ def choose_seeds(descriptors: np.ndarray, count: int, rule: str = "first") -> li
         chosen.append(nxt)
         nearest = np.minimum(nearest, np.linalg.norm(summary - summary[nxt], axis=1))
     return sorted(chosen)
+
+
+def _clean(descriptors: np.ndarray, count: int) -> list[int]:
+    """The ``"clean"`` rule: of the first ``4 count`` images, the ``count`` best matched by the next ``2 count``."""
+    n = int(descriptors.shape[0])
+    n_cand = min(n, CLEAN_CANDIDATES * count)
+    refs = np.arange(n_cand, min(n, n_cand + CLEAN_REFERENCES * count))
+    if n_cand <= count or not len(refs):  # too few images to choose: the paper's first D
+        return list(range(count))
+    ref = np.asarray(descriptors[refs], np.float32).reshape(-1, descriptors.shape[2])
+    ref_sq = (ref * ref).sum(1)
+    top = min(CLEAN_TOP, descriptors.shape[1])
+    scores = np.empty(n_cand)
+    for i in range(n_cand):
+        x = np.asarray(descriptors[i], np.float32)
+        d2 = (x * x).sum(1)[:, None] + ref_sq[None, :] - 2.0 * (x @ ref.T)
+        nearest = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+        scores[i] = np.sort(nearest)[-top:].mean()
+    return sorted(int(i) for i in np.argsort(scores, kind="stable")[:count])
