@@ -80,3 +80,12 @@ def test_bench_engine_index_mode_compares_the_options_on_real_window_changes(tmp
         assert r["score_error_max"] <= 1e-4 and r["update_ms_median"] >= 0
     assert "recall@1" in capsys.readouterr().out
     assert main(["bench-engine", "--mode", "index"]) == 2
+
+
+def test_bench_measures_the_feature_levers_it_is_given(tmp_path):
+    out = tmp_path / "levers.json"
+    assert main(["bench", "--frames", "12", "--window", "11", "--device", "cpu", "--weights", "random",
+                 "--warmup", "0", "--modes", "live", "--image-size", "160", "--dim", "64", "--aggregate", "5",
+                 "--layers", "stride4,stride8,stride16", "--json", str(out), "--quiet"]) == 0
+    assert json.loads(out.read_text())["image_size"] == [160, 160]
+    assert main(["bench", "--frames", "12", "--window", "11", "--aggregate", "4"]) == 2

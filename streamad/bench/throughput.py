@@ -52,7 +52,9 @@ def demo_frames(n: int) -> list[np.ndarray]:
 def bench_config(*, window: int, device: str | None = None, backbone: str | None = None, weights: str | None = None,
                  exact_below: int | None = None, ef_construction: int | None = None, index: str | None = None,
                  nprobe: int | None = None, torch_threads: int | None = None,
-                 blas_threads: int | None = None, learner_duty: float | None = None, memory: int = 0) -> Any:
+                 blas_threads: int | None = None, learner_duty: float | None = None, memory: int = 0,
+                 layers: tuple[str, ...] | None = None, aggregate: int | None = None, dim: int | None = None,
+                 image_size: tuple[int, int] | None = None) -> Any:
     """The ``StreamConfig`` to measure: ``window``, and the given feature, index and thread settings over
     the streaming defaults (``None``: the default). A bad value is a UserError."""
     from streamad.config import FeatureConfig, MemoryConfig, StreamConfig, ThreadConfig
@@ -62,7 +64,10 @@ def bench_config(*, window: int, device: str | None = None, backbone: str | None
 
     try:
         base = StreamConfig()
-        features = FeatureConfig(**given(("backbone", backbone), ("weights", weights), ("device", device)))
+        grid = None if image_size is None else (image_size[0] // 8, image_size[1] // 8)
+        features = FeatureConfig(**given(("backbone", backbone), ("weights", weights), ("device", device),
+                                         ("layers", layers), ("aggregate", aggregate), ("dim", dim),
+                                         ("image_size", image_size), ("grid", grid)))
         index_config = replace(base.index, **given(("exact_below", exact_below), ("ef_construction", ef_construction),
                                                    ("kind", index), ("nprobe", nprobe)))
         threads = ThreadConfig(**given(("torch", torch_threads), ("blas", blas_threads)))

@@ -54,6 +54,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nprobe", type=int, default=None, metavar="N", help="IVF lists searched per query")
     p.add_argument("--learner-duty", type=float, default=None, metavar="F",
                    help="live: the largest share of the time the learner may be busy (default 0.5)")
+    p.add_argument("--layers", default=None, metavar="A,B",
+                   help="backbone layers (default: the backbone's stride-8 and stride-16 blocks)")
+    p.add_argument("--aggregate", type=int, default=None, metavar="A", help="A x A local averaging (default 3)")
+    p.add_argument("--dim", type=int, default=None, metavar="D", help="descriptor dimension (default 256)")
+    p.add_argument("--image-size", type=int, default=None, metavar="S",
+                   help="S x S input (grid S/8 x S/8; default 224)")
     p.add_argument("--memory", type=int, default=0, metavar="N",
                    help="long-term memory beyond the window of at most N patches (default 0: none); the live pass "
                         "then learns every frame once before timing, so the memory holds what left the window")
@@ -75,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
                                      weights=args.weights, exact_below=args.exact_below,
                                      ef_construction=args.ef_construction, index=args.index, nprobe=args.nprobe,
                                      torch_threads=args.torch_threads, blas_threads=args.blas_threads,
-                                     learner_duty=args.learner_duty, memory=args.memory)
+                                     learner_duty=args.learner_duty, memory=args.memory,
+                                     layers=tuple(v.strip() for v in args.layers.split(",")) if args.layers else None,
+                                     aggregate=args.aggregate, dim=args.dim,
+                                     image_size=None if args.image_size is None else (args.image_size, args.image_size))
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     if args.images is None:
         frames = throughput.demo_frames(args.frames)
