@@ -48,6 +48,7 @@ LEVERS: list[tuple[str, list[str], str]] = [
     ("spread", ["--seed-choice", "spread"], "seeds chosen farthest-point over image summaries (batch learning only)"),
     ("clean", ["--seed-choice", "clean"], "seeds chosen among the first 4 D by how well the next 2 D match them "
      "(batch learning only)"),
+    ("skip", ["--seed-choice", "skip"], "the first D seeds less clear outliers (batch learning only)"),
     ("typical", ["--seed-choice", "typical"], "seeds chosen nearest the median image summary (batch learning only)"),
     ("aggregate5", ["--aggregate", "5"], "5 x 5 instead of 3 x 3 pooling of each map (negligible)"),
     ("aggregate1", ["--aggregate", "1"], "no pooling of the maps (negligible saving)"),
@@ -58,7 +59,7 @@ LEVERS: list[tuple[str, list[str], str]] = [
 
 DATASETS = (("bottle", "bottle"), ("magnetic_tile", "MTD"))
 # Levers that set the same option: a combination takes at most one of each group (the better-scoring).
-EXCLUSIVE = ({"lite1", "lite2"}, {"aggregate5", "aggregate1"}, {"spread", "typical", "clean"},
+EXCLUSIVE = ({"lite1", "lite2"}, {"aggregate5", "aggregate1"}, {"spread", "typical", "clean", "skip"},
              {"seeds20", "newlooks10"})
 
 

@@ -125,7 +125,7 @@ class ChannelConfig:
 
 
 IMAGE_SCORES = ("max", "top_mean", "reweight")
-SEED_CHOICES = ("first", "spread", "typical", "clean")  # streamad.core.seed_choice
+SEED_CHOICES = ("first", "spread", "typical", "clean", "skip")  # streamad.core.seed_choice
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,15 @@ def test_clean_keeps_a_defective_image_out_of_the_seeds():
     assert choose_seeds(x[:4], 3, "clean") == [0, 1, 2]  # too few images to choose: the first D
 
 
-@pytest.mark.parametrize("rule", ["first", "spread", "typical", "clean"])
+def test_skip_keeps_the_shuffle_order_but_drops_a_defective_image():
+    x = _looks([0] * 30)
+    x[1, 5] += 30.0                                       # the second image is defective
+    assert choose_seeds(x, 3, "first") == [0, 1, 2]
+    assert choose_seeds(x, 3, "skip") == [0, 2, 3]        # the next clean one takes its place
+    assert choose_seeds(_looks([0] * 30), 3, "skip") == [0, 1, 2]  # no outlier: the paper's first D
+
+
+@pytest.mark.parametrize("rule", ["first", "spread", "typical", "clean", "skip"])
 def test_every_rule_gives_distinct_sorted_indices_and_is_deterministic(rule):
     x = np.random.default_rng(1).normal(size=(15, 4, 3)).astype(np.float32)
     seeds = choose_seeds(x, 6, rule)
@@ -65,7 +73,7 @@ def test_every_rule_gives_distinct_sorted_indices_and_is_deterministic(rule):
 
 
 def test_bad_seed_choices_are_named():
-    with pytest.raises(ValueError, match="InReachConfig.seed_choice must be one of first, spread, typical, clean, got 'best'"):
+    with pytest.raises(ValueError, match="InReachConfig.seed_choice must be one of first, spread, typical, clean, skip, got 'best'"):
         InReachConfig(seed_choice="best")
     with pytest.raises(ValueError, match="cannot choose 5 seeds among 3 images"):
         choose_seeds(np.zeros((3, 2, 2)), 5, "spread")

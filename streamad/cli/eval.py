@@ -95,8 +95,8 @@ def add_model_arguments(p: argparse.ArgumentParser, center_crop: float = 0.875, 
     g.add_argument("--seed-choice", choices=SEED_CHOICES, default="first",
                    help="which training images seed the channels (batch InReaCh): first = the first D of the "
                    "shuffled set (the paper's; default), spread = farthest-point over image summaries, typical = the "
-                   "D nearest their median, clean = of the first 4 D the D whose patches the next 2 D match best "
-                   "(docs/quality.md)")
+                   "D nearest their median, clean = of the first 4 D the D whose patches the next 2 D match best, "
+                   "skip = the first D that are no outliers by that score (docs/quality.md)")
     g.add_argument("--new-look-seeds", type=int, default=0, metavar="E",
                    help="E more seeds after the D that head channels only for the looks no channel holds yet (batch "
                    "InReaCh; default 0, the paper's association; docs/quality.md)")

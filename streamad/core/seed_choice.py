@@ -12,7 +12,11 @@ of each image):
 - ``"clean"``: of the first 4 D images, the D whose patches are best matched elsewhere: each candidate
   is scored like a test image (the mean of its 10 largest nearest-patch distances to the next 2 D
   images) and the D lowest are the seeds. A defective seed heads channels for its defect that other
-  images with the same defect can join, long enough to be trusted; a clean seed does not.
+  images with the same defect can join, long enough to be trusted; a clean seed does not;
+- ``"skip"``: the paper's first D, skipping outliers: the first 4 D images are scored as for
+  ``"clean"``, and the first D (in shuffle order) whose score is not above the median + 3 x 1.4826 MAD
+  of the candidates' scores are the seeds. Where ``"clean"`` prefers the most typical images (and so
+  fewer looks on a varied texture), ``"skip"`` keeps the random choice and drops only clear outliers.
 
     >>> import numpy as np
     >>> x = np.zeros((6, 2, 1), np.float32); x[:, :, 0] = np.array([0, 0.1, 5, 0.3, 10, 0.2])[:, None]
@@ -41,8 +45,8 @@ def choose_seeds(descriptors: np.ndarray, count: int, rule: str = "first") -> li
         raise ValueError(f"cannot choose {count} seeds among {n} images")
     if rule == "first" or count == 0:
         return list(range(count))
-    if rule == "clean":
-        return _clean(descriptors, count)
+    if rule in ("clean", "skip"):
+        return _scored(descriptors, count, rule)
     summary = np.asarray(descriptors, np.float64).mean(axis=1)  # (N, d): one look per image
     if rule == "typical":
         dist = np.linalg.norm(summary - np.median(summary, axis=0), axis=1)
@@ -57,8 +61,9 @@ def choose_seeds(descriptors: np.ndarray, count: int, rule: str = "first") -> li
     return sorted(chosen)
 
 
-def _clean(descriptors: np.ndarray, count: int) -> list[int]:
-    """The ``"clean"`` rule: of the first ``4 count`` images, the ``count`` best matched by the next ``2 count``."""
+def _scored(descriptors: np.ndarray, count: int, rule: str) -> list[int]:
+    """``"clean"``: of the first ``4 count`` images, the ``count`` best matched by the next ``2 count``;
+    ``"skip"``: the first ``count`` of them whose score is no outlier."""
     n = int(descriptors.shape[0])
     n_cand = min(n, CLEAN_CANDIDATES * count)
     refs = np.arange(n_cand, min(n, n_cand + CLEAN_REFERENCES * count))
@@ -73,4 +78,10 @@ def _clean(descriptors: np.ndarray, count: int) -> list[int]:
         d2 = (x * x).sum(1)[:, None] + ref_sq[None, :] - 2.0 * (x @ ref.T)
         nearest = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
         scores[i] = np.sort(nearest)[-top:].mean()
-    return sorted(int(i) for i in np.argsort(scores, kind="stable")[:count])
+    if rule == "clean":
+        return sorted(int(i) for i in np.argsort(scores, kind="stable")[:count])
+    median = np.median(scores)
+    limit = median + 3.0 * 1.4826 * np.median(np.abs(scores - median))
+    inliers = [i for i in range(n_cand) if scores[i] <= limit]
+    outliers = [i for i in range(n_cand) if scores[i] > limit]
+    return sorted((inliers + outliers)[:count])  # outliers only if too few inliers
