@@ -181,7 +181,8 @@ def table(work: str, levers: list[tuple[str, list[str], str]]) -> str:
     ran = json.load(open(sidecar))["levers"] if os.path.isfile(sidecar) else None
     lines += ["", "Combination (docs/quality.md, rule written before the levers were measured): every complete "
               "lever above the default's score that loses no more than 0.01 on any number, one per group of "
-              "levers that set the same option: " + (", ".join(f"`{c}`" for c in chosen) or "none") + "."]
+              "levers that set the same option: " + (", ".join(f"`{c}`" for c in chosen) or "none") + "."
+              + (" One lever alone: the combination is that lever's row above." if len(chosen) == 1 else "")]
     if ran is not None and ran != chosen:
         lines.append(f"The `combined` row measured {', '.join(ran) or 'nothing'}: stale, rerun with --combine.")
     missing = [name for name, _, _ in levers if name not in measured and name != "combined"]
@@ -224,12 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(args.work, exist_ok=True)
         with open(sidecar, "w") as fh:
             json.dump({"levers": chosen}, fh)
-        if chosen:
+        if len(chosen) > 1:  # one lever alone is already measured as itself
             opts = [o for n, lever_opts, _ in LEVERS if n in chosen for o in lever_opts]
             quality_levers.main(args.data_dirs + ["--corrupt", ",".join(map(str, CORRUPT)), "--top-ks", "3,10,30",
                                                   "--cache", args.cache,
                                                   "--json", os.path.join(args.work, "combined.json")] + opts)
-    if os.path.isfile(sidecar):
+    if os.path.isfile(sidecar) and len(json.load(open(sidecar))["levers"]) > 1:
         ran = json.load(open(sidecar))["levers"]
         opts = [o for n, lever_opts, _ in LEVERS if n in ran for o in lever_opts]
         levers.append(("combined", opts, "the combined levers' costs: " + (", ".join(ran) or "none")))
