@@ -242,7 +242,8 @@ class InReachConfig:
     The image score is the mean of the 30 highest patch scores (``HeatmapConfig.image_score="top_mean"``),
     the rule-chosen default of docs/quality.md; ``PAPER_HEATMAP`` is the paper's (the heatmap maximum).
     ``seed_choice`` says which training images seed the channels: ``"first"`` (the paper: the first D of
-    the shuffled training set), ``"spread"`` or ``"typical"`` (:mod:`streamad.core.seed_choice`);
+    the shuffled training set), ``"spread"``, ``"typical"``, ``"clean"`` or ``"skip"``
+    (:mod:`streamad.core.seed_choice`);
     ``new_look_seeds`` more seeds after them head channels only for the looks no channel holds yet
     (:func:`streamad.core.channels.add_new_look_seeds`; 0 in the paper's method).
     """

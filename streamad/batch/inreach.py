@@ -36,7 +36,8 @@ class InReaChPatchModel:
     The first ``config.seeds`` training images are the seeds (shuffle before fitting if the data
     are ordered), or those ``seed_choice`` picks (:func:`~streamad.core.seed_choice.choose_seeds`);
     ``seeds_`` lists them; ``new_look_seeds`` more (``new_look_seeds_``) head channels only for the looks
-    no channel holds (:func:`~streamad.core.channels.add_new_look_seeds`). After fitting: ``nominal_mask_`` (N, P) bool and ``nominal_count_``.
+    no channel holds (:func:`~streamad.core.channels.add_new_look_seeds`). After fitting: ``nominal_mask_``
+    (N, P) bool and ``nominal_count_``.
     """
 
     def __init__(self, config: ChannelConfig | None = None, seed: int = 0, index: IndexConfig | None = None,

@@ -119,8 +119,9 @@ def _paper_options(args: argparse.Namespace) -> None:
     paper, c, h = paper_config(), ChannelConfig(), InReachConfig().heatmap
     wanted = {"seeds": (paper.channels.seeds, c.seeds), "min_span": (paper.channels.min_span, c.min_span),
               "spread": (paper.channels.spread, c.spread), "k_sigma": (paper.channels.k_sigma, c.k_sigma),
-              "image_score": (paper.heatmap.image_score, h.image_score), "seed_choice": ("first", "first"),
-              "new_look_seeds": (0, 0)}
+              "image_score": (paper.heatmap.image_score, h.image_score),
+              "seed_choice": (paper.seed_choice, InReachConfig().seed_choice),
+              "new_look_seeds": (paper.new_look_seeds, InReachConfig().new_look_seeds)}
     for name, (value, default) in wanted.items():
         given = getattr(args, name, default)
         if given != default and given != value:

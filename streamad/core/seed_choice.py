@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamad.config import SEED_CHOICES
+from streamad.core.association import squared_distances
 
 CLEAN_CANDIDATES = 4  # "clean": candidates are the first 4 D images ...
 CLEAN_REFERENCES = 2  # ... scored against the next 2 D
@@ -70,13 +71,10 @@ def _scored(descriptors: np.ndarray, count: int, rule: str) -> list[int]:
     if n_cand <= count or not len(refs):  # too few images to choose: the paper's first D
         return list(range(count))
     ref = np.asarray(descriptors[refs], np.float32).reshape(-1, descriptors.shape[2])
-    ref_sq = (ref * ref).sum(1)
     top = min(CLEAN_TOP, descriptors.shape[1])
     scores = np.empty(n_cand)
     for i in range(n_cand):
-        x = np.asarray(descriptors[i], np.float32)
-        d2 = (x * x).sum(1)[:, None] + ref_sq[None, :] - 2.0 * (x @ ref.T)
-        nearest = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+        nearest = np.sqrt(squared_distances(np.asarray(descriptors[i], np.float32), ref).min(axis=1))
         scores[i] = np.sort(nearest)[-top:].mean()
     if rule == "clean":
         return sorted(int(i) for i in np.argsort(scores, kind="stable")[:count])

@@ -221,34 +221,33 @@ def training_stream(dataset: Dataset, corrupt: int, seed: int,
         >>> [s.path for s in training_stream(ds, 1, 0, chosen=["cut/a2.png", "cut/a0.png"])[1]]
         ['/d/test/cut/a2.png']
     """
-    if chosen is not None:
-        return _listed_stream(dataset, corrupt, seed, chosen)
-    anomalous = [s for s in dataset.test if s.label == 1]
-    if not 0 <= corrupt <= len(anomalous):
-        raise UserError(f"--corrupt must be between 0 and {len(anomalous)} (the anomalous test images), got {corrupt}")
     rng = np.random.default_rng(seed)
-    added = [anomalous[i] for i in sorted(rng.choice(len(anomalous), size=corrupt, replace=False).tolist())]
+    if chosen is not None:
+        added = _listed(dataset, corrupt, chosen)
+    else:
+        anomalous = [s for s in dataset.test if s.label == 1]
+        if not 0 <= corrupt <= len(anomalous):
+            raise UserError(f"--corrupt must be between 0 and {len(anomalous)} (the anomalous test images), "
+                            f"got {corrupt}")
+        added = [anomalous[i] for i in sorted(rng.choice(len(anomalous), size=corrupt, replace=False).tolist())]
     pool = list(dataset.train) + added
     order = [pool[i] for i in rng.permutation(len(pool)).tolist()]
     return order, added
 
 
-def _listed_stream(dataset: Dataset, corrupt: int, seed: int, chosen: list[str]) -> tuple[list[Sample], list[Sample]]:
-    """:func:`training_stream` with the first ``corrupt`` test images of the list ``chosen``."""
+def _listed(dataset: Dataset, corrupt: int, chosen: list[str]) -> list[Sample]:
+    """The first ``corrupt`` test images of the corruption list ``chosen``."""
     if not 0 <= corrupt <= len(chosen):
         raise UserError(f"--corrupt must be between 0 and {len(chosen)} (the images of --corrupt-list), got {corrupt}")
     by_name = {"/".join(os.path.normpath(s.path).split(os.sep)[-2:]): s for s in dataset.test}
-    missing = [name for name in chosen[:corrupt] if os.path.normpath(name).replace(os.sep, "/") not in by_name]
+    names = [os.path.normpath(name).replace(os.sep, "/") for name in chosen[:corrupt]]
+    missing = [name for name in names if name not in by_name]
     if missing:
         raise UserError(f"--corrupt-list names {len(missing)} image(s) that are not in the test set of "
                         f"{dataset.root} (e.g. {missing[0]}): entries are DEFECT/FILE under test/")
-    added = [by_name[os.path.normpath(name).replace(os.sep, "/")] for name in chosen[:corrupt]]
-    if len(set(s.path for s in added)) != len(added):
+    if len(set(names)) != len(names):
         raise UserError("--corrupt-list names a test image twice")
-    rng = np.random.default_rng(seed)
-    pool = list(dataset.train) + added
-    order = [pool[i] for i in rng.permutation(len(pool)).tolist()]
-    return order, added
+    return [by_name[name] for name in names]
 
 
 def patch_truth(masks: np.ndarray, grid: tuple[int, int]) -> np.ndarray:

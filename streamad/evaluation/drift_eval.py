@@ -91,11 +91,8 @@ def trace_stream(method: str, descriptors: np.ndarray, config: StreamConfig, gri
             "trusted_frames": det.decisions.trusted}
     memory = det.memory
     if config.memory.enabled:  # the long-term memory at the end (absorbed, reinforcements, forgotten)
-        info["memory"] = {"capacity": config.memory.capacity, "patches": 0 if memory is None else len(memory),
-                          "epsilon": None if memory is None else memory.epsilon,
-                          "absorbed": 0 if memory is None else memory.absorbed,
-                          "reinforced": 0 if memory is None else memory.reinforced,
-                          "forgotten": 0 if memory is None else memory.forgotten}
+        empty = {"patches": 0, "epsilon": None, "absorbed": 0, "reinforced": 0, "forgotten": 0}
+        info["memory"] = {"capacity": config.memory.capacity, **(empty if memory is None else memory.summary())}
     return MethodTrace(method, scores, thresholds, drift, patches, info, verdicts)
 
 

@@ -212,8 +212,7 @@ def _memory_result(det: StreamDetector) -> dict[str, Any]:
     mem = det.memory
     if mem is None:
         return {}
-    return {"memory_patches": len(mem), "memory_epsilon": mem.epsilon, "memory_absorbed": mem.absorbed,
-            "memory_reinforced": mem.reinforced, "memory_forgotten": mem.forgotten}
+    return {f"memory_{k}": v for k, v in mem.summary().items()}
 
 
 def _exact_reference(train: np.ndarray, test: np.ndarray, replay: StreamReplay, truth: _Truth) -> dict[str, Any]:

@@ -27,9 +27,9 @@ nearer of the window's nominal set and the memory. The window's own nominal set 
 
 from __future__ import annotations
 
-import numpy as np
-
 from typing import Any
+
+import numpy as np
 
 from streamad.config import IndexConfig, MemoryConfig
 from streamad.index import IVFIndex
@@ -112,6 +112,11 @@ class LongTermMemory:
         self.forgotten += len(drop)
         if len(chosen) or len(drop):
             self.index.apply(labels, chosen, drop)  # one publication
+
+    def summary(self) -> dict[str, Any]:
+        """What the memory holds and has done: patches, epsilon, absorbed, reinforcements, forgotten."""
+        return {"patches": len(self), "epsilon": self.epsilon, "absorbed": self.absorbed,
+                "reinforced": self.reinforced, "forgotten": self.forgotten}
 
     # ------------------------------------------------------------------ state (persistence)
     STATE_SCALARS = {"dim": "int", "epsilon": "num", "next": "int", "absorbed": "int", "reinforced": "int",
