@@ -130,6 +130,15 @@ def _paper_options(args: argparse.Namespace) -> None:
         setattr(args, name, value)
 
 
+def refuse_batch_only(config: InReachConfig) -> None:
+    """Refuse, in one line, the batch-only options where a streaming engine runs."""
+    if config.seed_choice != InReachConfig().seed_choice:
+        raise UserError(f"--seed-choice {config.seed_choice} is for batch InReaCh: the streaming engine's seeds "
+                        "are the window's first frames, promoted as it slides")
+    if config.new_look_seeds:
+        raise UserError("--new-look-seeds is for batch InReaCh: the streaming engine associates with its D seeds")
+
+
 def config_from_args(args: argparse.Namespace) -> InReachConfig:
     """Build the InReaChConfig the model options describe (bad values become UserErrors)."""
     _paper_options(args)
@@ -263,11 +272,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json and os.path.dirname(args.json) and not os.path.isdir(os.path.dirname(args.json)):
         raise UserError(f"cannot write --json {args.json}: folder {os.path.dirname(args.json)} does not exist")
     if args.stream:
-        if config.seed_choice != "first":
-            raise UserError(f"--seed-choice {config.seed_choice} is for batch InReaCh: the streaming engine's seeds "
-                            "are the window's first frames, promoted as it slides")
-        if config.new_look_seeds:
-            raise UserError("--new-look-seeds is for batch InReaCh: the streaming engine associates with its D seeds")
+        refuse_batch_only(config)
         if args.method != "inreach":
             raise UserError(f"--stream runs incremental InReaCh; --method {args.method} has no streaming engine")
         if config.heatmap.image_score == "reweight":

@@ -40,7 +40,7 @@ import shlex
 import sys
 
 from streamad.cli.eval import (add_data_root_argument, add_memory_arguments, add_model_arguments, config_from_args,
-                               memory_from_args)
+                               memory_from_args, refuse_batch_only)
 from streamad.config import DECISION_RULES
 from streamad.errors import UserError
 
@@ -107,12 +107,6 @@ def _check(args: argparse.Namespace, methods: list[str]) -> None:
     rules = _list(args.rules)
     if not rules or any(r not in DECISION_RULES for r in rules):
         raise UserError(f"--rules: choose from {', '.join(DECISION_RULES)}, got {args.rules!r}")
-    if args.new_look_seeds:
-        raise UserError("--new-look-seeds is not supported here: the engines associate with their D seeds, and the "
-                        "static models keep the paper's association")
-    if args.seed_choice != "first":
-        raise UserError(f"--seed-choice {args.seed_choice} is not supported here: the engines' seeds are their "
-                        "window's first frames, and the static models keep the paper's first D")
     if args.positional == "on":
         raise UserError("--positional on is not supported here: every method of eval-stream scores the plain "
                         "patch descriptors (as the streaming engine does); use auto or off")
@@ -125,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     methods = _list(args.methods)
     _check(args, methods)
     config = config_from_args(args)
+    refuse_batch_only(config)  # the static models too keep the paper's seeds
     data_dir = resolve_data_dir(args.data_dir, args.data_root)
     settings = DriftSettings(runs=tuple(_list(args.runs)), defect_rate=args.defect_rate, methods=tuple(methods),
                              windows=tuple(args.windows), rules=tuple(_list(args.rules)), quantile=args.quantile,
