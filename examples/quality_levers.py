@@ -30,9 +30,10 @@ import numpy as np
 from streamad.batch.inreach import InReaCh
 from streamad.cli.eval import add_model_arguments, config_from_args
 from streamad.config import InReachConfig
-from streamad.evaluation.batch_eval import image_and_pixel_auroc
+from streamad.evaluation.batch_eval import held_out_auroc, image_and_pixel_auroc
 from streamad.evaluation.datasets import read_corrupt_list, read_images
 from streamad.evaluation.descriptor_cache import SharedDescriptors
+from streamad.results import Prediction
 from streamad.vision.heatmap import frame_scores
 
 
@@ -56,17 +57,43 @@ def measure(data_dir: str, k: int, config: InReachConfig, top_ks: list[int], cac
         os.makedirs(keep, exist_ok=True)
         np.savez_compressed(os.path.join(keep, f"{os.path.basename(os.path.normpath(data_dir))}-k{k}.npz"),
                             patch_scores=pred.patch_scores, labels=shared.labels, reweight=pred.scores)
-    rules: list[tuple[str, np.ndarray]] = [("max", frame_scores(pred.heatmaps, pred.patch_scores, "max"))]
-    rules += [(f"top_mean k={t}", frame_scores(pred.heatmaps, pred.patch_scores, "top_mean", t)) for t in top_ks]
-    rules.append((f"reweight b={config.heatmap.reweight_neighbors}", pred.scores))
+    position = {o.path: i for i, o in enumerate(order)}
+    leave_out = np.array([position.get(s.path, -1) for s in shared.dataset.test])
+    in_training = leave_out >= 0
+    loo = None  # the test images that are also training images scored leave-one-out (eval --leave-one-out)
+    if in_training.any():
+        part = detector.predict_descriptors(test[in_training], leave_out=leave_out[in_training])
+        loo = Prediction(scores=pred.scores.copy(), heatmaps=pred.heatmaps.copy(), patch_scores=pred.patch_scores.copy())
+        loo.scores[in_training], loo.heatmaps[in_training] = part.scores, part.heatmaps
+        loo.patch_scores[in_training] = part.patch_scores
     rows = []
-    for name, scores in rules:
+    for name, scores, loo_scores in image_scores_by_rule(pred, loo, top_ks, config.heatmap.reweight_neighbors):
         m = image_and_pixel_auroc(scores, pred.heatmaps, shared.labels, shared.masks, shared.pixel_missing,
                                   config.features.center_crop)
+        m.update(held_out_auroc(scores, pred.heatmaps, shared.labels, shared.masks, shared.pixel_missing,
+                                config.features.center_crop, in_training))
+        if loo is not None:
+            m.update(image_and_pixel_auroc(loo_scores, loo.heatmaps, shared.labels, shared.masks,
+                                           shared.pixel_missing, config.features.center_crop, prefix="leave_one_out_"))
         rows.append({"dataset": os.path.basename(os.path.normpath(data_dir)), "corrupt": k, "image_score": name,
                      "image_auroc": m["image_auroc"], "pixel_auroc": m["pixel_auroc"],
+                     **{key: v for key, v in m.items() if key.startswith(("held_out_", "leave_one_out_"))},
                      "nominal_patches": int(detector.model.nominal_count_), "fit_seconds_on_descriptors": fit})
     return rows
+
+
+def image_scores_by_rule(pred: Prediction, loo: Prediction | None, top_ks: list[int],
+                         reweight_neighbors: int) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """(rule, image scores, the same from the leave-one-out prediction ``loo`` or None) for every rule:
+    ``max``, ``top_mean`` at each k, eq. 7 (the predictions' own scores)."""
+    def both(name: str, k: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+        return (frame_scores(pred.heatmaps, pred.patch_scores, name, k),
+                None if loo is None else frame_scores(loo.heatmaps, loo.patch_scores, name, k))
+
+    out: list[tuple[str, np.ndarray, np.ndarray | None]] = [("max", *both("max"))]
+    out += [(f"top_mean k={t}", *both("top_mean", t)) for t in top_ks]
+    out.append((f"reweight b={reweight_neighbors}", pred.scores, None if loo is None else loo.scores))
+    return out
 
 
 def markdown(rows: list[dict[str, Any]], corrupt: list[int]) -> str:
@@ -84,6 +111,15 @@ def markdown(rows: list[dict[str, Any]], corrupt: list[int]) -> str:
         pix = [table.get(("max", k), {}).get("pixel_auroc") for k in corrupt]
         out.append("| (pixel AUROC, any rule) | " + " | ".join("-" if v is None else f"{v:.3f}" for v in pix)
                    + " | |")
+        for rule, key, what in (
+                ("top_mean k=30", "held_out_image_auroc", "image AUROC top_mean k=30, test images not in training"),
+                ("max", "held_out_pixel_auroc", "pixel AUROC, test images not in training"),
+                ("top_mean k=30", "leave_one_out_image_auroc", "image AUROC top_mean k=30, leave-one-out"),
+                ("max", "leave_one_out_pixel_auroc", "pixel AUROC, leave-one-out")):
+            held = [table.get((rule, k), {}).get(key) for k in corrupt]
+            if any(v is not None for v in held):  # K > 0 only: the split, and the in-training images left out
+                out.append(f"| ({what}) | "
+                           + " | ".join("-" if v is None else f"{v:.3f}" for v in held) + " | |")
         out.append("")
     return "\n".join(out)
 

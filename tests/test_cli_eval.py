@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from streamad.cli import main
@@ -96,3 +97,30 @@ def test_compare_and_eval_stream_take_data_root(tiny_dataset, tmp_path, monkeypa
     # eval-stream finds DATA_DIR under the root, then its manifest beside it (none here: that is the error)
     assert main(["eval-stream", "tiny", "--data-root", str(tiny_dataset.parent), "--quiet"]) == 2
     assert f"manifest not found: {tiny_dataset.parent / 'manifest.csv'}" in capsys.readouterr().err
+
+
+def test_eval_reports_the_test_images_not_in_training_apart(tiny_dataset, tmp_path, capsys):
+    """With --corrupt K the K added test images are scored too (as in the paper); the figures on the other
+    test images are reported beside, and when every defective one was added, why there are none."""
+    from streamad.evaluation.batch_eval import held_out_auroc
+    from streamad.evaluation.metrics import auroc
+
+    out = tmp_path / "r.json"
+    assert main(_eval_args(str(tiny_dataset), out)) == 0
+    result = json.loads(out.read_text())
+    assert result["held_out_test_images"] == result["test_images"] - 1
+    assert 0.0 <= result["held_out_image_auroc"] <= 1.0 and 0.0 <= result["held_out_pixel_auroc"] <= 1.0
+    assert f"the {result['test_images'] - 1} test images not in training" in capsys.readouterr().out
+
+    assert main(["eval", str(tiny_dataset), "--corrupt", "2", "--seeds", "2", "--min-span", "2", "--image-size", "64",
+                 "--json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert result["held_out_image_auroc"] is None
+    assert "not available: every defective test image is also a training image" in capsys.readouterr().out
+
+    scores, labels = np.array([0.3, 0.1, 0.9, 0.2, 0.8]), np.array([0, 0, 1, 1, 1])
+    heat = np.zeros((5, 2, 2), np.float32)
+    split = held_out_auroc(scores, heat, labels, None, "no masks", 1.0, np.array([0, 0, 0, 1, 0], bool))
+    assert split["held_out_image_auroc"] == auroc(scores[[0, 1, 2, 4]], labels[[0, 1, 2, 4]]) == 1.0
+    assert auroc(scores, labels) < 1.0  # the added image (score 0.2) is what pulls the whole set down
+    assert held_out_auroc(scores, heat, labels, None, "x", 1.0, np.zeros(5, bool)) == {}

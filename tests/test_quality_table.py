@@ -60,3 +60,23 @@ def test_the_combination_keeps_gains_that_lose_nowhere_one_per_group(qt, tmp_pat
 def test_no_default_no_combination(qt, tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"rows": _rows(0.9, 0.9)}))
     assert qt.combination(qt.load(str(tmp_path), LEVERS), LEVERS) == []
+
+
+def test_levers_run_reports_the_test_images_not_in_training(tiny_dataset, tmp_path):
+    """One real quality_levers run on a tiny data set: K = 1 rows carry the split of the test images that
+    are not also training images, K = 0 rows do not (nothing is in training), and the table shows it."""
+    spec = importlib.util.spec_from_file_location("quality_levers", EXAMPLES / "quality_levers.py")
+    levers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(levers)
+    out, table = tmp_path / "r.json", tmp_path / "r.md"
+    assert levers.main([str(tiny_dataset), "--corrupt", "0,1", "--top-ks", "30", "--seeds", "2", "--min-span", "2",
+                        "--image-size", "64", "--json", str(out), "--out", str(table)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    by_k = {k: [r for r in rows if r["corrupt"] == k] for k in (0, 1)}
+    assert all("held_out_test_images" not in r for r in by_k[0])
+    assert all(r["held_out_test_images"] == 3 and 0.0 <= r["held_out_pixel_auroc"] <= 1.0 for r in by_k[1])
+    assert all(0.0 <= r["leave_one_out_pixel_auroc"] <= 1.0 for r in by_k[1])
+    assert all("leave_one_out_image_auroc" not in r for r in by_k[0])
+    text = table.read_text()
+    assert "| (pixel AUROC, test images not in training) | - | " in text
+    assert "| (pixel AUROC, leave-one-out) | - | " in text

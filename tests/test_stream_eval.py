@@ -100,6 +100,7 @@ def test_evaluate_stream_check_batch_on_real_bottles(real_bottles):
     assert r["nominal_sets_identical"] and r["nominal_sets_symmetric_difference"] == 0
     assert r["nominal_patches"] == r["batch_nominal_patches"] > 0 and r["window_oracle_identical"]
     assert r["image_auroc"] == r["batch_image_auroc"] and r["pixel_auroc"] == r["batch_pixel_auroc"]
+    assert r["held_out_test_images"] == r["test_images"] - 2 and 0.0 <= r["held_out_image_auroc"] <= 1.0
     assert r["filter_precision"] == r["batch_filter_precision"] and r["filter_recall"] == r["batch_filter_recall"]
     assert r["pixel_auroc"] > 0.8  # it finds the broken bottles' defects
 
@@ -114,6 +115,7 @@ def test_cli_stream_json_keys_positions_cache_and_small_window(tiny_dataset, tmp
     assert r["exact_patch_scores_share_equal"] == 1.0 and r["exact_image_auroc"] == r["image_auroc"]
     assert KEYS | STREAM_KEYS | CHECK_KEYS <= set(r)
     assert r["mode"] == "stream" and r["window"] == r["train_images"] == 7 and not r["descriptors_cached"]
+    assert r["held_out_test_images"] == r["test_images"] - 1
     # positions appended in both, as the batch decision says, and the sets agree
     assert r["uses_positions"] and r["nominal_sets_identical"] and r["window_oracle_identical"]
     assert r["image_auroc"] == r["batch_image_auroc"] and r["pixel_auroc"] == r["batch_pixel_auroc"]

@@ -84,9 +84,14 @@ class ImageAnomalyDetector:
 
     def predict_descriptors(self, descriptors: np.ndarray) -> Prediction:
         patch = self.model.patch_scores(descriptors).reshape(len(descriptors), *self.grid)
+        return self._prediction(descriptors, patch)
+
+    def _prediction(self, descriptors: np.ndarray, patch: np.ndarray, **image_score_options: object) -> Prediction:
+        """Heatmaps and image scores from patch scores (M, H, W) of ``descriptors``; ``image_score_options``
+        go to the model's own ``image_scores`` when it has one."""
         heat = np.stack([heatmap_from_patch_scores(p, self.extractor.image_size, self.heatmap.blur_sigma)
                          for p in patch])
         image_scores = getattr(self.model, "image_scores", None)
-        scores = (image_scores(descriptors, patch_scores=patch) if callable(image_scores)
+        scores = (image_scores(descriptors, patch_scores=patch, **image_score_options) if callable(image_scores)
                   else frame_scores(heat, patch, self.heatmap.image_score, self.heatmap.top_k))
         return Prediction(scores=np.asarray(scores, np.float32), heatmaps=heat, patch_scores=patch)

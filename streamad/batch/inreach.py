@@ -63,6 +63,7 @@ class InReaChPatchModel:
             raise ValueError("no patch survived channel trimming: nothing is known to be nominal. "
                              "Use more training images, fewer seeds, a smaller min_span or a larger k_sigma.")
         vectors = descriptors[self.nominal_mask_]
+        self.owners_ = np.nonzero(self.nominal_mask_)[0].astype(np.int64)  # nominal vector -> training image
         self.index_ = NominalIndex.from_config(vectors.shape[1], self.index_config, seed=self.seed)
         self.index_.add(np.arange(len(vectors)), vectors)
         self.vectors_ = np.ascontiguousarray(vectors, np.float32) if self.reweight_neighbors else None
@@ -73,22 +74,58 @@ class InReaChPatchModel:
         """PatchCore's eq. 7 against the nominal set (``reweight_neighbors`` given), else None."""
         return self._reweighted if self.reweight_neighbors else None
 
-    def _reweighted(self, descriptors: np.ndarray, patch_scores: np.ndarray | None = None) -> np.ndarray:
-        """(M, P, d) to (M,) image scores (:func:`streamad.core.reweight.reweighted_scores`)."""
+    def _reweighted(self, descriptors: np.ndarray, patch_scores: np.ndarray | None = None,
+                    leave_out: np.ndarray | None = None) -> np.ndarray:
+        """(M, P, d) to (M,) image scores (:func:`streamad.core.reweight.reweighted_scores`); ``leave_out``
+        as :meth:`patch_scores`."""
         x = np.asarray(descriptors, np.float32)
         if patch_scores is None:
-            patch_scores = self.patch_scores(x)
+            patch_scores = self.patch_scores(x, leave_out)
         worst = np.asarray(patch_scores).reshape(len(x), -1).argmax(1)
         m_test = np.ascontiguousarray(x[np.arange(len(x)), worst])
-        s_star, nearest = self.index_.query(m_test, k=1)
+        s_star, nearest = self._nearest(m_test, None if leave_out is None else np.asarray(leave_out, np.int64))
         b = min(int(self.reweight_neighbors or 2), len(self.vectors_))
-        _, hood = self.index_.query(self.vectors_[nearest[:, 0]], k=b)
-        return reweighted_scores(m_test, s_star[:, 0], self.vectors_[hood])
+        _, hood = self.index_.query(self.vectors_[nearest], k=b)
+        return reweighted_scores(m_test, s_star, self.vectors_[hood])
 
-    def patch_scores(self, descriptors: np.ndarray) -> np.ndarray:
+    def patch_scores(self, descriptors: np.ndarray, leave_out: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """(M, P, d) to (M, P): each patch's distance to the nearest nominal patch. ``leave_out[m]`` >= 0
+        names the training image that frame ``m`` is: its own nominal patches are then not matched (it is
+        scored against the other training images; :meth:`InReaCh.fit_predict`); -1 matches everything."""
         m, p, d = descriptors.shape
-        dist, _ = self.index_.query(descriptors.reshape(m * p, d), k=1)
-        return dist[:, 0].reshape(m, p).astype(np.float32)
+        flat = descriptors.reshape(m * p, d)
+        owner = None if leave_out is None else np.repeat(np.asarray(leave_out, np.int64), p)
+        dist, _ = self._nearest(flat, owner)
+        return dist.reshape(m, p).astype(np.float32)
+
+    def _nearest(self, vectors: np.ndarray, not_from: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(distance, label) of each vector's nearest nominal patch, not one of training image
+        ``not_from[i]`` (when >= 0): more neighbours are asked for until one of another image is found."""
+        dist, label = self.index_.query(vectors, k=1)
+        dist, label = dist[:, 0].copy(), label[:, 0].copy()
+        if not_from is None:
+            return dist, label
+        todo = np.flatnonzero((not_from >= 0) & (self.owners_[label] == not_from))
+        if todo.size and np.unique(self.owners_).size == 1:
+            raise ValueError("leave-one-out scoring: every nominal patch comes from the image left out")
+        k = 1
+        while todo.size and k < min(256, len(self.index_)):  # ask for more neighbours, up to 256
+            k = min(8 * k, 256, len(self.index_))
+            d, lab = self.index_.query(np.ascontiguousarray(vectors[todo]), k=k)
+            other = self.owners_[lab] != not_from[todo][:, None]
+            found, first = other.any(1), other.argmax(1)
+            rows = todo[found]
+            dist[rows], label[rows] = d[found, first[found]], lab[found, first[found]]
+            todo = todo[~found]
+        if todo.size:  # still only the image's own patches among the nearest: search the others exactly
+            labels, stored = self.index_.labels(), self.index_.vectors()
+            for i in todo:
+                keep = self.owners_[labels] != not_from[i]
+                diff = stored[keep] - vectors[i]
+                sq = np.einsum("ij,ij->i", diff, diff)
+                j = int(np.argmin(sq))
+                dist[i], label[i] = np.sqrt(sq[j]), labels[keep][j]
+        return dist, label
 
 
 class InReaCh(ImageAnomalyDetector):
@@ -176,20 +213,62 @@ class InReaCh(ImageAnomalyDetector):
         self.model.fit_descriptors(self.with_positions(descriptors), self.grid)
         return self
 
-    def predict(self, images: Sequence[np.ndarray]) -> Prediction:
+    def fit_predict(self, images: Sequence[np.ndarray]) -> Prediction:
+        """Fit on ``images``, then score each of them against the *other* images' nominal patches
+        (leave-one-out, as scikit-learn's outlier detectors score their training samples): which of the
+        images just learned from are defective. Scoring them with :meth:`predict` instead would match
+        every trusted patch to itself (distance 0), a defect patch the channels let in included.
+
+            >>> import numpy as np
+            >>> from streamad.config import ChannelConfig, InReachConfig
+            >>> from streamad.testing.standin import BlockMeans
+            >>> rng = np.random.default_rng(0)
+            >>> images = [rng.integers(100, 110, (32, 32, 3), dtype=np.uint8) for _ in range(8)]
+            >>> images[5][8:16, 8:16] = 250                           # one defective image
+            >>> config = InReachConfig(channels=ChannelConfig(seeds=2, min_span=2))
+            >>> scores = InReaCh(config, extractor=BlockMeans((4, 4), (32, 32))).fit_predict(images).scores
+            >>> int(scores.argmax())
+            5
+        """
+        images = as_rgb_images(images, "fit_predict images")
+        if len(images) < 2:
+            raise ValueError(f"fit_predict needs at least 2 training images, got {len(images)}")
+        images = self.decide_positions(images)
+        descriptors = self.descriptors(images, "fit features")
+        self.fit_descriptors(descriptors)
+        pred = self.predict_descriptors(descriptors, leave_out=np.arange(len(images)))
+        return self._unrotated(pred, self.train_angles_)
+
+    def predict(self, images: Sequence[np.ndarray], leave_out: Sequence[int] | None = None) -> Prediction:
+        """Score ``images``; ``leave_out[i]`` (optional) is the position in the training set of image
+        ``i`` when it is one of the training images (its own patches are then not matched), else -1."""
         images = as_rgb_images(images, "predict images")
         if len(images) == 0:
             raise ValueError("predict needs at least one image: pass a non-empty list of RGB uint8 arrays")
         images, angles = self.align(images)
-        pred = self.predict_descriptors(self.descriptors(images, "predict features"))
+        pred = self.predict_descriptors(self.descriptors(images, "predict features"), leave_out)
+        return self._unrotated(pred, angles)
+
+    def _unrotated(self, pred: Prediction, angles: Sequence[float]) -> Prediction:
+        """``pred`` with its heatmaps rotated back by ``angles`` (and the max image score taken again)."""
         if not any(angles):
             return pred
         heat = np.stack([rotate(h, -a) for h, a in zip(pred.heatmaps, angles)])
         scores = image_score(heat) if self.config.heatmap.image_score == "max" else pred.scores
         return Prediction(scores=scores, heatmaps=heat, patch_scores=pred.patch_scores)
 
-    def predict_descriptors(self, descriptors: np.ndarray) -> Prediction:
-        return super().predict_descriptors(self.with_positions(descriptors))
+    def predict_descriptors(self, descriptors: np.ndarray, leave_out: Sequence[int] | None = None) -> Prediction:
+        """:meth:`predict` on precomputed descriptors (N, P, d)."""
+        x = self.with_positions(descriptors)
+        if leave_out is None:
+            return super().predict_descriptors(x)
+        out = np.asarray(leave_out)
+        n_train = self.model.nominal_mask_.shape[0]
+        if out.shape != (len(x),) or not np.issubdtype(out.dtype, np.integer) or out.min() < -1 or out.max() >= n_train:
+            raise ValueError(f"leave_out must hold one int per image ({len(x)}), each -1 (not a training image) "
+                             f"or a training image's position (0 to {n_train - 1}); got {leave_out!r}")
+        patch = self.model.patch_scores(x, out).reshape(len(x), *self.grid)
+        return self._prediction(x, patch, leave_out=out)
 
     @property
     def nominal_mask_(self) -> np.ndarray:

@@ -171,6 +171,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "ones allowed) instead of K random anomalous ones: docs/splits/ holds the InReaCh paper's MVTec "
                    "lists")
     p.add_argument("--seed", type=int, default=0, help="seed for the corruption choice and order (default 0)")
+    p.add_argument("--leave-one-out", action="store_true",
+                   help="score the test images that are also training images (--corrupt) against the other "
+                   "training images' nominal patches, as InReaCh.fit_predict scores training images (default: "
+                   "against all of them, as the paper, where a trusted defect patch matches itself; batch "
+                   "InReaCh only)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     g = p.add_argument_group("streaming (--stream)")
@@ -235,6 +240,13 @@ def print_table(result: dict[str, Any]) -> None:
     rows += [("corrupt images", result["corrupt"]),
              ("train / test images", f"{result['train_images']} / {result['test_images']}"),
              ("image AUROC", f"{result['image_auroc']:.3f}"), ("pixel AUROC", _pixel(result))]
+    if result.get("leave_one_out"):
+        rows.append(("scoring", "the test images also in training scored leave-one-out (against the others)"))
+    if "held_out_test_images" in result:
+        held = (f"{result['held_out_image_auroc']:.3f} / {_pixel(result, 'held_out_')}"
+                if result.get("held_out_image_auroc") is not None
+                else f"not available: {result['held_out_unavailable']}")
+        rows.append((f"image / pixel AUROC, the {result['held_out_test_images']} test images not in training", held))
     if result.get("filter_precision") is not None:
         rows += [("filter precision", f"{result['filter_precision']:.4f}"),
                  ("filter recall", f"{result['filter_recall']:.3f}")]
@@ -271,6 +283,10 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.json and os.path.dirname(args.json) and not os.path.isdir(os.path.dirname(args.json)):
         raise UserError(f"cannot write --json {args.json}: folder {os.path.dirname(args.json)} does not exist")
+    if args.leave_one_out and (args.stream or args.method != "inreach"):
+        raise UserError("--leave-one-out applies to batch InReaCh only" + (
+            " (--leave-one-out applies to batch scoring, not --stream)" if args.stream
+            else f" (--leave-one-out applies to --method inreach, not {args.method})"))
     if args.stream:
         refuse_batch_only(config)
         if args.method != "inreach":
@@ -303,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
         from streamad.evaluation.batch_eval import evaluate
 
         result = evaluate(data_dir, method=args.method, corrupt=args.corrupt, seed=args.seed, config=config,
-                          progress=not args.quiet, corrupt_list=corrupt_list)
+                          progress=not args.quiet, corrupt_list=corrupt_list, leave_one_out=args.leave_one_out)
     print_table(result)
     if args.json:
         with open(args.json, "w") as fh:

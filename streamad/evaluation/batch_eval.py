@@ -91,6 +91,36 @@ def training_truth(order: Sequence[Sample], size: tuple[int, int], center_crop: 
 NO_TRAIN_MASKS = "the anomalous training images (--corrupt) have no masks"
 
 
+def held_out_auroc(scores: np.ndarray, heatmaps: np.ndarray, labels: np.ndarray, masks: np.ndarray | None,
+                   missing: str | None, center_crop: float, in_training: np.ndarray) -> dict[str, Any]:
+    """Image and pixel AUROC on the test images that are *not* also training images (``held_out_*``;
+    empty when none is in training). A defect patch the nominal filter lets in is matched by itself
+    when its own image is scored, so this split shows what the corruption costs through that alone.
+
+        >>> labels = np.array([0, 0, 1, 1]); heat = np.zeros((4, 2, 2), np.float32)
+        >>> r = held_out_auroc(np.array([0.1, 0.2, 0.9, 0.0]), heat, labels, None, "no masks", 1.0,
+        ...                    np.array([False, False, False, True]))
+        >>> r["held_out_test_images"], r["held_out_image_auroc"]
+        (3, 1.0)
+        >>> held_out_auroc(np.zeros(4), heat, labels, None, "no masks", 1.0, np.array([0, 0, 1, 1], bool))
+        {'held_out_test_images': 2, 'held_out_image_auroc': None, 'held_out_pixel_auroc': None, \
+'held_out_unavailable': 'every defective test image is also a training image'}
+    """
+    in_training = np.asarray(in_training, bool)
+    if not in_training.any():
+        return {}
+    keep = ~in_training
+    out: dict[str, Any] = {"held_out_test_images": int(keep.sum())}
+    kept = np.asarray(labels)[keep]
+    if not kept.any() or kept.all():
+        why = ("every defective test image is also a training image" if not kept.any()
+               else "every good test image is also a training image")
+        return {**out, "held_out_image_auroc": None, "held_out_pixel_auroc": None, "held_out_unavailable": why}
+    return {**out, **image_and_pixel_auroc(scores[keep], heatmaps[keep], kept,
+                                           None if masks is None else masks[keep], missing, center_crop,
+                                           prefix="held_out_")}
+
+
 def filter_quality(nominal: np.ndarray | None, truth: Callable[[], np.ndarray | None]) -> dict[str, Any]:
     """Precision and recall of a nominal filter (``nominal`` (N, P) bool, None for a method without one)
     against ``truth()`` (None when unknown: then precision and recall are None, with the reason), and the
@@ -108,10 +138,12 @@ def filter_quality(nominal: np.ndarray | None, truth: Callable[[], np.ndarray | 
 def evaluate(data_dir: str, method: str = "inreach", corrupt: int = 0, seed: int = 0,
              config: InReachConfig | None = None, progress: bool = True,
              fit: Callable[[ImageAnomalyDetector, list[np.ndarray]], Any] | None = None,
-             corrupt_list: list[str] | None = None) -> dict[str, Any]:
+             corrupt_list: list[str] | None = None, leave_one_out: bool = False) -> dict[str, Any]:
     """Fit ``method`` on the (corrupted) training set of ``data_dir`` and measure it on its test set
     (``corrupt_list``: the corrupting test images are the first ``corrupt`` of that list, as
-    :func:`~streamad.evaluation.datasets.training_stream` says)."""
+    :func:`~streamad.evaluation.datasets.training_stream` says; ``leave_one_out``: InReaCh scores the test
+    images that are also training images against the other training images, ``InReaCh.predict(...,
+    leave_out=...)``)."""
     config = config or InReachConfig(seed=seed)
     dataset = load_dataset(data_dir)
     order, added = training_stream(dataset, corrupt, seed, corrupt_list)
@@ -125,8 +157,14 @@ def evaluate(data_dir: str, method: str = "inreach", corrupt: int = 0, seed: int
     else:
         fit(detector, train_images)
     fit_seconds = time.perf_counter() - start
+    if leave_one_out and not isinstance(detector, InReaCh):
+        raise UserError(f"leave-one-out scoring is InReaCh's (InReaCh.predict(..., leave_out=...)), not {method}'s")
     start = time.perf_counter()
-    prediction = detector.predict(test_images)
+    if leave_one_out:
+        position = {s.path: i for i, s in enumerate(order)}
+        prediction = detector.predict(test_images, leave_out=[position.get(s.path, -1) for s in dataset.test])
+    else:
+        prediction = detector.predict(test_images)
     predict_seconds = (time.perf_counter() - start) / len(test_images)
 
     size, crop = detector.extractor.image_size, config.features.center_crop
@@ -135,10 +173,14 @@ def evaluate(data_dir: str, method: str = "inreach", corrupt: int = 0, seed: int
     result: dict[str, Any] = {
         "dataset": data_dir, "method": method, "mode": "batch", "corrupt": corrupt, "seed": seed,
         "corrupt_defective": sum(s.label for s in added), "corrupt_from_list": corrupt_list is not None,
+        "leave_one_out": leave_one_out,
         "backbone": config.features.backbone, "train_images": len(order), "test_images": len(dataset.test),
         **image_and_pixel_auroc(prediction.scores, prediction.heatmaps, labels, masks, missing, crop),
         "fit_seconds": fit_seconds, "predict_seconds_per_image": predict_seconds,
     }
+    in_training = {s.path for s in added}
+    result.update(held_out_auroc(prediction.scores, prediction.heatmaps, labels, masks, missing, crop,
+                                 np.array([s.path in in_training for s in dataset.test])))
     inreach = isinstance(detector, InReaCh)
     angles = detector.train_angles_ if inreach and detector.aligned_ else None
     result.update(filter_quality(getattr(detector.model, "nominal_mask_", None),

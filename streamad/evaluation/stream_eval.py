@@ -21,7 +21,8 @@ from streamad.batch.inreach import InReaCh
 from streamad.config import ChannelConfig, IndexConfig, InReachConfig, MemoryConfig, StreamConfig
 from streamad.core.channels import nominal_mask
 from streamad.errors import UserError
-from streamad.evaluation.batch_eval import NO_TRAIN_MASKS, image_and_pixel_auroc, masks_of_test_set, training_truth
+from streamad.evaluation.batch_eval import (NO_TRAIN_MASKS, held_out_auroc, image_and_pixel_auroc, masks_of_test_set,
+                                           training_truth)
 from streamad.evaluation.datasets import load_dataset, training_stream
 from streamad.evaluation.descriptor_cache import PreparedDescriptors, prepare_descriptors
 from streamad.evaluation.metrics import auroc, filter_precision_recall
@@ -92,6 +93,7 @@ class _Truth:
     blur: float
     test_angles: list[float]
     score: tuple[str, int] = ("max", 10)  # the image score rule and its top_k
+    in_training: np.ndarray | None = None  # (M,) bool: which test images are also in the training stream
 
     def heatmaps(self, patch_scores: np.ndarray) -> np.ndarray:
         """Patch scores (M, H, W) to heatmaps as batch ``predict`` makes them (rotation undone)."""
@@ -115,8 +117,12 @@ class _Truth:
         allow it); image scores by the ``score`` rule (``HeatmapConfig.image_score``, top_k)."""
         heat = self.heatmaps(patch_scores)
         scores = frame_scores(heat, patch_scores, *self.score)
-        return image_and_pixel_auroc(scores, heat, self.labels, self.masks, self.pixel_missing, self.center_crop,
-                                     prefix)
+        out = image_and_pixel_auroc(scores, heat, self.labels, self.masks, self.pixel_missing, self.center_crop,
+                                    prefix)
+        if not prefix and self.in_training is not None:
+            out.update(held_out_auroc(scores, heat, self.labels, self.masks, self.pixel_missing, self.center_crop,
+                                      self.in_training))
+        return out
 
 
 def evaluate_stream(data_dir: str, window: int | None = None, corrupt: int = 0, seed: int = 0,
@@ -134,7 +140,7 @@ def evaluate_stream(data_dir: str, window: int | None = None, corrupt: int = 0, 
     """
     config = config or InReachConfig(seed=seed)
     dataset = load_dataset(data_dir)
-    order, _ = training_stream(dataset, corrupt, seed, corrupt_list)
+    order, added = training_stream(dataset, corrupt, seed, corrupt_list)
     stream_config = _stream_config(config, window, len(order), index, memory)
     detector = InReaCh(config, progress=progress)
     prep = prepare_descriptors(detector, dataset, order, progress, cache)
@@ -147,7 +153,8 @@ def evaluate_stream(data_dir: str, window: int | None = None, corrupt: int = 0, 
     truth = _Truth(labels=np.array([s.label for s in dataset.test]), masks=masks, pixel_missing=missing,
                    center_crop=crop, train=training_truth(order, size, crop, detector.grid, prep.train_angles if prep.aligned else None),
                    size=size, blur=config.heatmap.blur_sigma, test_angles=prep.test_angles,
-                   score=(config.heatmap.image_score, config.heatmap.top_k))
+                   score=(config.heatmap.image_score, config.heatmap.top_k),
+                   in_training=np.array([s.path in {a.path for a in added} for s in dataset.test]))
     result = {"dataset": data_dir, "method": "inreach", "mode": "stream", "corrupt": corrupt, "seed": seed,
               **_stream_result(config, stream_config, prep, replay, truth)}
     if exact_reference:
