@@ -44,6 +44,8 @@ LEVERS: list[tuple[str, list[str], str]] = [
     ("seeds20", ["--seeds", "20"], "association against 20 instead of 10 seed frames (learning, not scoring)"),
     ("blur8", ["--blur", "8"], "heatmap blur sigma 8 instead of 4 (one wider Gaussian filter per frame)"),
     ("refspread", ["--spread", "std", "--k-sigma", "5"], "the reference code's channel spread rule (learning only)"),
+    ("zscore2", ["--k-sigma", "2"], "a tighter zscore trimming, mean + 2 std (learning only)"),
+    ("mad3", ["--spread", "mad", "--k-sigma", "3"], "the robust spread rule, median + 3 MAD (learning only)"),
     ("newlooks10", ["--new-look-seeds", "10"], "10 more seeds for the looks no channel holds (batch learning only)"),
     ("spread", ["--seed-choice", "spread"], "seeds chosen farthest-point over image summaries (batch learning only)"),
     ("clean", ["--seed-choice", "clean"], "seeds chosen among the first 4 D by how well the next 2 D match them "
@@ -60,7 +62,7 @@ LEVERS: list[tuple[str, list[str], str]] = [
 DATASETS = (("bottle", "bottle"), ("magnetic_tile", "MTD"))
 # Levers that set the same option: a combination takes at most one of each group (the better-scoring).
 EXCLUSIVE = ({"lite1", "lite2"}, {"aggregate5", "aggregate1"}, {"spread", "typical", "clean", "skip"},
-             {"seeds20", "newlooks10"})
+             {"seeds20", "newlooks10"}, {"refspread", "zscore2", "mad3"})
 
 
 def cells(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
