@@ -88,4 +88,8 @@ def test_bench_measures_the_feature_levers_it_is_given(tmp_path):
                  "--warmup", "0", "--modes", "live", "--image-size", "160", "--dim", "64", "--aggregate", "5",
                  "--layers", "stride4,stride8,stride16", "--json", str(out), "--quiet"]) == 0
     assert json.loads(out.read_text())["image_size"] == [160, 160]
+    assert main(["bench", "--frames", "12", "--window", "11", "--device", "cpu", "--weights", "random",
+                 "--warmup", "0", "--modes", "sync", "--blur", "8", "--k-sigma", "2", "--json", str(out), "--quiet"]) == 0
+    r = json.loads(out.read_text())
+    assert (r["blur_sigma"], r["k_sigma"]) == (8.0, 2.0)
     assert main(["bench", "--frames", "12", "--window", "11", "--aggregate", "4"]) == 2

@@ -54,9 +54,11 @@ def bench_config(*, window: int, device: str | None = None, backbone: str | None
                  nprobe: int | None = None, torch_threads: int | None = None,
                  blas_threads: int | None = None, learner_duty: float | None = None, memory: int = 0,
                  layers: tuple[str, ...] | None = None, aggregate: int | None = None, dim: int | None = None,
-                 image_size: tuple[int, int] | None = None) -> Any:
-    """The ``StreamConfig`` to measure: ``window``, and the given feature, index and thread settings over
-    the streaming defaults (``None``: the default). A bad value is a UserError."""
+                 image_size: tuple[int, int] | None = None, blur: float | None = None,
+                 k_sigma: float | None = None) -> Any:
+    """The ``StreamConfig`` to measure: ``window``, and the given feature, index, heatmap blur, channel
+    trimming and thread settings over the streaming defaults (``None``: the default). A bad value is a
+    UserError."""
     from streamad.config import FeatureConfig, MemoryConfig, StreamConfig, ThreadConfig
 
     def given(*pairs: tuple[str, Any]) -> dict[str, Any]:
@@ -71,11 +73,12 @@ def bench_config(*, window: int, device: str | None = None, backbone: str | None
         index_config = replace(base.index, **given(("exact_below", exact_below), ("ef_construction", ef_construction),
                                                    ("kind", index), ("nprobe", nprobe)))
         threads = ThreadConfig(**given(("torch", torch_threads), ("blas", blas_threads)))
-        channels = base.channels
+        channels = replace(base.channels, **given(("k_sigma", k_sigma)))
+        heatmap = replace(base.heatmap, **given(("blur_sigma", blur)))
         if device is not None and device.startswith("cuda"):  # the association and exact search on the GPU too
             channels = replace(channels, device=device)
             index_config = replace(index_config, device=device)
-        return StreamConfig(window=window, features=features, channels=channels, index=index_config,
+        return StreamConfig(window=window, features=features, channels=channels, heatmap=heatmap, index=index_config,
                             threads=threads, memory=MemoryConfig(capacity=memory),
                             **given(("learner_duty", learner_duty)))
     except ValueError as exc:
@@ -114,6 +117,7 @@ def measure_throughput(frames: list[np.ndarray], config: Any, *, warmup: int = 5
         "device": str(extractor.device), "backbone": features.backbone, "image_size": list(features.image_size),
         "window": window, "frames": len(frames), "index": {"kind": index.kind, "nprobe": index.nprobe,
                                                            "exact_below": index.exact_below},
+        "blur_sigma": config.heatmap.blur_sigma, "k_sigma": config.channels.k_sigma,
         "backbone_fps": b["fps"], "backbone_p50_ms": b["p50_ms"], "backbone_p99_ms": b["p99_ms"],
         "threads": {"backbone": threads}}
     if "sync" in modes:
@@ -223,7 +227,8 @@ def report_lines(result: dict[str, Any]) -> list[str]:
     r, ix = result, result["index"]
     h, w = r["image_size"]
     lines = [f"device {r['device']}, backbone {r['backbone']}, input {h}x{w}, window {r['window']}, {r['frames']} frames; "
-             f"index {ix['kind']} (nprobe {ix['nprobe']}, exact below {ix['exact_below']:,}); threads "
+             f"index {ix['kind']} (nprobe {ix['nprobe']}, exact below {ix['exact_below']:,}); blur sigma "
+             f"{r.get('blur_sigma', 4.0):g}, trimming k {r.get('k_sigma', 3.0):g}; threads "
              + ", ".join(f"{mode}: torch {t['torch']} blas {t['blas']}" for mode, t in r["threads"].items()),
              f"backbone only : {r['backbone_fps']:7.2f} fps  (p50 {r['backbone_p50_ms']:.1f} ms, "
              f"p99 {r['backbone_p99_ms']:.1f} ms)"]

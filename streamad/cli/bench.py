@@ -60,6 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dim", type=int, default=None, metavar="D", help="descriptor dimension (default 256)")
     p.add_argument("--image-size", type=int, default=None, metavar="S",
                    help="S x S input (grid S/8 x S/8; default 224)")
+    p.add_argument("--blur", type=float, default=None, metavar="SIGMA", help="heatmap blur sigma (default 4)")
+    p.add_argument("--k-sigma", type=float, default=None, metavar="K",
+                   help="channel trimming k of the spread rule (default 3)")
     p.add_argument("--memory", type=int, default=0, metavar="N",
                    help="long-term memory beyond the window of at most N patches (default 0: none); the live pass "
                         "then learns every frame once before timing, so the memory holds what left the window")
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                                      torch_threads=args.torch_threads, blas_threads=args.blas_threads,
                                      learner_duty=args.learner_duty, memory=args.memory,
                                      layers=tuple(v.strip() for v in args.layers.split(",")) if args.layers else None,
-                                     aggregate=args.aggregate, dim=args.dim,
+                                     aggregate=args.aggregate, dim=args.dim, blur=args.blur, k_sigma=args.k_sigma,
                                      image_size=None if args.image_size is None else (args.image_size, args.image_size))
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     if args.images is None:
