@@ -73,7 +73,8 @@ def test_fit_predict_finds_the_defective_training_image_that_predict_hides():
     images = [np.clip(rng.normal(105, 3, (32, 32, 3)), 0, 255).astype(np.uint8) for _ in range(12)]
     for i in (0, 4, 7):
         images[i][8:16, 8:16] = (250, 40 + 6 * i, 40)  # alike, not identical
-    config = InReachConfig(channels=ChannelConfig(seeds=2, min_span=2), positional=PositionalConfig(mode="off"))
+    config = InReachConfig(channels=ChannelConfig(seeds=2, min_span=2), positional=PositionalConfig(mode="off"),
+                           seed_choice="first")  # image 0, defective, seeds the channels
     detector = InReaCh(config, extractor=BlockMeans((4, 4), (32, 32)))
     loo = detector.fit_predict(images)
     assert detector.nominal_mask_[[0, 4, 7], 5].all()  # the defect patch (block 1, 1) is trusted

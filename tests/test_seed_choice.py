@@ -95,8 +95,8 @@ def test_the_paper_configuration_is_available_by_name():
     parser = build_parser()
     cfg = config_from_args(parser.parse_args(["eval", "data", "--paper"]))
     paper = paper_config("efficientnet_lite0")
-    assert (cfg.channels, cfg.heatmap.image_score, cfg.seed_choice, cfg.new_look_seeds) == \
-        (paper.channels, "max", "first", 0)
+    assert (cfg.channels, cfg.heatmap.image_score, cfg.heatmap.blur_sigma, cfg.seed_choice, cfg.new_look_seeds) == \
+        (paper.channels, "max", 4.0, "first", 0)
     assert cfg.features.backbone == "efficientnet_lite0"            # --paper keeps the backbone
     wrn = config_from_args(parser.parse_args(["compare", "data", "--paper", "--backbone", "wide_resnet50_2"]))
     assert wrn.channels == paper_config().channels and wrn.features.backbone == paper_config().features.backbone
@@ -105,3 +105,25 @@ def test_the_paper_configuration_is_available_by_name():
         config_from_args(parser.parse_args(["eval", "data", "--paper", "--spread", "rms"]))
     with pytest.raises(UserError, match="--paper sets --image-score max"):
         config_from_args(parser.parse_args(["eval", "data", "--paper", "--image-score", "reweight"]))
+
+
+def test_options_left_out_take_the_defaults_of_the_engine_that_runs(tiny_dataset, capsys):
+    """Batch InReaCh's rule-chosen defaults (k 2, blur 8, skip); the streaming engine's own (k 3, blur 4, the
+    first D frames) for eval --stream and eval-stream; an option given wins in both."""
+    from streamad.cli import build_parser, main
+    from streamad.cli.eval import config_from_args
+    from streamad.config import InReachConfig, StreamConfig
+
+    parser = build_parser()
+    batch = config_from_args(parser.parse_args(["eval", "data"]))
+    assert batch.channels == InReachConfig().channels and batch.heatmap.blur_sigma == InReachConfig().heatmap.blur_sigma
+    assert (batch.channels.k_sigma, batch.heatmap.blur_sigma, batch.seed_choice) == (2.0, 8.0, "skip")
+    stream = config_from_args(parser.parse_args(["eval", "data", "--stream"]), engine="stream")
+    assert (stream.channels.k_sigma, stream.heatmap.blur_sigma, stream.seed_choice) == \
+        (StreamConfig().channels.k_sigma, StreamConfig().heatmap.blur_sigma, "first") == (3.0, 4.0, "first")
+    given = config_from_args(parser.parse_args(["eval", "data", "--k-sigma", "4", "--blur", "2", "--seed-choice",
+                                                "first"]))
+    assert (given.channels.k_sigma, given.heatmap.blur_sigma, given.seed_choice) == (4.0, 2.0, "first")
+    assert main(["eval", str(tiny_dataset), "--stream", "--seeds", "2", "--min-span", "2", "--image-size", "64",
+                 "--quiet"]) == 0  # the batch default seed choice is not refused where the engine runs
+    assert "window" in capsys.readouterr().out

@@ -36,7 +36,7 @@ from dataclasses import replace
 from typing import Any
 
 from streamad.config import (IMAGE_SCORES, SEED_CHOICES, SPREAD_RULES, ChannelConfig, FeatureConfig, HeatmapConfig,
-                             InReachConfig, MemoryConfig, PositionalConfig, paper_config)
+                             InReachConfig, MemoryConfig, PositionalConfig, StreamConfig, paper_config)
 from streamad.errors import UserError
 
 NAME = "eval"
@@ -66,7 +66,8 @@ def add_data_root_argument(p: argparse.ArgumentParser) -> None:
 def add_model_arguments(p: argparse.ArgumentParser, center_crop: float = 0.875, image_score: str | None = None) -> None:
     """Options shared by every command that builds a model (backbone, descriptors, channels); the image
     score defaults to batch InReaCh's (``InReachConfig``), or to ``image_score`` when given."""
-    f, c, h = FeatureConfig(), ChannelConfig(), InReachConfig().heatmap
+    f, c, h = FeatureConfig(), InReachConfig().channels, InReachConfig().heatmap
+    s = StreamConfig()
     if image_score is not None:
         h = replace(h, image_score=image_score)
     g = p.add_argument_group("features")
@@ -85,16 +86,18 @@ def add_model_arguments(p: argparse.ArgumentParser, center_crop: float = 0.875, 
     g = p.add_argument_group("channels")
     g.add_argument("--seeds", type=int, default=c.seeds, help=f"association depth D (default {c.seeds})")
     g.add_argument("--min-span", type=int, default=c.min_span, help=f"minimum channel span L_min (default {c.min_span})")
-    g.add_argument("--k-sigma", type=float, default=c.k_sigma, help=f"maximum channel spread (default {c.k_sigma})")
+    g.add_argument("--k-sigma", type=float, default=None,
+                   help=f"maximum channel spread (default {c.k_sigma:g} for batch InReaCh, {s.channels.k_sigma:g} for the "
+                   "streaming engine)")
     g.add_argument("--spread", choices=SPREAD_RULES, default=c.spread,
                    help=f"spread rule: std = the reference code's, rms, zscore, none (default {c.spread})")
     g.add_argument("--paper", action="store_true",
                    help="the InReaCh paper's method: D = 10, minimum span 3, spread std k = 5, image score max, "
                    "first D seeds (streamad.config.paper_config); keeps --backbone, so with --backbone "
                    "wide_resnet50_2 it is the paper's whole configuration. Not combined with those options")
-    g.add_argument("--seed-choice", choices=SEED_CHOICES, default="first",
-                   help="which training images seed the channels (batch InReaCh): first = the first D of the "
-                   "shuffled set (the paper's; default), spread = farthest-point over image summaries, typical = the "
+    g.add_argument("--seed-choice", choices=SEED_CHOICES, default=None,
+                   help="which training images seed the channels (batch InReaCh; default skip): first = the first D "
+                   "of the shuffled set (the paper's), spread = farthest-point over image summaries, typical = the "
                    "D nearest their median, clean = of the first 4 D the D whose patches the next 2 D match best, "
                    "skip = the first D that are no outliers by that score (docs/quality.md)")
     g.add_argument("--new-look-seeds", type=int, default=0, metavar="E",
@@ -102,7 +105,9 @@ def add_model_arguments(p: argparse.ArgumentParser, center_crop: float = 0.875, 
                    "InReaCh; default 0, the paper's association; docs/quality.md)")
     g.add_argument("--positional", choices=("auto", "on", "off"), default="auto",
                    help="positional embedding: auto runs the transpose test (default)")
-    g.add_argument("--blur", type=float, default=h.blur_sigma, help=f"heatmap blur sigma (default {h.blur_sigma})")
+    g.add_argument("--blur", type=float, default=None,
+                   help=f"heatmap blur sigma (default {h.blur_sigma:g} for batch InReaCh, {s.heatmap.blur_sigma:g} for the "
+                   "streaming engine)")
     g.add_argument("--image-score", choices=IMAGE_SCORES, default=h.image_score,
                    help=f"image score from the patch scores (default {h.image_score}): max = the heatmap maximum (the "
                    "paper's), top_mean = mean of the --top-k highest patch scores, reweight = PatchCore's eq. 7 "
@@ -118,9 +123,9 @@ def _paper_options(args: argparse.Namespace) -> None:
         return
     paper, c, h = paper_config(), ChannelConfig(), InReachConfig().heatmap
     wanted = {"seeds": (paper.channels.seeds, c.seeds), "min_span": (paper.channels.min_span, c.min_span),
-              "spread": (paper.channels.spread, c.spread), "k_sigma": (paper.channels.k_sigma, c.k_sigma),
+              "spread": (paper.channels.spread, c.spread), "k_sigma": (paper.channels.k_sigma, None),
               "image_score": (paper.heatmap.image_score, h.image_score),
-              "seed_choice": (paper.seed_choice, InReachConfig().seed_choice),
+              "blur": (paper.heatmap.blur_sigma, None), "seed_choice": (paper.seed_choice, None),
               "new_look_seeds": (paper.new_look_seeds, InReachConfig().new_look_seeds)}
     for name, (value, default) in wanted.items():
         given = getattr(args, name, default)
@@ -131,30 +136,41 @@ def _paper_options(args: argparse.Namespace) -> None:
 
 
 def refuse_batch_only(config: InReachConfig) -> None:
-    """Refuse, in one line, the batch-only options where a streaming engine runs."""
-    if config.seed_choice != InReachConfig().seed_choice:
+    """Refuse, in one line, the batch-only options where a streaming engine runs (``config`` as
+    ``config_from_args(args, engine="stream")`` builds it: the paper's seeds unless one was asked for)."""
+    if config.seed_choice != "first":
         raise UserError(f"--seed-choice {config.seed_choice} is for batch InReaCh: the streaming engine's seeds "
                         "are the window's first frames, promoted as it slides")
     if config.new_look_seeds:
         raise UserError("--new-look-seeds is for batch InReaCh: the streaming engine associates with its D seeds")
 
 
-def config_from_args(args: argparse.Namespace) -> InReachConfig:
-    """Build the InReaChConfig the model options describe (bad values become UserErrors)."""
+def config_from_args(args: argparse.Namespace, engine: str = "batch") -> InReachConfig:
+    """Build the InReaChConfig the model options describe (bad values become UserErrors). An option left
+    out takes the default of the ``engine`` that runs: ``"batch"`` (``InReachConfig``) or ``"stream"``
+    (``StreamConfig``'s trimming k and blur, the first D frames as seeds)."""
     _paper_options(args)
+    base: InReachConfig | StreamConfig = StreamConfig() if engine == "stream" else InReachConfig()
+
+    def given(name: str, default: Any) -> Any:
+        value = getattr(args, name, None)
+        return default if value is None else value
+
+    k_sigma, blur = given("k_sigma", base.channels.k_sigma), given("blur", base.heatmap.blur_sigma)
+    seed_choice = given("seed_choice", "first" if engine == "stream" else InReachConfig().seed_choice)
     try:
         grid = args.grid or (args.image_size[0] // 8, args.image_size[1] // 8)
         layers = tuple(x.strip() for x in args.layers.split(",")) if args.layers else ()
         features = FeatureConfig(backbone=args.backbone, layers=layers, image_size=args.image_size, grid=grid,
                                  dim=args.dim, weights=args.weights, device=args.device,
                                  center_crop=args.center_crop)
-        channels = ChannelConfig(seeds=args.seeds, min_span=args.min_span, k_sigma=args.k_sigma, spread=args.spread)
+        channels = ChannelConfig(seeds=args.seeds, min_span=args.min_span, k_sigma=k_sigma, spread=args.spread)
         return InReachConfig(features=features, channels=channels, heatmap=HeatmapConfig(
-                                 blur_sigma=args.blur, image_score=getattr(args, "image_score", "max"),
+                                 blur_sigma=blur, image_score=getattr(args, "image_score", "max"),
                                  top_k=getattr(args, "top_k", 30),
                                  reweight_neighbors=getattr(args, "reweight_neighbors", 9)),
                              positional=replace(PositionalConfig(), mode=args.positional),
-                             seed=getattr(args, "seed", 0), seed_choice=getattr(args, "seed_choice", "first"),
+                             seed=getattr(args, "seed", 0), seed_choice=seed_choice,
                              new_look_seeds=getattr(args, "new_look_seeds", 0))
     except ValueError as exc:
         raise UserError(str(exc)) from exc
@@ -280,7 +296,7 @@ def print_table(result: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     from streamad.evaluation.datasets import resolve_data_dir
 
-    config = config_from_args(args)
+    config = config_from_args(args, engine="stream" if args.stream else "batch")
     if args.json and os.path.dirname(args.json) and not os.path.isdir(os.path.dirname(args.json)):
         raise UserError(f"cannot write --json {args.json}: folder {os.path.dirname(args.json)} does not exist")
     if args.leave_one_out and (args.stream or args.method != "inreach"):

@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
     methods = _list(args.methods)
     _check(args, methods)
-    config = config_from_args(args)
+    config = config_from_args(args, engine="stream")
     refuse_batch_only(config)  # the static models too keep the paper's seeds
     data_dir = resolve_data_dir(args.data_dir, args.data_root)
     settings = DriftSettings(runs=tuple(_list(args.runs)), defect_rate=args.defect_rate, methods=tuple(methods),

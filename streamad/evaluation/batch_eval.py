@@ -41,9 +41,13 @@ def make_detector(method: str, config: InReachConfig, progress: bool) -> ImageAn
 
 
 def baseline_heatmap(config: InReachConfig) -> HeatmapConfig:
-    """A baseline's heatmap settings: InReaCh's blur, and its paper's image score (its own, or the heatmap
-    maximum): ``--image-score`` is InReaCh's lever."""
-    return replace(config.heatmap, image_score="max")
+    """A baseline's heatmap settings: its paper's (blur sigma 4, its own image score or the heatmap
+    maximum): ``--image-score`` and ``--blur`` are InReaCh's levers (``config`` is InReaCh's).
+
+        >>> baseline_heatmap(InReachConfig()).blur_sigma, InReachConfig().heatmap.blur_sigma
+        (4.0, 8.0)
+    """
+    return replace(config.heatmap, image_score="max", blur_sigma=HeatmapConfig().blur_sigma)
 
 
 def scored_area(center_crop: float) -> str:
