@@ -152,7 +152,7 @@ def table(work: str, levers: list[tuple[str, list[str], str]]) -> str:
                 r = c.get((ds, k))
                 row.append("-" if r is None else f"{r['image_auroc']:.3f} ({r['image_auroc_max']:.3f}) / "
                            f"{r['pixel_auroc']:.3f}")
-        lines.append(f"| {name} | {' '.join(opts) or '(defaults)'} | " + " | ".join(row) + " |")
+        lines.append(f"| {name} | {' '.join(opts) or '(baseline: the former defaults)'} | " + " | ".join(row) + " |")
     base = numbers(measured["default"]) if "default" in measured else None
     lines += ["", "The rule (docs/quality.md): score = mean of the 12 numbers; a lever could replace the "
               "default only with score >= default + 0.005 and no single number below the default's by more "
