@@ -178,7 +178,7 @@ def table(work: str, levers: list[tuple[str, list[str], str]]) -> str:
         diffs = {key: n[key] - base[key] for key in n}
         worst = min(diffs, key=lambda key: diffs[key])
         ok = score - bscore >= 0.005 and diffs[worst] >= -0.01
-        verdict = ("passes (speed to check)" if ok else
+        verdict = ("passes the AUROC part (the speed part: docs/quality.md)" if ok else
                    "no: " + ("score gain < 0.005" if score - bscore < 0.005 else "")
                    + (", " if score - bscore < 0.005 and diffs[worst] < -0.01 else "")
                    + ("loses > 0.01 on one number" if diffs[worst] < -0.01 else ""))
