@@ -31,7 +31,7 @@ from streamad.batch.inreach import InReaCh
 from streamad.cli.eval import add_model_arguments, config_from_args
 from streamad.config import InReachConfig
 from streamad.evaluation.batch_eval import held_out_auroc, image_and_pixel_auroc
-from streamad.evaluation.datasets import read_corrupt_list, read_images
+from streamad.evaluation.datasets import read_corrupt_list, read_images, training_positions
 from streamad.evaluation.descriptor_cache import SharedDescriptors
 from streamad.results import Prediction
 from streamad.vision.heatmap import frame_scores
@@ -57,8 +57,7 @@ def measure(data_dir: str, k: int, config: InReachConfig, top_ks: list[int], cac
         os.makedirs(keep, exist_ok=True)
         np.savez_compressed(os.path.join(keep, f"{os.path.basename(os.path.normpath(data_dir))}-k{k}.npz"),
                             patch_scores=pred.patch_scores, labels=shared.labels, reweight=pred.scores)
-    position = {o.path: i for i, o in enumerate(order)}
-    leave_out = np.array([position.get(s.path, -1) for s in shared.dataset.test])
+    leave_out = training_positions(shared.dataset.test, order)
     in_training = leave_out >= 0
     loo = None  # the test images that are also training images scored leave-one-out (eval --leave-one-out)
     if in_training.any():

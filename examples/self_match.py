@@ -19,7 +19,7 @@ import numpy as np
 from streamad.batch.inreach import InReaCh
 from streamad.cli.eval import add_model_arguments, config_from_args
 from streamad.evaluation.batch_eval import image_and_pixel_auroc, training_truth
-from streamad.evaluation.datasets import read_images
+from streamad.evaluation.datasets import read_images, training_positions
 from streamad.evaluation.descriptor_cache import SharedDescriptors
 
 
@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{(nominal & truth).sum() / truth.sum():.1%}")
     seeds = [int(s) for s in detector.model.seeds_]
     print(f"seeds: {seeds}, defective: {[s for s in seeds if order[s].label]}")
-    added = {s.path for s in order if s.label}
-    in_training = np.array([s.path in added for s in shared.dataset.test])
+    in_training = training_positions(shared.dataset.test, order) >= 0
     labels, crop = shared.labels, config.features.center_crop
     for name, keep in (("all test images", np.ones(len(labels), bool)),
                        ("test images not in training", ~in_training),

@@ -228,7 +228,7 @@ def report_lines(result: dict[str, Any]) -> list[str]:
     h, w = r["image_size"]
     lines = [f"device {r['device']}, backbone {r['backbone']}, input {h}x{w}, window {r['window']}, {r['frames']} frames; "
              f"index {ix['kind']} (nprobe {ix['nprobe']}, exact below {ix['exact_below']:,}); blur sigma "
-             f"{r.get('blur_sigma', 4.0):g}, trimming k {r.get('k_sigma', 3.0):g}; threads "
+             f"{r['blur_sigma']:g}, trimming k {r['k_sigma']:g}; threads "
              + ", ".join(f"{mode}: torch {t['torch']} blas {t['blas']}" for mode, t in r["threads"].items()),
              f"backbone only : {r['backbone_fps']:7.2f} fps  (p50 {r['backbone_p50_ms']:.1f} ms, "
              f"p99 {r['backbone_p99_ms']:.1f} ms)"]

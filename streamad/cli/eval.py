@@ -299,10 +299,10 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, engine="stream" if args.stream else "batch")
     if args.json and os.path.dirname(args.json) and not os.path.isdir(os.path.dirname(args.json)):
         raise UserError(f"cannot write --json {args.json}: folder {os.path.dirname(args.json)} does not exist")
-    if args.leave_one_out and (args.stream or args.method != "inreach"):
-        raise UserError("--leave-one-out applies to batch InReaCh only" + (
-            " (--leave-one-out applies to batch scoring, not --stream)" if args.stream
-            else f" (--leave-one-out applies to --method inreach, not {args.method})"))
+    if args.leave_one_out and args.stream:
+        raise UserError("--leave-one-out applies to batch scoring, not --stream")
+    if args.leave_one_out and args.method != "inreach":
+        raise UserError(f"--leave-one-out applies to --method inreach, not {args.method}")
     if args.stream:
         refuse_batch_only(config)
         if args.method != "inreach":

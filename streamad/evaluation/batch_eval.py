@@ -19,7 +19,8 @@ from streamad.batch.image_detector import ImageAnomalyDetector
 from streamad.batch.inreach import InReaCh
 from streamad.config import HeatmapConfig, InReachConfig
 from streamad.errors import UserError
-from streamad.evaluation.datasets import Dataset, Sample, load_dataset, patch_truth, read_images, read_mask, training_stream
+from streamad.evaluation.datasets import (Dataset, Sample, load_dataset, patch_truth, read_images, read_mask,
+                                         training_positions, training_stream)
 from streamad.evaluation.metrics import auroc, filter_precision_recall, pixel_auroc_if_labelled
 from streamad.vision.features import PatchFeatureExtractor
 from streamad.vision.positional import rotate
@@ -164,9 +165,9 @@ def evaluate(data_dir: str, method: str = "inreach", corrupt: int = 0, seed: int
     if leave_one_out and not isinstance(detector, InReaCh):
         raise UserError(f"leave-one-out scoring is InReaCh's (InReaCh.predict(..., leave_out=...)), not {method}'s")
     start = time.perf_counter()
+    positions = training_positions(dataset.test, order)
     if leave_one_out:
-        position = {s.path: i for i, s in enumerate(order)}
-        prediction = detector.predict(test_images, leave_out=[position.get(s.path, -1) for s in dataset.test])
+        prediction = detector.predict(test_images, leave_out=positions)
     else:
         prediction = detector.predict(test_images)
     predict_seconds = (time.perf_counter() - start) / len(test_images)
@@ -182,9 +183,8 @@ def evaluate(data_dir: str, method: str = "inreach", corrupt: int = 0, seed: int
         **image_and_pixel_auroc(prediction.scores, prediction.heatmaps, labels, masks, missing, crop),
         "fit_seconds": fit_seconds, "predict_seconds_per_image": predict_seconds,
     }
-    in_training = {s.path for s in added}
     result.update(held_out_auroc(prediction.scores, prediction.heatmaps, labels, masks, missing, crop,
-                                 np.array([s.path in in_training for s in dataset.test])))
+                                 positions >= 0))
     inreach = isinstance(detector, InReaCh)
     angles = detector.train_angles_ if inreach and detector.aligned_ else None
     result.update(filter_quality(getattr(detector.model, "nominal_mask_", None),

@@ -203,6 +203,18 @@ def read_corrupt_list(path: str) -> list[str]:
     return entries
 
 
+def training_positions(test: Sequence[Sample], order: Sequence[Sample]) -> np.ndarray:
+    """(M,) int64: each test sample's position in the training ``order``, -1 when it is not a training
+    sample (the corruption protocol adds test images to training; they stay in the test set).
+
+        >>> a, b, c = (Sample(p, 1, "cut", None) for p in ("a", "b", "c"))
+        >>> training_positions([a, b, c], [Sample("g", 0, "good", None), c, a]).tolist()
+        [2, -1, 1]
+    """
+    position = {s.path: i for i, s in enumerate(order)}
+    return np.array([position.get(s.path, -1) for s in test], np.int64)
+
+
 def training_stream(dataset: Dataset, corrupt: int, seed: int,
                     chosen: list[str] | None = None) -> tuple[list[Sample], list[Sample]]:
     """The corruption protocol: ``corrupt`` randomly chosen anomalous test images join the training set;

@@ -23,7 +23,7 @@ from streamad.core.channels import nominal_mask
 from streamad.errors import UserError
 from streamad.evaluation.batch_eval import (NO_TRAIN_MASKS, held_out_auroc, image_and_pixel_auroc, masks_of_test_set,
                                            training_truth)
-from streamad.evaluation.datasets import load_dataset, training_stream
+from streamad.evaluation.datasets import load_dataset, training_positions, training_stream
 from streamad.evaluation.descriptor_cache import PreparedDescriptors, prepare_descriptors
 from streamad.evaluation.metrics import auroc, filter_precision_recall
 from streamad.index.hnsw import exact_knn
@@ -140,7 +140,7 @@ def evaluate_stream(data_dir: str, window: int | None = None, corrupt: int = 0, 
     """
     config = config or InReachConfig(seed=seed)
     dataset = load_dataset(data_dir)
-    order, added = training_stream(dataset, corrupt, seed, corrupt_list)
+    order, _ = training_stream(dataset, corrupt, seed, corrupt_list)
     stream_config = _stream_config(config, window, len(order), index, memory)
     detector = InReaCh(config, progress=progress)
     prep = prepare_descriptors(detector, dataset, order, progress, cache)
@@ -154,7 +154,7 @@ def evaluate_stream(data_dir: str, window: int | None = None, corrupt: int = 0, 
                    center_crop=crop, train=training_truth(order, size, crop, detector.grid, prep.train_angles if prep.aligned else None),
                    size=size, blur=config.heatmap.blur_sigma, test_angles=prep.test_angles,
                    score=(config.heatmap.image_score, config.heatmap.top_k),
-                   in_training=np.array([s.path in {a.path for a in added} for s in dataset.test]))
+                   in_training=training_positions(dataset.test, order) >= 0)
     result = {"dataset": data_dir, "method": "inreach", "mode": "stream", "corrupt": corrupt, "seed": seed,
               **_stream_result(config, stream_config, prep, replay, truth)}
     if exact_reference:
