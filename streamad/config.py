@@ -315,7 +315,7 @@ class ThreadConfig:
 
 
 DRIFT_DETECTORS = ("adwin", "page_hinkley", "kswin", "none")
-DECISION_RULES = ("trusted", "screened", "quantile")
+DECISION_RULES = ("auto", "trusted", "screened", "quantile")
 
 
 @dataclass(frozen=True)
@@ -326,7 +326,10 @@ class DecisionConfig:
     :func:`per_frame_rate` converts alarms per hour at a frame rate); None means ``1 - quantile``
     (``alpha`` is the rate in use). ``rule`` picks how the threshold follows from it:
 
-    - ``"trusted"`` (default): a conformal threshold over the last ``window`` scores of *trusted* frames:
+    - ``"auto"`` (default): the trusted rule where the channels trust a fair share of the admitted frames
+      (objects on a plain background), the screened rule where they do not (textures, busy scenes), chosen
+      by itself and reported (``FrameResult.calibration``; :class:`~streamad.stream.decisions.AutoDecisions`).
+    - ``"trusted"``: a conformal threshold over the last ``window`` scores of *trusted* frames:
       admitted frames whose ``trust_patches`` highest-scoring patches the channels kept as nominal.
       Defects do not enter it, so it holds at any defect rate; normal frames are flagged at rate
       ``alpha``. It exists once ``max(warmup, 1/alpha - 1)`` trusted scores are in (honest warm-up):
@@ -349,7 +352,7 @@ class DecisionConfig:
         ValueError: DecisionConfig.window must be >= 1/false_alarm_rate - 1 = 9999 (the trusted rule cannot resolve a rarer event from fewer calibration scores), got 1000
     """
 
-    rule: str = "trusted"
+    rule: str = "auto"
     false_alarm_rate: float | None = None
     quantile: float = 0.99
     window: int = 1000
@@ -373,7 +376,7 @@ class DecisionConfig:
                "in (0, 1] (the screen bound's tail share, as a fraction of the false alarm rate)")
         _check(c, "drift", self.drift in DRIFT_DETECTORS, self.drift, f"one of {DRIFT_DETECTORS}")
         _check(c, "drift_delta", 0.0 < float(self.drift_delta) < 1.0, self.drift_delta, "in (0, 1)")
-        if self.rule in ("trusted", "screened"):
+        if self.rule in ("auto", "trusted", "screened"):
             need = math.ceil(1.0 / self.alpha - 1.0 - 1e-9)
             what = "false_alarm_rate" if self.false_alarm_rate is not None else "(1 - quantile)"
             _check(c, "window", self.window >= need, self.window,

@@ -38,6 +38,10 @@ class FrameResult:
     anomalous when it is at most the configured false alarm rate (docs/alarms.md). None before any
     trusted score exists, and with the ``quantile`` rule. ``drift_change``: when ``drift`` is set, what
     changed and since when (:class:`DriftChange`).
+
+    ``calibration``: which rule's calibration gave the threshold this frame was judged by (``"trusted"``,
+    ``"screened"`` or ``"quantile"``), and ``calibration_frames`` on how many scores; None and 0 while
+    there is no threshold yet, so silence then means "not yet able to judge", not "normal".
     """
 
     index: int
@@ -54,6 +58,8 @@ class FrameResult:
     learned: tuple[int, ...] = ()
     p_value: float | None = None
     drift_change: DriftChange | None = None
+    calibration: str | None = None
+    calibration_frames: int = 0
 
 
 @dataclass(frozen=True)

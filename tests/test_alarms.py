@@ -151,7 +151,7 @@ def test_event_message_is_exact_and_round_trips() -> None:
     ev = AlarmEvent(3, 10, 14, 4, 101.0, 101.4, 13, 9.5, 0.002, 5.0, hm)
     parts = encode_event(ev, source="cam", seq=7, topic="line3")
     assert len(parts) == 3 and parts[0] == b"line3/event" and parts[2] == hm.astype("<f4").tobytes()
-    assert json.loads(parts[1]) == {"schema": 3, "type": "event", "seq": 7, "camera": "line3", "source": "cam", "event": 3, "start": 10,
+    assert json.loads(parts[1]) == {"schema": 4, "type": "event", "seq": 7, "camera": "line3", "source": "cam", "event": 3, "start": 10,
                                     "end": 14, "frames": 4, "start_time": 101.0, "end_time": 101.4,
                                     "peak_index": 13, "peak_score": 9.5, "peak_p_value": 0.002,
                                     "peak_threshold": 5.0, "heatmap_shape": [3, 4], "heatmap_dtype": "float32"}

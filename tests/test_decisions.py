@@ -79,7 +79,7 @@ def test_bad_values_are_named():
 
 
 def trusted(alpha: float = 0.01, **kw) -> ScoreDecisions:
-    return ScoreDecisions(DecisionConfig(false_alarm_rate=alpha, drift=kw.pop("drift", "none"), **kw), seed=1)
+    return ScoreDecisions(DecisionConfig(rule=kw.pop("rule", "trusted"), false_alarm_rate=alpha, drift=kw.pop("drift", "none"), **kw), seed=1)
 
 
 def feed(dec: ScoreDecisions, scores, trust=lambda s: True) -> list:
@@ -183,7 +183,7 @@ def test_a_burst_of_untrusted_defects_is_not_drift() -> None:
 def test_trusted_state_round_trips_exactly_and_a_former_rule_state_restarts_the_calibration() -> None:
     rng = np.random.default_rng(5)
     scores = rng.gamma(4.0, 1.0, 700).tolist()
-    cfg = DecisionConfig(false_alarm_rate=0.02, window=300, drift="adwin")
+    cfg = DecisionConfig(rule="trusted", false_alarm_rate=0.02, window=300, drift="adwin")
     ref = ScoreDecisions(cfg)
     want = feed(ref, scores)
     dec = ScoreDecisions(cfg)
@@ -239,7 +239,7 @@ def test_a_stream_that_never_trusts_is_named_once_and_a_trusting_one_is_not() ->
     """The trusted rule on a texture where no frame is trusted has no threshold: say so, once."""
     import warnings
 
-    starved = ScoreDecisions(DecisionConfig(warmup=3))
+    starved = ScoreDecisions(DecisionConfig(rule="trusted", warmup=3))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(100):
@@ -247,10 +247,10 @@ def test_a_stream_that_never_trusts_is_named_once_and_a_trusting_one_is_not() ->
             starved.trust(1.0, False)
     assert starved.starved and starved.threshold is None
     assert [str(w.message).count("0 of 30 admitted frames") for w in caught] == [1]   # at the 30th, once
-    back = ScoreDecisions.from_state(starved.state_dict(), DecisionConfig(warmup=3))
+    back = ScoreDecisions.from_state(starved.state_dict(), DecisionConfig(rule="trusted", warmup=3))
     assert back.verdicts == 100 and back.starved
 
-    fed = ScoreDecisions(DecisionConfig(warmup=3))
+    fed = ScoreDecisions(DecisionConfig(rule="trusted", warmup=3))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for i in range(100):
@@ -343,3 +343,96 @@ def test_screened_state_round_trips_exactly() -> None:
     back = ScoreDecisions.from_state(state, cfg)
     got += [back.update(s, index=i) for i, s in enumerate(scores[400:], start=400)]
     assert got == want and back.calibration == ref.calibration and back.screen == ref.screen
+
+
+# -- the auto rule (the default): trusted where the channels vouch for a fair share, screened elsewhere -----
+
+from streamad.stream.decisions import AutoDecisions, make_decisions  # noqa: E402
+
+
+def auto(alpha: float = 0.01, **kw) -> AutoDecisions:
+    return AutoDecisions(DecisionConfig(rule="auto", false_alarm_rate=alpha, drift=kw.pop("drift", "none"), **kw),
+                         seed=1)
+
+
+def test_auto_is_the_default_rule_and_make_decisions_builds_it() -> None:
+    assert DecisionConfig().rule == "auto" and isinstance(make_decisions(DecisionConfig()), AutoDecisions)
+    with pytest.raises(ValueError, match="use AutoDecisions"):
+        ScoreDecisions(DecisionConfig(rule="auto"))
+
+
+def test_auto_on_a_texture_calibrates_by_the_screen_and_says_so_once() -> None:
+    rng = np.random.default_rng(0)
+    dec = auto(alpha=0.05, warmup=20)
+    normal = rng.gumbel(10.0, 1.0, 2000)
+    defects = rng.random(2000) < 0.2
+    scores = np.where(defects, normal + 15.0, normal)
+    first = None
+    with pytest.warns(RuntimeWarning, match="calibrated by the screened rule") as caught:
+        flagged = []
+        for i, s in enumerate(scores):
+            d = dec.update(float(s), index=i)
+            dec.trust(float(s), False)  # the channels never keep a texture frame's top patches
+            if d.threshold is not None and first is None:
+                first = i
+            flagged.append(d.anomalous)
+    assert len([w for w in caught if "screened rule" in str(w.message)]) == 1
+    assert dec.active == "screened" and 19 <= first < 40  # from its warm-up on, not after 300 verdicts
+    flagged = np.asarray(flagged)[200:]
+    assert flagged[~defects[200:]].mean() < 2 * 0.05 and flagged[defects[200:]].mean() > 0.9
+
+
+def test_auto_hands_over_to_the_trusted_calibration_once_it_can_give_the_configured_rate() -> None:
+    dec = auto(alpha=0.1, warmup=5)
+    actives = []
+    for i in range(40):
+        s = 1.0 + 0.01 * (i % 10)
+        dec.update(s, index=i)
+        dec.trust(s, True)
+        actives.append(dec.active)
+    # screened from its warm-up (5 scores) until the trusted set holds 1/alpha - 1 = 9 scores
+    assert actives[:4] == [None] * 4 and actives[4:8] == ["screened"] * 4 and actives[8:] == ["trusted"] * 32
+    for i in range(400):  # 40 % defects: never trusted, never move the trusted threshold
+        before = dec.threshold
+        defect = i % 5 < 2
+        s = 50.0 if defect else 1.0 + 0.01 * (i % 10)
+        assert dec.update(s).anomalous is defect
+        dec.trust(s, not defect)
+        assert dec.threshold == before or not defect
+        assert dec.active == "trusted"
+
+
+def test_auto_does_not_calibrate_on_a_biased_few_trusted_frames() -> None:
+    # a texture: the channels trust 5 % of frames, and only the lowest-scoring ones
+    dec = auto(alpha=0.01)
+    rng = np.random.default_rng(3)
+    for i in range(3000):
+        s = float(rng.normal(40.0, 3.0))
+        dec.update(s, index=i)
+        dec.trust(s, s < 35.0)
+    assert dec.trusted >= 99 and dec.trust_share < AutoDecisions.MIN_TRUST_SHARE
+    assert dec.active == "screened" and dec.threshold > 45.0  # a trusted threshold would sit near 35
+
+
+def test_auto_state_round_trips_exactly_and_other_rules_restart() -> None:
+    rng = np.random.default_rng(5)
+    dec = auto(alpha=0.05, warmup=10, drift="adwin")
+    for i in range(300):
+        s = float(rng.gumbel(5.0, 1.0))
+        dec.update(s, index=i)
+        dec.trust(s, i % 3 == 0)
+    state = dec.state_dict()
+    AutoDecisions.check_state(state)
+    back = AutoDecisions.from_state(state, dec.config, seed=1)
+    assert (back.active, back.calibration, back.threshold, back.trust_share) == \
+        (dec.active, dec.calibration, dec.threshold, dec.trust_share)
+    for i in range(300, 400):
+        s = float(rng.gumbel(5.3, 1.0))
+        assert back.update(s, index=i) == dec.update(s, index=i)
+        assert back.trust(s, i % 3 == 0) == dec.trust(s, i % 3 == 0)
+    broken = dict(state, trust_share=1.5)
+    from streamad.errors import StateError
+    with pytest.raises(StateError, match="trusted share"):
+        AutoDecisions.check_state(broken)
+    fresh = AutoDecisions.from_state(ScoreDecisions(DecisionConfig(rule="quantile")).state_dict(), dec.config)
+    assert fresh.active is None and fresh.calibration == 0

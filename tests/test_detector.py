@@ -228,3 +228,23 @@ def test_real_backbone_end_to_end():
     results = [det.process(scene(rng, defect=(i == 9))) for i in range(10)]
     assert results[-1].ready and results[-1].heatmap.shape == (48, 64)
     assert results[-1].score > max(r.score for r in results[4:9])
+
+
+def test_results_say_which_calibration_judged_them_and_on_how_many_scores():
+    cfg = StreamConfig(window=10, channels=ChannelConfig(seeds=2, min_span=2),
+                       decisions=DecisionConfig(false_alarm_rate=0.1, warmup=5, drift="none"))
+    det = StreamDetector(cfg, extractor=BlockMeans())
+    rng = np.random.default_rng(2)
+    results = [det.process(scene(rng)) for _ in range(60)]
+    warm = [r for r in results if r.threshold is None]
+    judged = [r for r in results if r.threshold is not None]
+    assert warm and judged and all(r.calibration is None and r.calibration_frames == 0 for r in warm)
+    assert {r.calibration for r in judged} <= {"screened", "trusted"}
+    assert judged[-1].calibration == det.decisions.active or judged[-1].calibration_frames > 0
+    counts = [r.calibration_frames for r in judged if r.calibration == judged[0].calibration]
+    assert counts[0] >= 5 and counts == sorted(counts)  # the calibration grows while the window fills it
+    quantile = StreamDetector(StreamConfig(window=10, channels=ChannelConfig(seeds=2, min_span=2),
+                                           decisions=DecisionConfig(rule="quantile", warmup=5, drift="none")),
+                              extractor=BlockMeans())
+    last = [quantile.process(scene(rng)) for _ in range(30)][-1]
+    assert last.calibration == "quantile" and last.calibration_frames >= 5

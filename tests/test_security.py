@@ -154,7 +154,7 @@ def test_on_the_wire_the_curve_stream_is_encrypted(keys: Path, curve: bool) -> N
         tap.close()
         pub.close()
     assert len(got) >= 10 and got[0].source == "secret-line-3"   # the subscriber read it through the relay
-    plaintext = b"secret-line-3" in tap.seen and b'"schema":3' in tap.seen
+    plaintext = b"secret-line-3" in tap.seen and b'"schema":4' in tap.seen
     assert plaintext is (not curve), f"{len(tap.seen)} bytes seen"
 
 

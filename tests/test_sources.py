@@ -322,7 +322,7 @@ def test_demo_defects_are_at_the_documented_frames_and_a_lower_rate_keeps_a_subs
     # the default, 5 %, is more than a rolling 0.99 quantile could take; the default (trusted) rule does
     from streamad.config import DecisionConfig
 
-    assert DemoConfig().defect_rate == 0.05 and DecisionConfig().rule == "trusted"
+    assert DemoConfig().defect_rate == 0.05 and DecisionConfig().rule == "auto"
     defects = [i for i in range(300) if DemoStream(DemoConfig()).sample(i).defect]
     assert defects == [7, 29, 38, 53, 66, 86, 119, 137, 162, 176, 203, 216, 220, 239, 265, 274, 298]  # as documented
     rare = DemoStream(DemoConfig(defect_rate=0.01))

@@ -73,7 +73,7 @@ def test_pub_sub_pair_delivers_and_decodes_every_frame() -> None:
     for m, r in zip(got, sent):
         assert (m.index, m.ready, m.anomalous, m.drift, m.admitted) == (r.index, r.ready, r.anomalous, r.drift,
                                                                           r.admitted)
-        assert m.timestamp == r.timestamp and m.source == "cam" and m.topic == "streamad" and m.schema == 3
+        assert m.timestamp == r.timestamp and m.source == "cam" and m.topic == "streamad" and m.schema == SCHEMA_VERSION
         assert m.camera == "streamad"
         assert m.score == r.score and m.threshold == r.threshold
         assert m.overlay is None and m.overlay_image() is None
@@ -112,7 +112,8 @@ def test_wire_format_is_exact() -> None:
     assert header == {"schema": SCHEMA_VERSION, "type": "frame", "seq": 4, "camera": "streamad", "index": 9, "timestamp": 100.9,
                       "source": "s", "score": 5.0, "threshold": 2.0, "p_value": 0.25, "anomalous": True,
                       "ready": True, "drift": False,
-                      "admitted": False, "heatmap_shape": [2, 3], "heatmap_dtype": "float32", "has_overlay": False}
+                      "admitted": False, "calibration": None, "calibration_frames": 0,
+                      "heatmap_shape": [2, 3], "heatmap_dtype": "float32", "has_overlay": False}
     assert parts[2] == hm.astype("<f4").tobytes()
     warm = encode(result(1, ready=False))
     assert json.loads(warm[1])["score"] is None and warm[2] == b"" and json.loads(warm[1])["heatmap_shape"] == [0, 0]
@@ -128,7 +129,10 @@ def test_wire_format_is_exact() -> None:
     (lambda p: [p[0], b"\xff\xfe not utf-8", p[2]], "not UTF-8 JSON"),
     (lambda p: [p[0], b"[1, 2]", p[2]], "no 'schema' field"),
     (lambda p: [p[0], b"{not json", p[2]], "not UTF-8 JSON"),
-    (lambda p: [p[0], p[1].replace(b'"schema":3', b'"schema":4'), p[2]], "schema 4, this streamad reads schemas 1, 2 and 3"),
+    (lambda p: [p[0], p[1].replace(b'"schema":4', b'"schema":5'), p[2]], "schema 5, this streamad reads schemas 1, 2, 3 and 4"),
+    (lambda p: [p[0], p[1].replace(b'"calibration":null', b'"calibration":"guess"'), p[2]], "'calibration' must be a rule"),
+    (lambda p: [p[0], p[1].replace(b'"calibration_frames":0', b'"calibration_frames":-1'), p[2]], "'calibration_frames' must be an int"),
+    (lambda p: [p[0], p[1].replace(b',"calibration_frames":0', b""), p[2]], "lacks the field 'calibration_frames'"),
     (lambda p: [p[0], p[1].replace(b'"camera":"streamad",', b""), p[2]], "lacks the field 'camera'"),
     (lambda p: [p[0], p[1].replace(b'"type":"frame"', b'"type":"alarm"'), p[2]], "'type' must be"),
     (lambda p: [p[0], p[1].replace(b'"type":"frame",', b""), p[2]], "lacks the field 'type'"),
@@ -292,3 +296,17 @@ def test_listen_skips_a_foreign_publisher_and_goes_on_with_the_others(capsys) ->
     assert len([line for line in captured.out.splitlines() if line.startswith("frame ")]) == 20
     assert captured.err.count(f"skipping malformed messages from {address}") == 1 and "schema 7" in captured.err
     assert f"malformed message(s) from {address}" in captured.err and pub.address not in captured.err
+
+
+def test_frame_messages_carry_which_calibration_judged_them_and_older_schemas_still_read() -> None:
+    judged = replace(result(9, heatmap=np.zeros((2, 3), np.float32)), calibration="screened", calibration_frames=120)
+    m = decode_message(encode(judged))
+    assert (m.schema, m.calibration, m.calibration_frames) == (4, "screened", 120)
+    warm = decode_message(encode(result(1, ready=False)))
+    assert (warm.calibration, warm.calibration_frames) == (None, 0)  # no threshold yet: not "normal"
+    parts = encode(judged)  # a schema-3 publisher's message: no calibration fields
+    header = json.loads(parts[1])
+    header["schema"] = 3
+    del header["calibration"], header["calibration_frames"]
+    old = decode_message([parts[0], json.dumps(header).encode(), parts[2]])
+    assert (old.schema, old.calibration, old.calibration_frames, old.score) == (3, None, 0, m.score)

@@ -1,14 +1,15 @@
 """Publish every frame's verdict, and every alarm event, over ZeroMQ (PUB), without ever blocking the engine.
 
-Wire format (schema 3; docs/live_io.md): three message types, told apart by the header's ``type``
+Wire format (schema 4; docs/live_io.md): three message types, told apart by the header's ``type``
 and by the topic. A **frame** message per frame, three parts, or four with an overlay::
 
     [0] topic    bytes: the camera's name (``streamad serve``), default b"streamad" (``streamad watch``);
                  subscribers filter on its prefix
     [1] header   UTF-8 JSON object:
-                 {"schema": 3, "type": "frame", "seq": int, "camera": str, "index": int, "timestamp": float,
+                 {"schema": 4, "type": "frame", "seq": int, "camera": str, "index": int, "timestamp": float,
                   "source": str, "score": float|null, "threshold": float|null, "p_value": float|null,
                   "anomalous": bool, "ready": bool, "drift": bool, "admitted": bool,
+                  "calibration": "trusted"|"screened"|"quantile"|null, "calibration_frames": int,
                   "heatmap_shape": [h, w], "heatmap_dtype": "float32", "has_overlay": bool}
     [2] heatmap  raw little-endian float32, C order (row by row), h*w*4 bytes; empty (and
                  heatmap_shape [0, 0]) when there is no heatmap (not ready)
@@ -19,7 +20,7 @@ when it closes, three parts, on the topic ``<topic>/event`` (so a subscriber to 
 only events)::
 
     [0] topic    bytes, b"streamad/event"
-    [1] header   {"schema": 3, "type": "event", "seq": int, "camera": str, "source": str, "event": int,
+    [1] header   {"schema": 4, "type": "event", "seq": int, "camera": str, "source": str, "event": int,
                   "start": int, "end": int, "frames": int, "start_time": float, "end_time": float,
                   "peak_index": int, "peak_score": float, "peak_p_value": float|null,
                   "peak_threshold": float|null, "heatmap_shape": [h, w], "heatmap_dtype": "float32"}
@@ -29,7 +30,7 @@ and, from ``streamad serve``, a **status** message per camera once a second, two
 ``_status/<camera>`` (a subscriber to ``_status`` gets every camera's)::
 
     [0] topic    bytes, b"_status/line3"
-    [1] header   {"schema": 3, "type": "status", "seq": int, "camera": str, "time": float, "state": str,
+    [1] header   {"schema": 4, "type": "status", "seq": int, "camera": str, "time": float, "state": str,
                   "frames": int, "fps": float, "lag_s": float|null, "dropped": int, "bad_frames": int,
                   "admissions_per_s": float, "nominal_patches": int|null, "score": float|null,
                   "threshold": float|null, "anomalous": int, "alarms": int, "reconnects": int,
@@ -38,7 +39,10 @@ and, from ``streamad serve``, a **status** message per camera once a second, two
 ``score`` and ``threshold`` are null while warming up (and a non-finite value is sent as null, so the
 header is strict JSON). ``seq`` numbers the messages of one type on one topic of one publisher (0, 1,
 2, ...): a gap at a subscriber means messages of that type were dropped on the way. ``camera`` names
-the camera (the topic of its frames). ``index`` is the detector's frame number. Schema 2 had no
+the camera (the topic of its frames). ``index`` is the detector's frame number. ``calibration``
+names the rule whose calibration gave the threshold (null while there is none: the frame could not be
+judged yet, which is not the same as normal) and ``calibration_frames`` how many scores it holds.
+Schema 3 had no ``calibration`` fields; schema 2 had no
 ``camera`` and no status message; schema 1 was the frame message without ``type`` and ``p_value``.
 
 Never blocking: the socket has a bounded send high-water mark (``hwm`` messages per subscriber),
@@ -81,7 +85,7 @@ from streamad.results import AlarmEvent, FrameResult
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 EVENT_SUFFIX = "/event"  # an event message's topic is the publisher's topic plus this
 STATUS_PREFIX = "_status"  # a status message's topic is this, "/" and the camera's name
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
@@ -165,6 +169,8 @@ def encode_message(result: FrameResult, *, source: str = "", seq: int = 0, topic
         "ready": bool(result.ready),
         "drift": bool(result.drift),
         "admitted": bool(result.admitted),
+        "calibration": None if result.calibration is None else str(result.calibration),
+        "calibration_frames": int(result.calibration_frames),
         "heatmap_shape": shape,
         "heatmap_dtype": HEATMAP_DTYPE,
         "has_overlay": bool(overlay_jpeg),

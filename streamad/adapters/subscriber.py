@@ -1,5 +1,5 @@
-"""Receive and decode the messages of :mod:`streamad.adapters.publisher` (wire format schema 3: frame,
-event and status messages; the schema-2 and schema-1 messages of an older publisher are read too).
+"""Receive and decode the messages of :mod:`streamad.adapters.publisher` (wire format schema 4: frame,
+event and status messages; the schema-3, -2 and -1 messages of an older publisher are read too).
 
     >>> from streamad.results import FrameResult
     >>> from streamad.adapters.publisher import encode_message
@@ -11,10 +11,10 @@ event and status messages; the schema-2 and schema-1 messages of an older publis
     >>> m.index, m.score, m.anomalous, m.heatmap.shape, m.overlay
     (7, 2.5, True, (4, 6), None)
     >>> try:
-    ...     decode_message([b"streamad", b'{"schema": 4}', b""])
+    ...     decode_message([b"streamad", b'{"schema": 5}', b""])
     ... except SchemaError as exc:
     ...     print(exc)
-    message has schema 4, this streamad reads schemas 1, 2 and 3: run the same streamad version on both ends
+    message has schema 5, this streamad reads schemas 1, 2, 3 and 4: run the same streamad version on both ends
 
 A :class:`Subscriber` may connect to several publishers (one socket each, so it knows which one sent
 what): ``receive_from`` gives the address with the message.
@@ -43,7 +43,7 @@ from streamad.adapters.publisher import (
     status_topic,
 )
 
-READABLE_SCHEMAS = (1, 2, SCHEMA_VERSION)
+READABLE_SCHEMAS = (1, 2, 3, SCHEMA_VERSION)
 
 
 class SchemaError(ValueError):
@@ -71,6 +71,8 @@ class FrameMessage:
     overlay: bytes | None
     p_value: float | None = None  # schema 2; None from a schema-1 publisher
     camera: str | None = None  # schema 3; None from an older publisher
+    calibration: str | None = None  # schema 4: the rule that gave the threshold; None without one (or older)
+    calibration_frames: int = 0  # schema 4: the scores that calibration holds
 
     type = "frame"
 
@@ -212,6 +214,9 @@ _FIELDS: dict[str, tuple[str, Any]] = {
 _FRAME_FIELDS_2 = {**_FIELDS, "p_value": _OPTIONAL_NUMBER}
 _CAMERA = ("a string", lambda v: isinstance(v, str))
 _FRAME_FIELDS_3 = {**_FRAME_FIELDS_2, "camera": _CAMERA}
+_FRAME_FIELDS_4 = {**_FRAME_FIELDS_3,
+                   "calibration": ("a rule name or null", lambda v: v is None or v in ("trusted", "screened", "quantile")),
+                   "calibration_frames": ("an int >= 0", lambda v: _is_int(v) and v >= 0)}
 _OPTIONAL_INT = ("an int or null", lambda v: v is None or _is_int(v))
 _STATUS_FIELDS: dict[str, tuple[str, Any]] = {
     "seq": ("an int", _is_int),
@@ -297,7 +302,8 @@ def decode_message(parts: Sequence[bytes]) -> FrameMessage | EventMessage | Stat
         raise SchemaError(f"a frame message has 3 or 4 parts (topic, header, heatmap[, overlay]), got {len(parts)}")
     if schema >= 2 and "type" not in header:
         raise SchemaError("message header lacks the field 'type'")
-    _check_fields(header, _FRAME_FIELDS_3 if schema >= 3 else _FRAME_FIELDS_2 if schema >= 2 else _FIELDS)
+    _check_fields(header, _FRAME_FIELDS_4 if schema >= 4 else _FRAME_FIELDS_3 if schema >= 3
+                  else _FRAME_FIELDS_2 if schema >= 2 else _FIELDS)
     heatmap = _heatmap(header, bytes(parts[2]))
     overlay = bytes(parts[3]) if len(parts) == 4 else None
     if header["has_overlay"] != bool(overlay):
@@ -310,7 +316,8 @@ def decode_message(parts: Sequence[bytes]) -> FrameMessage | EventMessage | Stat
         threshold=None if header["threshold"] is None else float(header["threshold"]),
         anomalous=header["anomalous"], ready=header["ready"], drift=header["drift"], admitted=header["admitted"],
         heatmap=heatmap, overlay=overlay, p_value=None if header.get("p_value") is None else float(header["p_value"]),
-        camera=header.get("camera"))
+        camera=header.get("camera"), calibration=header.get("calibration"),
+        calibration_frames=int(header.get("calibration_frames", 0)))
 
 
 class Subscriber:

@@ -2,12 +2,13 @@
 
 For each --rates value the built-in demo stream (--frames frames of --size pixels, --seed) is
 rendered and its descriptors extracted once; the streaming engine (--preset, synchronous learning, so
-the run is deterministic) then processes them once per rule: "trusted" (the threshold learned from
-frames whose top patches the channels kept) and "quantile" (the former rolling quantile of every
-score), both at --false-alarm-rate. Reported per rate and rule: clean and defect score levels, the
+the run is deterministic) then processes them once per rule: "auto" (the default: the threshold
+learned from frames whose top patches the channels kept where they trust a fair share of frames,
+else from every score less those a robust screen puts outside normal) and "quantile" (the former
+rolling quantile of every score), both at --false-alarm-rate; "trusted" and "screened" on request. Reported per rate and rule: clean and defect score levels, the
 threshold at the end, the first frame with a threshold, detection and false alarm rates over the
 frames judged, and alarm events; then the targets of docs/alarms.md, and other calibration designs
-replayed on the trusted runs' records. Writes Markdown (--out) and JSON (--json).
+replayed on the first auto or trusted run's records. Writes Markdown (--out) and JSON (--json).
 
 examples:
   streamad eval-alarms --out docs/alarms_demo.md --json out/alarms_demo.json
@@ -46,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=tuple(PRESETS), default="fast", help="engine preset (default fast)")
     p.add_argument("--false-alarm-rate", type=float, default=0.01, metavar="A",
                    help="accepted false alarm rate per frame, for every rule (default 0.01)")
-    p.add_argument("--rules", default="trusted,quantile", help="comma-separated: trusted, screened, quantile (default trusted,quantile)")
+    p.add_argument("--rules", default="auto,quantile",
+                   help="comma-separated: auto (the default rule), trusted, screened, quantile (default auto,quantile)")
     p.add_argument("--cache", metavar="DIR", default=None, help="keep each rate's descriptors in DIR and reuse them")
     p.add_argument("--out", metavar="FILE.md", default=None, help="write the tables as Markdown")
     p.add_argument("--json", metavar="FILE", default=None, help="write the rows as JSON")

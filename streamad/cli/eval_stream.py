@@ -6,13 +6,15 @@ manifest (for mtd/magnetic_tile: mtd/manifest.csv, whose runs exp1..exp6 grow br
 stream run:
 
   stream-W          the streaming engine with a W-frame window (one per --windows value): every frame is
-                    scored, then admitted; threshold = the trusted rule (learned from frames whose top
-                    patches the channels kept; docs/alarms.md) at false alarm rate 1 - --quantile
-  stream-W+quantile the same engine with the former rule: the --quantile quantile of recent scores
+                    scored, then admitted; threshold = the default rule, auto (learned from frames whose
+                    top patches the channels kept where they trust a fair share of frames, else from every
+                    score less those a robust screen puts outside normal; docs/alarms.md) at false alarm
+                    rate 1 - --quantile
+  stream-W+RULE     the same engine with another --rules rule (quantile: the former rolling quantile)
   static-inreach    batch InReaCh fitted on the first run only
   static-patchcore  PatchCore fitted on the first run only
   static-X+RULE     a static model's scores judged by the engine's rule (from its first frame not fitted
-                    on; +trusted takes the first stream-W engine's trust verdicts): what the window buys
+                    on; +auto and +trusted take the first stream-W engine's verdicts): what the window buys
                     apart from what the threshold rule buys
 
 The static models are fitted on the first run less its last --calibration share, and their fixed
@@ -76,9 +78,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated: stream (one per --windows), static-inreach, static-patchcore (default all)")
     p.add_argument("--windows", type=_windows, default=[64, 128], metavar="W,W",
                    help="window sizes of the streaming engine (default 64,128)")
-    p.add_argument("--rules", default="trusted,quantile",
-                   help="the engine's decision rules, each run per window and applied to the static models: trusted, "
-                        "screened, quantile (default trusted,quantile)")
+    p.add_argument("--rules", default="auto,quantile",
+                   help="the engine's decision rules, each run per window and applied to the static models: auto (the "
+                        "default rule), trusted, screened, quantile (default auto,quantile)")
     p.add_argument("--quantile", type=float, default=0.99,
                    help="alarm quantile of recent scores (engine) / of calibration scores (static) (default 0.99)")
     p.add_argument("--warmup", type=int, default=30, metavar="N",

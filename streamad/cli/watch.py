@@ -89,8 +89,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--alarms-per-hour", type=float, default=None, metavar="N",
                    help="instead of --false-alarm-rate: false alarms per hour at the stream's frame rate (a video's, "
                         "the demo's 10, else --fps)")
-    g.add_argument("--rule", choices=("trusted", "screened", "quantile"), default=None,
-                   help="trusted (default): the threshold learns from frames whose top patches the channels keep; "
+    g.add_argument("--rule", choices=("auto", "trusted", "screened", "quantile"), default=None,
+                   help="auto (default): trusted where the channels vouch for a fair share of frames, screened "
+                        "elsewhere, chosen by itself (results say which); trusted: the threshold learns from frames "
+                        "whose top patches the channels keep; "
                         "screened: from every frame's score less those a robust screen puts outside normal (for "
                         "textures, where few patches find a channel); quantile: the former rolling quantile of every "
                         "score (flags about the rate of all frames, defects included)")

@@ -40,7 +40,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from streamad.config import ChannelConfig, DecisionConfig, HeatmapConfig, IndexConfig, StreamConfig
-from streamad.stream.decisions import ScoreDecisions, make_drift_detector
+from streamad.stream.decisions import make_decisions, make_drift_detector
 from streamad.stream.detector import StreamDetector
 from streamad.batch.image_detector import ImageAnomalyDetector
 from streamad.evaluation.descriptor_cache import PrecomputedDescriptors
@@ -154,7 +154,7 @@ def apply_rule(method: str, static: MethodTrace, decisions: DecisionConfig, star
         >>> out.thresholds, out.alarms
         ([None, None, 1.0, 2.0, 2.0], [False, False, True, True, False])
     """
-    dec = ScoreDecisions(decisions, seed=seed)
+    dec = make_decisions(decisions, seed=seed)
     kept = {int(i): int(top) for i, _, top in verdicts}
     thresholds: list[float | None] = []
     flags: list[bool] = []

@@ -29,19 +29,19 @@ from streamad.evaluation.stream_metrics import per_run_metrics
 from streamad.vision.heatmap import heatmap_from_patch_scores
 
 STATIC = ("static-inreach", "static-patchcore")
-RULES = ("trusted", "quantile")
+RULES = ("auto", "quantile")
 
 
 def method_name(base: str, rule: str | None) -> str:
-    """A row's name: the engine with the trusted rule is ``stream-W``, with another rule ``stream-W+RULE``; a
-    static model with its own fixed threshold is its name, with an engine rule ``NAME+RULE``.
+    """A row's name: the engine with the default rule (``auto``) is ``stream-W``, with another rule
+    ``stream-W+RULE``; a static model with its own fixed threshold is its name, with an engine rule ``NAME+RULE``.
 
-        >>> method_name("stream-64", "trusted"), method_name("stream-64", "quantile")
+        >>> method_name("stream-64", "auto"), method_name("stream-64", "quantile")
         ('stream-64', 'stream-64+quantile')
         >>> method_name("static-inreach", None), method_name("static-inreach", "trusted")
         ('static-inreach', 'static-inreach+trusted')
     """
-    if rule is None or (base.startswith("stream-") and rule == "trusted"):
+    if rule is None or (base.startswith("stream-") and rule == "auto"):
         return base
     return f"{base}+{rule}"
 
@@ -93,7 +93,7 @@ class DriftReport:
         return last_runs_check(self.traces, self.labels, self.frame_runs, list(self.settings.runs), last)
 
     def rule_check(self) -> list[str]:
-        """Per window, the trusted rule against the rolling quantile, run by run: detection and false alarm
+        """Per window, the default (auto), trusted and screened rules against the rolling quantile, run by run: detection and false alarm
         rates, at the same configured false alarm rate; see :func:`rules_check`."""
         return rules_check(self.rows, self.settings.windows, self.settings.defect_rate)
 
@@ -106,20 +106,22 @@ class DriftReport:
                  f"Static models: fitted on the first {self.fit_frames} frames of {runs[0]}, threshold = the "
                  f"{s.quantile} quantile of their scores on its last {self.calibration_frames} frames (held out). "
                  f"Their {runs[0]} row includes the frames they were fitted on.",
-                 f"Streaming engine: every frame scored, then admitted; `stream-W`: the trusted rule (a conformal "
-                 f"threshold at false alarm rate {1 - s.quantile:.3g} over the last {self.decisions.window} scores "
-                 "of frames whose top patches the channels kept, once enough are in; docs/alarms.md); "
+                 f"Streaming engine: every frame scored, then admitted; `stream-W`: the default rule, `auto` (a "
+                 f"conformal threshold at false alarm rate {1 - s.quantile:.3g} over the last {self.decisions.window} "
+                 "scores of the frames whose top patches the channels kept where they trust a fair share of frames, "
+                 "else of every frame's score less those a robust screen puts outside normal; docs/alarms.md); "
+                 "`stream-W+trusted` and `stream-W+screened`: one of the two calibrations alone; "
                  f"`stream-W+quantile`: the former rule, the {s.quantile} quantile of its last "
                  f"{self.decisions.window} scores (river), after {self.decisions.warmup} scores; frames before the "
                  "engine is ready count as not alarmed and are left out of its AUROCs.",
-                 f"Static models with the engine's rule (`+quantile`, `+trusted`): their scores judged by that rule "
+                 f"Static models with the engine's rule (`+auto`, `+quantile`, ...): their scores judged by that rule "
                  f"from the first frame they were not fitted on (their {runs[0]} row counts the fitted frames as not "
-                 f"alarmed); `+trusted` takes its trusted frames from the verdicts of the stream-"
+                 f"alarmed); `+auto` and `+trusted` take the channels' verdicts from the stream-"
                  f"{s.windows[0]} engine's channels. These rows separate what the window buys from what the "
                  "threshold rule buys."]
         rules = self.rule_check()
         if rules:
-            notes += ["", "The trusted rule against the rolling quantile, at the same configured false alarm rate "
+            notes += ["", "The engine's rules against the rolling quantile, at the same configured false alarm rate "
                       "(per run: defects found, false alarms):"] + rules
         check = self.target()
         if check:
@@ -215,14 +217,15 @@ def _static_with_rules(traces: list[MethodTrace], settings: DriftSettings, rules
                        start: int) -> list[MethodTrace]:
     """Every static model's scores judged by each engine rule too (:func:`~streamad.evaluation.drift_eval.apply_rule`),
     from frame ``start`` (the first not fitted on); the trusted rule takes the first trusted engine's verdicts."""
-    engine = next((tr for tr in traces if tr.method.startswith("stream-") and tr.info.get("rule") == "trusted"), None)
+    engine = next((tr for tr in traces if tr.method.startswith("stream-") and tr.info.get("rule") in ("auto", "trusted")),
+                  None)
     out = []
     for tr in [t for t in traces if t.method in STATIC]:
         for rule, dc in rules.items():
-            if rule == "trusted" and engine is None:
+            if rule in ("auto", "trusted") and engine is None:
                 continue
             out.append(apply_rule(method_name(tr.method, rule), tr, dc, start,
-                                  engine.verdicts if engine is not None and rule == "trusted" else ()))
+                                  engine.verdicts if engine is not None and rule in ("auto", "trusted") else ()))
     return out
 
 
@@ -233,7 +236,7 @@ def rules_check(rows: list[dict[str, Any]], windows: tuple[int, ...], defect_rat
     by = {(r["run"], r["method"]): r for r in rows}
     runs = list(dict.fromkeys(r["run"] for r in rows))
     out = []
-    for w, new in ((w, m) for w in windows for m in (f"stream-{w}", f"stream-{w}+screened")):
+    for w, new in ((w, m) for w in windows for m in (f"stream-{w}", f"stream-{w}+trusted", f"stream-{w}+screened")):
         old = f"stream-{w}+quantile"
         if not all((run, m) in by for run in runs for m in (new, old)):
             continue

@@ -49,7 +49,7 @@ judged by. With ``"trusted"`` the caller reports each admitted frame's verdict w
     >>> round(d.threshold, 2), d.anomalous, d.drift
     (1.08, True, False)
 
-    >>> dec = ScoreDecisions(DecisionConfig(false_alarm_rate=0.1, warmup=5, drift="none"))
+    >>> dec = ScoreDecisions(DecisionConfig(rule="trusted", false_alarm_rate=0.1, warmup=5, drift="none"))
     >>> for i in range(9):                       # judged, then trusted: 9 calibration scores 1.0 .. 1.8
     ...     _ = dec.update(1.0 + 0.1 * i); _ = dec.trust(1.0 + 0.1 * i, True)
     >>> d = dec.update(5.0)                      # ceil(10 * 0.9) = 9th smallest: 1.8
@@ -216,7 +216,10 @@ class ScoreDecisions:
     STARVED_AFTER = 10  # x warmup verdicts with fewer than warmup trusted: the rule cannot calibrate here
 
     def __init__(self, config: DecisionConfig | None = None, seed: int = 0) -> None:
-        self.config = config or DecisionConfig()
+        self.config = config or DecisionConfig(rule="trusted")
+        if self.config.rule == "auto":
+            raise ValueError("ScoreDecisions runs one rule: for DecisionConfig(rule='auto') use AutoDecisions "
+                             "(make_decisions(config) picks the class)")
         self.alpha = self.config.alpha
         self.trusting = self.config.rule == "trusted"
         self.screening = self.config.rule == "screened"
@@ -332,6 +335,11 @@ class ScoreDecisions:
         return np.sort(self._history[self._ring(self.calibration)])
 
     @property
+    def active(self) -> str | None:
+        """The rule whose calibration gives the threshold now (this one's name), None while there is none."""
+        return None if self.threshold is None else self.config.rule
+
+    @property
     def screen(self) -> float:
         """The screened rule's bound (:func:`screen_bound` of the recent scores): scores above it do not
         calibrate; infinite for the other rules."""
@@ -438,7 +446,7 @@ class ScoreDecisions:
         nothing is flagged. It happens on textures where few patches find a channel (the drifting MTD
         stream: none of its 999 frames had its 5 highest-scoring patches kept); a warning says so once.
 
-            >>> dec = ScoreDecisions(DecisionConfig(warmup=2))
+            >>> dec = ScoreDecisions(DecisionConfig(rule="trusted", warmup=2))
             >>> _ = [dec.trust(1.0, False) for _ in range(19)]
             >>> dec.starved
             False
@@ -512,3 +520,213 @@ class ScoreDecisions:
         return DriftChange(since=None if index < 0 else index, since_time=None if math.isnan(when) else when,
                            before=float(np.median(before)) if len(before) else float(np.median(after)),
                            after=float(np.median(after)), frames=int(len(after)))
+
+
+class AutoDecisions:
+    """The ``auto`` rule (the default): the trusted rule where the channels can vouch for frames, the
+    screened rule where they cannot, chosen by itself, frame by frame, and said so.
+
+    Both calibrations run side by side on every frame (a :class:`ScoreDecisions` for each). The
+    channels' verdict is a fair sample of normal frames only where they trust a good share of them: on an
+    object on a plain background they keep nearly every normal patch, and whether they kept a frame's top
+    patches does not depend on how high it scored; on a texture they keep a quarter of the patches and
+    almost never a frame's highest-scoring ones, so the few frames they trust are the lowest-scoring
+    normal ones (measured on the drifting MTD stream, docs/alarms.md "One rule for every scene"), and
+    a threshold from them would flag normal frames far above the accepted rate. So the trusted
+    calibration decides when it holds enough scores for the configured rate (``needed``) **and** the
+    share of admitted frames the channels trust (an average over the last ``TRUST_MEMORY`` verdicts) is
+    at least ``MIN_TRUST_SHARE``; otherwise the screened calibration does, from its ``warmup``-th score on.
+    :attr:`active` names the calibration in use (None while neither can give a threshold) and
+    :attr:`calibration` how many scores it holds; a stream whose channels trust too few frames to ever
+    calibrate on them is told once (a ``RuntimeWarning``) that the screened rule judges it.
+
+        >>> from streamad.config import DecisionConfig
+        >>> dec = AutoDecisions(DecisionConfig(false_alarm_rate=0.1, warmup=5, drift="none"))
+        >>> for i in range(12):                   # a texture: every score judged, no frame trusted
+        ...     _ = dec.update(1.0 + 0.01 * i); _ = dec.trust(1.0 + 0.01 * i, False)
+        >>> dec.active, dec.calibration, round(dec.threshold, 2)
+        ('screened', 12, 1.11)
+        >>> for i in range(12):                   # the channels trust every frame from now on
+        ...     _ = dec.update(2.0 + 0.01 * i); _ = dec.trust(2.0 + 0.01 * i, True)
+        >>> dec.active, dec.calibration, round(dec.threshold, 2)
+        ('trusted', 12, 2.11)
+    """
+
+    MIN_TRUST_SHARE = 0.2  # the channels must trust at least this share of admitted frames to calibrate
+    TRUST_MEMORY = 300  # verdicts the trusted share averages over (exponentially)
+    PARTS = ("trusted", "screened")
+
+    def __init__(self, config: DecisionConfig | None = None, seed: int = 0) -> None:
+        from dataclasses import replace
+
+        self.config = config or DecisionConfig(rule="auto")
+        self.alpha = self.config.alpha
+        self.trusting, self.screening = True, False  # it wants the channels' verdicts
+        self.parts = {name: ScoreDecisions(replace(self.config, rule=name), seed=seed) for name in self.PARTS}
+        self.parts["trusted"]._warned_starved = True  # starvation is this rule's to report (as a fallback)
+        self.trust_share = 0.0  # exponential average of the verdicts (1 trusted, 0 not)
+        self.last_verdicts: list[tuple[int, float, int]] = []
+        self._warned = False
+
+    # ------------------------------------------------------------------ which calibration decides
+    @property
+    def active(self) -> str | None:
+        """``"trusted"`` or ``"screened"``: the calibration that gives the threshold now; None while neither can."""
+        trusted = self.parts["trusted"]
+        if trusted.calibration >= trusted.needed and self.trust_share >= self.MIN_TRUST_SHARE:
+            return "trusted"
+        return "screened" if self.parts["screened"].threshold is not None else None
+
+    def _decider(self) -> ScoreDecisions:
+        return self.parts[self.active or "screened"]
+
+    @property
+    def count(self) -> int:
+        return self.parts["screened"].count
+
+    @property
+    def drifts(self) -> int:
+        return self.parts["trusted"].drifts + self.parts["screened"].drifts
+
+    @property
+    def trusted(self) -> int:
+        return self.parts["trusted"].trusted
+
+    @property
+    def verdicts(self) -> int:
+        return self.parts["trusted"].verdicts
+
+    @property
+    def fed(self) -> int:
+        return self._decider().fed
+
+    @property
+    def calibration(self) -> int:
+        """Scores the active calibration holds (0 while there is none)."""
+        return 0 if self.active is None else self._decider().calibration
+
+    def calibration_scores(self) -> np.ndarray:
+        return self._decider().calibration_scores() if self.active else np.zeros(0)
+
+    @property
+    def needed(self) -> int:
+        return self.parts["trusted"].needed
+
+    @property
+    def screen(self) -> float:
+        return self.parts["screened"].screen
+
+    @property
+    def threshold(self) -> float | None:
+        return self._decider().threshold if self.active else None
+
+    @property
+    def false_alarm_bound(self) -> float | None:
+        return self._decider().false_alarm_bound if self.active else None
+
+    @property
+    def starved(self) -> bool:
+        """True once the channels have had ``STARVED_AFTER x warmup`` verdicts and trust too few frames to
+        calibrate on (the screened calibration judges this stream)."""
+        return (self.verdicts >= ScoreDecisions.STARVED_AFTER * self.config.warmup
+                and self.trust_share < self.MIN_TRUST_SHARE)
+
+    def starved_message(self) -> str:
+        return (f"the channels trusted {self.trusted} of {self.verdicts} admitted frames (recently "
+                f"{100 * self.trust_share:.0f} %, fewer than the {100 * self.MIN_TRUST_SHARE:.0f} % a fair "
+                "sample of normal frames needs): on this scene (a texture, or a busy one) the alarm threshold is "
+                "calibrated by the screened rule instead, on every judged frame's score less those a robust "
+                "screen puts outside normal (docs/alarms.md); FrameResult.calibration says which rule decides")
+
+    def history(self) -> np.ndarray:
+        return self._decider().history()
+
+    def p_value(self, score: float) -> float | None:
+        return self._decider().p_value(score) if self.active else None
+
+    # ------------------------------------------------------------------ decisions
+    def peek(self, score: float) -> Decision:
+        if self.active is None:
+            return Decision(None, False, False, None)
+        return self._decider().peek(score)
+
+    def update(self, score: float, index: int | None = None, timestamp: float | None = None) -> Decision:
+        """Judge ``score`` by the active calibration, then let both learn from it as their rules say."""
+        active = self.active
+        decision = self.peek(score)
+        self.parts["trusted"].update(score, index, timestamp)  # counts only: trusted scores come by trust()
+        screened = self.parts["screened"].update(score, index, timestamp)
+        if active == "screened" and screened.drift:
+            return decision._replace(drift=True, change=screened.change)
+        return decision
+
+    def trust(self, score: float, trusted: bool, index: int | None = None,
+              timestamp: float | None = None) -> DriftChange | None:
+        """An admitted frame's verdict: the trusted calibration learns from it, and the trusted share moves."""
+        active = self.active
+        change = self.parts["trusted"].trust(score, trusted, index, timestamp)
+        n = min(self.verdicts, self.TRUST_MEMORY)
+        self.trust_share += (float(bool(trusted)) - self.trust_share) / max(1, n)
+        if self.starved and not self._warned:
+            self._warned = True
+            warnings.warn(self.starved_message(), RuntimeWarning, stacklevel=2)
+        return change if active == "trusted" else None
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Both calibrations' states (keys prefixed ``trusted_`` and ``screened_``) and the trusted share."""
+        out: dict[str, Any] = {"rule": "auto", "count": self.count, "drifts": self.drifts,
+                               "trust_share": float(self.trust_share)}
+        for name, part in self.parts.items():
+            out.update({f"{name}_{k}": v for k, v in part.state_dict().items()})
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], config: DecisionConfig, seed: int = 0) -> AutoDecisions:
+        """The rule ``state_dict`` described; a state saved under another rule starts afresh (as
+        :meth:`ScoreDecisions.from_state` does)."""
+        from dataclasses import replace
+
+        dec = cls(config, seed)
+        if state.get("rule") != "auto":
+            dec.parts["screened"].count = int(state.get("count", 0))
+            return dec
+        for name in cls.PARTS:
+            sub = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + "_")}
+            dec.parts[name] = ScoreDecisions.from_state(sub, replace(config, rule=name), seed=seed)
+        dec.parts["trusted"]._warned_starved = True
+        dec.trust_share = float(state["trust_share"])
+        dec._warned = dec.starved
+        return dec
+
+    @classmethod
+    def check_state(cls, state: dict[str, Any], where: StatePart | None = None) -> None:
+        """Refuse (:class:`~streamad.errors.StateError`) a state :meth:`from_state` cannot use."""
+        where = where or StatePart(".", "decisions")
+        if state.get("rule") != "auto":
+            ScoreDecisions.check_state(state, where)
+            return
+        where.scalars(state, {"trust_share": "num"})
+        if not 0.0 <= state["trust_share"] <= 1.0:
+            raise where.inconsistent(f"the trusted share {state['trust_share']!r} is not in [0, 1]")
+        for name in cls.PARTS:
+            sub = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + "_")}
+            if sub.get("rule") != name:
+                raise where.inconsistent(f"the auto rule's {name} calibration is missing")
+            ScoreDecisions.check_state(sub, where)
+
+
+def make_decisions(config: DecisionConfig, seed: int = 0) -> ScoreDecisions | AutoDecisions:
+    """The decisions object ``config.rule`` names.
+
+        >>> type(make_decisions(DecisionConfig())).__name__, type(make_decisions(DecisionConfig(rule="quantile"))).__name__
+        ('AutoDecisions', 'ScoreDecisions')
+    """
+    return AutoDecisions(config, seed) if config.rule == "auto" else ScoreDecisions(config, seed)
+
+
+def decisions_from_state(state: dict[str, Any], config: DecisionConfig,
+                         seed: int = 0) -> ScoreDecisions | AutoDecisions:
+    """:func:`make_decisions`'s object resumed from ``state``."""
+    cls = AutoDecisions if config.rule == "auto" else ScoreDecisions
+    return cls.from_state(state, config, seed)

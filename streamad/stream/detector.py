@@ -47,7 +47,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from streamad.config import ChannelConfig, StreamConfig
-from streamad.stream.decisions import ScoreDecisions, kept_top
+from streamad.stream.decisions import AutoDecisions, decisions_from_state, kept_top, make_decisions
 from streamad.vision.frames import FrameSizeWarning, as_rgb_uint8, resize_to
 from streamad.vision.heatmap import frame_scores, heatmap_from_patch_scores
 from streamad.core.incremental import IncrementalChannels
@@ -122,7 +122,7 @@ class StreamDetector:
         self.n_patches = self.grid[0] * self.grid[1]
         self._check_memory(self.config, self.n_patches, self._descriptor_dim(extractor))
         self.channels = IncrementalChannels(self.config.window, self.config.channels)
-        self.decisions = ScoreDecisions(self.config.decisions, seed=self.config.seed)
+        self.decisions = make_decisions(self.config.decisions, seed=self.config.seed)
         # Trust of admitted frames (decisions rule "trusted"): the admission (learner thread in background
         # mode) appends (frame id, kept-patch mask) to _trust_notes (a deque: thread-safe appends and pops);
         # the scorer pairs them with the scores it left in _pending_trust (scorer thread only).
@@ -250,7 +250,7 @@ class StreamDetector:
                 raise StateError(f"cannot resume from {directory}: it holds {index['dim']}-d descriptors, but the "
                                  f"extractor gives {int(ext_dim)}-d ones: use the extractor (features) it was saved "
                                  "with")
-        ScoreDecisions.check_state(decisions, where["decisions"])
+        AutoDecisions.check_state(decisions, where["decisions"])  # any rule's state
         memory, memory_index = parts.get("memory"), parts.get("memory_index")
         if (memory is None) != (memory_index is None):
             raise where["memory"].inconsistent("the long-term memory's bookkeeping and its index are not saved "
@@ -286,7 +286,7 @@ class StreamDetector:
         det.index = None if index is None else (IVFIndex if index.get("kind") == "ivf" else NominalIndex).from_state(
             index)
         det._window_full = det.channels.full
-        det.decisions = ScoreDecisions.from_state(parts["decisions"], config.decisions, seed=config.seed)
+        det.decisions = decisions_from_state(parts["decisions"], config.decisions, seed=config.seed)
         memory = parts.get("memory")
         det.memory = None if memory is None else LongTermMemory.from_state(memory, parts["memory_index"],
                                                                             config.memory)
@@ -371,7 +371,8 @@ class StreamDetector:
         index_no = self.frames_seen
         self.frames_seen += 1
         h, w = int(frame_shape[0]), int(frame_shape[1])
-        score = threshold = heat = patch = p_value = change = None
+        score = threshold = heat = patch = p_value = change = calibration = None
+        calibration_frames = 0
         anomalous = drift = judged = False
         t0 = time.perf_counter()
         patch = self._patch_scores(desc)
@@ -384,6 +385,7 @@ class StreamDetector:
             score = float(frame_scores(heat[None], patch[None], hc.image_score, hc.top_k)[0])
             timings["heatmap"] = _ms(t0)
             judged = learn and self._window_full
+            calibration, calibration_frames = self.decisions.active, self.decisions.calibration
             decision = self.decisions.update(score, index_no, now) if judged else self.decisions.peek(score)
             threshold, anomalous, drift, p_value, change = decision
         admitted = learn and self._due(now)
@@ -404,7 +406,9 @@ class StreamDetector:
             drift, change = True, trust_change
         return FrameResult(index=index_no, ready=ready, score=score, threshold=threshold, anomalous=bool(anomalous),
                            heatmap=heat, patch_scores=patch, drift=bool(drift), admitted=admitted, timestamp=now,
-                           timings=timings, learned=learned, p_value=p_value, drift_change=change)
+                           timings=timings, learned=learned, p_value=p_value, drift_change=change,
+                           calibration=calibration if threshold is not None else None,
+                           calibration_frames=int(calibration_frames) if threshold is not None else 0)
 
     # ------------------------------------------------------------------ trust (decisions rule "trusted")
     def _await_trust(self, frame_id: int, index_no: int, now: float, score: float, patch: np.ndarray) -> None:
@@ -415,7 +419,7 @@ class StreamDetector:
 
     def _note_kept(self, frame_id: int, added: np.ndarray) -> None:
         """Admission side (any thread): which patches of the admitted frame the channels kept as nominal."""
-        if self.config.decisions.rule != "trusted":
+        if not self.decisions.trusting:
             return
         added = np.asarray(added, np.int64)
         kept = np.zeros(self.n_patches, bool)

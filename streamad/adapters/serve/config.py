@@ -79,8 +79,8 @@ class CameraConfig:
     """One camera: its ``name`` (the ZeroMQ topic, the page's tile; letters, digits, ``_ . -``),
     ``source`` (as ``streamad watch SOURCE``), detector ``preset`` and ``overrides`` (nested
     ``StreamConfig`` fields), ``window``, admission policy (``admit_every``, ``admit_interval_s``),
-    ``learning`` (background or sync), alarms (``false_alarm_rate``, ``rule``, ``event_gap``,
-    ``event_min_frames``), an optional ``state`` folder (saved every ``save_every`` frames, 0: on exit
+    ``learning`` (background or sync), the long-term ``memory`` (patches beyond the window; 0 turns it
+    off), alarms (``false_alarm_rate``, ``rule``, ``event_gap``, ``event_min_frames``), an optional ``state`` folder (saved every ``save_every`` frames, 0: on exit
     only; ``state_reset`` moves an unusable one aside), ``max_frames`` and ``max_retries``."""
 
     name: str
@@ -91,6 +91,7 @@ class CameraConfig:
     admit_every: int | None = None
     admit_interval_s: float | None = None
     learning: str = "background"
+    memory: int | None = None
     false_alarm_rate: float | None = None
     rule: str | None = None
     event_gap: int | None = None
@@ -113,8 +114,10 @@ class CameraConfig:
         _need(c, "admit_every", _opt(_is_int)(self.admit_every), self.admit_every, "an int")
         _need(c, "admit_interval_s", _opt(_is_num)(self.admit_interval_s), self.admit_interval_s, "a number")
         _need(c, "learning", self.learning in LEARNING, self.learning, f"one of {', '.join(LEARNING)}")
+        _need(c, "memory", _opt(lambda v: _is_int(v) and v >= 0)(self.memory), self.memory,
+              "an int >= 0 (patches; 0: no long-term memory)")
         _need(c, "false_alarm_rate", _opt(_is_num)(self.false_alarm_rate), self.false_alarm_rate, "a number")
-        _need(c, "rule", _opt(lambda v: v in DECISION_RULES)(self.rule), self.rule, "trusted, screened or quantile")
+        _need(c, "rule", _opt(lambda v: v in DECISION_RULES)(self.rule), self.rule, "auto, trusted, screened or quantile")
         _need(c, "event_gap", _opt(_is_int)(self.event_gap), self.event_gap, "an int")
         _need(c, "event_min_frames", _opt(_is_int)(self.event_min_frames), self.event_min_frames, "an int")
         _need(c, "state", _opt(lambda v: isinstance(v, str) and v != "")(self.state), self.state, "a folder")
@@ -138,6 +141,8 @@ class CameraConfig:
                      if v is not None}
         if decisions:
             own["decisions"] = decisions
+        if self.memory is not None:
+            own["memory"] = {"capacity": self.memory}
         if device is not None:
             own["features"] = {"device": device}
         if threads:
