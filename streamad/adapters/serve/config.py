@@ -67,7 +67,13 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite number that fits a float (TOML allows integers of any length; 10 ** 400 does not fit)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
 
 
 def _opt(check: Any) -> Any:
@@ -373,4 +379,7 @@ def load_config(path: str | os.PathLike[str]) -> ServeConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(f"{path}: arrays or tables nested too deeply for the TOML reader: a streamad "
+                          "configuration nests at most three levels") from None
     return parse_config(data, text, path, os.path.dirname(os.path.abspath(path)))
