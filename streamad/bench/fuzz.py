@@ -687,16 +687,19 @@ class WebTarget(Target):
     def strategy(self) -> Any:
         st = _strategies()
         text = st.text(st.characters(codec="latin-1", exclude_characters="\r\n"), max_size=40)
-        methods = st.sampled_from(["GET", "GET", "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS",
-                                   "TRACE", "CONNECT", "get", "", "G\x00T"]) | text
+        methods = st.sampled_from(["GET", "GET", "GET", "GET", "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS",
+                                   "TRACE", "CONNECT", "get", "", "G\x00T"])
+        methods = st.one_of(methods, methods, methods, methods, text)  # mostly real methods
         routes = st.sampled_from(["/", "/index.html", "/status.json", "/frame/cam.jpg", "/frame/nope.jpg",
                                   "/frame/.jpg", "/frame/../../etc/passwd.jpg", "//status.json", "/../", "*",
                                   "http://127.0.0.1/status.json", "/frame/cam.jpg/", "/%2e%2e/%2fetc",
                                   "/frame/%00.jpg", "/" + "a" * 70_000, ""])
-        path = routes | routes.flatmap(lambda r: text.map(lambda t: r + t)) | text
+        word = st.text(st.characters(codec="latin-1", exclude_characters="\r\n \t\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0"),
+                       max_size=30)  # no whitespace: one word of the request line
+        path = st.one_of(routes, routes, routes, routes.flatmap(lambda r: word.map(lambda t: r + t)), word, text)
         token_query = st.sampled_from(["", "", f"token={WEB_TOKEN}", f"token={WEB_TOKEN}&token=x",
                                        f"token=x&token={WEB_TOKEN}", "token=", "token=%ff%fe", f"token={WEB_TOKEN}x",
-                                       f"TOKEN={WEB_TOKEN}", "token", "&&==", "i=5"]) | text
+                                       f"TOKEN={WEB_TOKEN}", "token", "&&==", "i=5"]) | word
         header_names = st.sampled_from(["Authorization", "Host", "Content-Length", "Transfer-Encoding", "Connection",
                                         "Expect", "Range", "Cookie", "X-" + "a" * 100]) | text
         header_values = st.sampled_from([f"Bearer {WEB_TOKEN}", "Bearer", "Bearer ", "bearer " + WEB_TOKEN,
@@ -704,7 +707,7 @@ class WebTarget(Target):
                                          "keep-alive", "100-continue", "bytes=0-1", "x" * 70_000]) | text
         headers = st.lists(st.tuples(header_names, header_values), max_size=6) | st.just(
             [("X-Many", "1")] * 120)
-        versions = st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/1.1", "HTTP/2.0", "HTTP/0.9", "HTTP/1.1x",
+        versions = st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/1.1", "HTTP/1.1", "HTTP/1.1", "HTTP/2.0", "HTTP/0.9", "HTTP/1.1x",
                                     "HTTP/a.b", "", "FTP/1.0"])
 
         @st.composite
@@ -716,15 +719,20 @@ class WebTarget(Target):
             return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
         raw = st.binary(max_size=200).map(lambda b: b + b"\r\n\r\n")
-        return st.one_of(request(), request(), request(), raw)
+        auth = f"?token={WEB_TOKEN}"
+        known = st.sampled_from([f"{m} {r} HTTP/1.1\r\nHost: x\r\n{h}\r\n".encode() for m in ("GET", "HEAD", "POST")
+                                 for r in ("/", f"/{auth}", f"/status.json{auth}", f"/frame/cam.jpg{auth}&i=5",
+                                           f"/frame/none.jpg{auth}", f"/nothing{auth}", "/status.json")
+                                 for h in ("", f"Authorization: Bearer {WEB_TOKEN}\r\n")])
+        return st.one_of(request(), request(), request(), known, raw)
 
     def _ask(self, data: bytes, timeout: float = 10.0) -> bytes:
         with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
             try:
                 sock.sendall(data)
                 sock.shutdown(socket.SHUT_WR)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the server answered (an error) and closed before reading everything
+            except OSError:  # broken pipe, reset, not connected: the server answered (an error) and closed
+                pass
             chunks = []
             try:
                 while True:
@@ -869,8 +877,11 @@ class ProcessTarget(Target):
             dtype = np.dtype(draw(st.sampled_from(EXOTIC_DTYPES)))
             return np.zeros(small(draw(shapes)), dtype)
 
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            matrix = np.matrix(np.zeros((16, 16), np.uint8))
         others = st.sampled_from([None, 0, 1.5, "frame", b"bytes", [], [[1, 2], [3]], {"a": 1}, (), _BadArray(),
-                                  np.matrix(np.zeros((16, 16), np.uint8)), memoryview(bytes(16 * 16 * 3)),
+                                  matrix, memoryview(bytes(16 * 16 * 3)),
                                   np.ma.masked_array(np.zeros((16, 16, 3), np.uint8)), float("nan"), object()])
         nested = st.lists(st.lists(st.integers(-2, 300), min_size=8, max_size=12), min_size=8, max_size=12)
         frames = st.one_of(numeric(), numeric(), numeric(), exotic(), others, nested)
