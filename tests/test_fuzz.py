@@ -163,3 +163,22 @@ def test_a_state_whose_pending_removals_are_not_in_the_index_is_refused(tmp_path
     with pytest.raises(StateError, match="pending_removed.npy .e.g. label 1000000000. are not in the nominal index"):
         StreamDetector.load(bad, extractor=det.extractor)   # loaded, then failed at the next admission (KeyError)
     StreamDetector.load(tmp_path / "state", extractor=det.extractor)
+
+
+def test_a_state_whose_seeds_left_the_window_is_refused(tmp_path: Path) -> None:
+    """The fuzz emptied channels.ids (and eligible) with a manifest that agreed: it loaded, then failed at
+    the next frame (KeyError: frame 24 is not in the window)."""
+    det = small_detector()
+    for i, frame in enumerate(demo_frames(30)):
+        det.process(frame, timestamp=float(i))
+    det.save(tmp_path / "state")
+    target = fuzz.StateTarget()
+    target.case = tmp_path / "state"
+    manifest = json.loads((target.case / "manifest.json").read_text())
+    for name, dtype in (("channels.ids", np.int64), ("channels.eligible", np.bool_)):
+        target._rewrite_array(manifest, name, np.zeros(0, dtype))
+    (target.case / "manifest.json").write_text(json.dumps(manifest))
+    from streamad.stream.detector import StreamDetector
+
+    with pytest.raises(StateError, match=r"seed frame \d+ \(channels.seed_frame.npy\) is not in the window"):
+        StreamDetector.load(target.case, extractor=det.extractor)

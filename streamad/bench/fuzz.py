@@ -245,7 +245,7 @@ class DecoderTarget(Target):
                 elif op in ("field", "delete_field", "schema", "heatmap") and len(parts) > 1:
                     try:
                         header = json.loads(parts[1])
-                    except ValueError:
+                    except (ValueError, RecursionError):  # an earlier step broke the header: leave it so
                         continue
                     if not isinstance(header, dict):
                         continue
@@ -273,7 +273,7 @@ class DecoderTarget(Target):
                         header = json.loads(parts[1])
                         header["heatmap_shape"] = [h, w]
                         parts[1] = json.dumps(header).encode()
-                    except (ValueError, TypeError):
+                    except (ValueError, TypeError, RecursionError):
                         pass
                     parts[2] = bytes(4 * h * w + draw(st.sampled_from([0, 0, 1, -1, 4])) if h * w else 0)
             return parts
@@ -575,7 +575,7 @@ class StateTarget(Target):
             try:
                 manifest = json.loads(mpath.read_text())
                 arrays = manifest["arrays"]
-            except (ValueError, OSError, KeyError, TypeError):
+            except (ValueError, OSError, KeyError, TypeError, RecursionError):
                 continue  # an earlier step broke the manifest: this one has nothing to edit
             if kind in ("edit", "drop_key"):
                 paths = self._paths(manifest)

@@ -277,6 +277,11 @@ class IncrementalChannels:
         if len(ids) > cap or not 0 <= head < cap or not np.array_equal(
                 state["frame"][(head + np.arange(len(ids))) % cap], ids):
             raise where.inconsistent("the window's frame ids do not match its ring buffer")
+        seeds = state["seed_frame"][state["seed_frame"] >= 0]
+        if not np.isin(seeds, ids).all():
+            gone = int(seeds[~np.isin(seeds, ids)][0])
+            raise where.inconsistent(f"seed frame {gone} (channels.seed_frame.npy) is not in the window "
+                                     "(channels.ids.npy)")
         return int(x.shape[2])
 
     def _grow_seed_capacity(self) -> None:
