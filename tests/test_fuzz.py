@@ -182,3 +182,19 @@ def test_a_state_whose_seeds_left_the_window_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(StateError, match=r"seed frame \d+ \(channels.seed_frame.npy\) is not in the window"):
         StreamDetector.load(target.case, extractor=det.extractor)
+
+
+def test_a_state_whose_counters_are_not_ints_is_refused(tmp_path: Path) -> None:
+    """The fuzz set channels.stats.trimmed_channels to a list: it loaded, then failed adding to it."""
+    det = small_detector()
+    for i, frame in enumerate(demo_frames(30)):
+        det.process(frame, timestamp=float(i))
+    det.save(tmp_path / "state")
+    path = tmp_path / "state" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["state"]["channels"]["stats"]["trimmed_channels"] = [[3, [4.8e-196], {}]]
+    path.write_text(json.dumps(manifest))
+    from streamad.stream.detector import StreamDetector
+
+    with pytest.raises(StateError, match=r"channels.stats.trimmed_channels is \[\[3, .*expected int"):
+        StreamDetector.load(tmp_path / "state", extractor=det.extractor)

@@ -50,7 +50,8 @@ from streamad.core.association import NO_PAIR, mutual_pairs_stack
 from streamad.core.channels import best_pair
 from streamad.core.trimming import trim_channel, trim_many
 from streamad.config import ChannelConfig
-from streamad.state_schema import StatePart
+from streamad.errors import StateError
+from streamad.state_schema import FIX, StatePart
 
 @dataclass(frozen=True)
 class NominalChanges:
@@ -258,6 +259,11 @@ class IncrementalChannels:
         """
         where = where or StatePart(".", "channels")
         where.scalars(state, cls.STATE_SCALARS)
+        for key in ("mutual_pairs", "trimmed_channels"):  # counters the engine adds to
+            value = state["stats"].get(key, ...)
+            if type(value) is not int:
+                raise StateError(f"{where.manifest}: channels.stats.{key} is "
+                                 f"{'missing' if value is ... else repr(value)}, expected int; {FIX}")
         if not state["allocated"]:
             return None
         x = where.array(state, "x", (-1, n_patches, -1), *cls.STATE_ARRAYS["x"][1])
