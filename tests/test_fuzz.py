@@ -55,6 +55,7 @@ def test_the_toml_fuzz_catches_a_reader_without_its_checks(tmp_path: Path) -> No
     assert tally.failures, tally.line()
 
 
+@pytest.mark.filterwarnings("ignore:Casting complex values")
 def test_the_state_fuzz_catches_a_loader_that_skips_the_checks(tmp_path: Path) -> None:
     from streamad.stream.detector import StreamDetector
     from streamad.stream.persistence import read_state
