@@ -28,8 +28,13 @@ def _int_at_least(value: Any, low: int) -> bool:
 
 
 def _finite_real(value: Any) -> bool:
-    """``value`` is a finite int or float (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """``value`` is a finite int or float (not a bool) that fits a float (10 ** 400 does not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _check_sections(cls: str, config: Any) -> None:
@@ -404,7 +409,7 @@ def per_frame_rate(alarms_per_hour: float, fps: float) -> float:
         ...
         ValueError: fps must be > 0 to turn alarms per hour into a per-frame rate, got 0
     """
-    if not (isinstance(fps, (int, float)) and fps > 0 and math.isfinite(fps)):
+    if not (_finite_real(fps) and fps > 0):
         raise ValueError(f"fps must be > 0 to turn alarms per hour into a per-frame rate, got {fps!r}")
     if not (isinstance(alarms_per_hour, (int, float)) and alarms_per_hour > 0):
         raise ValueError(f"alarms per hour must be > 0, got {alarms_per_hour!r}")

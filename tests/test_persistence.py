@@ -758,3 +758,93 @@ def test_watch_saves_the_state_on_sigterm(tmp_path: Path) -> None:
     frames = int(out.split("frames ", 1)[1].split()[0])
     assert 5 <= frames < 200
     assert StreamDetector.load(state, extractor=ToyImages()).frames_seen == frames
+
+
+# -- crash consistency: SIGKILL at random points of repeated saves --------------------------------------------
+
+CRASH_KILLS = 50
+
+
+def _saving_child(target: Path, log_fd: int) -> None:
+    """Resume the state in ``target`` (if any) and save after every frame, forever; before each save log
+    ``saving K FINGERPRINT`` and after it ``saved K`` (K: frames seen)."""
+    from streamad.bench.fuzz import small_detector, state_fingerprint
+
+    det = small_detector()
+    if persistence.has_state(target):
+        det = StreamDetector.load(target, extractor=det.extractor)
+    k = det.frames_seen
+    while True:
+        desc = np.random.default_rng(k).uniform(0.3, 0.6, (16, 3)).astype(np.float32)
+        det.process_descriptors(desc, timestamp=float(k))
+        k += 1
+        os.write(log_fd, f"saving {k} {state_fingerprint(det)}\n".encode())
+        det.save(target)
+        os.write(log_fd, f"saved {k}\n".encode())
+
+
+def _kill_saves(tmp_path: Path, kills: int) -> tuple[int, int, float]:
+    """Fork a child that saves after every frame (``_saving_child``), SIGKILL it after a random time
+    (seeded), check the directory, ``kills`` times: (kills inside a save, saves completed, seconds)."""
+    import random
+
+    from streamad.bench.fuzz import small_detector, state_fingerprint
+
+    rng = random.Random(27)
+    target = tmp_path / "state"
+    det = small_detector()
+    det.save(target)
+    saved = {state_fingerprint(StreamDetector.load(target, extractor=det.extractor))}  # every state ever written
+    last_complete, mid_save, t0 = 0, 0, time.monotonic()
+    for _ in range(kills):
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            try:
+                os.close(read_fd)
+                _saving_child(target, write_fd)
+            finally:
+                os._exit(1)
+        os.close(write_fd)
+        time.sleep(rng.uniform(0.03, 0.25))
+        os.kill(pid, signal.SIGKILL)
+        assert os.waitpid(pid, 0)[1] != 0
+        with os.fdopen(read_fd, "rb") as fh:
+            lines = fh.read().decode().splitlines()
+        for line in lines:
+            words = line.split()
+            if words[0] == "saving":
+                saved.add(words[2])
+            else:
+                last_complete = int(words[1])
+        mid_save += bool(lines) and lines[-1].startswith("saving")
+        back = StreamDetector.load(target, extractor=det.extractor)   # never a broken state
+        assert state_fingerprint(back) in saved, "the directory holds a state no save wrote"
+        assert back.frames_seen >= last_complete, "a completed save was lost"
+    return mid_save, last_complete, time.monotonic() - t0
+
+
+def test_sigkill_at_random_points_of_saves_always_leaves_the_old_or_the_new_state(tmp_path: Path) -> None:
+    """A child process saves a real detector's state to one directory after every frame and is killed
+    (SIGKILL) at a random moment (seeded), 50 times; after every kill the directory loads, and holds exactly
+    a state the child saved: the one being written or an earlier one, never older than the last save that
+    completed. Each child resumes from what the previous one left."""
+    mid_save, completed, elapsed = _kill_saves(tmp_path, CRASH_KILLS)
+    assert completed >= 10   # the children resumed and saved, again and again
+    assert mid_save >= 5, f"only {mid_save} of {CRASH_KILLS} kills landed inside a save"
+    print(f"{CRASH_KILLS} kills, {mid_save} inside a save, {completed} saves completed, {elapsed:.1f} s")
+
+
+def test_the_crash_test_catches_a_save_that_is_not_atomic(tmp_path: Path, monkeypatch) -> None:
+    """Proof that the test above can fail: a save that deletes the old state before moving the new one in
+    leaves, when killed between the two, nothing to load."""
+    import shutil
+
+    def careless_swap(tmp: Path, target: Path) -> None:
+        shutil.rmtree(target, ignore_errors=True)
+        time.sleep(0.1)   # the window a crash can hit
+        os.rename(tmp, target)
+
+    monkeypatch.setattr(persistence, "_swap_into_place", careless_swap)
+    with pytest.raises(StateError, match="no saved state"):
+        _kill_saves(tmp_path, 20)

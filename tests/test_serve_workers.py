@@ -197,9 +197,82 @@ def test_a_dead_worker_fails_each_of_its_cameras_once_then_reopens_them(tmp_path
     assert worker_processes() == [] and not alive(old)
 
 
+def test_a_stopped_worker_is_killed_within_the_request_timeout_and_its_camera_resumes(tmp_path: Path) -> None:
+    """A worker stopped with SIGSTOP (hung: alive, answering nothing) is noticed by its camera's next
+    request within ``request_timeout`` (+ one poll), killed with SIGKILL, and the request after that opens
+    the camera's detector in a fresh worker from its state folder."""
+    from streamad.adapters.serve.workers import POLL_S
+
+    frames = write_frames(tmp_path / "frames", n=6)
+    images = [f.image for f in FolderSource(frames)]
+    backbone = SharedBackbone(max_wait=0.0)
+    notes: list[str] = []
+    state = tmp_path / "state"
+    timeout = 1.5
+    with WorkerPool(1, request_timeout=timeout) as pool:
+        cam = pool.detector(DetectorSpec.of("a", SMALL_CONFIG, BlockMeans(), state=str(state)),
+                            backbone.client(BlockMeans()), notes.append)
+        for image in images[:4]:
+            cam.process(image)
+        cam.save(state)
+        old = cam.pid
+        os.kill(old, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(WorkerDied, match=r"did not answer a 'process' request within 1.5 s \(hung or stopped\)"):
+                cam.process(images[4])
+            noticed = time.monotonic() - t0
+        finally:
+            if alive(old):
+                os.kill(old, signal.SIGKILL)
+        assert timeout <= noticed <= timeout + POLL_S + 1.0, noticed
+        assert not alive(old)
+        result = cam.process(images[4])          # a fresh worker, the detector resumed from its state folder
+        assert result.index == 4 and cam.pid not in (None, old)
+        assert any("detector reopened in worker process 0" in n for n in notes), notes
+        print(f"stopped worker noticed and killed after {noticed:.2f} s (request timeout {timeout} s)")
+    backbone.stop()
+    assert worker_processes() == []
+
+
+def test_a_stopped_worker_in_a_fleet_restarts_its_camera_and_the_others_go_on(tmp_path: Path) -> None:
+    frames = write_frames(tmp_path / "frames", n=60)
+    notes: list[str] = []
+    backbone = SharedBackbone(max_wait=0.002)
+    with WorkerPool(2, request_timeout=1.0) as pool:
+        steady = remote_camera(pool, backbone, "steady", frames, SMALL_CONFIG, notes)
+        victim = remote_camera(pool, backbone, "victim", frames, SMALL_CONFIG, notes, max_frames=40,
+                               reopen=lambda: FolderSource(frames))
+        first = victim.detector.pid
+        got: list = []
+        steady.on_result = lambda f, r: got.append((r.index, r.score, r.threshold))
+        victim.on_result = (lambda f, r: os.kill(first, signal.SIGSTOP)
+                            if r.index == 9 and victim.detector.pid == first else None)
+        fleet = Fleet([steady, victim], backbone=backbone, status_every=0, on_event=notes.append, max_backoff=0.5)
+        done: list = []
+        runner = threading.Thread(target=lambda: done.append(fleet.run(signals=False)))
+        runner.start()
+        runner.join(60)
+        if alive(first):
+            os.kill(first, signal.SIGKILL)
+        assert not runner.is_alive(), "the fleet hangs on a stopped worker"
+        second = victim.detector.pid
+        for cam in (steady, victim):
+            cam.detector.close()
+            cam.source.close()
+    summary = {c.name: c for c in done[0].cameras}
+    assert got == reference_scores(frames)                     # the other camera: exactly its results alone
+    lost = summary["victim"]
+    assert lost.restarts == 1 and "did not answer" in lost.error and "SIGKILL" in lost.error, lost
+    assert lost.summary.frames == 40 and second not in (None, first)
+    assert worker_processes() == []
+
+
 @pytest.mark.parametrize("text, message", [
     ('[serve]\nworkers = -1\n[[cameras]]\nname = "a"\nsource = "demo"\n',
      "serve (line 2): key 'workers' must be an int in [0, 256]"),
+    ('[serve]\nworker_timeout_s = 0\n[[cameras]]\nname = "a"\nsource = "demo"\n',
+     "serve (line 2): key 'worker_timeout_s' must be a number of seconds in [1, 3600]"),
     ('[serve]\nworkers = "4"\n[[cameras]]\nname = "a"\nsource = "demo"\n', "key 'workers' must be an int"),
 ])
 def test_bad_workers_setting_names_the_key(tmp_path: Path, text: str, message: str) -> None:

@@ -44,6 +44,7 @@ from streamad.adapters.publisher import (
 )
 
 READABLE_SCHEMAS = (1, 2, 3, SCHEMA_VERSION)
+MAX_HEADER_BYTES = 65536  # a header is a few hundred bytes; a larger one is not a streamad message
 
 
 class SchemaError(ValueError):
@@ -188,7 +189,13 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+    """A finite JSON number that fits a float (an integer of 400 digits does not)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
 
 
 _OPTIONAL_NUMBER = ("a number or null", lambda v: v is None or _is_number(v))
@@ -277,15 +284,20 @@ def decode_message(parts: Sequence[bytes]) -> FrameMessage | EventMessage | Stat
         raise SchemaError(f"expected 2 to 4 message parts (topic, header[, heatmap[, overlay]]), got {len(parts)}: "
                           "is the address a streamad publisher?")
     topic_b, header_b = bytes(parts[0]), bytes(parts[1])
+    if len(header_b) > MAX_HEADER_BYTES:
+        raise SchemaError(f"message header has {len(header_b)} bytes, more than {MAX_HEADER_BYTES} (a streamad "
+                          "header has a few hundred): is the address a streamad publisher?")
     try:
         header = json.loads(header_b.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SchemaError(f"message header is not UTF-8 JSON ({exc.__class__.__name__}: {exc}): "
-                          "is the address a streamad publisher?") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: bad JSON, or an integer of more digits than Python converts; RecursionError: nesting
+        # deeper than the parser's stack
+        raise SchemaError(f"message header is not UTF-8 JSON that streamad can read ({exc.__class__.__name__}: "
+                          f"{str(exc)[:200]}): is the address a streamad publisher?") from None
     if not isinstance(header, dict) or "schema" not in header:
         raise SchemaError("message header has no 'schema' field: is the address a streamad publisher?")
     schema = header["schema"]
-    if schema not in READABLE_SCHEMAS or isinstance(schema, bool):
+    if not _is_int(schema) or schema not in READABLE_SCHEMAS:
         known = ", ".join(map(str, READABLE_SCHEMAS[:-1])) + f" and {READABLE_SCHEMAS[-1]}"
         raise SchemaError(f"message has schema {schema!r}, this streamad reads schemas {known}: run the same "
                           "streamad version on both ends")

@@ -10,6 +10,8 @@ them; ``streamad bench`` and ``streamad bench-engine`` are their command lines (
 - ``hnsw_recall``: recall@1 and query time of the HNSW index against exact search;
 - ``soak``: a long run on a wandering stream, memory and latency per interval, and a verdict;
 - ``alarms``: the alarm rules on the demo stream at several defect rates (``streamad eval-alarms``).
+- ``fuzz``: hypothesis fuzzing of every input edge (decoder, serve TOML, state loader, web page,
+  ``process``), counting inputs and failures (``python -m streamad.bench.fuzz``; needs hypothesis).
 
 This layer uses ``stream``, ``index``, ``core``, ``vision``, ``testing``, ``evaluation`` and ``adapters``;
 never ``streamad.cli``.

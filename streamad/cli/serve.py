@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         stack.callback(backbone.stop)
         pool = None
         if workers:
-            pool = WorkerPool(workers)
+            pool = WorkerPool(workers, request_timeout=config.worker_timeout_s)
             stack.callback(pool.close)  # after every camera's final save and close (the stack unwinds in reverse)
         extractors, cameras = Extractors(), []
         for cam in config.cameras:

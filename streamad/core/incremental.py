@@ -50,7 +50,8 @@ from streamad.core.association import NO_PAIR, mutual_pairs_stack
 from streamad.core.channels import best_pair
 from streamad.core.trimming import trim_channel, trim_many
 from streamad.config import ChannelConfig
-from streamad.state_schema import StatePart
+from streamad.errors import StateError
+from streamad.state_schema import FIX, StatePart
 
 @dataclass(frozen=True)
 class NominalChanges:
@@ -258,6 +259,11 @@ class IncrementalChannels:
         """
         where = where or StatePart(".", "channels")
         where.scalars(state, cls.STATE_SCALARS)
+        for key in ("mutual_pairs", "trimmed_channels"):  # counters the engine adds to
+            value = state["stats"].get(key, ...)
+            if type(value) is not int:
+                raise StateError(f"{where.manifest}: channels.stats.{key} is "
+                                 f"{'missing' if value is ... else repr(value)}, expected int; {FIX}")
         if not state["allocated"]:
             return None
         x = where.array(state, "x", (-1, n_patches, -1), *cls.STATE_ARRAYS["x"][1])
@@ -277,6 +283,11 @@ class IncrementalChannels:
         if len(ids) > cap or not 0 <= head < cap or not np.array_equal(
                 state["frame"][(head + np.arange(len(ids))) % cap], ids):
             raise where.inconsistent("the window's frame ids do not match its ring buffer")
+        seeds = state["seed_frame"][state["seed_frame"] >= 0]
+        if not np.isin(seeds, ids).all():
+            gone = int(seeds[~np.isin(seeds, ids)][0])
+            raise where.inconsistent(f"seed frame {gone} (channels.seed_frame.npy) is not in the window "
+                                     "(channels.ids.npy)")
         return int(x.shape[2])
 
     def _grow_seed_capacity(self) -> None:

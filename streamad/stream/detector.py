@@ -90,7 +90,7 @@ def _timestamp(value: object) -> float:
     """A caller's timestamp as float seconds; a clear error for anything not a finite number."""
     try:
         t = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except Exception:  # noqa: BLE001 - TypeError, ValueError, OverflowError (10 ** 400), an odd __float__
         t = float("nan")
     if not np.isfinite(t):
         raise ValueError(f"timestamp must be a finite number of seconds, got {value!r}: pass the frame's capture "
@@ -250,6 +250,17 @@ class StreamDetector:
                 raise StateError(f"cannot resume from {directory}: it holds {index['dim']}-d descriptors, but the "
                                  f"extractor gives {int(ext_dim)}-d ones: use the extractor (features) it was saved "
                                  "with")
+        pending = channels.get("pending_removed")
+        if isinstance(pending, np.ndarray) and len(pending):
+            # removals the window owes the index: each must be a label the index holds, or the next
+            # admission fails removing it
+            held = (np.zeros(0, np.int64) if index is None else index["labels"] if index.get("kind") == "ivf"
+                    else index["slot_of_labels"])
+            missing = np.setdiff1d(pending, held)
+            if len(missing):
+                raise where["channels"].inconsistent(
+                    f"{len(missing)} patch(es) in channels.pending_removed.npy (e.g. label {int(missing[0])}) are "
+                    "not in the nominal index it would remove them from")
         AutoDecisions.check_state(decisions, where["decisions"])  # any rule's state
         memory, memory_index = parts.get("memory"), parts.get("memory_index")
         if (memory is None) != (memory_index is None):
@@ -295,11 +306,13 @@ class StreamDetector:
     # ------------------------------------------------------------------ frames
     def process(self, frame: np.ndarray, timestamp: float | None = None) -> FrameResult:
         """Score ``frame`` (RGB uint8 H x W x 3), then admit it to the window if the policy says so."""
+        timestamp = None if timestamp is None else _timestamp(timestamp)  # refused before anything changes
         frame, desc, t_feat = self._features(frame)
         return self._process(desc, frame.shape[:2], timestamp, learn=True, timings={"features": t_feat})
 
     def score_one(self, frame: np.ndarray, timestamp: float | None = None) -> FrameResult:
         """Score ``frame`` without learning from it (nothing in the detector changes but the frame count)."""
+        timestamp = None if timestamp is None else _timestamp(timestamp)
         frame, desc, t_feat = self._features(frame)
         return self._process(desc, frame.shape[:2], timestamp, learn=False, timings={"features": t_feat})
 
@@ -312,9 +325,7 @@ class StreamDetector:
     def _features(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         frame = as_rgb_uint8(frame)
         size = (int(frame.shape[0]), int(frame.shape[1]))
-        if self.frame_size is None:
-            self.frame_size = size
-        elif size != self.frame_size:
+        if self.frame_size is not None and size != self.frame_size:
             if not self._warned_size:
                 self._warned_size = True
                 h, w = self.frame_size
@@ -326,8 +337,10 @@ class StreamDetector:
         t0 = time.perf_counter()
         out = np.asarray(self.extractor([frame]))
         t_feat = _ms(t0)
-        return frame, self._check_descriptors(out[0] if out.ndim == 3 and len(out) == 1 else out,
-                                              "the extractor's output"), t_feat
+        desc = self._check_descriptors(out[0] if out.ndim == 3 and len(out) == 1 else out, "the extractor's output")
+        if self.frame_size is None:  # the stream's size: kept only once the frame is accepted
+            self.frame_size = size
+        return frame, desc, t_feat
 
     # ------------------------------------------------------------------ descriptors
     def process_descriptors(self, descriptors: np.ndarray, frame_shape: tuple[int, int] | None = None,

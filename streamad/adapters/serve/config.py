@@ -6,6 +6,7 @@
     device = "cpu"                # the backbone's device for every camera (cpu, cuda, cuda:N, auto)
     batch_wait_ms = 5             # a batch waits at most this long for more cameras' frames
     workers = 0                   # detection in N worker processes (0: on threads of this process)
+    worker_timeout_s = 30         # a worker that answers no request for this long is killed and restarted
 
     [publisher]                   # optional: one ZeroMQ publisher for every camera (topic = camera name)
     address = "tcp://127.0.0.1:5556"
@@ -67,7 +68,13 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite number that fits a float (TOML allows integers of any length; 10 ** 400 does not fit)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
 
 
 def _opt(check: Any) -> Any:
@@ -171,7 +178,8 @@ class ServeConfig:
 
     ``device`` is the backbone's for every camera; a batch waits at most ``batch_wait_ms`` for more
     frames; ``workers`` worker processes hold the cameras' detectors (0: threads of the serve process,
-    :mod:`streamad.adapters.serve.workers`); ``status_every`` seconds between status messages (0:
+    :mod:`streamad.adapters.serve.workers`), and one that answers no request for ``worker_timeout_s``
+    seconds is killed and restarted; ``status_every`` seconds between status messages (0:
     none); ``torch_threads`` / ``blas_threads`` (0: automatic). ``publish`` is the ZeroMQ address
     (None: no publisher) with ``bind_any``, ``overlay_jpeg``, ``hwm`` and CURVE keys; ``http`` the
     page's address (None: no page), ``http_token_file`` the access token (required off loopback),
@@ -182,6 +190,7 @@ class ServeConfig:
     device: str | None = None
     batch_wait_ms: float = 5.0
     workers: int = 0
+    worker_timeout_s: float = 30.0
     status_every: float = 1.0
     torch_threads: int = 0
     blas_threads: int = 0
@@ -207,6 +216,8 @@ class ServeConfig:
               self.batch_wait_ms, "a number of milliseconds in [0, 1000]")
         _need(c, "workers", _is_int(self.workers) and 0 <= self.workers <= 256, self.workers,
               "an int in [0, 256] (0: detection on threads of the serve process)")
+        _need(c, "worker_timeout_s", _is_num(self.worker_timeout_s) and 1 <= self.worker_timeout_s <= 3600,
+              self.worker_timeout_s, "a number of seconds in [1, 3600] (a hung worker is killed after it)")
         _need(c, "status_every", _is_num(self.status_every) and self.status_every >= 0, self.status_every,
               "a number of seconds >= 0 (0: no status messages)")
         for name in ("torch_threads", "blas_threads"):
@@ -229,6 +240,7 @@ class ServeConfig:
 
 SECTIONS: dict[str, dict[str, str]] = {  # table -> {key in the file: ServeConfig field}
     "serve": {"device": "device", "batch_wait_ms": "batch_wait_ms", "workers": "workers",
+              "worker_timeout_s": "worker_timeout_s",
               "status_every": "status_every", "torch_threads": "torch_threads", "blas_threads": "blas_threads"},
     "publisher": {"address": "publish", "enabled": "", "bind_any": "bind_any", "overlay_jpeg": "overlay_jpeg",
                   "hwm": "hwm", "curve_server_key": "curve_server_key", "curve_clients": "curve_clients"},
@@ -378,4 +390,7 @@ def load_config(path: str | os.PathLike[str]) -> ServeConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(f"{path}: arrays or tables nested too deeply for the TOML reader: a streamad "
+                          "configuration nests at most three levels") from None
     return parse_config(data, text, path, os.path.dirname(os.path.abspath(path)))

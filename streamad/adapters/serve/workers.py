@@ -41,8 +41,12 @@ failure (back-off, reopen the source, run again). Every other camera of that wor
 way at its next request. The next request after that starts a fresh worker process (once per
 worker) and reopens the camera's detector there: from its state folder when it has one, else fresh.
 No request waits on a dead worker: the pipe is polled and the process checked every half second.
-(A worker that hangs without dying would hold its cameras; a second Ctrl-C then abandons them and
-:meth:`WorkerPool.close` kills it.) Requests are numbered, so the answer to one abandoned half-way
+A worker that hangs without dying (stopped with SIGSTOP, deadlocked, stuck in a call) answers no
+request: a request unanswered for ``request_timeout`` seconds (``[serve] worker_timeout_s``, default
+:data:`REQUEST_TIMEOUT_S`; opening a detector, which a fresh worker's imports and a large state's load
+may make slow, gets at least :data:`OPEN_TIMEOUT_S`) kills the worker (SIGKILL) and fails with :class:`WorkerDied`, so a hung
+worker is noticed within ``request_timeout + POLL_S`` seconds of its cameras' next request and then
+handled as a dead one (the other cameras of that worker wait on its lock meanwhile, no longer). Requests are numbered, so the answer to one abandoned half-way
 (a second Ctrl-C on the main thread) is skipped, never taken for the next one's.
 
 Worker processes start with ``spawn``, which imports the main module of the program again: a script
@@ -74,6 +78,8 @@ from streamad.vision.frames import FrameSizeWarning, as_rgb_uint8, resize_to
 EventSink = Callable[[str], None]
 TERM_GRACE_S = 10.0  # a worker that got SIGTERM serves this long more (the final saves), then quits
 POLL_S = 0.5         # how often a waiting request checks that its worker still lives
+REQUEST_TIMEOUT_S = 30.0  # a worker that answers no request for this long is taken as hung: killed, restarted
+OPEN_TIMEOUT_S = 120.0    # at least this long for "open": a fresh worker's imports and a large state's load
 
 
 class WorkerDied(RuntimeError):
@@ -240,8 +246,8 @@ class _Worker:
     """One worker process seen from the serve process: its pipe, the lock of a request, its generation
     (counts starts: a detector opened in an older one is gone)."""
 
-    def __init__(self, context: Any, number: int) -> None:
-        self.context, self.number = context, number
+    def __init__(self, context: Any, number: int, request_timeout: float = REQUEST_TIMEOUT_S) -> None:
+        self.context, self.number, self.request_timeout = context, number, request_timeout
         self.lock = threading.Lock()
         self.generation = 0
         self.process: Any = None
@@ -275,12 +281,17 @@ class _Worker:
         if self.dead is not None or self.conn is None:
             raise WorkerDied(self.dead or "the worker process is not running")
         self._seq += 1
+        limit = max(self.request_timeout, OPEN_TIMEOUT_S) if op == "open" else self.request_timeout
+        deadline = time.monotonic() + limit
         try:
             self.conn.send((self._seq, op, args))
             while True:
-                while not self.conn.poll(POLL_S):
+                while not self.conn.poll(min(POLL_S, max(0.0, deadline - time.monotonic()))):
                     if not self.process.is_alive():
                         raise EOFError
+                    if time.monotonic() >= deadline:
+                        self._hung(op, limit)
+                        raise WorkerDied(self.dead)
                 seq, status, value = self.conn.recv()
                 if seq == self._seq:
                     break
@@ -290,6 +301,16 @@ class _Worker:
         if status == "error":
             raise _rebuild(*value)
         return value
+
+    def _hung(self, op: str, limit: float) -> None:
+        """The worker answered nothing for ``request_timeout`` seconds (stopped, deadlocked, stuck): kill it
+        (SIGKILL reaches a stopped process too) so that the next request starts a fresh one."""
+        self.process.kill()
+        self.process.join(5.0)
+        self.dead = (f"worker process {self.number} (pid {self.process.pid}) did not answer a {op!r} request within "
+                     f"{limit:g} s (hung or stopped): killed it (SIGKILL)")
+        assert self.conn is not None
+        self.conn.close()
 
     def _died(self) -> None:
         self.process.join(2.0)
@@ -336,11 +357,15 @@ class WorkerPool:
     places a camera's detector on the next one (round robin). :meth:`close` (or the ``with`` block's
     end) stops them all; safe to call twice."""
 
-    def __init__(self, workers: int, *, context: str = "spawn") -> None:
+    def __init__(self, workers: int, *, context: str = "spawn", request_timeout: float = REQUEST_TIMEOUT_S) -> None:
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise ValueError(f"WorkerPool.workers must be an int >= 1, got {workers!r}")
+        if isinstance(request_timeout, bool) or not isinstance(request_timeout, (int, float)) or not (
+                0 < request_timeout < float("inf")):
+            raise ValueError(f"WorkerPool.request_timeout must be a number of seconds > 0, got {request_timeout!r}")
         ctx = get_context(context)
-        self.workers = [_Worker(ctx, k) for k in range(workers)]
+        self.request_timeout = float(request_timeout)
+        self.workers = [_Worker(ctx, k, self.request_timeout) for k in range(workers)]
         self._next = 0
         try:
             for w in self.workers:
