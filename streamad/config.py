@@ -479,6 +479,11 @@ class MemoryConfig:
         return self.capacity > 0
 
 
+# The streaming engine's defaults, chosen on the stream (docs/stream_defaults.md).
+STREAM_HEATMAP = HeatmapConfig(blur_sigma=8.0, image_score="top_mean", top_k=30)
+STREAM_MEMORY = MemoryConfig(capacity=60000)
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     """Everything the streaming detector needs (docs/DESIGN.md section 3).
@@ -488,7 +493,9 @@ class StreamConfig:
     passed since the last admitted one (every frame is scored). ``seed`` seeds all randomness.
     ``learn_in_background`` admits on a learner thread (scoring never waits; needs the ``ivf`` index),
     busy at most ``learner_duty`` of the time; ``threads`` is the thread budget (docs/DESIGN.md section 3).
-    ``memory`` is the long-term nominal memory beyond the window (off by default; :class:`MemoryConfig`).
+    ``memory`` is the long-term nominal memory beyond the window (:class:`MemoryConfig`; 60,000 patches by
+    default, ``MemoryConfig(capacity=0)`` turns it off). The defaults (blur 8, ``top_mean`` of the 30 highest
+    patch scores, ``zscore`` k = 3, the memory) were chosen on the stream by the rule of docs/stream_defaults.md.
 
         >>> StreamConfig(window=5)
         Traceback (most recent call last):
@@ -501,14 +508,14 @@ class StreamConfig:
     admit_interval_s: float | None = None
     features: FeatureConfig = field(default_factory=FeatureConfig)
     channels: ChannelConfig = field(default_factory=ChannelConfig)
-    heatmap: HeatmapConfig = field(default_factory=HeatmapConfig)
+    heatmap: HeatmapConfig = field(default_factory=lambda: STREAM_HEATMAP)
     index: IndexConfig = field(default_factory=lambda: IndexConfig(kind="ivf"))
     decisions: DecisionConfig = field(default_factory=DecisionConfig)
     seed: int = 0
     learn_in_background: bool = False
     learner_duty: float = 0.5
     threads: ThreadConfig = field(default_factory=ThreadConfig)
-    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    memory: MemoryConfig = field(default_factory=lambda: STREAM_MEMORY)
 
     def __post_init__(self) -> None:
         c = "StreamConfig"

@@ -41,7 +41,7 @@ def test_bench_with_memory_times_the_live_pass_with_a_filled_memory(bottle_dir, 
     assert 0 < r["memory_patches_at_start"] <= 5000  # the 10 frames that left the window were remembered
     assert "long-term memory:" in capsys.readouterr().out
     plain = tmp_path / "plain.json"
-    assert main(base + ["--json", str(plain)]) == 0
+    assert main(base + ["--memory", "0", "--json", str(plain)]) == 0  # 0: no memory (the default has one)
     assert "memory_patches_at_start" not in json.loads(plain.read_text())
 
 

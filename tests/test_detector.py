@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import streamad
-from streamad.config import ChannelConfig, DecisionConfig, FeatureConfig, IndexConfig, StreamConfig
+from streamad.config import ChannelConfig, DecisionConfig, FeatureConfig, HeatmapConfig, IndexConfig, StreamConfig
 from streamad.stream.detector import StreamDetector
 
-STAGES = {"features", "score", "heatmap", "associate", "trim", "index"}
+STAGES = {"features", "score", "heatmap", "associate", "trim", "index", "memory"}  # memory: once frames leave
 
 
 class BlockMeans:
@@ -41,7 +41,9 @@ def scene(rng: np.random.Generator, defect: bool = False, shape=(48, 64)) -> np.
 
 
 def config(**kw) -> StreamConfig:
+    # a 4x4 grid has 16 patches, fewer than top_mean's 30: the heatmap maximum is the image score here
     base = dict(window=12, channels=ChannelConfig(seeds=2, min_span=2, k_sigma=3.0, spread="zscore"),
+                heatmap=HeatmapConfig(image_score="max"),
                 decisions=DecisionConfig(rule="quantile", warmup=3, drift="none"))  # the trusted rule: test_alarms.py
     base.update(kw)
     return StreamConfig(**base)

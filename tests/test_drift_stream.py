@@ -164,7 +164,7 @@ def test_eval_stream_command_end_to_end(tmp_path):
     assert main(argv) == 0
     result = json.loads(js.read_text())
     methods = ["stream-6", "stream-6+quantile", "stream-9", "stream-9+quantile", "static-inreach", "static-patchcore",
-               "static-inreach+trusted", "static-inreach+quantile", "static-patchcore+trusted",
+               "static-inreach+auto", "static-inreach+quantile", "static-patchcore+auto",
                "static-patchcore+quantile"]
     assert [(r["run"], r["method"]) for r in result["runs"]] == [(run, m) for m in methods for run in ("exp1", "exp6")]
     for r in result["runs"]:
@@ -183,8 +183,8 @@ def test_eval_stream_command_end_to_end(tmp_path):
     assert st["scores"][0] is None and st["scores"][-1] is not None  # warm-up, then scores
     assert len(set(result["traces"]["static-inreach"]["thresholds"])) == 1  # fixed threshold
     assert len(set(t for t in st["thresholds"] if t is not None)) > 1  # the engine's moves
-    trusted = result["traces"]["stream-6"]
-    assert trusted["rule"] == "trusted" and trusted["trusted_frames"] >= 0   # (too few frames here to calibrate)
+    default = result["traces"]["stream-6"]
+    assert default["rule"] == "auto" and default["trusted_frames"] >= 0   # (too few frames here to calibrate)
     ruled = result["traces"]["static-inreach+quantile"]
     assert ruled["scores"] == result["traces"]["static-inreach"]["scores"]       # the same scores, another rule
     assert ruled["thresholds"][0] is None and len(set(t for t in ruled["thresholds"] if t is not None)) > 1
@@ -205,7 +205,7 @@ def test_eval_stream_with_long_term_memory_only_lowers_the_engine_scores(tmp_pat
             "--windows", "6", "--rules", "quantile", "--methods", "stream", "--seeds", "2", "--min-span", "2",
             "--image-size", "64", "--quantile", "0.9", "--warmup", "5", "--cache", str(tmp_path / "cache"), "--quiet"]
     traces = {}
-    for name, extra in (("plain", []), ("memory", ["--memory", "5000"])):
+    for name, extra in (("plain", ["--memory", "0"]), ("memory", ["--memory", "5000"])):
         assert main(base + extra + ["--json", str(tmp_path / f"{name}.json")]) == 0
         traces[name] = json.loads((tmp_path / f"{name}.json").read_text())["traces"]["stream-6+quantile"]
     assert "memory" not in traces["plain"]

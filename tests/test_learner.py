@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamad.config import ChannelConfig, DecisionConfig, IndexConfig, StreamConfig
+from streamad.config import ChannelConfig, DecisionConfig, IndexConfig, MemoryConfig, StreamConfig
 from streamad.index import ExactIndex, IVFIndex
 from streamad.stream.detector import StreamDetector
 from streamad.stream.learner import Learner, LearnerError
@@ -23,7 +23,8 @@ class Grid:
 
 def config(background: bool = True, **kw) -> StreamConfig:
     base = dict(window=10, channels=ChannelConfig(seeds=2, min_span=2), decisions=DecisionConfig(warmup=3, drift="none"),
-                index=IndexConfig(kind="ivf", exact_below=40, nprobe=1000), learn_in_background=background)
+                index=IndexConfig(kind="ivf", exact_below=40, nprobe=1000), learn_in_background=background,
+                memory=MemoryConfig(capacity=0))  # the window's index alone: the memory's order is tested below
     base.update(kw)
     return StreamConfig(**base)
 
@@ -235,3 +236,21 @@ def test_the_learner_rests_so_that_it_is_busy_at_most_its_duty():
     assert len(stamps) == 4 and (gaps >= 0.19).all(), gaps
     with pytest.raises(ValueError, match="Learner.duty"):
         Learner(admit, duty=0)
+
+
+def test_a_leaving_frame_is_remembered_before_the_window_index_lets_it_go():
+    """With a long-term memory, a query between the two publications of an admission finds the leaving
+    frame's trusted patches in the window or in the memory, never in neither: the memory absorbs them
+    before the window's index change is published (after the first eviction, which sets its scale)."""
+    det = StreamDetector(config(background=False, memory=MemoryConfig(capacity=500)), extractor=Grid())
+    order: list[str] = []
+    for f in frames(30):
+        det.process_descriptors(f)
+        if det.memory is not None and not order:  # the memory exists: watch the next admissions
+            memory, index = det.memory, det.index
+            absorb, apply = memory.absorb, index.apply
+            memory.absorb = lambda *a, **k: (order.append("memory"), absorb(*a, **k))[1]  # type: ignore
+            index.apply = lambda *a, **k: (order.append("window"), apply(*a, **k))[1]  # type: ignore
+            order.append("start")
+    pairs = [order[i:i + 2] for i in range(1, len(order), 2)]
+    assert len(pairs) > 5 and all(p == ["memory", "window"] for p in pairs), order

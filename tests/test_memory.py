@@ -35,9 +35,12 @@ def test_bad_memory_settings_name_the_field(kwargs, message):
         MemoryConfig(**kwargs)
 
 
-def test_memory_is_off_by_default():
-    assert not StreamConfig().memory.enabled
-    det = StreamDetector(_config(), extractor=Toy())
+def test_memory_is_on_by_default_and_off_with_capacity_0_or_the_lean_preset():
+    from streamad.stream.presets import stream_config
+
+    assert StreamConfig().memory.enabled and StreamConfig().memory.capacity == 60000
+    assert not stream_config("lean").memory.enabled
+    det = StreamDetector(_config(capacity=0), extractor=Toy())
     for frame in _scene(np.random.default_rng(0), 12):
         det.process_descriptors(frame, frame_shape=(32, 32))
     assert det.memory is None

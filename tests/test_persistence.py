@@ -22,7 +22,7 @@ import pytest
 from streamad import cli
 from streamad.index import graph_state as graph_io
 from streamad.stream import persistence
-from streamad.config import ChannelConfig, DecisionConfig, IndexConfig, StreamConfig
+from streamad.config import ChannelConfig, DecisionConfig, IndexConfig, MemoryConfig, StreamConfig
 from streamad.stream.decisions import ScoreDecisions
 from streamad.stream.detector import StreamDetector
 from streamad.stream.persistence import StateError
@@ -522,7 +522,7 @@ V1_ARRAYS = (["channels.ids", "channels.eligible", "channels.pending_removed"]
 def test_the_saved_layout_is_format_version_1(tmp_path: Path) -> None:
     """What format_version 1 holds, part by part and in order: a change here makes states saved before it
     unreadable, so it needs a new FORMAT_VERSION (or a reader that still accepts version 1)."""
-    det = StreamDetector(config(exact_below=0), extractor=Toy())
+    det = StreamDetector(config(exact_below=0, memory=MemoryConfig(capacity=0)), extractor=Toy())
     run(det, stream(12))
     manifest = persistence.read_manifest(det.save(tmp_path / "state"))
     assert persistence.FORMAT_VERSION == 1
@@ -540,7 +540,7 @@ def test_the_saved_layout_is_format_version_1(tmp_path: Path) -> None:
 
 def test_a_state_saved_before_the_memory_parts_existed_still_loads(tmp_path: Path) -> None:
     """Version-1 states written before the long-term memory could be saved have no memory parts."""
-    det = StreamDetector(config(exact_below=0), extractor=Toy())
+    det = StreamDetector(config(exact_below=0, memory=MemoryConfig(capacity=0)), extractor=Toy())
     run(det, stream(12))
     path = det.save(tmp_path / "state")
     manifest_path = path / "manifest.json"

@@ -317,7 +317,9 @@ def test_build_config_applies_preset_then_options(monkeypatch) -> None:
 
 def test_watch_memory_option_turns_on_the_long_term_memory() -> None:
     parser = cli.build_parser()
-    assert not watch_cmd.build_config(parser.parse_args(["watch", "demo"])).memory.enabled
+    assert watch_cmd.build_config(parser.parse_args(["watch", "demo"])).memory.capacity == 60000  # the default
+    assert not watch_cmd.build_config(parser.parse_args(["watch", "demo", "--memory", "0"])).memory.enabled
+    assert not watch_cmd.build_config(parser.parse_args(["watch", "demo", "--preset", "lean"])).memory.enabled
     cfg = watch_cmd.build_config(parser.parse_args(["watch", "demo", "--memory", "20000"]))
     assert cfg.memory.capacity == 20000 and cfg.memory.enabled
     assert watch_cmd.build_config(parser.parse_args(["watch", "demo", "--preset", "remember"])).memory.capacity == 60000

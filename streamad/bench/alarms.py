@@ -247,10 +247,11 @@ class AlarmReport:
     def row(self, rate: float, rule: str) -> dict[str, Any] | None:
         return next((r for r in self.rows if r["rate"] == rate and r["rule"] == rule), None)
 
-    def checks(self, rule: str = "auto") -> list[str]:
+    def checks(self, rule: str | None = None) -> list[str]:
         """The targets: the end threshold at every rate within 25 % of the clean stream's; detection at the
         highest rate at least 0.8 x that at the lowest non-zero rate; false alarms on the clean stream at
-        most twice the configured rate."""
+        most twice the configured rate. ``rule`` defaults to the first rule measured."""
+        rule = rule or self.settings.rules[0]
         out = []
         rates = sorted(self.settings.rates)
         base = self.row(0.0, rule) if 0.0 in rates else None

@@ -52,7 +52,7 @@ def demo_frames(n: int) -> list[np.ndarray]:
 def bench_config(*, window: int, device: str | None = None, backbone: str | None = None, weights: str | None = None,
                  exact_below: int | None = None, ef_construction: int | None = None, index: str | None = None,
                  nprobe: int | None = None, torch_threads: int | None = None,
-                 blas_threads: int | None = None, learner_duty: float | None = None, memory: int = 0,
+                 blas_threads: int | None = None, learner_duty: float | None = None, memory: int | None = None,
                  layers: tuple[str, ...] | None = None, aggregate: int | None = None, dim: int | None = None,
                  image_size: tuple[int, int] | None = None, blur: float | None = None,
                  k_sigma: float | None = None) -> Any:
@@ -79,7 +79,8 @@ def bench_config(*, window: int, device: str | None = None, backbone: str | None
             channels = replace(channels, device=device)
             index_config = replace(index_config, device=device)
         return StreamConfig(window=window, features=features, channels=channels, heatmap=heatmap, index=index_config,
-                            threads=threads, memory=MemoryConfig(capacity=memory),
+                            threads=threads,
+                            memory=base.memory if memory is None else MemoryConfig(capacity=memory),
                             **given(("learner_duty", learner_duty)))
     except ValueError as exc:
         raise UserError(str(exc)) from exc

@@ -63,9 +63,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blur", type=float, default=None, metavar="SIGMA", help="heatmap blur sigma (default 4)")
     p.add_argument("--k-sigma", type=float, default=None, metavar="K",
                    help="channel trimming k of the spread rule (default 3)")
-    p.add_argument("--memory", type=int, default=0, metavar="N",
-                   help="long-term memory beyond the window of at most N patches (default 0: none); the live pass "
-                        "then learns every frame once before timing, so the memory holds what left the window")
+    p.add_argument("--memory", type=int, default=None, metavar="N",
+                   help="long-term memory beyond the window of at most N patches (default: the engine's, 60000; 0: "
+                        "none); with a memory the live pass first learns every frame once, untimed, so the memory "
+                        "holds what left the window")
     p.add_argument("--modes", default="live,sync", help="passes after the backbone's: live, sync or both (default)")
     p.add_argument("--torch-threads", type=int, default=None, metavar="N", help="torch threads (0: automatic)")
     p.add_argument("--blas-threads", type=int, default=None, metavar="N", help="BLAS threads (0: automatic)")

@@ -219,9 +219,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_memory_arguments(g: Any) -> None:
     """The streaming engine's long-term memory options (``eval --stream``, ``eval-stream``, ``watch``)."""
-    g.add_argument("--memory", type=int, default=0, metavar="N",
-                   help="long-term nominal memory beyond the window: at most N patches (default 0: none; "
-                   "docs/quality.md)")
+    g.add_argument("--memory", type=int, default=None, metavar="N",
+                   help=f"long-term nominal memory beyond the window: at most N patches (default "
+                   f"{StreamConfig().memory.capacity}; 0: none; docs/stream_defaults.md)")
     g.add_argument("--memory-epsilon-ratio", type=float, default=1.0, metavar="R",
                    help="the memory's cover radius, times the median distance of the first leaving patches to the "
                    "window's nominal set (default 1)")
@@ -232,7 +232,8 @@ def add_memory_arguments(g: Any) -> None:
 def memory_from_args(args: argparse.Namespace) -> MemoryConfig:
     """The :class:`MemoryConfig` of ``--memory``, ``--memory-epsilon-ratio`` and ``--memory-max-age``."""
     try:
-        return MemoryConfig(capacity=args.memory, epsilon_ratio=args.memory_epsilon_ratio,
+        capacity = StreamConfig().memory.capacity if args.memory is None else args.memory
+        return MemoryConfig(capacity=capacity, epsilon_ratio=args.memory_epsilon_ratio,
                             max_age=args.memory_max_age)
     except ValueError as exc:
         raise UserError(f"--memory: {exc}") from exc
@@ -314,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
         if args.window is not None and args.window < 1:
             raise UserError(f"--window must be a positive number of frames, got {args.window}")
     else:
-        given = [o for o, v in (("--window", args.window), ("--check-batch", args.check_batch), ("--memory", args.memory),
+        given = [o for o, v in (("--window", args.window), ("--check-batch", args.check_batch), ("--memory", args.memory is not None),
                                 ("--exact-reference", args.exact_reference), ("--cache", args.cache)) if v]
         if given:
             raise UserError(f"{', '.join(given)} only apply with --stream")

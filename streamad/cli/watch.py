@@ -81,8 +81,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "cores), so that scorer and learner do not fight over the cores")
     g.add_argument("--memory", type=int, default=None, metavar="N",
                    help="long-term nominal memory beyond the window: at most N trusted patches of frames that left "
-                        "it (default 0: none; off by default, docs/quality.md says what it gains and costs); saved "
-                        "and resumed with --state")
+                        "it (default 60000; 0: none, as --preset lean; docs/stream_defaults.md says what it gains and "
+                        "costs); saved and resumed with --state")
     g = p.add_argument_group("alarms")
     g.add_argument("--false-alarm-rate", type=float, default=None, metavar="R",
                    help="share of normal frames you accept to see flagged (default 0.01); the threshold follows")

@@ -62,7 +62,7 @@ class DriftSettings:
     seed: int = 0
     manifest: str | None = None  # default: DATA_DIR/../manifest.csv
     cache: str | None = None
-    memory: MemoryConfig = field(default_factory=MemoryConfig)  # the engines' long-term memory (off by default)
+    memory: MemoryConfig = field(default_factory=lambda: StreamConfig().memory)  # the engines' long-term memory
 
 
 @dataclass

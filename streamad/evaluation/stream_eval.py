@@ -176,7 +176,8 @@ def _stream_config(config: InReachConfig, window: int | None, n: int, index: Ind
     w = min(int(window), whole) if window is not None else whole
     try:
         return StreamConfig(window=w, features=config.features, channels=ch, heatmap=config.heatmap,
-                            index=index or StreamConfig().index, seed=config.seed, memory=memory or MemoryConfig())
+                            index=index or StreamConfig().index, seed=config.seed,
+                            memory=StreamConfig().memory if memory is None else memory)
     except ValueError as exc:
         raise UserError(f"--window: {exc}") from exc
 

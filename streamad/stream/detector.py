@@ -508,6 +508,14 @@ class StreamDetector:
         changes = self.channels.drain_changes()
         self._note_kept(frame_id, changes.added)  # decisions hook: what the channels kept of this frame
         timings["trim"] = _ms(t0)
+        remembered = False
+        if leaving is not None and len(leaving) and self.memory is not None and self.memory.epsilon > 0:
+            # the memory takes the leaving frame's trusted patches BEFORE the window's index lets them go, so a
+            # query between the two publications finds them in one or the other, never in neither
+            t0 = time.perf_counter()
+            self._remember(leaving, frame_id, self.index)
+            timings["memory"] = _ms(t0)
+            remembered = True
         t0 = time.perf_counter()
         index = self.index
         if index is None:
@@ -520,7 +528,7 @@ class StreamDetector:
         self.index = index  # a new index is published only once it holds the first admission's patches
         self._window_full = self.channels.full
         timings["index"] = _ms(t0)
-        if leaving is not None and len(leaving):
+        if leaving is not None and len(leaving) and not remembered:  # the first eviction: it sets the memory's scale
             t0 = time.perf_counter()
             self._remember(leaving, frame_id, index)
             timings["memory"] = _ms(t0)

@@ -32,17 +32,20 @@ PRESETS: dict[str, dict[str, Any]] = {
              "channels": {"seeds": 5}},
     # finer heatmaps: 288x288 input, a 36x36 grid, 384-d descriptors (about 3x the default's work)
     "accurate": {"features": {"image_size": (288, 288), "grid": (36, 36), "dim": 384}},
-    # the defaults plus a long-term memory of 60,000 trusted patches beyond the window (docs/quality.md):
-    # closer to batch InReaCh on varied textures, at the cost of a second search per frame
+    # a long-term memory of 60,000 trusted patches beyond the window: the default since the stream's own
+    # measurements (docs/stream_defaults.md); the name stays for configurations that use it
     "remember": {"memory": {"capacity": 60000}},
+    # the window only, no long-term memory: one search per frame instead of two (faster; on textures it
+    # sees fewer normal looks: docs/stream_defaults.md)
+    "lean": {"memory": {"capacity": 0}},
 }
 
 DESCRIPTIONS: dict[str, str] = {
     "default": "the library defaults (224 px input, 28x28 grid, 256-d)",
     "fast": "smaller grid and fewer seeds for slow machines (160 px, 20x20, 128-d, 5 seeds)",
     "accurate": "finer grid for small defects, slower (288 px, 36x36, 384-d)",
-    "remember": "the defaults plus a long-term memory of 60,000 patches beyond the window (varied textures; "
-                "a second search per frame)",
+    "remember": "a long-term memory of 60,000 patches beyond the window (now the default)",
+    "lean": "the window only, no long-term memory: faster scoring, fewer normal looks on textures",
 }
 
 
