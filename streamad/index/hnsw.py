@@ -205,7 +205,12 @@ class HNSWIndex(BaseIndex):
                 return dist, self._slots.label_of_slot[live[rows]]
             assert self._hnsw is not None
             self._hnsw.set_ef(max(self.ef, int(k)))
-            slots, sq = self._hnsw.knn_query(q, k=int(k), num_threads=self.threads or -1)
+            try:
+                slots, sq = self._hnsw.knn_query(q, k=int(k), num_threads=self.threads or -1)
+            except RuntimeError:  # the graph search found fewer than k (k near len, many deleted): exact search
+                live = self._slots.live_slots()
+                dist, rows = exact_knn(self._slots.vectors[live], q, int(k))
+                return dist, self._slots.label_of_slot[live[rows]]
             return (np.sqrt(np.maximum(sq, 0.0)).astype(np.float32),
                     self._slots.label_of_slot[slots.astype(np.int64)])
 

@@ -257,7 +257,8 @@ class IVFIndex(BaseIndex):
     def _query_lists(self, state: _State, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Each query against the lists of its ``nprobe`` nearest centroids: one GEMM per probed list for
         all the queries that probe it. Ranks by ``|v|^2 - 2 q.v`` (``|q|^2`` is the same for all of a
-        query's candidates), then re-ranks the best candidates in float64."""
+        query's candidates), then re-ranks the best candidates in float64. A query whose probed lists hold
+        fewer than ``k`` vectors is answered by exact search."""
         assert state.centroids is not None
         m, nlist = len(q), len(state.centroids)
         nprobe = min(self.nprobe, nlist)
@@ -293,7 +294,12 @@ class IVFIndex(BaseIndex):
             cols = slots[:, None] * per + np.arange(take)[None, :]
             cand_d[qs[:, None], cols] = np.take_along_axis(part, top, axis=1)
             cand_i[qs[:, None], cols] = lo + top
-        return self._rerank(q, cand_d, cand_i, state.vectors, state.labels, k)
+        dist, labels = self._rerank(q, cand_d, cand_i, state.vectors, state.labels, k)
+        short = np.diff(state.bounds)[probes].sum(axis=1) < k  # its probed lists hold fewer than k vectors
+        if short.any():  # (a large k, or emptied lists): those queries are answered by exact search
+            d_short, rows = exact_knn(state.vectors, q[short], k, device=self.device)
+            dist[short], labels[short] = d_short, state.labels[rows]
+        return dist, labels
 
     @staticmethod
     def _rerank(q: np.ndarray, cand_d: np.ndarray, cand_i: np.ndarray, all_v: np.ndarray, all_l: np.ndarray,
