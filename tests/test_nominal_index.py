@@ -123,3 +123,17 @@ def test_same_seed_same_operations_same_answers():
 
     (d1, l1), (d2, l2) = run(), run()
     assert (l1 == l2).all() and (d1 == d2).all()
+
+
+def test_a_state_saved_before_index_kinds_existed_is_read_as_hnsw():
+    from streamad.index import check_index_state, index_from_state
+
+    idx = HNSWIndex(3, exact_below=0)
+    idx.add(np.arange(20), np.random.default_rng(0).normal(size=(20, 3)))
+    state = idx.state_dict()
+    del state["kind"]  # as format version 1 states were written
+    assert check_index_state(state) is HNSWIndex
+    back = index_from_state(state)
+    q = np.random.default_rng(1).normal(size=(5, 3))
+    for a, b in zip(back.query(q, 2), idx.query(q, 2)):
+        np.testing.assert_array_equal(a, b)

@@ -94,10 +94,13 @@ class HNSWIndex(BaseIndex):
             (True, [9], [[5.0]])
         """
         with self._lock:
+            slots = self._slots.state_dict()
+            # the order of format version 1 (docs/persistence.md); "kind" came later (absent: HNSW)
             state: dict[str, Any] = {
-                "kind": self.kind, "M": self.M, "ef_construction": self.ef_construction, "ef": self.ef,
+                "dim": slots.pop("dim"), "M": self.M, "ef_construction": self.ef_construction, "ef": self.ef,
                 "exact_below": self.exact_below, "seed": self.seed, "threads": self.threads,
-                "insert_threads": self.insert_threads, "graph": self._hnsw is not None, **self._slots.state_dict()}
+                "insert_threads": self.insert_threads, "capacity": slots.pop("capacity"), "used": slots.pop("used"),
+                "graph": self._hnsw is not None, "kind": self.kind, **slots}
             if self._hnsw is not None:
                 state.update({f"hnsw.{k}": v for k, v in graph_state(self._hnsw, self.seed).items()})
         return state
