@@ -173,10 +173,10 @@ def check_query(n: int, dim: int, vectors: Any, k: Any) -> np.ndarray:
     """The query ``vectors`` (m, dim) as float32 for an index of ``n`` vectors; ``ValueError`` for an empty
     index, a bad shape or a ``k`` outside ``[1, n]``.
 
-        >>> check_query(0, 2, np.zeros((1, 2)), 1)
+        >>> check_query(0, 2, np.zeros((1, 2)), 1)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: the nominal index is empty: nothing is known to be nominal yet, so there is no distance to report (wait until the detector is ready)
+        ValueError: the nominal index is empty: nothing is known to be nominal yet, ...
     """
     if n == 0:
         raise ValueError("the nominal index is empty: nothing is known to be nominal yet, so there is no "

@@ -131,6 +131,7 @@ class Slots:
         free = where.array(state, "free", (-1,), np.int64)
         keys = where.array(state, "slot_of_labels", (-1,), np.int64)
         vals = where.array(state, "slot_of_slots", (len(keys),), np.int64)
-        if (len(keys) != live.sum() or len(np.unique(vals)) != len(vals) or ((vals < 0) | (vals >= used)).any() or not live[vals].all()
-                or not np.array_equal(labels[vals], keys) or ((free < 0) | (free >= used)).any() or live[free].any()):
+        if (len(keys) != live.sum() or len(np.unique(vals)) != len(vals) or ((vals < 0) | (vals >= used)).any()
+                or not live[vals].all() or not np.array_equal(labels[vals], keys)
+                or ((free < 0) | (free >= used)).any() or live[free].any()):
             raise where.inconsistent("the nominal index's slot bookkeeping does not agree with itself")

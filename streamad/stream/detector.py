@@ -460,7 +460,7 @@ class StreamDetector:
         """Distances to the nearest nominal patch on the grid, or None while nothing is nominal.
 
         Reads ``self.index`` once: the index the learner publishes is complete, and each query reads one
-        consistent version of it (:class:`~streamad.index.ivf.IVFIndex`)."""
+        consistent version of it (the contract of :class:`~streamad.index.base.BaseIndex`)."""
         index = self.index
         if index is None or len(index) == 0:
             return None
