@@ -205,8 +205,9 @@ class IndexConfig:
     exact search on the W = 64 nominal sets of bottle and MTD, README "Live speed"), ``device`` a torch
     device for exact search below ``exact_below`` (exact: for every search). HNSW: ``M`` and
     ``ef_construction`` shape the graph (insertion cost grows with both), ``ef`` is the query breadth
-    (recall against speed), ``exact_below`` the size under which search is exact, ``threads`` the query threads (0: all cores). A static scene puts about ``window`` near-copies
-    of every patch in the index: graph quality then needs ``ef_construction`` or ``ef`` of that order
+    (recall against speed), ``exact_below`` the size under which search is exact, ``threads`` the
+    query threads (0: all cores). A static scene puts about ``window`` near-copies of every patch in
+    the index: graph quality then needs ``ef_construction`` or ``ef`` of that order
     (``streamad bench-engine --mode hnsw`` measures recall). The defaults (200, 256) give recall@1
     0.99 against exact search on the nominal set of MVTec bottle (167,101 patches), where (40, 128)
     gave 0.958 and batch's former (100, 64) 0.966, which cost 0.016 image AUROC (docs/streaming.md).
