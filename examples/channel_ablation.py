@@ -9,7 +9,7 @@ without coreset, no filtering): the ceiling these descriptors allow, and what In
     python examples/channel_ablation.py ../shared/data/mtd/magnetic_tile --corrupt 10 \\
         --seeds 10 20 --spread zscore:3 std:5 none --blur 4 8 12
 
-Every row uses the library's own code (``channels.associate``, ``trim_channel``, ``NominalIndex``,
+Every row uses the library's own code (``channels.associate``, ``trim_channel``, ``HNSWIndex``,
 ``heatmap_from_patch_scores``), so a row equals ``streamad eval`` with the same options.
 """
 
@@ -26,11 +26,11 @@ from streamad.evaluation.datasets import load_dataset, patch_truth, read_image, 
 from streamad.vision.features import PatchFeatureExtractor
 from streamad.vision.heatmap import heatmap_from_patch_scores
 from streamad.evaluation.metrics import auroc, filter_precision_recall, pixel_auroc
-from streamad.index.hnsw import NominalIndex
+from streamad.index.hnsw import HNSWIndex
 
 
 def nearest_distances(gallery: np.ndarray, queries: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    index = NominalIndex.from_config(gallery.shape[1], IndexConfig())
+    index = HNSWIndex.from_config(gallery.shape[1], IndexConfig())
     index.add(np.arange(len(gallery)), gallery)
     dist, _ = index.query(queries.reshape(-1, queries.shape[2]), k=1)
     return dist[:, 0].reshape(len(queries), *grid)

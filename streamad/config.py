@@ -189,22 +189,25 @@ class PositionalConfig:
         _check(c, "threshold", float(self.threshold) >= 0, self.threshold, ">= 0")
 
 
-INDEX_KINDS = ("hnsw", "ivf")
+INDEX_KINDS = ("exact", "hnsw", "ivf")
 
 
 @dataclass(frozen=True)
 class IndexConfig:
     """The nominal index (docs/DESIGN.md section 4): its kind, the exact-search size and each kind's parameters.
 
-    ``kind`` is ``"hnsw"`` (:class:`~streamad.index.hnsw.NominalIndex`, the batch models' default) or
+    ``kind`` is ``"hnsw"`` (:class:`~streamad.index.hnsw.HNSWIndex`, the batch models' default),
     ``"ivf"`` (:class:`~streamad.index.ivf.IVFIndex`, the streaming engine's: cheap to change, read as
-    atomic snapshots by a scorer while the learner changes it). IVF: ``nlist`` lists (0: about the
+    atomic snapshots by a scorer while the learner changes it) or ``"exact"``
+    (:class:`~streamad.index.exact.ExactIndex`, brute force: the reference, slow on large sets);
+    :func:`streamad.index.make_index` builds the one named. IVF: ``nlist`` lists (0: about the
     square root of the set's size), ``nprobe`` lists searched per query (32: recall@1 0.999 against
     exact search on the W = 64 nominal sets of bottle and MTD, README "Live speed"), ``device`` a torch
-    device for exact search below ``exact_below``. HNSW: ``M`` and ``ef_construction`` shape the graph (insertion cost grows with both), ``ef`` is the
-    query breadth (recall against speed), ``exact_below`` the size under which search is exact,
-    ``threads`` the query threads (0: all cores). A static scene puts about ``window`` near-copies
-    of every patch in the index: graph quality then needs ``ef_construction`` or ``ef`` of that order
+    device for exact search below ``exact_below`` (exact: for every search). HNSW: ``M`` and
+    ``ef_construction`` shape the graph (insertion cost grows with both), ``ef`` is the query breadth
+    (recall against speed), ``exact_below`` the size under which search is exact, ``threads`` the
+    query threads (0: all cores). A static scene puts about ``window`` near-copies of every patch in
+    the index: graph quality then needs ``ef_construction`` or ``ef`` of that order
     (``streamad bench-engine --mode hnsw`` measures recall). The defaults (200, 256) give recall@1
     0.99 against exact search on the nominal set of MVTec bottle (167,101 patches), where (40, 128)
     gave 0.958 and batch's former (100, 64) 0.966, which cost 0.016 image AUROC (docs/streaming.md).

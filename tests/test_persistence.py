@@ -508,7 +508,7 @@ V1_SCALARS = {
     "detector": ["grid", "frames_seen", "next_frame_id", "since_admission", "last_admission_time", "frame_size"],
     "channels": ["batched_trim", "admissions", "last_promotion", "head", "last_id", "allocated", "stats"],
     "index": ["dim", "M", "ef_construction", "ef", "exact_below", "seed", "threads", "insert_threads", "capacity",
-              "used", "graph"],
+              "used", "graph", "kind"],  # kind: optional (added later; a state without it is HNSW)
     "decisions": ["count", "drifts", "rule", "fed", "trusted", "verdicts", "start"]}  # rule ..: optional (added later)
 V1_ARRAYS = (["channels.ids", "channels.eligible", "channels.pending_removed"]
              + [f"channels.{k}" for k in ("x", "frame", "seed_j", "seed_frame", "pair_patch", "pair_dist", "members",

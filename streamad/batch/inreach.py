@@ -23,7 +23,7 @@ from streamad.core.seed_choice import choose_seeds
 from streamad.config import ChannelConfig, IndexConfig, InReachConfig
 from streamad.vision.features import PatchFeatureExtractor, with_positions
 from streamad.vision.frames import as_rgb_images
-from streamad.index.hnsw import NominalIndex
+from streamad.index.hnsw import HNSWIndex
 from streamad.batch.image_detector import ImageAnomalyDetector
 from streamad.vision.positional import best_rotation, rotate, rotation_angles, transpose_score
 from streamad.vision.heatmap import image_score
@@ -64,7 +64,7 @@ class InReaChPatchModel:
                              "Use more training images, fewer seeds, a smaller min_span or a larger k_sigma.")
         vectors = descriptors[self.nominal_mask_]
         self.owners_ = np.nonzero(self.nominal_mask_)[0].astype(np.int64)  # nominal vector -> training image
-        self.index_ = NominalIndex.from_config(vectors.shape[1], self.index_config, seed=self.seed)
+        self.index_ = HNSWIndex.from_config(vectors.shape[1], self.index_config, seed=self.seed)
         self.index_.add(np.arange(len(vectors)), vectors)
         self.vectors_ = np.ascontiguousarray(vectors, np.float32) if self.reweight_neighbors else None
         return self

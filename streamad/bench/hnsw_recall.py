@@ -119,12 +119,12 @@ def _use_real(setup: _Setup, descriptors: str, queries: str | None, patches: int
 
 def bench_size(setup: _Setup, size: int) -> tuple[int, dict[str, Any]]:
     """Build an index of about ``size`` vectors, churn it, and compare it with exact search: (its size, row)."""
-    from streamad.index.hnsw import NominalIndex
+    from streamad.index.hnsw import HNSWIndex
 
     stream = setup.stream()
-    idx = NominalIndex(setup.dim, M=setup.m, ef_construction=setup.ef_construction, ef=setup.ef_default,
-                       exact_below=0, seed=setup.seed, threads=setup.query_threads,
-                       insert_threads=setup.insert_threads)
+    idx = HNSWIndex(setup.dim, M=setup.m, ef_construction=setup.ef_construction, ef=setup.ef_default,
+                    exact_below=0, seed=setup.seed, threads=setup.query_threads,
+                    insert_threads=setup.insert_threads)
     frames = max(1, -(-size // setup.patches))
     build_s = _fill(idx, stream, frames, setup.patches)
     churn_us = _churn(idx, stream, frames, setup.patches)

@@ -30,7 +30,7 @@ import numpy as np
 
 from streamad.config import ChannelConfig, IndexConfig
 from streamad.core.incremental import IncrementalChannels, NominalChanges
-from streamad.index import ExactIndex, make_index
+from streamad.index import BaseIndex, ExactIndex, make_index
 
 __all__ = ["DEFAULT_OPTIONS", "compare_options", "measure_option", "record_changes"]
 
@@ -55,12 +55,8 @@ def record_changes(descriptors: np.ndarray, window: int, channels: ChannelConfig
     return out
 
 
-def _apply(index: Any, change: NominalChanges) -> None:
-    if hasattr(index, "apply"):
-        index.apply(change.added, change.added_vectors, change.removed)
-    else:
-        index.remove(change.removed)
-        index.add(change.added, change.added_vectors)
+def _apply(index: BaseIndex, change: NominalChanges) -> None:
+    index.apply(change.added, change.added_vectors, change.removed)
 
 
 def measure_option(name: str, fields: dict[str, Any], changes: list[NominalChanges], queries: np.ndarray,

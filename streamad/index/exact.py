@@ -3,10 +3,16 @@ index built on it, the oracle every approximate answer is measured against (docs
 
 from __future__ import annotations
 
+import threading
+from typing import Any, ClassVar
+
 import numpy as np
 
+from streamad.config import IndexConfig
 from streamad.core.association import squared_distances
-from streamad.index.slots import Slots, check_query
+from streamad.index.base import BaseIndex, check_change, check_held, check_query
+from streamad.index.slots import Slots
+from streamad.state_schema import StatePart
 
 # Extra candidates taken from the float32 expansion before the exact float64 re-ranking.
 _RERANK_EXTRA = 8
@@ -51,8 +57,11 @@ def exact_knn(gallery: np.ndarray, queries: np.ndarray, k: int = 1,
     return out_d, out_i
 
 
-class ExactIndex:
-    """Brute-force nearest neighbours with the same interface as :class:`NominalIndex` (the oracle).
+class ExactIndex(BaseIndex):
+    """Brute-force nearest neighbours (``kind="exact"``): the oracle every approximate answer is measured against.
+
+    ``device`` other than ``"numpy"`` searches with torch on that device (:func:`exact_knn`). A change
+    and a query exclude each other (a lock), so a concurrent query sees the index before or after a change.
 
         >>> idx = ExactIndex(dim=1)
         >>> idx.add([3, 4], np.array([[0.0], [2.0]]))
@@ -60,39 +69,92 @@ class ExactIndex:
         (array([[0.5]], dtype=float32), array([[4]]))
     """
 
-    def __init__(self, dim: int, chunk: int = 1024) -> None:
+    kind: ClassVar[str] = "exact"
+
+    def __init__(self, dim: int, chunk: int = 1024, device: str = "numpy") -> None:
+        if not isinstance(chunk, (int, np.integer)) or isinstance(chunk, bool) or chunk < 1:
+            raise ValueError(f"ExactIndex.chunk must be an int >= 1, got {chunk!r}")
         self._slots = Slots(dim)
         self.dim = self._slots.dim
-        self.chunk = chunk
+        self.chunk, self.device = int(chunk), str(device)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, dim: int, config: IndexConfig, seed: int = 0) -> ExactIndex:
+        """The exact index an :class:`~streamad.config.IndexConfig` describes (its ``device``; no randomness)."""
+        return cls(dim, device=config.device)
 
     def __len__(self) -> int:
         return len(self._slots)
 
-    def __contains__(self, label: int) -> bool:
-        return int(label) in self._slots.slot_of
+    def __contains__(self, label: object) -> bool:
+        return int(label) in self._slots.slot_of  # type: ignore[call-overload]
 
     def labels(self) -> np.ndarray:
         """The labels held, in slot order."""
-        return self._slots.label_of_slot[self._slots.live_slots()]
+        with self._lock:
+            return self._slots.label_of_slot[self._slots.live_slots()]
 
-    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        """Insert ``vectors`` (n, dim) under ``labels`` (n,); a label already held gets the new vector."""
-        labels, vectors = self._slots.check(labels, vectors)
-        if len(labels):
-            self._slots.assign(labels, vectors)
+    def vectors(self) -> np.ndarray:
+        """The vectors held, in the order of :meth:`labels` (a read-only copy)."""
+        with self._lock:
+            out = self._slots.vectors[self._slots.live_slots()]
+        out.flags.writeable = False
+        return out
 
-    def remove(self, labels: np.ndarray) -> None:
-        """Remove ``labels``; a label that is not held raises ``KeyError`` (nothing is removed then)."""
-        labels, _ = self._slots.check(labels, None)
-        if len(labels):
-            self._slots.release(labels)
+    def apply(self, added: np.ndarray, vectors: np.ndarray, removed: np.ndarray, replace: bool = False) -> None:
+        """Remove ``removed``, then add ``vectors`` under ``added``: one change (see :meth:`BaseIndex.apply`)."""
+        added, vectors, removed = check_change(added, vectors, removed, self.dim)
+        with self._lock:
+            check_held(self._slots.is_held, added, removed, replace)
+            if len(removed):
+                self._slots.release(removed)
+            if len(added):
+                self._slots.assign(added, vectors)
 
     def query(self, vectors: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(distances (m, k) float32 true L2, labels (m, k) int64) of the k nearest, nearest first."""
-        q = check_query(len(self), self.dim, vectors, k)
-        live = self._slots.live_slots()
-        dist, rows = exact_knn(self._slots.vectors[live], q, k, self.chunk)
-        return dist, self._slots.label_of_slot[live[rows]]
+        with self._lock:
+            q = check_query(len(self), self.dim, vectors, k)
+            live = self._slots.live_slots()
+            dist, rows = exact_knn(self._slots.vectors[live], q, int(k), self.chunk, self.device)
+            return dist, self._slots.label_of_slot[live[rows]]
+
+    # ------------------------------------------------------------------ state
+    STATE_SCALARS = {"kind": "str", "chunk": "int", "device": "str", **Slots.STATE_SCALARS}
+
+    def state_dict(self) -> dict[str, Any]:
+        """``kind``, ``chunk``, ``device`` and the slots (:meth:`Slots.state_dict`): JSON scalars and arrays.
+
+            >>> idx = ExactIndex(dim=2); idx.add([7, 9], np.array([[0.0, 0.0], [3.0, 4.0]])); idx.remove([7])
+            >>> state = idx.state_dict(); ExactIndex.check_state(state); ExactIndex.state_labels(state).tolist()
+            [9]
+            >>> ExactIndex.from_state(state).query(np.zeros((1, 2)))[0].tolist()
+            [[5.0]]
+        """
+        with self._lock:
+            return {"kind": self.kind, "chunk": self.chunk, "device": self.device, **self._slots.state_dict()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ExactIndex:
+        """The index ``state_dict`` described."""
+        idx = cls(int(state["dim"]), chunk=int(state["chunk"]), device=str(state["device"]))
+        idx._slots = Slots.from_state(state)
+        return idx
+
+    @classmethod
+    def check_state(cls, state: dict[str, Any], where: StatePart | None = None) -> None:
+        """Refuse (:class:`~streamad.errors.StateError`) a ``state_dict`` :meth:`from_state` cannot use."""
+        where = where or StatePart(".", "index")
+        where.scalars(state, cls.STATE_SCALARS)
+        if state["kind"] != cls.kind or state["chunk"] < 1:
+            raise where.inconsistent(f"exact index of kind {state['kind']!r}, chunk {state['chunk']}")
+        Slots.check_state(state, where)
+
+    @classmethod
+    def state_labels(cls, state: dict[str, Any]) -> np.ndarray:
+        """The labels the state holds."""
+        return np.asarray(state["slot_of_labels"], np.int64)
 
 
 def _exact_knn_torch(gallery: np.ndarray, queries: np.ndarray, k: int, chunk: int,

@@ -1,20 +1,16 @@
-"""Nearest-nominal-patch search: hnswlib HNSW with stable labels, and exact search (docs/DESIGN.md section 4).
+"""The HNSW nominal index: an hnswlib graph under the caller's labels (docs/DESIGN.md section 4).
 
-Both indexes hold vectors under the caller's integer labels, support ``add`` (a new label is
-inserted, a known one has its vector replaced), ``remove`` and ``query``, and return **true L2**
-distances (hnswlib's ``l2`` space gives squared ones; we take the square root).
+:class:`HNSWIndex` (``kind="hnsw"``, the batch models' index) answers exactly while it holds fewer
+than ``exact_below`` vectors and through an HNSW graph above that, with **true L2** distances
+(hnswlib's ``l2`` space gives squared ones; we take the square root). Removed vectors are marked
+deleted in the graph and their slots reused by later additions, so the graph never grows past the
+largest number of vectors held at once (capacity grows geometrically on demand). Querying an empty
+index raises ``ValueError`` (a distance of ``inf`` would silently turn into an alarm or a NaN downstream).
 
-- :class:`ExactIndex` searches by brute force (numpy, chunked): the test oracle.
-- :class:`NominalIndex` answers exactly while it holds fewer than ``exact_below`` vectors and through
-  an HNSW graph above that. Removed vectors are marked deleted in the graph and their slots reused
-  by later additions, so the graph never grows past the largest number of vectors held at once
-  (capacity grows geometrically on demand).
-
-Querying an empty index raises ``ValueError`` (there is no nearest nominal patch to report; a
-distance of ``inf`` would silently turn into an alarm or a NaN downstream).
+``NominalIndex``, this class's former name, still imports (with a ``DeprecationWarning``).
 
     >>> import numpy as np
-    >>> idx = NominalIndex(dim=2)
+    >>> idx = HNSWIndex(dim=2)
     >>> idx.add(np.array([7, 9]), np.array([[0.0, 0.0], [3.0, 4.0]], np.float32))
     >>> d, lab = idx.query(np.array([[3.0, 4.0], [0.0, 1.0]], np.float32))
     >>> d[:, 0].tolist(), lab[:, 0].tolist()            # true L2, caller's labels
@@ -25,21 +21,24 @@ distance of ``inf`` would silently turn into an alarm or a NaN downstream).
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+import warnings
+from typing import Any, ClassVar
 
 import hnswlib
 import numpy as np
 
-from streamad.index.exact import ExactIndex, exact_knn
-from streamad.index.slots import Slots, check_query
 from streamad.config import IndexConfig
+from streamad.index.base import BaseIndex, check_change, check_held, check_query
+from streamad.index.exact import ExactIndex, exact_knn
 from streamad.index.graph_state import check_graph_state, graph_from_state, graph_state
+from streamad.index.slots import Slots
 from streamad.state_schema import StatePart
 
-__all__ = ["ExactIndex", "NominalIndex", "exact_knn"]
+__all__ = ["ExactIndex", "HNSWIndex", "exact_knn"]
 
 
-class NominalIndex:
+class HNSWIndex(BaseIndex):
     """HNSW over labelled vectors with exact search below ``exact_below`` vectors.
 
     ``M``, ``ef_construction`` and ``ef`` (query breadth, raised to ``k`` when smaller) are hnswlib's
@@ -48,8 +47,11 @@ class NominalIndex:
     ``insert_threads`` threads (default 1: the same sequence of calls gives the same graph; more, or 0
     for all cores, is faster but not reproducible); queries use ``threads`` threads (0: all cores).
     The graph's element labels are internal slots; the caller's labels are mapped in and out, so a
-    removed label can be added again at any time.
+    removed label can be added again at any time. hnswlib changes its graph in place, so a change and a
+    query exclude each other (a lock): a concurrent query sees the index before or after a change.
     """
+
+    kind: ClassVar[str] = "hnsw"
 
     def __init__(self, dim: int, M: int = 16, ef_construction: int = 100, ef: int = 64,
                  exact_below: int = 2000, seed: int = 0, threads: int = 0, initial_capacity: int = 1024,
@@ -59,16 +61,17 @@ class NominalIndex:
                                  ("insert_threads", insert_threads, 0),
                                  ("initial_capacity", initial_capacity, 1)):
             if not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"NominalIndex.{name} must be an int >= {low}, got {value!r}")
+                raise ValueError(f"HNSWIndex.{name} must be an int >= {low}, got {value!r}")
         self._slots = Slots(dim, initial_capacity)
         self.dim = self._slots.dim
         self.M, self.ef_construction, self.ef = int(M), int(ef_construction), int(ef)
         self.exact_below, self.seed, self.threads = int(exact_below), int(seed), int(threads)
         self.insert_threads = int(insert_threads)
         self._hnsw: hnswlib.Index | None = None
+        self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, dim: int, config: IndexConfig, seed: int = 0) -> NominalIndex:
+    def from_config(cls, dim: int, config: IndexConfig, seed: int = 0) -> HNSWIndex:
         """The index an :class:`~streamad.config.IndexConfig` describes (batch and stream build theirs here)."""
         return cls(dim=dim, M=config.M, ef_construction=config.ef_construction, ef=config.ef,
                    exact_below=config.exact_below, seed=seed, threads=config.threads,
@@ -77,52 +80,47 @@ class NominalIndex:
     def __len__(self) -> int:
         return len(self._slots)
 
-    def __contains__(self, label: int) -> bool:
-        return int(label) in self._slots.slot_of
+    def __contains__(self, label: object) -> bool:
+        return int(label) in self._slots.slot_of  # type: ignore[call-overload]
 
     def state_dict(self) -> dict[str, Any]:
-        """Parameters, slots (free list in order) and, once built, the graph (``hnsw.*``; see
-        :func:`streamad.index.graph_state.graph_state`): JSON scalars and numpy arrays.
+        """``kind``, parameters, slots (:meth:`Slots.state_dict`, free list in order) and, once built, the
+        graph (``hnsw.*``; see :func:`streamad.index.graph_state.graph_state`): JSON scalars and numpy arrays.
 
-            >>> idx = NominalIndex(dim=2, exact_below=0)
+            >>> idx = HNSWIndex(dim=2, exact_below=0)
             >>> idx.add(np.array([7, 9]), np.array([[0.0, 0.0], [3.0, 4.0]], np.float32)); idx.remove([7])
-            >>> back = NominalIndex.from_state(idx.state_dict())
+            >>> back = HNSWIndex.from_state(idx.state_dict())
             >>> back.uses_graph, back.labels().tolist(), back.query(np.zeros((1, 2), np.float32))[0].tolist()
             (True, [9], [[5.0]])
         """
-        sl, used = self._slots, self._slots.used
-        state: dict[str, Any] = {
-            "dim": self.dim, "M": self.M, "ef_construction": self.ef_construction, "ef": self.ef,
-            "exact_below": self.exact_below, "seed": self.seed, "threads": self.threads,
-            "insert_threads": self.insert_threads, "capacity": sl.capacity, "used": used,
-            "graph": self._hnsw is not None,
-            "vectors": sl.vectors[:used], "label_of_slot": sl.label_of_slot[:used], "live": sl.live[:used],
-            "free": np.asarray(sl.free, np.int64), "slot_of_labels": np.fromiter(sl.slot_of, np.int64, len(sl)),
-            "slot_of_slots": np.fromiter(sl.slot_of.values(), np.int64, len(sl))}
-        if self._hnsw is not None:
-            state.update({f"hnsw.{k}": v for k, v in graph_state(self._hnsw, self.seed).items()})
+        with self._lock:
+            slots = self._slots.state_dict()
+            # the order of format version 1 (docs/persistence.md); "kind" came later (absent: HNSW)
+            state: dict[str, Any] = {
+                "dim": slots.pop("dim"), "M": self.M, "ef_construction": self.ef_construction, "ef": self.ef,
+                "exact_below": self.exact_below, "seed": self.seed, "threads": self.threads,
+                "insert_threads": self.insert_threads, "capacity": slots.pop("capacity"), "used": slots.pop("used"),
+                "graph": self._hnsw is not None, "kind": self.kind, **slots}
+            if self._hnsw is not None:
+                state.update({f"hnsw.{k}": v for k, v in graph_state(self._hnsw, self.seed).items()})
         return state
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> NominalIndex:
+    def from_state(cls, state: dict[str, Any]) -> HNSWIndex:
         """The index ``state_dict`` described (the graph restored, not rebuilt)."""
         idx = cls(dim=state["dim"], M=state["M"], ef_construction=state["ef_construction"], ef=state["ef"],
                   exact_below=state["exact_below"], seed=state["seed"], threads=state["threads"],
                   initial_capacity=state["capacity"], insert_threads=state["insert_threads"])
-        sl, used = idx._slots, int(state["used"])
-        sl.vectors[:used], sl.label_of_slot[:used] = state["vectors"], state["label_of_slot"]
-        sl.live[:used] = state["live"]
-        sl.used, sl.free = used, state["free"].tolist()
-        sl.slot_of = dict(zip(state["slot_of_labels"].tolist(), state["slot_of_slots"].tolist()))
+        idx._slots = Slots.from_state(state)
         if state["graph"]:
             idx._hnsw = graph_from_state({k[5:]: v for k, v in state.items() if k.startswith("hnsw.")})
             idx._hnsw.set_ef(idx.ef)
         return idx
 
     # The scalars of ``state_dict`` and their kinds (streamad.state_schema); ``check_state`` checks the rest.
-    STATE_SCALARS = {"dim": "int", "M": "int", "ef_construction": "int", "ef": "int", "exact_below": "int",
-                     "seed": "int", "threads": "int", "insert_threads": "int", "capacity": "int", "used": "int",
-                     "graph": "bool"}
+    # ("kind" is checked apart: states saved before it existed lack it, and were HNSW.)
+    STATE_SCALARS = {"M": "int", "ef_construction": "int", "ef": "int", "exact_below": "int", "seed": "int",
+                     "threads": "int", "insert_threads": "int", "graph": "bool", **Slots.STATE_SCALARS}
 
     @classmethod
     def check_state(cls, state: dict[str, Any], where: StatePart | None = None) -> None:
@@ -130,30 +128,26 @@ class NominalIndex:
         ``state_dict`` that :meth:`from_state` cannot use: scalar kinds, array shapes and dtypes, slot
         bookkeeping that disagrees with itself, a graph that does not fit the slots.
 
-            >>> idx = NominalIndex(dim=2)
+            >>> idx = HNSWIndex(dim=2)
             >>> idx.add(np.array([7, 9]), np.array([[0.0, 0.0], [3.0, 4.0]], np.float32))
-            >>> state = idx.state_dict(); NominalIndex.check_state(state)
-            >>> state["slot_of_labels"] = np.array([7, 8]); NominalIndex.check_state(state)
+            >>> state = idx.state_dict(); HNSWIndex.check_state(state)
+            >>> state["slot_of_labels"] = np.array([7, 8]); HNSWIndex.check_state(state)
             Traceback (most recent call last):
             ...
             streamad.errors.StateError: .: inconsistent state (the nominal index's slot bookkeeping does not agree ...
         """
         where = where or StatePart(".", "index")
+        if state.get("kind", cls.kind) != cls.kind:
+            raise where.inconsistent(f"HNSW index of kind {state.get('kind')!r}")
         where.scalars(state, cls.STATE_SCALARS)
-        used, cap, d = state["used"], state["capacity"], state["dim"]
-        if not 0 <= used <= cap or d < 1:
-            raise where.inconsistent(f"index slots used {used}, capacity {cap}, dim {d}")
-        where.array(state, "vectors", (used, d), np.float32)
-        labels = where.array(state, "label_of_slot", (used,), np.int64)
-        live = where.array(state, "live", (used,), np.bool_)
-        free = where.array(state, "free", (-1,), np.int64)
-        keys = where.array(state, "slot_of_labels", (-1,), np.int64)
-        vals = where.array(state, "slot_of_slots", (len(keys),), np.int64)
-        if (len(keys) != live.sum() or ((vals < 0) | (vals >= used)).any() or not live[vals].all()
-                or not np.array_equal(labels[vals], keys) or ((free < 0) | (free >= used)).any() or live[free].any()):
-            raise where.inconsistent("the nominal index's slot bookkeeping does not agree with itself")
+        Slots.check_state(state, where)
         if state["graph"]:
-            check_graph_state(state, d, cap, where, prefix="hnsw.")
+            check_graph_state(state, state["dim"], state["capacity"], where, prefix="hnsw.")
+
+    @classmethod
+    def state_labels(cls, state: dict[str, Any]) -> np.ndarray:
+        """The labels the state holds."""
+        return np.asarray(state["slot_of_labels"], np.int64)
 
     @property
     def uses_graph(self) -> bool:
@@ -172,50 +166,56 @@ class NominalIndex:
 
     def labels(self) -> np.ndarray:
         """The labels held, in slot order."""
-        return self._slots.label_of_slot[self._slots.live_slots()]
+        with self._lock:
+            return self._slots.label_of_slot[self._slots.live_slots()]
 
     def vectors(self) -> np.ndarray:
-        """The vectors held, (len, dim) float32 in the order of :meth:`labels`: a read-only copy-free view
-        when possible (for benchmarks and exact references; writing to it raises)."""
-        out = self._slots.vectors[self._slots.live_slots()]
+        """The vectors held, (len, dim) float32 in the order of :meth:`labels` (a read-only copy)."""
+        with self._lock:
+            out = self._slots.vectors[self._slots.live_slots()]
         out.flags.writeable = False
         return out
 
-    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        """Insert ``vectors`` (n, dim) under ``labels`` (n,); a label already held gets the new vector."""
-        labels, vectors = self._slots.check(labels, vectors)
-        if not len(labels):
-            return
-        slots, _ = self._slots.assign(labels, vectors)
-        if self._hnsw is None:
-            if len(self) >= self.exact_below:
-                self._build()
-            return
-        self._ensure_graph_capacity()
-        # A reused slot is a deleted graph element: add_items un-deletes it and replaces its vector.
-        self._hnsw.add_items(vectors, slots, num_threads=self.insert_threads or -1)
-
-    def remove(self, labels: np.ndarray) -> None:
-        """Remove ``labels`` (marked deleted in the graph, slot reused later); unknown labels raise ``KeyError``."""
-        labels, _ = self._slots.check(labels, None)
-        if not len(labels):
-            return
-        slots = self._slots.release(labels)
-        if self._hnsw is not None:
-            for s in slots.tolist():
-                self._hnsw.mark_deleted(s)
+    def apply(self, added: np.ndarray, vectors: np.ndarray, removed: np.ndarray, replace: bool = False) -> None:
+        """Remove ``removed`` (marked deleted in the graph, their slots reused later), then add ``vectors``
+        under ``added``: one change (see :meth:`BaseIndex.apply`)."""
+        added, vectors, removed = check_change(added, vectors, removed, self.dim)
+        with self._lock:
+            check_held(self._slots.is_held, added, removed, replace)
+            if len(removed):
+                slots = self._slots.release(removed)
+                if self._hnsw is not None:
+                    for s in slots.tolist():
+                        self._hnsw.mark_deleted(s)
+            if not len(added):
+                return
+            slots, _ = self._slots.assign(added, vectors)
+            if self._hnsw is None:
+                if len(self) >= self.exact_below:
+                    self._build()
+                return
+            self._ensure_graph_capacity()
+            # A reused slot is a deleted graph element: add_items un-deletes it and replaces its vector.
+            self._hnsw.add_items(vectors, slots, num_threads=self.insert_threads or -1)
 
     def query(self, vectors: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(distances (m, k) float32 true L2, labels (m, k) int64) of the k nearest, nearest first."""
-        q = check_query(len(self), self.dim, vectors, k)
-        if not self.uses_graph:
-            live = self._slots.live_slots()
-            dist, rows = exact_knn(self._slots.vectors[live], q, k)
-            return dist, self._slots.label_of_slot[live[rows]]
-        assert self._hnsw is not None
-        self._hnsw.set_ef(max(self.ef, k))
-        slots, sq = self._hnsw.knn_query(q, k=k, num_threads=self.threads or -1)
-        return np.sqrt(np.maximum(sq, 0.0)).astype(np.float32), self._slots.label_of_slot[slots.astype(np.int64)]
+        with self._lock:
+            q = check_query(len(self), self.dim, vectors, k)
+            if not self.uses_graph:
+                live = self._slots.live_slots()
+                dist, rows = exact_knn(self._slots.vectors[live], q, int(k))
+                return dist, self._slots.label_of_slot[live[rows]]
+            assert self._hnsw is not None
+            self._hnsw.set_ef(max(self.ef, int(k)))
+            try:
+                slots, sq = self._hnsw.knn_query(q, k=int(k), num_threads=self.threads or -1)
+            except RuntimeError:  # the graph search found fewer than k (k near len, many deleted): exact search
+                live = self._slots.live_slots()
+                dist, rows = exact_knn(self._slots.vectors[live], q, int(k))
+                return dist, self._slots.label_of_slot[live[rows]]
+            return (np.sqrt(np.maximum(sq, 0.0)).astype(np.float32),
+                    self._slots.label_of_slot[slots.astype(np.int64)])
 
     def _ensure_graph_capacity(self) -> None:
         assert self._hnsw is not None
@@ -233,3 +233,12 @@ class NominalIndex:
             index.mark_deleted(s)
         index.set_ef(self.ef)
         self._hnsw = index
+
+
+def __getattr__(name: str) -> Any:
+    """``NominalIndex``: the former name of :class:`HNSWIndex` (deprecated; "nominal index" is the concept)."""
+    if name == "NominalIndex":
+        warnings.warn("streamad.index.hnsw.NominalIndex is deprecated: the HNSW index is now called HNSWIndex "
+                      "(from streamad.index import HNSWIndex)", DeprecationWarning, stacklevel=2)
+        return HNSWIndex
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

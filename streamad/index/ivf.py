@@ -1,17 +1,21 @@
 """An inverted-file (IVF) nominal index built for a sliding window: cheap to change, safe to read while it changes.
 
-The vectors are partitioned by their nearest of ``nlist`` centroids (seeded k-means on the vectors
-held when the index first reaches ``exact_below``); a query searches exactly (BLAS, float64
-re-ranking) the ``nprobe`` lists whose centroids are nearest to it. Below ``exact_below`` vectors
-every query is exact. Adding a vector is one centroid assignment and an append; removing one is a
-swap with its list's last vector: no graph to repair, so a window's churn (hundreds of patches in
-and out per admitted frame) costs about a millisecond, where re-inserting into an HNSW graph cost
-hundreds (docs/DESIGN.md section 4; ``streamad bench-engine --mode index`` measures both).
+:class:`IVFIndex` (``kind="ivf"``) is the streaming engine's default index. The vectors are
+partitioned by their nearest of ``nlist`` centroids (seeded k-means on the vectors held when the
+index first reaches ``exact_below``); a query searches exactly (BLAS, float64 re-ranking) the
+``nprobe`` lists whose centroids are nearest to it. Below ``exact_below`` vectors every query is exact.
 
-Readers see snapshots. Every change builds new arrays for the lists it touches and publishes the
-whole state (centroids and lists) with one reference assignment, so a query running in another
-thread while :meth:`apply` runs answers either entirely from the state before the change or
-entirely from the state after it, never from a half-applied one. Only one thread may write.
+All lists are stored one after another in one array. A change (:meth:`IVFIndex.apply`: the removed
+and added vectors of one admission) assigns each added vector to its nearest centroid and builds new
+arrays: the kept rows and the added ones, merged list by list (:func:`_merge`). That copies every
+held vector once per change, but computes nothing else: no graph to repair, where re-inserting into
+an HNSW graph cost milliseconds per vector (docs/DESIGN.md section 4; ``streamad bench-engine --mode
+index`` measures both).
+
+Readers see snapshots. The new arrays are published with one reference assignment, so a query
+running in another thread while :meth:`~IVFIndex.apply` runs answers either entirely from the state
+before the change or entirely from the state after it, never from a half-applied one. Only one
+thread may write.
 
 When the set has grown to ``retrain_growth`` times the size the centroids were trained on, or the
 largest list holds more than ``max_imbalance`` times the mean, the centroids are retrained and every
@@ -30,11 +34,12 @@ vector reassigned (a rare, whole-index step).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from streamad.config import IndexConfig
+from streamad.index.base import BaseIndex, check_change, check_held, check_query
 from streamad.index.exact import exact_knn
 from streamad.state_schema import StatePart
 
@@ -138,13 +143,15 @@ def _merge(state: _State, keep: np.ndarray, added: np.ndarray, vectors: np.ndarr
     return _State.build(state.centroids, out_v, out_l, out_s, out_i)
 
 
-class IVFIndex:
-    """Inverted-file index over labelled vectors; the same API as :class:`~streamad.index.hnsw.NominalIndex`.
+class IVFIndex(BaseIndex):
+    """Inverted-file index over labelled vectors (the contract of :class:`~streamad.index.base.BaseIndex`).
 
     ``nlist`` lists (0: chosen from the size at training, about ``sqrt(n)``), ``nprobe`` lists
     searched per query, exact search below ``exact_below`` vectors (on the torch ``device`` if one is
     named: with a GPU, a large ``exact_below`` makes every query exact); ``seed`` seeds k-means.
     """
+
+    kind: ClassVar[str] = "ivf"
 
     def __init__(self, dim: int, nlist: int = 0, nprobe: int = 32, exact_below: int = 2000, seed: int = 0,
                  retrain_growth: float = 4.0, max_imbalance: float = 8.0, device: str = "numpy") -> None:
@@ -173,8 +180,8 @@ class IVFIndex:
     def __len__(self) -> int:
         return self._state.size
 
-    def __contains__(self, label: int) -> bool:
-        return bool((self._state.labels == int(label)).any())
+    def __contains__(self, label: object) -> bool:
+        return bool((self._state.labels == int(label)).any())  # type: ignore[call-overload]
 
     @property
     def trained(self) -> bool:
@@ -195,31 +202,15 @@ class IVFIndex:
         return np.diff(self._state.bounds)
 
     # ------------------------------------------------------------------ changes
-    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        """Insert ``vectors`` (n, dim) under ``labels`` (n,); a label already held gets the new vector."""
-        self.apply(labels, vectors, np.zeros(0, np.int64), replace=True)
-
-    def remove(self, labels: np.ndarray) -> None:
-        """Remove ``labels``; a label that is not held raises ``KeyError`` (nothing is removed then)."""
-        self.apply(np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32), labels)
-
     def apply(self, added: np.ndarray, vectors: np.ndarray, removed: np.ndarray, replace: bool = False) -> None:
-        """Remove ``removed`` and add ``added`` (with ``vectors``) as ONE change: readers see all of it or none.
-
-        A label of ``added`` that is held already raises ``ValueError`` unless ``replace`` (then it gets
-        the new vector); a label of ``removed`` that is not held raises ``KeyError``. Either way nothing
-        changes then."""
-        added, vectors, removed = self._check(added, vectors, removed)
+        """Remove ``removed`` and add ``added`` (with ``vectors``) as ONE change: readers see all of it or none
+        (see :meth:`BaseIndex.apply`: ``KeyError`` for a removed label not held, ``ValueError`` for a held
+        label to add unless ``replace``; nothing changes then)."""
+        added, vectors, removed = check_change(added, vectors, removed, self.dim)
         state = self._state
-        held = np.isin(removed, state.labels)
-        if not held.all():
-            missing = removed[~held]
-            raise KeyError(f"{len(missing)} label(s) are not in the index, e.g. {int(missing[0])}")
-        again = np.isin(added, state.labels)
-        if again.any():
-            if not replace:
-                raise ValueError(f"{int(again.sum())} label(s) to add are held already, e.g. {int(added[again][0])}")
-            removed = np.concatenate([removed, added[again]])
+        again = check_held(lambda x: np.isin(x, state.labels), added, removed, replace)
+        if len(again):
+            removed = np.concatenate([removed, again])
         if not len(added) and not len(removed):
             return
         keep = ~np.isin(state.labels, removed) if len(removed) else np.ones(state.size, bool)
@@ -253,39 +244,11 @@ class IVFIndex:
         self.retrains += 1
         self._state = _State.build(centroids, v, labels[order], _rowsq(v), assign[order])
 
-    def _check(self, added: Any, vectors: Any, removed: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = []
-        for name, lab in (("labels", added), ("labels", removed)):
-            lab = np.asarray(lab)
-            if lab.ndim != 1 or (lab.size and lab.dtype.kind not in "iu"):
-                raise ValueError(f"{name} must be a 1-d array of integers, got shape {lab.shape} dtype {lab.dtype}")
-            lab = lab.astype(np.int64)
-            if len(np.unique(lab)) != len(lab):
-                raise ValueError("labels must be distinct within one call")
-            out.append(lab)
-        vectors = np.asarray(vectors)
-        if vectors.ndim != 2 or vectors.shape != (len(out[0]), self.dim):
-            raise ValueError(f"vectors must have shape ({len(out[0])}, {self.dim}) to match the labels and dim, "
-                             f"got {vectors.shape}")
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if not np.isfinite(vectors).all():
-            raise ValueError("vectors contain NaN or infinite values")
-        return out[0], vectors, out[1]
-
     # ------------------------------------------------------------------ queries
     def query(self, vectors: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(distances (m, k) float32 true L2, labels (m, k) int64) of the k nearest, nearest first."""
         state = self._state  # one consistent version for the whole query
-        n = state.size
-        if n == 0:
-            raise ValueError("the nominal index is empty: nothing is known to be nominal yet, so there is no "
-                             "distance to report (wait until the detector is ready)")
-        q = np.asarray(vectors)
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(f"query vectors must have shape (m, {self.dim}), got {q.shape}")
-        if not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
-            raise ValueError(f"k must be an int in [1, {n}] (the number of vectors held), got {k!r}")
-        q = np.ascontiguousarray(q, dtype=np.float32)
+        q = check_query(state.size, self.dim, vectors, k)
         if state.centroids is None:
             dist, rows = exact_knn(state.vectors, q, int(k), device=self.device)
             return dist, state.labels[rows]
@@ -294,7 +257,8 @@ class IVFIndex:
     def _query_lists(self, state: _State, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Each query against the lists of its ``nprobe`` nearest centroids: one GEMM per probed list for
         all the queries that probe it. Ranks by ``|v|^2 - 2 q.v`` (``|q|^2`` is the same for all of a
-        query's candidates), then re-ranks the best candidates in float64."""
+        query's candidates), then re-ranks the best candidates in float64. A query whose probed lists hold
+        fewer than ``k`` vectors is answered by exact search."""
         assert state.centroids is not None
         m, nlist = len(q), len(state.centroids)
         nprobe = min(self.nprobe, nlist)
@@ -330,7 +294,12 @@ class IVFIndex:
             cols = slots[:, None] * per + np.arange(take)[None, :]
             cand_d[qs[:, None], cols] = np.take_along_axis(part, top, axis=1)
             cand_i[qs[:, None], cols] = lo + top
-        return self._rerank(q, cand_d, cand_i, state.vectors, state.labels, k)
+        dist, labels = self._rerank(q, cand_d, cand_i, state.vectors, state.labels, k)
+        short = np.diff(state.bounds)[probes].sum(axis=1) < k  # its probed lists hold fewer than k vectors
+        if short.any():  # (a large k, or emptied lists): those queries are answered by exact search
+            d_short, rows = exact_knn(state.vectors, q[short], k, device=self.device)
+            dist[short], labels[short] = d_short, state.labels[rows]
+        return dist, labels
 
     @staticmethod
     def _rerank(q: np.ndarray, cand_d: np.ndarray, cand_i: np.ndarray, all_v: np.ndarray, all_l: np.ndarray,
@@ -354,10 +323,9 @@ class IVFIndex:
         """Parameters, centroids and lists as JSON scalars and numpy arrays (for persistence)."""
         state = self._state
         sizes = np.diff(state.bounds).astype(np.int64)  # the rows are stored list after list
-        return {"kind": "ivf", "dim": self.dim, "nlist": self.nlist, "nprobe": self.nprobe,
+        return {"kind": self.kind, "dim": self.dim, "nlist": self.nlist, "nprobe": self.nprobe,
                 "exact_below": self.exact_below, "seed": self.seed, "retrain_growth": self.retrain_growth,
                 "max_imbalance": self.max_imbalance, "trained_size": self._trained_size, "retrains": self.retrains,
-
                 "trained": state.centroids is not None,
                 "centroids": state.centroids if state.centroids is not None else np.zeros((0, self.dim), np.float32),
                 "list_sizes": sizes, "vectors": self.vectors(), "labels": self.labels()}
@@ -394,6 +362,11 @@ class IVFIndex:
             raise where.inconsistent(f"{len(centroids)} IVF centroids for {len(sizes)} lists")
         if len(np.unique(labels)) != len(labels):
             raise where.inconsistent("the IVF index holds a label twice")
+
+    @classmethod
+    def state_labels(cls, state: dict[str, Any]) -> np.ndarray:
+        """The labels the state holds."""
+        return np.asarray(state["labels"], np.int64)
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> IVFIndex:

@@ -1,4 +1,4 @@
-"""Vectors under caller labels in reusable slots: the bookkeeping both nominal indexes share.
+"""Vectors under caller labels in reusable slots: the bookkeeping of the exact and HNSW indexes.
 
     >>> import numpy as np
     >>> s = Slots(dim=2)
@@ -9,14 +9,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from streamad.state_schema import StatePart
 
 
 class Slots:
     """Vectors under caller labels, in reusable slots (a slot freed by ``remove`` is taken by a later ``add``)."""
 
     def __init__(self, dim: int, capacity: int = 1024) -> None:
-        if not isinstance(dim, (int, np.integer)) or dim < 1:
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
             raise ValueError(f"dim must be an int >= 1, got {dim!r}")
         self.dim = int(dim)
         self.vectors = np.zeros((max(1, capacity), self.dim), np.float32)
@@ -42,23 +46,9 @@ class Slots:
         self.label_of_slot = np.concatenate([self.label_of_slot, np.full(new - cap, -1, np.int64)])
         self.live = np.concatenate([self.live, np.zeros(new - cap, bool)])
 
-    def check(self, labels: np.ndarray, vectors: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-        labels = np.asarray(labels)
-        if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
-            raise ValueError(f"labels must be a 1-d array of integers, got shape {labels.shape} dtype {labels.dtype}")
-        labels = labels.astype(np.int64)
-        if len(np.unique(labels)) != len(labels):
-            raise ValueError("labels must be distinct within one call")
-        if vectors is None:
-            return labels, None
-        vectors = np.asarray(vectors)
-        if vectors.ndim != 2 or vectors.shape != (len(labels), self.dim):
-            raise ValueError(f"vectors must have shape ({len(labels)}, {self.dim}) to match the labels and dim, "
-                             f"got {vectors.shape}")
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if not np.isfinite(vectors).all():
-            raise ValueError("vectors contain NaN or infinite values")
-        return labels, vectors
+    def is_held(self, labels: np.ndarray) -> np.ndarray:
+        """Which of ``labels`` are held (a bool mask)."""
+        return np.fromiter((lab in self.slot_of for lab in labels.tolist()), bool, len(labels))
 
     def assign(self, labels: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Slots for ``labels`` (known labels keep theirs); returns (slots, was_new) and stores the vectors."""
@@ -87,10 +77,7 @@ class Slots:
         return slots, is_new
 
     def release(self, labels: np.ndarray) -> np.ndarray:
-        """Free the slots of ``labels``; a label that is not held raises ``KeyError``."""
-        missing = [lab for lab in labels.tolist() if lab not in self.slot_of]
-        if missing:
-            raise KeyError(f"{len(missing)} label(s) are not in the index, e.g. {missing[0]}")
+        """Free the slots of ``labels`` (held: the caller checked, :func:`streamad.index.base.check_held`)."""
         slots = np.asarray([self.slot_of.pop(lab) for lab in labels.tolist()], np.int64)
         self.live[slots] = False
         self.label_of_slot[slots] = -1
@@ -98,16 +85,53 @@ class Slots:
         return slots
 
     def live_slots(self) -> np.ndarray:
+        """The slots in use, ascending."""
         return np.flatnonzero(self.live[:self.used])
 
 
-def check_query(n: int, dim: int, vectors: np.ndarray, k: int) -> np.ndarray:
-    if n == 0:
-        raise ValueError("the nominal index is empty: nothing is known to be nominal yet, so there is no "
-                         "distance to report (wait until the detector is ready)")
-    q = np.asarray(vectors)
-    if q.ndim != 2 or q.shape[1] != dim:
-        raise ValueError(f"query vectors must have shape (m, {dim}), got {q.shape}")
-    if not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
-        raise ValueError(f"k must be an int in [1, {n}] (the number of vectors held), got {k!r}")
-    return np.ascontiguousarray(q, dtype=np.float32)
+    # ------------------------------------------------------------------ state (flat keys of the owner's state)
+    #: The scalars of :meth:`state_dict` and their kinds (streamad.state_schema).
+    STATE_SCALARS = {"dim": "int", "capacity": "int", "used": "int"}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The slots (free list in order, so a restored index reuses them as this one would).
+
+            >>> s = Slots(dim=2); _ = s.assign(np.array([5, 6]), np.ones((2, 2), np.float32))
+            >>> back = Slots.from_state(s.state_dict()); back.slot_of, back.vectors[:2].tolist()
+            ({5: 0, 6: 1}, [[1.0, 1.0], [1.0, 1.0]])
+        """
+        used = self.used
+        return {"dim": self.dim, "capacity": self.capacity, "used": used, "vectors": self.vectors[:used],
+                "label_of_slot": self.label_of_slot[:used], "live": self.live[:used],
+                "free": np.asarray(self.free, np.int64),
+                "slot_of_labels": np.fromiter(self.slot_of, np.int64, len(self)),
+                "slot_of_slots": np.fromiter(self.slot_of.values(), np.int64, len(self))}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Slots:
+        """The slots :meth:`state_dict` described."""
+        sl, used = cls(int(state["dim"]), int(state["capacity"])), int(state["used"])
+        sl.vectors[:used], sl.label_of_slot[:used] = state["vectors"], state["label_of_slot"]
+        sl.live[:used] = state["live"]
+        sl.used, sl.free = used, np.asarray(state["free"], np.int64).tolist()
+        sl.slot_of = dict(zip(np.asarray(state["slot_of_labels"]).tolist(),
+                              np.asarray(state["slot_of_slots"]).tolist()))
+        return sl
+
+    @classmethod
+    def check_state(cls, state: dict[str, Any], where: StatePart) -> None:
+        """Refuse (:class:`~streamad.errors.StateError`) slots whose arrays or bookkeeping disagree."""
+        where.scalars(state, cls.STATE_SCALARS)
+        used, cap, d = state["used"], state["capacity"], state["dim"]
+        if not 0 <= used <= cap or d < 1:
+            raise where.inconsistent(f"index slots used {used}, capacity {cap}, dim {d}")
+        where.array(state, "vectors", (used, d), np.float32)
+        labels = where.array(state, "label_of_slot", (used,), np.int64)
+        live = where.array(state, "live", (used,), np.bool_)
+        free = where.array(state, "free", (-1,), np.int64)
+        keys = where.array(state, "slot_of_labels", (-1,), np.int64)
+        vals = where.array(state, "slot_of_slots", (len(keys),), np.int64)
+        if (len(keys) != live.sum() or len(np.unique(vals)) != len(vals) or ((vals < 0) | (vals >= used)).any()
+                or not live[vals].all() or not np.array_equal(labels[vals], keys)
+                or ((free < 0) | (free >= used)).any() or live[free].any()):
+            raise where.inconsistent("the nominal index's slot bookkeeping does not agree with itself")

@@ -51,7 +51,7 @@ from streamad.stream.decisions import AutoDecisions, decisions_from_state, kept_
 from streamad.vision.frames import FrameSizeWarning, as_rgb_uint8, resize_to
 from streamad.vision.heatmap import frame_scores, heatmap_from_patch_scores
 from streamad.core.incremental import IncrementalChannels
-from streamad.index import IVFIndex, NominalIndex, make_index
+from streamad.index import BaseIndex, check_index_state, index_from_state, index_state_labels, make_index
 from streamad.results import FrameResult
 from streamad.stream.learner import Learner
 from streamad.stream.memory import LongTermMemory
@@ -128,7 +128,7 @@ class StreamDetector:
         # the scorer pairs them with the scores it left in _pending_trust (scorer thread only).
         self._trust_notes: deque[tuple[int, np.ndarray]] = deque(maxlen=1024)
         self._pending_trust: dict[int, tuple[int, float, float, np.ndarray]] = {}
-        self.index: NominalIndex | IVFIndex | None = None  # replaced whole, never half-built, by the learner
+        self.index: BaseIndex | None = None  # replaced whole, never half-built, by the learner
         self.frames_seen = 0  # frames scored by process / score_one
         self._next_frame_id = 0  # admission ids (labels in the index are id * P + patch)
         self._since_admission: int | None = None  # frames processed since the last admission
@@ -241,7 +241,7 @@ class StreamDetector:
         dim = IncrementalChannels.check_state(channels, config.window, config.channels, grid[0] * grid[1],
                                               where["channels"])
         if index is not None:
-            (IVFIndex if index.get("kind") == "ivf" else NominalIndex).check_state(index, where["index"])
+            check_index_state(index, where["index"])
             if dim is not None and index["dim"] != dim:
                 raise where["index"].inconsistent(f"the window holds {dim}-d descriptors, the nominal index "
                                                   f"{index['dim']}-d ones")
@@ -254,8 +254,7 @@ class StreamDetector:
         if isinstance(pending, np.ndarray) and len(pending):
             # removals the window owes the index: each must be a label the index holds, or the next
             # admission fails removing it
-            held = (np.zeros(0, np.int64) if index is None else index["labels"] if index.get("kind") == "ivf"
-                    else index["slot_of_labels"])
+            held = np.zeros(0, np.int64) if index is None else index_state_labels(index)
             missing = np.setdiff1d(pending, held)
             if len(missing):
                 raise where["channels"].inconsistent(
@@ -294,8 +293,7 @@ class StreamDetector:
         det.frame_size = None if own.get("frame_size") is None else tuple(own["frame_size"])
         det.channels = IncrementalChannels.from_state(parts["channels"], config.window, config.channels)
         index = parts["index"]
-        det.index = None if index is None else (IVFIndex if index.get("kind") == "ivf" else NominalIndex).from_state(
-            index)
+        det.index = None if index is None else index_from_state(index)
         det._window_full = det.channels.full
         det.decisions = decisions_from_state(parts["decisions"], config.decisions, seed=config.seed)
         memory = parts.get("memory")
@@ -462,7 +460,7 @@ class StreamDetector:
         """Distances to the nearest nominal patch on the grid, or None while nothing is nominal.
 
         Reads ``self.index`` once: the index the learner publishes is complete, and each query reads one
-        consistent version of it (:class:`~streamad.index.ivf.IVFIndex`)."""
+        consistent version of it (the contract of :class:`~streamad.index.base.BaseIndex`)."""
         index = self.index
         if index is None or len(index) == 0:
             return None
@@ -520,11 +518,7 @@ class StreamDetector:
         index = self.index
         if index is None:
             index = make_index(desc.shape[1], self.config.index, seed=self.config.seed)
-        if isinstance(index, IVFIndex):
-            index.apply(changes.added, changes.added_vectors, changes.removed)
-        else:
-            index.remove(changes.removed)
-            index.add(changes.added, changes.added_vectors)
+        index.apply(changes.added, changes.added_vectors, changes.removed)  # one change, whatever the kind
         self.index = index  # a new index is published only once it holds the first admission's patches
         self._window_full = self.channels.full
         timings["index"] = _ms(t0)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from streamad.config import IndexConfig, MemoryConfig
-from streamad.index import IVFIndex
+from streamad.index import BaseIndex, IVFIndex, check_index_state, index_from_state, index_state_labels
 from streamad.state_schema import StatePart
 
 
@@ -48,7 +48,8 @@ class LongTermMemory:
         self.config = config
         self.dim = int(dim)
         self.epsilon = float(config.epsilon)  # 0 until set from the first leaving patches (automatic)
-        self.index = IVFIndex.from_config(self.dim, index or IndexConfig(kind="ivf"), seed=seed)
+        # Always the IVF index (its parameters from ``index``): cheap to change, read as atomic snapshots.
+        self.index: BaseIndex = IVFIndex.from_config(self.dim, index or IndexConfig(kind="ivf"), seed=seed)
         self._labels = np.zeros(0, np.int64)  # increasing; row order of _count and _last
         self._count = np.zeros(0, np.int64)
         self._last = np.zeros(0, np.int64)
@@ -148,20 +149,21 @@ class LongTermMemory:
         labels = where.array(own, "labels", (-1,), np.int64)
         where.array(own, "count", (len(labels),), np.int64)
         where.array(own, "last", (len(labels),), np.int64)
-        IVFIndex.check_state(index, where_index)
+        check_index_state(index, where_index)
         if index["dim"] != own["dim"]:
             raise where.inconsistent(f"the memory holds {own['dim']}-d patches, its index {index['dim']}-d ones")
         if len(labels) and ((np.diff(labels) <= 0).any() or labels[-1] >= own["next"]):
             raise where.inconsistent("the memory's labels are not increasing below its next label")
-        if not np.array_equal(np.sort(np.asarray(index["labels"], np.int64)), labels):
+        held = index_state_labels(index)
+        if not np.array_equal(np.sort(held), labels):
             raise where.inconsistent(f"the memory lists {len(labels)} patches, its index holds others "
-                                     f"({len(index['labels'])})")
+                                     f"({len(held)})")
 
     @classmethod
     def from_state(cls, own: dict[str, Any], index: dict[str, Any], config: MemoryConfig) -> LongTermMemory:
         """The memory ``state_dict`` described, under ``config``."""
         mem = cls(config, int(own["dim"]))
-        mem.index = IVFIndex.from_state(index)
+        mem.index = index_from_state(index)
         mem.epsilon, mem._next = float(own["epsilon"]), int(own["next"])
         mem.absorbed, mem.reinforced, mem.forgotten = (int(own["absorbed"]), int(own["reinforced"]),
                                                        int(own["forgotten"]))

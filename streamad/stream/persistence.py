@@ -6,7 +6,7 @@ the file, shape, dtype, size and CRC-32 of every array) and one ``.npy`` file pe
 A state is a dict of parts, each a dict of JSON scalars and numpy arrays (or None). What the parts
 hold, and whether that is loadable, is said by the classes that own them (``state_dict()``,
 ``from_state()`` and ``check_state()`` on :class:`~streamad.core.incremental.IncrementalChannels`,
-:class:`~streamad.index.hnsw.NominalIndex`, :class:`~streamad.stream.decisions.ScoreDecisions` and
+:class:`~streamad.index.base.BaseIndex`, :class:`~streamad.stream.decisions.ScoreDecisions` and
 :class:`~streamad.stream.detector.StreamDetector`, whose ``save`` and ``load`` call this module); this
 module only writes the files and reads them back.
 
