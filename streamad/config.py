@@ -498,7 +498,7 @@ class StreamConfig:
     busy at most ``learner_duty`` of the time; ``threads`` is the thread budget (docs/DESIGN.md section 3).
     ``memory`` is the long-term nominal memory beyond the window (:class:`MemoryConfig`; 60,000 patches by
     default, ``MemoryConfig(capacity=0)`` turns it off). The defaults (blur 8, ``top_mean`` of the 30 highest
-    patch scores, ``zscore`` k = 3, the memory) were chosen on the stream by the rule of docs/stream_defaults.md.
+    patch scores, ``zscore`` k = 2, the memory) were chosen on the stream by the rule of docs/stream_defaults.md.
 
         >>> StreamConfig(window=5)
         Traceback (most recent call last):
@@ -510,7 +510,7 @@ class StreamConfig:
     admit_every: int = 1
     admit_interval_s: float | None = None
     features: FeatureConfig = field(default_factory=FeatureConfig)
-    channels: ChannelConfig = field(default_factory=ChannelConfig)
+    channels: ChannelConfig = field(default_factory=lambda: ChannelConfig(k_sigma=2.0))
     heatmap: HeatmapConfig = field(default_factory=lambda: STREAM_HEATMAP)
     index: IndexConfig = field(default_factory=lambda: IndexConfig(kind="ivf"))
     decisions: DecisionConfig = field(default_factory=DecisionConfig)

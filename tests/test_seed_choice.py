@@ -108,7 +108,7 @@ def test_the_paper_configuration_is_available_by_name():
 
 
 def test_options_left_out_take_the_defaults_of_the_engine_that_runs(tiny_dataset, capsys):
-    """Batch InReaCh's rule-chosen defaults (k 2, blur 8, skip); the streaming engine's own (k 3, blur 8, the
+    """Batch InReaCh's rule-chosen defaults (k 2, blur 8, skip); the streaming engine's own (k 2, blur 8, the
     first D frames) for eval --stream and eval-stream; an option given wins in both."""
     from streamad.cli import build_parser, main
     from streamad.cli.eval import config_from_args
@@ -120,7 +120,7 @@ def test_options_left_out_take_the_defaults_of_the_engine_that_runs(tiny_dataset
     assert (batch.channels.k_sigma, batch.heatmap.blur_sigma, batch.seed_choice) == (2.0, 8.0, "skip")
     stream = config_from_args(parser.parse_args(["eval", "data", "--stream"]), engine="stream")
     assert (stream.channels.k_sigma, stream.heatmap.blur_sigma, stream.seed_choice) == \
-        (StreamConfig().channels.k_sigma, StreamConfig().heatmap.blur_sigma, "first") == (3.0, 8.0, "first")
+        (StreamConfig().channels.k_sigma, StreamConfig().heatmap.blur_sigma, "first") == (2.0, 8.0, "first")
     given = config_from_args(parser.parse_args(["eval", "data", "--k-sigma", "4", "--blur", "2", "--seed-choice",
                                                 "first"]))
     assert (given.channels.k_sigma, given.heatmap.blur_sigma, given.seed_choice) == (4.0, 2.0, "first")
