@@ -27,14 +27,22 @@ def _int_at_least(value: Any, low: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
-def _finite_real(value: Any) -> bool:
-    """``value`` is a finite int or float (not a bool) that fits a float (10 ** 400 does not)."""
+def finite_number(value: Any) -> bool:
+    """``value`` is a finite int or float (not a bool) that fits a float (10 ** 400 does not): the check of
+    every number a user or a peer hands streamad (configuration, serve TOML, wire headers).
+
+        >>> finite_number(1.5), finite_number(True), finite_number(10 ** 400), finite_number(float("nan"))
+        (True, False, False, False)
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     try:
         return math.isfinite(float(value))
     except OverflowError:
         return False
+
+
+_finite_real = finite_number
 
 
 def _check_sections(cls: str, config: Any) -> None:

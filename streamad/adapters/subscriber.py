@@ -23,7 +23,6 @@ what): ``receive_from`` gives the address with the message.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -32,6 +31,8 @@ from typing import Any
 
 import numpy as np
 import zmq
+
+from streamad.config import finite_number
 
 from streamad.adapters.publisher import (
     DEFAULT_ADDRESS,
@@ -188,14 +189,7 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: Any) -> bool:
-    """A finite JSON number that fits a float (an integer of 400 digits does not)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return False
-    try:
-        return math.isfinite(float(v))
-    except OverflowError:
-        return False
+_is_number = finite_number  # a JSON integer of 400 digits is no number a header can carry
 
 
 _OPTIONAL_NUMBER = ("a number or null", lambda v: v is None or _is_number(v))

@@ -352,6 +352,7 @@ def evaluate_alarms(settings: AlarmSettings, progress: bool = True, cache: str |
     from streamad.vision.features import PatchFeatureExtractor
 
     configs = {rule: engine_config(settings, rule) for rule in settings.rules}
+    trusting = next((r for r in configs if r in ("auto", "trusted")), None)  # its verdicts replay the designs
     features = next(iter(configs.values())).features
     extractor = None
     rows: list[dict[str, Any]] = []
@@ -380,7 +381,7 @@ def evaluate_alarms(settings: AlarmSettings, progress: bool = True, cache: str |
             seconds[f"{rate:g} {rule}"] = time.perf_counter() - t0
             judged_from = int(trace.info["judged_from"])
             rows.append(rule_row(rate, trace, labels, judged_from))
-            if rule == next(r for r in (*configs, "auto") if r in ("auto", "trusted")):  # the first trusting run
+            if rule == trusting:
                 design_rows += replay_designs(trace, labels, judged_from, cfg.decisions, rate)
                 trust += trust_rows(trace, labels, rate)
     return AlarmReport(settings, rows, design_rows, seconds, trust)

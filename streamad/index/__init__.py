@@ -29,7 +29,6 @@ runs the conformance suite over it.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,7 @@ import numpy as np
 from streamad.config import INDEX_KINDS, IndexConfig
 from streamad.index.base import BaseIndex
 from streamad.index.exact import ExactIndex, exact_knn
-from streamad.index.hnsw import HNSWIndex
+from streamad.index.hnsw import HNSWIndex, deprecated_name
 from streamad.index.ivf import IVFIndex
 from streamad.state_schema import StatePart
 
@@ -112,9 +111,5 @@ def index_state_labels(state: dict[str, Any]) -> np.ndarray:
 
 
 def __getattr__(name: str) -> Any:
-    """``NominalIndex``: the former name of :class:`HNSWIndex` (deprecated; "nominal index" is the concept)."""
-    if name == "NominalIndex":
-        warnings.warn("streamad.index.NominalIndex is deprecated: the HNSW index is now called HNSWIndex "
-                      "(from streamad.index import HNSWIndex)", DeprecationWarning, stacklevel=2)
-        return HNSWIndex
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """``NominalIndex``: the former name of :class:`HNSWIndex` (deprecated, with a warning)."""
+    return deprecated_name(__name__, name)

@@ -11,7 +11,7 @@ import numpy as np
 from streamad.config import IndexConfig
 from streamad.core.association import squared_distances
 from streamad.index.base import BaseIndex, check_change, check_held, check_query
-from streamad.index.slots import Slots
+from streamad.index.slots import Slots, SlotViews
 from streamad.state_schema import StatePart
 
 # Extra candidates taken from the float32 expansion before the exact float64 re-ranking.
@@ -57,7 +57,7 @@ def exact_knn(gallery: np.ndarray, queries: np.ndarray, k: int = 1,
     return out_d, out_i
 
 
-class ExactIndex(BaseIndex):
+class ExactIndex(SlotViews, BaseIndex):
     """Brute-force nearest neighbours (``kind="exact"``): the oracle every approximate answer is measured against.
 
     ``device`` other than ``"numpy"`` searches with torch on that device (:func:`exact_knn`). A change
@@ -86,21 +86,6 @@ class ExactIndex(BaseIndex):
 
     def __len__(self) -> int:
         return len(self._slots)
-
-    def __contains__(self, label: object) -> bool:
-        return int(label) in self._slots.slot_of  # type: ignore[call-overload]
-
-    def labels(self) -> np.ndarray:
-        """The labels held, in slot order."""
-        with self._lock:
-            return self._slots.label_of_slot[self._slots.live_slots()]
-
-    def vectors(self) -> np.ndarray:
-        """The vectors held, in the order of :meth:`labels` (a read-only copy)."""
-        with self._lock:
-            out = self._slots.vectors[self._slots.live_slots()]
-        out.flags.writeable = False
-        return out
 
     def apply(self, added: np.ndarray, vectors: np.ndarray, removed: np.ndarray, replace: bool = False) -> None:
         """Remove ``removed``, then add ``vectors`` under ``added``: one change (see :meth:`BaseIndex.apply`)."""

@@ -32,13 +32,13 @@ from streamad.config import IndexConfig
 from streamad.index.base import BaseIndex, check_change, check_held, check_query
 from streamad.index.exact import ExactIndex, exact_knn
 from streamad.index.graph_state import check_graph_state, graph_from_state, graph_state
-from streamad.index.slots import Slots
+from streamad.index.slots import Slots, SlotViews
 from streamad.state_schema import StatePart
 
 __all__ = ["ExactIndex", "HNSWIndex", "exact_knn"]
 
 
-class HNSWIndex(BaseIndex):
+class HNSWIndex(SlotViews, BaseIndex):
     """HNSW over labelled vectors with exact search below ``exact_below`` vectors.
 
     ``M``, ``ef_construction`` and ``ef`` (query breadth, raised to ``k`` when smaller) are hnswlib's
@@ -79,9 +79,6 @@ class HNSWIndex(BaseIndex):
 
     def __len__(self) -> int:
         return len(self._slots)
-
-    def __contains__(self, label: object) -> bool:
-        return int(label) in self._slots.slot_of  # type: ignore[call-overload]
 
     def state_dict(self) -> dict[str, Any]:
         """``kind``, parameters, slots (:meth:`Slots.state_dict`, free list in order) and, once built, the
@@ -164,18 +161,6 @@ class HNSWIndex(BaseIndex):
         """Elements in the HNSW graph, deleted ones included (0 before the graph is built)."""
         return 0 if self._hnsw is None else int(self._hnsw.get_current_count())
 
-    def labels(self) -> np.ndarray:
-        """The labels held, in slot order."""
-        with self._lock:
-            return self._slots.label_of_slot[self._slots.live_slots()]
-
-    def vectors(self) -> np.ndarray:
-        """The vectors held, (len, dim) float32 in the order of :meth:`labels` (a read-only copy)."""
-        with self._lock:
-            out = self._slots.vectors[self._slots.live_slots()]
-        out.flags.writeable = False
-        return out
-
     def apply(self, added: np.ndarray, vectors: np.ndarray, removed: np.ndarray, replace: bool = False) -> None:
         """Remove ``removed`` (marked deleted in the graph, their slots reused later), then add ``vectors``
         under ``added``: one change (see :meth:`BaseIndex.apply`)."""
@@ -235,10 +220,15 @@ class HNSWIndex(BaseIndex):
         self._hnsw = index
 
 
-def __getattr__(name: str) -> Any:
-    """``NominalIndex``: the former name of :class:`HNSWIndex` (deprecated; "nominal index" is the concept)."""
+def deprecated_name(module: str, name: str) -> Any:
+    """A module ``__getattr__``'s answer: ``NominalIndex``, the former name of :class:`HNSWIndex` ("nominal
+    index" is the concept), with a ``DeprecationWarning`` naming the new one; an AttributeError otherwise."""
     if name == "NominalIndex":
-        warnings.warn("streamad.index.hnsw.NominalIndex is deprecated: the HNSW index is now called HNSWIndex "
-                      "(from streamad.index import HNSWIndex)", DeprecationWarning, stacklevel=2)
+        warnings.warn(f"{module}.NominalIndex is deprecated: the HNSW index is now called HNSWIndex "
+                      "(from streamad.index import HNSWIndex)", DeprecationWarning, stacklevel=3)
         return HNSWIndex
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+
+def __getattr__(name: str) -> Any:
+    return deprecated_name(__name__, name)

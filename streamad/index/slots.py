@@ -9,11 +9,35 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
 
 from streamad.state_schema import StatePart
+
+
+class SlotViews:
+    """The read views of an index that keeps its vectors in :class:`Slots` (``self._slots``), read under
+    ``self._lock``: membership, the labels held and their vectors (the exact and HNSW indexes)."""
+
+    _slots: Slots
+    _lock: threading.Lock
+
+    def __contains__(self, label: object) -> bool:
+        return int(label) in self._slots.slot_of  # type: ignore[call-overload]
+
+    def labels(self) -> np.ndarray:
+        """The labels held, in slot order."""
+        with self._lock:
+            return self._slots.label_of_slot[self._slots.live_slots()]
+
+    def vectors(self) -> np.ndarray:
+        """The vectors held, (len, dim) float32 in the order of :meth:`labels` (a read-only copy)."""
+        with self._lock:
+            out = self._slots.vectors[self._slots.live_slots()]
+        out.flags.writeable = False
+        return out
 
 
 class Slots:

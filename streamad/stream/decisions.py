@@ -82,6 +82,7 @@ import bisect
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -96,14 +97,17 @@ DRIFT_HISTORY_MAX = 100_000
 
 class Decision(NamedTuple):
     """``threshold`` (None during warm-up), whether the score exceeds it, whether drift was detected,
-    the score's ``p_value`` among the calibration scores (None before there are any), and with a
-    drift flag what changed (``change``)."""
+    the score's ``p_value`` among the calibration scores (None before there are any), with a drift flag
+    what changed (``change``), and the rule whose calibration gave the threshold (``calibration``, None
+    without one) with how many scores it held (``calibration_frames``)."""
 
     threshold: float | None
     anomalous: bool
     drift: bool
     p_value: float | None = None
     change: DriftChange | None = None
+    calibration: str | None = None
+    calibration_frames: int = 0
 
 
 def make_drift_detector(name: str, delta: float, seed: int = 0):
@@ -335,11 +339,6 @@ class ScoreDecisions:
         return np.sort(self._history[self._ring(self.calibration)])
 
     @property
-    def active(self) -> str | None:
-        """The rule whose calibration gives the threshold now (this one's name), None while there is none."""
-        return None if self.threshold is None else self.config.rule
-
-    @property
     def screen(self) -> float:
         """The screened rule's bound (:func:`screen_bound` of the recent scores): scores above it do not
         calibrate; infinite for the other rules."""
@@ -394,7 +393,10 @@ class ScoreDecisions:
     def peek(self, score: float) -> Decision:
         """The decision for ``score`` without learning from it (no drift check)."""
         threshold = self.threshold
-        return Decision(threshold, threshold is not None and float(score) > threshold, False, self.p_value(score))
+        if threshold is None:
+            return Decision(None, False, False, self.p_value(score))
+        return Decision(threshold, float(score) > threshold, False, self.p_value(score), None, self.config.rule,
+                        self.calibration)
 
     def update(self, score: float, index: int | None = None, timestamp: float | None = None) -> Decision:
         """Judge ``score`` (the frame ``index`` taken at ``timestamp``) against the current threshold.
@@ -557,8 +559,6 @@ class AutoDecisions:
     PARTS = ("trusted", "screened")
 
     def __init__(self, config: DecisionConfig | None = None, seed: int = 0) -> None:
-        from dataclasses import replace
-
         self.config = config or DecisionConfig(rule="auto")
         self.alpha = self.config.alpha
         self.trusting, self.screening = True, False  # it wants the channels' verdicts
@@ -577,8 +577,10 @@ class AutoDecisions:
             return "trusted"
         return "screened" if self.parts["screened"].threshold is not None else None
 
-    def _decider(self) -> ScoreDecisions:
-        return self.parts[self.active or "screened"]
+    def _decider(self) -> ScoreDecisions | None:
+        """The calibration that gives the threshold now (None while neither can)."""
+        active = self.active
+        return None if active is None else self.parts[active]
 
     @property
     def count(self) -> int:
@@ -597,32 +599,20 @@ class AutoDecisions:
         return self.parts["trusted"].verdicts
 
     @property
-    def fed(self) -> int:
-        return self._decider().fed
-
-    @property
     def calibration(self) -> int:
         """Scores the active calibration holds (0 while there is none)."""
-        return 0 if self.active is None else self._decider().calibration
-
-    def calibration_scores(self) -> np.ndarray:
-        return self._decider().calibration_scores() if self.active else np.zeros(0)
-
-    @property
-    def needed(self) -> int:
-        return self.parts["trusted"].needed
-
-    @property
-    def screen(self) -> float:
-        return self.parts["screened"].screen
+        decider = self._decider()
+        return 0 if decider is None else decider.calibration
 
     @property
     def threshold(self) -> float | None:
-        return self._decider().threshold if self.active else None
+        decider = self._decider()
+        return None if decider is None else decider.threshold
 
     @property
     def false_alarm_bound(self) -> float | None:
-        return self._decider().false_alarm_bound if self.active else None
+        decider = self._decider()
+        return None if decider is None else decider.false_alarm_bound
 
     @property
     def starved(self) -> bool:
@@ -638,25 +628,21 @@ class AutoDecisions:
                 "calibrated by the screened rule instead, on every judged frame's score less those a robust "
                 "screen puts outside normal (docs/alarms.md); FrameResult.calibration says which rule decides")
 
-    def history(self) -> np.ndarray:
-        return self._decider().history()
-
     def p_value(self, score: float) -> float | None:
-        return self._decider().p_value(score) if self.active else None
+        decider = self._decider()
+        return None if decider is None else decider.p_value(score)
 
     # ------------------------------------------------------------------ decisions
     def peek(self, score: float) -> Decision:
-        if self.active is None:
-            return Decision(None, False, False, None)
-        return self._decider().peek(score)
+        decider = self._decider()
+        return Decision(None, False, False, None) if decider is None else decider.peek(score)
 
     def update(self, score: float, index: int | None = None, timestamp: float | None = None) -> Decision:
         """Judge ``score`` by the active calibration, then let both learn from it as their rules say."""
-        active = self.active
         decision = self.peek(score)
         self.parts["trusted"].update(score, index, timestamp)  # counts only: trusted scores come by trust()
         screened = self.parts["screened"].update(score, index, timestamp)
-        if active == "screened" and screened.drift:
+        if decision.calibration == "screened" and screened.drift:
             return decision._replace(drift=True, change=screened.change)
         return decision
 
@@ -685,19 +671,22 @@ class AutoDecisions:
     def from_state(cls, state: dict[str, Any], config: DecisionConfig, seed: int = 0) -> AutoDecisions:
         """The rule ``state_dict`` described; a state saved under another rule starts afresh (as
         :meth:`ScoreDecisions.from_state` does)."""
-        from dataclasses import replace
-
         dec = cls(config, seed)
         if state.get("rule") != "auto":
             dec.parts["screened"].count = int(state.get("count", 0))
             return dec
         for name in cls.PARTS:
-            sub = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + "_")}
-            dec.parts[name] = ScoreDecisions.from_state(sub, replace(config, rule=name), seed=seed)
+            dec.parts[name] = ScoreDecisions.from_state(cls._part_state(state, name), replace(config, rule=name),
+                                                        seed=seed)
         dec.parts["trusted"]._warned_starved = True
         dec.trust_share = float(state["trust_share"])
         dec._warned = dec.starved
         return dec
+
+    @staticmethod
+    def _part_state(state: dict[str, Any], name: str) -> dict[str, Any]:
+        """The state of calibration ``name`` inside an ``auto`` state (its keys less the ``name_`` prefix)."""
+        return {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + "_")}
 
     @classmethod
     def check_state(cls, state: dict[str, Any], where: StatePart | None = None) -> None:
@@ -710,7 +699,7 @@ class AutoDecisions:
         if not 0.0 <= state["trust_share"] <= 1.0:
             raise where.inconsistent(f"the trusted share {state['trust_share']!r} is not in [0, 1]")
         for name in cls.PARTS:
-            sub = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + "_")}
+            sub = cls._part_state(state, name)
             if sub.get("rule") != name:
                 raise where.inconsistent(f"the auto rule's {name} calibration is missing")
             ScoreDecisions.check_state(sub, where)

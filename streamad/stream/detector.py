@@ -396,9 +396,8 @@ class StreamDetector:
             score = float(frame_scores(heat[None], patch[None], hc.image_score, hc.top_k)[0])
             timings["heatmap"] = _ms(t0)
             judged = learn and self._window_full
-            calibration, calibration_frames = self.decisions.active, self.decisions.calibration
             decision = self.decisions.update(score, index_no, now) if judged else self.decisions.peek(score)
-            threshold, anomalous, drift, p_value, change = decision
+            threshold, anomalous, drift, p_value, change, calibration, calibration_frames = decision
         admitted = learn and self._due(now)
         if admitted and score is not None and judged and self.decisions.trusting:
             self._await_trust(self._next_frame_id, index_no, now, score, patch)  # the id the admission gives
@@ -418,8 +417,7 @@ class StreamDetector:
         return FrameResult(index=index_no, ready=ready, score=score, threshold=threshold, anomalous=bool(anomalous),
                            heatmap=heat, patch_scores=patch, drift=bool(drift), admitted=admitted, timestamp=now,
                            timings=timings, learned=learned, p_value=p_value, drift_change=change,
-                           calibration=calibration if threshold is not None else None,
-                           calibration_frames=int(calibration_frames) if threshold is not None else 0)
+                           calibration=calibration, calibration_frames=calibration_frames)
 
     # ------------------------------------------------------------------ trust (decisions rule "trusted")
     def _await_trust(self, frame_id: int, index_no: int, now: float, score: float, patch: np.ndarray) -> None:

@@ -37,7 +37,6 @@ key and bad value is refused with the file, the key and its line::
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 import tomllib
@@ -45,7 +44,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamad.config import DECISION_RULES
+from streamad.config import DECISION_RULES, finite_number
 from streamad.errors import UserError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -67,14 +66,7 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_num(v: Any) -> bool:
-    """A finite number that fits a float (TOML allows integers of any length; 10 ** 400 does not fit)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return False
-    try:
-        return math.isfinite(float(v))
-    except OverflowError:
-        return False
+_is_num = finite_number  # TOML allows integers of any length; 10 ** 400 does not fit a float
 
 
 def _opt(check: Any) -> Any:
@@ -124,7 +116,8 @@ class CameraConfig:
         _need(c, "memory", _opt(lambda v: _is_int(v) and v >= 0)(self.memory), self.memory,
               "an int >= 0 (patches; 0: no long-term memory)")
         _need(c, "false_alarm_rate", _opt(_is_num)(self.false_alarm_rate), self.false_alarm_rate, "a number")
-        _need(c, "rule", _opt(lambda v: v in DECISION_RULES)(self.rule), self.rule, "auto, trusted, screened or quantile")
+        _need(c, "rule", _opt(lambda v: v in DECISION_RULES)(self.rule), self.rule,
+              "one of " + ", ".join(DECISION_RULES))
         _need(c, "event_gap", _opt(_is_int)(self.event_gap), self.event_gap, "an int")
         _need(c, "event_min_frames", _opt(_is_int)(self.event_min_frames), self.event_min_frames, "an int")
         _need(c, "state", _opt(lambda v: isinstance(v, str) and v != "")(self.state), self.state, "a folder")
