@@ -96,30 +96,29 @@ def _sq(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
 
 
 def kmeans(vectors: np.ndarray, k: int, seed: int, iterations: int = 10, sample: int = 65536) -> np.ndarray:
-    """Seeded Lloyd k-means centroids (k, d) of ``vectors`` (on a sample of at most ``sample`` rows).
+    """Seeded k-means centroids (k, d) of ``vectors`` (on a seeded sample of at most ``sample`` rows).
+
+    FAISS's k-means (``faiss.Kmeans``, native code that releases the interpreter lock: a camera's scorer
+    thread runs while its learner retrains; one OpenMP thread, so it does not take the scorer's core
+    either). Same seed, same centroids.
 
         >>> x = np.array([[0.0], [0.1], [10.0], [10.1]], np.float32)
         >>> sorted(round(float(v), 2) for v in kmeans(x, 2, seed=0)[:, 0])
         [0.05, 10.05]
     """
+    import faiss
+
     rng = np.random.default_rng(seed)
-    x = vectors if len(vectors) <= sample else vectors[rng.choice(len(vectors), sample, replace=False)]
+    x = vectors if len(vectors) <= sample else vectors[np.sort(rng.choice(len(vectors), sample, replace=False))]
     x = np.ascontiguousarray(x, np.float32)
     k = min(k, len(x))
-    centroids = x[rng.choice(len(x), k, replace=False)].copy()
-    x_sq = np.einsum("ij,ij->i", x, x)
-    for _ in range(iterations):
-        assign = _sq(centroids, x, x_sq).argmin(axis=0)
-        counts = np.bincount(assign, minlength=k)
-        order = np.argsort(assign, kind="stable")
-        filled = counts > 0
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[filled]
-        sums = np.add.reduceat(x[order].astype(np.float64), starts, axis=0)
-        centroids[filled] = (sums / counts[filled, None]).astype(np.float32)
-        if not filled.all():  # an empty cluster restarts at the point farthest from its centroid
-            far = _sq(x, centroids, np.einsum("ij,ij->i", centroids, centroids)).min(axis=1).argsort()[::-1]
-            centroids[~filled] = x[far[:int((~filled).sum())]]
-    return centroids
+    if k <= 1:
+        return x.mean(axis=0, keepdims=True).astype(np.float32)
+    faiss.omp_set_num_threads(1)
+    km = faiss.Kmeans(x.shape[1], k, niter=iterations, seed=int(seed) % (2 ** 31), min_points_per_centroid=1,
+                      max_points_per_centroid=len(x), verbose=False)
+    km.train(x)
+    return np.ascontiguousarray(km.centroids, np.float32)
 
 
 def _merge(state: _State, keep: np.ndarray, added: np.ndarray, vectors: np.ndarray,
