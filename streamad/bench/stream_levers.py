@@ -35,10 +35,10 @@ SCORES = (("max", 30), ("top_mean", 30))
 
 
 def measure(data_dir: str, corrupt: int, window: int, k_sigma: float, memory: MemoryConfig, blurs: list[float],
-            cache: str | None, seed: int = 0) -> list[dict[str, Any]]:
+            cache: str | None, seed: int = 0, seeds: int = 10) -> list[dict[str, Any]]:
     """One replay of ``data_dir``'s corrupted training stream; a row per (blur, image score)."""
     config = InReachConfig(features=FeatureConfig(center_crop=0.875),  # streamad eval's default: 256 -> 224
-                           channels=ChannelConfig(k_sigma=k_sigma), seed=seed, seed_choice="first")
+                           channels=ChannelConfig(k_sigma=k_sigma, seeds=seeds), seed=seed, seed_choice="first")
     dataset = load_dataset(data_dir)
     order, _ = training_stream(dataset, corrupt, seed)
     stream_config = _stream_config(config, window, len(order), None, memory)
@@ -65,7 +65,7 @@ def measure(data_dir: str, corrupt: int, window: int, k_sigma: float, memory: Me
             if pixel is None:
                 pixel = image_and_pixel_auroc(scores, heat, labels, masks, missing, crop)["pixel_auroc"]
             rows.append({"data": data_dir.rstrip("/").split("/")[-1], "corrupt": corrupt, "window": window,
-                         "k_sigma": k_sigma, "memory": memory.capacity, "memory_ratio": memory.epsilon_ratio,
+                         "k_sigma": k_sigma, "seeds": seeds, "memory": memory.capacity, "memory_ratio": memory.epsilon_ratio,
                          "blur": blur, "image_score": name, "image_auroc": auroc(scores, labels),
                          "pixel_auroc": pixel, "nominal": replay.detector.nominal_count,
                          "memory_patches": 0 if mem is None else len(mem), "replay_seconds": seconds,
@@ -86,15 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k-sigmas", default="3,2", help="trimming k of each replay (comma-separated)")
     p.add_argument("--memories", default="0,60000:1", help="memory capacity[:epsilon ratio] of each replay")
     p.add_argument("--blurs", default="4,8", help="heatmap blur sigmas computed from each replay")
+    p.add_argument("--seeds", default="10", help="seed frames D of each replay (comma-separated)")
     p.add_argument("--cache", default=None, help="descriptor cache folder (streamad eval --cache)")
     p.add_argument("--json", default=None, help="append the rows to this JSON lines file")
     args = p.parse_args(argv)
     blurs = [float(b) for b in args.blurs.split(",")]
     for data in args.data:
         for k in (float(v) for v in args.k_sigmas.split(",")):
-            for m in (_memory(v) for v in args.memories.split(",")):
-                for row in measure(data, args.corrupt, args.window, k, m, blurs, args.cache):
-                    print(f"{row['data']:>14} K={row['corrupt']} W={row['window']} k={row['k_sigma']:g} "
+            for m, d in ((_memory(v), int(s)) for v in args.memories.split(",") for s in args.seeds.split(",")):
+                for row in measure(data, args.corrupt, args.window, k, m, blurs, args.cache, seeds=d):
+                    print(f"{row['data']:>14} K={row['corrupt']} W={row['window']} k={row['k_sigma']:g} D={d} "
                           f"memory={row['memory']}:{row['memory_ratio']:g} blur={row['blur']:g} "
                           f"{row['image_score']:>8}: image {row['image_auroc']:.4f} pixel {row['pixel_auroc']:.4f} "
                           f"(nominal {row['nominal']}, memory {row['memory_patches']}, {row['replay_seconds']:.0f} s)",
