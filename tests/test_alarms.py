@@ -14,7 +14,7 @@ import pytest
 
 from streamad import cli
 from streamad.adapters.demo import DemoConfig, DemoSource
-from streamad.adapters.live import run_watch
+from streamad.runtime.live import run_watch
 from streamad.adapters.publisher import Publisher, encode_event
 from streamad.adapters.subscriber import Subscriber, decode_message, event_topic
 from streamad.config import ChannelConfig, DecisionConfig, EventConfig, IndexConfig, StreamConfig

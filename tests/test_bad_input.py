@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from streamad.adapters.display import VideoRecorder
-from streamad.adapters.live import run_watch
+from streamad.display.overlay import VideoRecorder
+from streamad.runtime.live import run_watch
 from streamad.adapters.sources import Frame, LiveSource, Source, VideoFileSource, to_rgb
 from streamad.batch.baselines import make_patch_model
 from streamad.config import ChannelConfig, DecisionConfig, FeatureConfig, InReachConfig, StreamConfig

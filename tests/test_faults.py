@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from streamad import cli
-from streamad.adapters.live import StopFlag, run_watch
+from streamad.runtime.live import StopFlag, run_watch
 from streamad.adapters.publisher import Publisher
 from streamad.adapters.sources import Backoff, FolderSource, LiveSource, VideoFileSource
 from streamad.adapters.subscriber import Subscriber

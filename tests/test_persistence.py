@@ -683,7 +683,7 @@ class Interrupting:
 
 @pytest.mark.parametrize("inside", [True, False])
 def test_run_watch_does_not_save_a_detector_interrupted_mid_frame(tmp_path: Path, inside: bool) -> None:
-    from streamad.adapters.live import StateSaver, run_watch
+    from streamad.runtime.live import StateSaver, run_watch
     from streamad.adapters.sources import FolderSource
 
     def interrupt_after(frame, result) -> None:

@@ -24,14 +24,14 @@ import numpy as np
 import pytest
 
 from streamad import cli
-from streamad.adapters.live import StateSaver
+from streamad.runtime.live import StateSaver
 from streamad.adapters.publisher import Publisher
-from streamad.adapters.serve.batcher import SharedBackbone
-from streamad.adapters.serve.config import ConfigError, load_config
-from streamad.adapters.serve.fleet import Camera, Fleet
-from streamad.adapters.serve.status import CameraStatus
-from streamad.adapters.serve.web import WebError, WebPage
-from streamad.adapters.serve.workers import RemoteDetector
+from streamad.runtime.serve.batcher import SharedBackbone
+from streamad.runtime.serve.config import ConfigError, load_config
+from streamad.runtime.serve.fleet import Camera, Fleet
+from streamad.runtime.serve.status import CameraStatus
+from streamad.runtime.serve.web import WebError, WebPage
+from streamad.runtime.serve.workers import RemoteDetector
 from streamad.adapters.sources import Backoff, FolderSource, LiveSource
 from streamad.adapters.subscriber import Subscriber
 from streamad.results import FrameResult

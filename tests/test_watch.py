@@ -18,8 +18,8 @@ import pytest
 from streamad import cli
 from streamad import config as config_module
 from streamad.adapters.demo import DemoConfig, DemoSource
-from streamad.adapters.display import VideoRecorder
-from streamad.adapters.live import StopFlag, run_watch, stop_on_signals
+from streamad.display.overlay import VideoRecorder
+from streamad.runtime.live import StopFlag, run_watch, stop_on_signals
 from streamad.adapters.publisher import Publisher
 from streamad.adapters.sources import Backoff, LiveSource, VideoFileSource
 from streamad.adapters.subscriber import Subscriber
@@ -259,7 +259,7 @@ def test_cli_watch_errors_are_plain_messages(tmp_path: Path, video: Path, fake_b
     assert "use it with --publish" in capsys.readouterr().err
     assert cli.main(["watch", "demo", "--save", str(tmp_path / "missing" / "x.mp4")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    monkeypatch.setattr("streamad.adapters.display.gui_problem", lambda: "no GUI here")
+    monkeypatch.setattr("streamad.display.overlay.gui_problem", lambda: "no GUI here")
     assert cli.main(["watch", "demo", "--show"]) == 2
     assert "cannot open a window: no GUI here" in capsys.readouterr().err
     blank = tmp_path / "blank"

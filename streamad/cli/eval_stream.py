@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w") as fh:
             json.dump(report.payload(command), fh, indent=1)
     if args.plot:
-        from streamad.adapters.drift_plot import plot_stream_traces
+        from streamad.display.drift_plot import plot_stream_traces
 
         plot_stream_traces(report.traces, report.labels, report.frame_runs, args.plot,
                            title=f"{os.path.basename(os.path.normpath(data_dir))}: frame scores over a drifting "

@@ -59,7 +59,7 @@ HELP = "run the detector on many cameras in one process: one backbone, one publi
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from streamad.adapters.serve.config import DEFAULT_HTTP
+    from streamad.runtime.serve.config import DEFAULT_HTTP
 
     p.add_argument("config", metavar="CONFIG", help="the TOML file that lists the cameras (see above)")
     p.add_argument("--http", nargs="?", const=DEFAULT_HTTP, default=None, metavar="ADDR",
@@ -132,9 +132,9 @@ class Extractors:
 
 def make_remote_detector(pool: Any, cam: Any, config: Any, extractor: Any, on_event: Any) -> Any:
     """Camera ``cam``'s detector in a worker process of ``pool`` (a
-    :class:`~streamad.adapters.serve.workers.WorkerPool`), opened there and resumed from its state
+    :class:`~streamad.runtime.serve.workers.WorkerPool`), opened there and resumed from its state
     folder; ``extractor`` (this process's handle on the shared backbone) gives its descriptors."""
-    from streamad.adapters.serve.workers import DetectorSpec
+    from streamad.runtime.serve.workers import DetectorSpec
 
     spec = DetectorSpec.of(cam.name, config, extractor, state=cam.state, state_reset=cam.state_reset)
     return pool.detector(spec, extractor, on_event=on_event)
@@ -158,12 +158,12 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from streamad.adapters.publisher import Publisher
-    from streamad.adapters.serve.batcher import SharedBackbone
-    from streamad.adapters.serve.config import load_config
-    from streamad.adapters.serve.fleet import Fleet
-    from streamad.adapters.serve.web import WebPage
-    from streamad.adapters.serve.workers import WorkerPool
-    from streamad.adapters.session import quiet_opencv, resume_state
+    from streamad.runtime.serve.batcher import SharedBackbone
+    from streamad.runtime.serve.config import load_config
+    from streamad.runtime.serve.fleet import Fleet
+    from streamad.runtime.serve.web import WebPage
+    from streamad.runtime.serve.workers import WorkerPool
+    from streamad.runtime.session import quiet_opencv, resume_state
     from streamad.adapters.sources import open_source
     from streamad.config import ThreadConfig
     from streamad.stream.events import AlarmEvents
@@ -233,9 +233,9 @@ def _camera(stack: ExitStack, cam: Any, config: Any, extractors: Extractors,
             alarm_events: Any, pool: Any = None) -> Any:
     """One camera of the fleet: its detector (resumed from its state; in a worker process with
     ``pool``), its opened source."""
-    from streamad.adapters.live import StateSaver
-    from streamad.adapters.serve.fleet import Camera
-    from streamad.adapters.serve.workers import WorkerDied
+    from streamad.runtime.live import StateSaver
+    from streamad.runtime.serve.fleet import Camera
+    from streamad.runtime.serve.workers import WorkerDied
 
     def note(line: str) -> None:
         console.event(f"{cam.name}: {line}")

@@ -247,8 +247,8 @@ def event_config(args: argparse.Namespace) -> Any:
 
 
 def outputs(args: argparse.Namespace) -> Any:
-    """The outputs the options ask for (``streamad.adapters.session.Outputs``)."""
-    from streamad.adapters.session import Outputs
+    """The outputs the options ask for (``streamad.runtime.session.Outputs``)."""
+    from streamad.runtime.session import Outputs
 
     return Outputs(publish=args.publish, topic=args.topic, bind_any=args.bind_any, overlay_jpeg=args.overlay_jpeg,
                    curve_server_key=args.curve_server_key, curve_clients=args.curve_clients, save=args.save,
@@ -256,7 +256,7 @@ def outputs(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamad.adapters import session
+    from streamad.runtime import session
 
     check(args)
     session.quiet_opencv()
@@ -299,7 +299,7 @@ def apply_thread_budget(config: Any) -> dict[str, int]:
 def report(args: argparse.Namespace, parts: Any, summary: Any, threads: dict[str, int] | None = None,
            learner: dict[str, Any] | None = None) -> int:
     """Print the summary and what was published and saved; the exit status."""
-    from streamad.adapters.session import failure, saved_line
+    from streamad.runtime.session import failure, saved_line
 
     print(summary)
     if args.stats:

@@ -45,7 +45,7 @@ from streamad.vision.frames import as_rgb_uint8
 from streamad.results import AlarmEvent, FrameResult
 from streamad.stream.events import AlarmEvents
 
-from streamad.adapters.display import SnapshotRecorder, VideoRecorder, Window, render_overlay
+from streamad.display.overlay import SnapshotRecorder, VideoRecorder, Window, render_overlay
 from streamad.adapters.publisher import Publisher
 from streamad.adapters.sources import Frame, Source, SourceStats
 

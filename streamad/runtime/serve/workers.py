@@ -5,14 +5,14 @@ GIL with the backbone's operator dispatch, so cameras wait on each other. With `
 camera's :class:`~streamad.stream.detector.StreamDetector` (window, channels, index, learner,
 decisions, state) lives in one of N worker processes instead; the serve process keeps the sources,
 the backbone, the loops, events, publisher, status and page. The seam is :class:`RemoteDetector`: it
-has what :func:`~streamad.adapters.live.run_watch`, :class:`~streamad.adapters.live.StateSaver` and
-:class:`~streamad.adapters.serve.fleet.Fleet` use of a detector (``process``, ``save``, ``close``,
+has what :func:`~streamad.runtime.live.run_watch`, :class:`~streamad.runtime.live.StateSaver` and
+:class:`~streamad.runtime.serve.fleet.Fleet` use of a detector (``process``, ``save``, ``close``,
 ``nominal_count``, ``extractor``), so none of them changes.
 
 Who owns what:
 
 - serve process, camera thread: reads its source, gets the frame's descriptors from the shared
-  backbone (its ``extractor``, a :class:`~streamad.adapters.serve.batcher.BatchedExtractor`), sends
+  backbone (its ``extractor``, a :class:`~streamad.runtime.serve.batcher.BatchedExtractor`), sends
   them to its worker and waits for the :class:`~streamad.results.FrameResult` (score, threshold,
   p-value, heatmap, flags, admissions completed) and the nominal patch count;
 - worker process (``streamad-worker-K``, started with ``spawn``: no fork after threads and torch):
@@ -149,7 +149,7 @@ class _Host:
         self.detectors: dict[str, Any] = {}
 
     def open(self, spec: DetectorSpec) -> tuple[list[str], int, tuple[int, int] | None]:
-        from streamad.adapters.session import open_state
+        from streamad.runtime.session import open_state
         from streamad.stream.detector import StreamDetector
 
         self.close(spec.name)
@@ -404,7 +404,7 @@ class WorkerPool:
 
 
 class RemoteDetector:
-    """A camera's detector in a worker process, as :func:`~streamad.adapters.live.run_watch` sees it.
+    """A camera's detector in a worker process, as :func:`~streamad.runtime.live.run_watch` sees it.
 
     ``process(frame)`` gets the frame's descriptors from ``extractor`` on the calling thread (the
     shared backbone, batched with the other cameras), resizes a frame of another size to the first

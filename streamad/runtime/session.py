@@ -1,12 +1,12 @@
-"""A ``streamad watch`` run put together: the parts around :func:`~streamad.adapters.live.run_watch`.
+"""A ``streamad watch`` run put together: the parts around :func:`~streamad.runtime.live.run_watch`.
 
 The command line only parses, checks and prints; this module does the rest, one job per function:
 
 - :func:`open_parts` opens the source and the outputs (ZeroMQ publisher, video or snapshot recorder,
   window) in an ``ExitStack``, so they are closed however the run ends;
 - :func:`resume_state` resumes the detector from a state directory (or starts fresh, or moves an
-  unusable state aside) and gives the :class:`~streamad.adapters.live.StateSaver` that keeps it saved;
-- :func:`watch` runs the loop as a one-camera :class:`~streamad.adapters.serve.fleet.Fleet` (the
+  unusable state aside) and gives the :class:`~streamad.runtime.live.StateSaver` that keeps it saved;
+- :func:`watch` runs the loop as a one-camera :class:`~streamad.runtime.serve.fleet.Fleet` (the
   machinery of ``streamad serve``) with Ctrl-C / SIGTERM handling, alarm events
   (:class:`~streamad.stream.events.AlarmEvents`) and the event lines of :class:`EventLines`;
 - :func:`saved_line` and :func:`failure` say what became of the saved file and whether the run failed.
@@ -26,8 +26,8 @@ from streamad.errors import UserError
 from streamad.results import AlarmEvent, FrameResult
 from streamad.stream.events import AlarmEvents
 
-from streamad.adapters.display import SnapshotRecorder, VideoRecorder, Window, make_recorder
-from streamad.adapters.live import StateSaver, WatchSummary
+from streamad.display.overlay import SnapshotRecorder, VideoRecorder, Window, make_recorder
+from streamad.runtime.live import StateSaver, WatchSummary
 from streamad.adapters.publisher import Publisher
 from streamad.adapters.sources import DemoSource, Frame, Source, VideoFileSource, open_source
 
@@ -238,8 +238,8 @@ def watch(parts: Parts, detector: Any, *, on_event: EventSink, on_status: EventS
     as ``alarms`` says (default ``EventConfig()``): published, and one line each to ``on_event``.
 
     This is ``streamad serve`` with one camera (its name: the publisher's topic): a
-    :class:`~streamad.adapters.serve.fleet.Fleet` whose one loop runs on this thread."""
-    from streamad.adapters.serve.fleet import Camera, Fleet
+    :class:`~streamad.runtime.serve.fleet.Fleet` whose one loop runs on this thread."""
+    from streamad.runtime.serve.fleet import Camera, Fleet
 
     events = EventLines(on_event, quiet)
     name = parts.publisher.topic if parts.publisher is not None else "streamad"

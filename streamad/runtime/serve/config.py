@@ -171,7 +171,7 @@ class ServeConfig:
 
     ``device`` is the backbone's for every camera; a batch waits at most ``batch_wait_ms`` for more
     frames; ``workers`` worker processes hold the cameras' detectors (0: threads of the serve process,
-    :mod:`streamad.adapters.serve.workers`), and one that answers no request for ``worker_timeout_s``
+    :mod:`streamad.runtime.serve.workers`), and one that answers no request for ``worker_timeout_s``
     seconds is killed and restarted; ``status_every`` seconds between status messages (0:
     none); ``torch_threads`` / ``blas_threads`` (0: automatic). ``publish`` is the ZeroMQ address
     (None: no publisher) with ``bind_any``, ``overlay_jpeg``, ``hwm`` and CURVE keys; ``http`` the
