@@ -26,6 +26,7 @@ from streamad.config import ChannelConfig, DecisionConfig, IndexConfig, MemoryCo
 from streamad.stream.decisions import ScoreDecisions
 from streamad.stream.detector import StreamDetector
 from streamad.stream.persistence import StateError
+from streamad.testing.standin import StandInDetector
 
 watch_cmd = importlib.import_module("streamad.cli.watch")
 
@@ -665,7 +666,7 @@ def test_watch_goes_on_when_the_state_cannot_be_written(tmp_path: Path, monkeypa
     assert err.count("cannot save the state to") == 1 and "the loop goes on and retries in 4 frames" in err
 
 
-class Interrupting:
+class Interrupting(StandInDetector):
     """A detector stand-in that counts saves and raises KeyboardInterrupt inside ``process`` at frame 3."""
 
     def __init__(self, inside: bool) -> None:

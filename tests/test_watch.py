@@ -26,6 +26,7 @@ from streamad.adapters.subscriber import Subscriber
 from streamad.config import ChannelConfig, FeatureConfig, ThreadConfig
 from streamad.errors import UserError
 from streamad.results import FrameResult
+from streamad.testing.standin import StandInDetector
 
 watch_cmd = importlib.import_module("streamad.cli.watch")
 
@@ -34,7 +35,7 @@ ANOMALY = 15       # video frame with a bright square
 THRESHOLD = 20.0
 
 
-class FakeDetector:
+class FakeDetector(StandInDetector):
     """Stands in for StreamDetector: not ready for 3 frames, then the score is the largest 4x4-block
     mean difference from the first frame; blank frames raise ValueError like a bad frame would."""
 

@@ -38,10 +38,16 @@ import argparse
 import sys
 import threading
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamad.errors import UserError
 from streamad.stream.presets import DESCRIPTIONS, PRESETS
+
+if TYPE_CHECKING:
+    from streamad.config import EventConfig, StreamConfig
+    from streamad.runtime.detector import Detector
+    from streamad.runtime.live import WatchSummary
+    from streamad.runtime.session import Outputs, Parts
 
 NAME = "watch"
 HELP = "run the streaming detector on a camera, video, folder, URL or the built-in demo"
@@ -130,7 +136,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "of stopping with an error")
 
 
-def build_config(args: argparse.Namespace) -> Any:
+def build_config(args: argparse.Namespace) -> StreamConfig:
     """The StreamConfig the preset and options describe (bad values become UserErrors)."""
     from streamad.stream.presets import stream_config
 
@@ -163,15 +169,12 @@ def build_config(args: argparse.Namespace) -> Any:
         raise UserError(str(exc).replace("MemoryConfig.capacity", "--memory")) from exc
 
 
-def make_detector(config: Any) -> Any:
+def make_detector(config: StreamConfig | None) -> Detector:
     """The real detector: ``streamad.StreamDetector(config)``."""
-    import streamad
+    from streamad.stream.detector import StreamDetector
 
-    cls = getattr(streamad, "StreamDetector", None)
-    if cls is None:
-        raise UserError("streamad.StreamDetector is not available in this installation")
     try:
-        return cls(config)
+        return StreamDetector(config)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
 
@@ -233,7 +236,7 @@ def check(args: argparse.Namespace) -> None:
         raise UserError("--alarms-per-hour and --false-alarm-rate say the same thing: give one of them")
 
 
-def event_config(args: argparse.Namespace) -> Any:
+def event_config(args: argparse.Namespace) -> EventConfig:
     """The EventConfig --event-gap and --event-min-frames describe (bad values become UserErrors)."""
     from streamad.config import EventConfig
 
@@ -246,7 +249,7 @@ def event_config(args: argparse.Namespace) -> Any:
                                                                                        "--event-min-frames")) from exc
 
 
-def outputs(args: argparse.Namespace) -> Any:
+def outputs(args: argparse.Namespace) -> Outputs:
     """The outputs the options ask for (``streamad.runtime.session.Outputs``)."""
     from streamad.runtime.session import Outputs
 
@@ -257,6 +260,7 @@ def outputs(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from streamad.runtime import session
+    from streamad.stream.detector import StreamDetector
 
     check(args)
     session.quiet_opencv()
@@ -269,11 +273,13 @@ def run(args: argparse.Namespace) -> int:
                                    max_retries=args.max_retries)
         if getattr(args, "alarms_per_hour", None) is not None:
             config = session.per_hour(config, args.alarms_per_hour, session.stream_fps(parts.source, args.fps))
-        if getattr(config, "decisions", None) is not None and not args.quiet:
+        if config is not None and not args.quiet:
             console.event(session.alarm_line(config.decisions, session.stream_fps(parts.source, args.fps)))
         detector, saver = make_detector(config), None
-        stack.callback(lambda: getattr(detector, "close", lambda: None)())  # stop the learner after the final save
+        stack.callback(lambda: detector.close())  # stop the learner after the final save
         if args.state is not None:
+            if not isinstance(detector, StreamDetector):
+                raise UserError(f"--state needs a detector that saves and loads its state, not {type(detector).__name__}")
             every = DEFAULT_SAVE_EVERY if args.save_every is None else args.save_every
             detector, saver = session.resume_state(detector, args.state, every=every, reset=args.state_reset,
                                                    on_event=console.event)
@@ -281,22 +287,22 @@ def run(args: argparse.Namespace) -> int:
                                 status_interval=console.interval, max_frames=args.max_frames, saver=saver,
                                 quiet=args.quiet, alarms=alarms)
         console.end()
-        learner = getattr(detector, "learner_stats", dict)()
+        learner = detector.learner_stats()
         stack.close()  # finish the video file and close the sockets before reporting
     return report(args, parts, summary, threads, learner)
 
 
-def apply_thread_budget(config: Any) -> dict[str, int]:
+def apply_thread_budget(config: StreamConfig | None) -> dict[str, int]:
     """Set the process's torch and BLAS threads as ``config.threads`` says (streamad.vision.threads); none
-    for a config without thread settings (a stand-in detector's)."""
+    without a config (a stand-in detector's)."""
     from streamad.vision.threads import apply_threads
 
-    if getattr(config, "threads", None) is None:
+    if config is None:
         return {}
     return apply_threads(config.threads, background=config.learn_in_background)
 
 
-def report(args: argparse.Namespace, parts: Any, summary: Any, threads: dict[str, int] | None = None,
+def report(args: argparse.Namespace, parts: Parts, summary: WatchSummary, threads: dict[str, int] | None = None,
            learner: dict[str, Any] | None = None) -> int:
     """Print the summary and what was published and saved; the exit status."""
     from streamad.runtime.session import failure, saved_line

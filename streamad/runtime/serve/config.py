@@ -44,7 +44,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamad.config import DECISION_RULES, finite_number
+from streamad.config import DECISION_RULES, EventConfig, StreamConfig, finite_number
 from streamad.errors import UserError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -128,7 +128,7 @@ class CameraConfig:
         _need(c, "max_retries", _opt(lambda v: _is_int(v) and v >= 0)(self.max_retries), self.max_retries,
               "an int >= 0")
 
-    def stream_config(self, device: str | None = None, threads: Mapping[str, int] | None = None) -> Any:
+    def stream_config(self, device: str | None = None, threads: Mapping[str, int] | None = None) -> StreamConfig:
         """The ``StreamConfig`` of this camera (preset, then its settings, then ``overrides``); a bad value
         raises ``ValueError`` naming the field."""
         from streamad.stream.presets import merge, stream_config
@@ -149,9 +149,7 @@ class CameraConfig:
             own["threads"] = dict(threads)
         return stream_config(self.preset, merge(own, _tuples(self.overrides)))
 
-    def event_config(self) -> Any:
-        from streamad.config import EventConfig
-
+    def event_config(self) -> EventConfig:
         given = {k: v for k, v in (("max_gap", self.event_gap), ("min_frames", self.event_min_frames)) if v is not None}
         return EventConfig(**given)
 

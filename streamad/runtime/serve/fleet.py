@@ -39,7 +39,8 @@ from streamad.results import AlarmEvent, FrameResult
 from streamad.stream.events import AlarmEvents
 
 from streamad.display.overlay import SnapshotRecorder, VideoRecorder, Window
-from streamad.runtime.live import Detector, StateSaver, StopFlag, WatchSummary, run_watch, stop_on_signals
+from streamad.runtime.detector import Detector
+from streamad.runtime.live import StateSaver, StopFlag, WatchSummary, run_watch, stop_on_signals
 from streamad.adapters.publisher import CameraPublisher, Publisher
 from streamad.runtime.serve.batcher import BatchedExtractor, SharedBackbone
 from streamad.runtime.serve.status import CameraStatus
@@ -73,7 +74,8 @@ class Camera:
 
     @property
     def extractor(self) -> BatchedExtractor | None:
-        ext = getattr(self.detector, "extractor", None)
+        """The camera's handle on the fleet's shared backbone (None: its detector has an extractor of its own)."""
+        ext = self.detector.extractor
         return ext if isinstance(ext, BatchedExtractor) else None
 
 
@@ -263,13 +265,11 @@ class Fleet:
 
     # -- hooks of a camera's loop ----------------------------------------------------------------------
     def _on_result(self, cam: Camera, status: CameraStatus) -> Callable[[Frame, FrameResult], None]:
-        counts_nominal = getattr(type(cam.detector), "nominal_count", None) is not None
-
         def hook(frame: Frame, result: FrameResult) -> None:
             stats = cam.source.stats
             lag = (time.time() - frame.timestamp) if cam.source.live else sum(result.timings.values()) / 1000.0
             status.frame(result, lag_s=lag, dropped=stats.dropped,
-                         nominal=getattr(cam.detector, "nominal_count", None) if counts_nominal else None,
+                         nominal=cam.detector.nominal_count,
                          reconnects=stats.reconnects, failures=stats.failures)
             self.latest[cam.name] = (frame, result)  # one assignment: a reader sees a whole pair
             if cam.on_result is not None:
