@@ -307,8 +307,8 @@ STAND_IN = textwrap.dedent('''
     from streamad.testing.standin import BlockMeans
 
     if __name__ == "__main__":          # worker processes (spawn) import this file: start serve only here
-        serve_cmd = importlib.import_module("streamad.cli.serve")
-        serve_cmd.make_extractor = lambda features: BlockMeans()
+        serve_session = importlib.import_module("streamad.runtime.serve.session")
+        serve_session.make_extractor = lambda features: BlockMeans()
         from streamad.cli import main
         sys.exit(main(sys.argv[1:]))
 ''')
