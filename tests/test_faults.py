@@ -223,7 +223,7 @@ def test_signal_during_processing_exits_0_with_summary_and_a_finished_video(tmp_
     script.write_text(STAND_IN)
     marker, out = tmp_path / "busy", tmp_path / "out.avi"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, str(script), str(marker), "watch", str(video), "--save", str(out),
+    proc = subprocess.Popen([sys.executable, str(script), str(marker), "watch", str(video), "--record", str(out),
                              "--quiet", "--publish", "tcp://127.0.0.1:*"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:

@@ -51,6 +51,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from streamad.cli.options import add
 from streamad.errors import UserError
 
 NAME = "serve"
@@ -68,10 +69,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--publish", metavar="ADDR", default=None, help="the ZeroMQ address (overrides [publisher])")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="run the detectors in N worker processes (0: on threads; overrides [serve] workers)")
-    p.add_argument("--max-frames", type=int, default=None, metavar="N",
-                   help="stop each camera after N frames (overrides the cameras' max_frames)")
+    add(p, "max_frames")
     p.add_argument("--quiet", action="store_true", help="no status lines (events and failures are still reported)")
-    p.add_argument("--json", metavar="FILE", default=None, help="write the summary (per camera) as JSON")
+    add(p, "json")
 
 
 class Console:

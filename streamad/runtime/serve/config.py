@@ -131,23 +131,12 @@ class CameraConfig:
     def stream_config(self, device: str | None = None, threads: Mapping[str, int] | None = None) -> StreamConfig:
         """The ``StreamConfig`` of this camera (preset, then its settings, then ``overrides``); a bad value
         raises ``ValueError`` naming the field."""
-        from streamad.stream.presets import merge, stream_config
+        from streamad.stream.settings import stream_config_of
 
-        own: dict[str, Any] = {"learn_in_background": self.learning == "background"}
-        for key in ("window", "admit_every", "admit_interval_s"):
-            if getattr(self, key) is not None:
-                own[key] = getattr(self, key)
-        decisions = {k: v for k, v in (("rule", self.rule), ("false_alarm_rate", self.false_alarm_rate))
-                     if v is not None}
-        if decisions:
-            own["decisions"] = decisions
-        if self.memory is not None:
-            own["memory"] = {"capacity": self.memory}
-        if device is not None:
-            own["features"] = {"device": device}
-        if threads:
-            own["threads"] = dict(threads)
-        return stream_config(self.preset, merge(own, _tuples(self.overrides)))
+        own = {key: getattr(self, key) for key in ("window", "admit_every", "admit_interval_s", "learning", "rule",
+                                                   "false_alarm_rate", "memory")}
+        own.update(device=device, torch_threads=(threads or {}).get("torch"), blas_threads=(threads or {}).get("blas"))
+        return stream_config_of(own, preset=self.preset, overrides=_tuples(self.overrides))
 
     def event_config(self) -> EventConfig:
         given = {k: v for k, v in (("max_gap", self.event_gap), ("min_frames", self.event_min_frames)) if v is not None}
