@@ -62,6 +62,8 @@ BASE_MODULES = frozenset({"config", "errors", "results", "version", "state_schem
 FACADE_MODULES = frozenset({"", "inreach"})
 #: ``python -m streamad``, in a room of its own at the very top.
 MAIN_MODULES = frozenset({"__main__"})
+#: The measurement scripts (``python -m streamad.bench.scripts.NAME``): programs, beside ``__main__`` at the top.
+SCRIPTS_PACKAGE = "bench.scripts"
 #: Subpackages, each its own room of the same name.
 SUBPACKAGE_ROOMS = frozenset({"core", "index", "stream", "vision", "batch", "evaluation", "bench", "testing", "cli",
                               "adapters", "display", "runtime"})
@@ -88,7 +90,9 @@ OUTER = frozenset({"evaluation", "bench", "cli", "adapters", "runtime", "display
 #:   cli ("may import all", and ``cli.watch`` does ``import streamad`` to reach StreamDetector) and
 #:   bench ("all but cli") may import it without a cycle.  Every other room imports the module that
 #:   defines a name, never the re-export, so the package root cannot become a hub that closes cycles;
-#: * ``streamad/__main__.py`` imports cli, so it is its own room, "main", above cli; nothing imports it.
+#: * ``streamad/__main__.py`` imports cli, so it is its own room, "main", above cli; nothing imports it;
+#: * the measurement scripts (``streamad/bench/scripts/``) are programs too: room "scripts", beside main,
+#:   may use everything below (the CLI's option table included); nothing imports them.
 MAY_IMPORT: dict[str, frozenset[str]] = {
     "base": frozenset(),
     "core": frozenset({"base"}),
@@ -108,6 +112,8 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
                       "display", "adapters", "runtime", "bench", "facade"}),
     "main": frozenset({"base", "core", "index", "vision", "stream", "batch", "testing", "evaluation",
                        "display", "adapters", "runtime", "bench", "cli", "facade"}),
+    "scripts": frozenset({"base", "core", "index", "vision", "stream", "batch", "testing", "evaluation",
+                          "display", "adapters", "runtime", "bench", "cli", "facade"}),
 }
 
 
@@ -118,6 +124,8 @@ def room_of(module: str, package: str) -> str | None:
         return "facade"
     if rel in MAIN_MODULES:
         return "main"
+    if rel == SCRIPTS_PACKAGE or rel.startswith(SCRIPTS_PACKAGE + "."):
+        return "scripts"
     if rel in BASE_MODULES:
         return "base"
     first = rel.split(".")[0]
@@ -423,7 +431,7 @@ def _fail(title: str, messages: list[str]) -> str:
 
 def test_room_table_only_points_down() -> None:
     rooms = set(MAY_IMPORT)
-    assert rooms == SUBPACKAGE_ROOMS | {"base", "facade", "main"}
+    assert rooms == SUBPACKAGE_ROOMS | {"base", "facade", "main", "scripts"}
     for room, allowed in MAY_IMPORT.items():
         assert set(allowed) <= rooms - {room}, room
     assert [c for c in strongly_connected(MAY_IMPORT) if len(c) > 1] == [], "the room table has a cycle"
@@ -435,8 +443,8 @@ def test_room_table_only_points_down() -> None:
     assert not MAY_IMPORT["adapters"] & {"runtime", "cli", "bench", "evaluation", "stream", "core", "index"}
     assert not MAY_IMPORT["display"] & {"adapters", "runtime", "cli", "bench"}
     assert MAY_IMPORT["base"] == frozenset()
-    assert {room for room, allowed in MAY_IMPORT.items() if "facade" in allowed} == {"cli", "bench", "main"}
-    assert not any("main" in allowed for allowed in MAY_IMPORT.values())
+    assert {room for room, allowed in MAY_IMPORT.items() if "facade" in allowed} == {"cli", "bench", "main", "scripts"}
+    assert not any({"main", "scripts"} & allowed for allowed in MAY_IMPORT.values())
     assert "cli" not in MAY_IMPORT["bench"]
 
 
@@ -528,6 +536,8 @@ CLEAN = {
     "fakepkg/runtime/live.py": "from fakepkg.adapters.sources import Frame\nfrom fakepkg.stream.detector import Detector\n",
     "fakepkg/bench/__init__.py": "from fakepkg.evaluation import metrics\nfrom fakepkg.adapters import sources\n",
     "fakepkg/cli/__init__.py": "from fakepkg import Detector\nfrom fakepkg.bench import run\n",
+    "fakepkg/bench/scripts/__init__.py": "",
+    "fakepkg/bench/scripts/probe.py": "from fakepkg.cli import main\nfrom fakepkg.bench import run\n",  # a program
     "fakepkg/notapackage/stray.py": "import fakepkg.cli\n",   # no __init__.py: not a module
 }
 
@@ -587,6 +597,8 @@ BROKEN = {
     # the facade is for users, cli and bench only; patchcore now closes a loop through baselines/__init__
     "fakepkg/batch/baselines/patchcore.py": "from ..model import Model\n",
     "fakepkg/testing/other.py": "try:\n    from fakepkg import Detector\nexcept ImportError:\n    pass\n",
+    # nothing imports a measurement script
+    "fakepkg/cli/extra.py": "from fakepkg.bench.scripts import probe\n",
 }
 
 
@@ -596,6 +608,7 @@ def test_broken_fake_package_fails_with_every_violation(tmp_path: Path) -> None:
     assert unassigned_modules(scan) == ["fakepkg/extras.py belongs to no room (give it one in tests/test_layers.py)"]
     assert layer_violations(scan) == [
         "adapters/sources.py:3 imports fakepkg.runtime.live (adapters may not import runtime)",
+        "fakepkg/cli/extra.py:1 imports fakepkg.bench.scripts.probe (cli may not import scripts)",
         "fakepkg/core/x.py:3 imports fakepkg.evaluation.metrics (core may not import evaluation)",
         "fakepkg/testing/other.py:2 imports fakepkg (testing may not import facade)",
         "fakepkg/vision/frames.py:3 imports fakepkg.adapters.window (vision may not import adapters)",
