@@ -7,16 +7,8 @@ publisher (for its optional JPEG overlay) draw with it.
 
 from __future__ import annotations
 
-from streamad.display.overlay import (
-    DisplayUnavailable,
-    SnapshotRecorder,
-    VideoRecorder,
-    Window,
-    colorize,
-    make_recorder,
-    render_overlay,
-    save_png,
-)
+from streamad.display.overlay import (DisplayUnavailable, SnapshotRecorder, VideoRecorder, Window, colorize,
+                                      make_recorder, render_overlay, save_png)
 
 __all__ = ["DisplayUnavailable", "SnapshotRecorder", "VideoRecorder", "Window", "colorize", "make_recorder",
            "render_overlay", "save_png"]
