@@ -9,7 +9,7 @@ counted. Prints the most anomalous images at the end.
 import argparse
 
 from streamad import StreamDetector
-from streamad.adapters.display import VideoRecorder, render_overlay
+from streamad.display import VideoRecorder, render_overlay
 from streamad.adapters.sources import FolderSource
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -11,7 +11,7 @@ never falls behind, and it reconnects by itself if the camera goes away. Stop wi
 import argparse
 
 from streamad import StreamDetector
-from streamad.adapters.display import VideoRecorder, render_overlay
+from streamad.display import VideoRecorder, render_overlay
 from streamad.adapters.sources import open_source
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

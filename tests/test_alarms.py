@@ -14,11 +14,12 @@ import pytest
 
 from streamad import cli
 from streamad.adapters.demo import DemoConfig, DemoSource
-from streamad.adapters.live import run_watch
+from streamad.runtime.live import run_watch
 from streamad.adapters.publisher import Publisher, encode_event
 from streamad.adapters.subscriber import Subscriber, decode_message, event_topic
 from streamad.config import ChannelConfig, DecisionConfig, EventConfig, IndexConfig, StreamConfig
 from streamad.results import AlarmEvent, FrameResult
+from streamad.testing.standin import StandInDetector
 from streamad.stream.detector import StreamDetector
 from streamad.stream.events import AlarmEvents
 
@@ -164,7 +165,7 @@ def test_event_message_is_exact_and_round_trips() -> None:
         decode_message(broken)
 
 
-class Scripted:
+class Scripted(StandInDetector):
     """Stands in for the detector: frame i scores ``scores[i]`` against a threshold of 5, heatmap = score."""
 
     def __init__(self, scores: list[float]) -> None:

@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from streamad.adapters.display import VideoRecorder
-from streamad.adapters.live import run_watch
+from streamad.display.overlay import VideoRecorder
+from streamad.runtime.live import run_watch
 from streamad.adapters.sources import Frame, LiveSource, Source, VideoFileSource, to_rgb
 from streamad.batch.baselines import make_patch_model
 from streamad.config import ChannelConfig, DecisionConfig, FeatureConfig, InReachConfig, StreamConfig
@@ -258,16 +258,12 @@ def test_live_loop_skips_and_counts_exactly_the_unusable_frames(tmp_path: Path) 
 
 
 def test_the_bad_input_table_in_docs_is_what_the_script_prints_now() -> None:
-    import importlib.util
+    from streamad.bench.scripts import bad_inputs
 
     repo = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("bad_inputs", repo / "examples" / "bad_inputs.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    table = module.markdown()
+    table = bad_inputs.markdown()
     assert "| None | rejected: frame is None: pass an RGB uint8 array" in table
     assert "| another size (96, 128, 3) mid-stream | converted; heatmap 48x64; warning (once)" in table
     assert "| `InReaCh.fit([gray, float, RGBA])` | converted and fitted |" in table
     assert table in (repo / "docs" / "field.md").read_text(encoding="utf-8"), \
-        "docs/field.md is out of date: paste the output of `python examples/bad_inputs.py`"
+        "docs/field.md is out of date: paste the output of `python -m streamad.bench.scripts.bad_inputs`"

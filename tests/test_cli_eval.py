@@ -29,7 +29,7 @@ def test_eval_writes_json_with_the_documented_keys(tiny_dataset, tmp_path, capsy
 @pytest.mark.parametrize("argv, message", [
     (["eval", "does/not/exist"], "dataset folder not found"),
     (["eval", "{tiny}", "--corrupt", "99"], "--corrupt must be between 0 and 2"),
-    (["eval", "{tiny}", "--seeds", "0"], "ChannelConfig.seeds must be >= 1, got 0"),
+    (["eval", "{tiny}", "--seeds", "0"], "--seeds must be >= 1, got 0"),
     (["eval", "{tiny}", "--backbone", "vgg99"], "unknown backbone 'vgg99'"),
     (["eval", "{tiny}", "--json", "no/such/dir/r.json"], "folder no/such/dir does not exist"),
 ])

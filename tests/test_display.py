@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from streamad.adapters import display
-from streamad.adapters.display import (
+from streamad.display import overlay as display
+from streamad.display.overlay import (
     DisplayUnavailable,
     SnapshotRecorder,
     VideoRecorder,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from streamad import cli
-from streamad.adapters.live import StopFlag, run_watch
+from streamad.runtime.live import StopFlag, run_watch
 from streamad.adapters.publisher import Publisher
 from streamad.adapters.sources import Backoff, FolderSource, LiveSource, VideoFileSource
 from streamad.adapters.subscriber import Subscriber
@@ -25,6 +25,7 @@ from streamad.config import ChannelConfig, DecisionConfig, StreamConfig
 from streamad.testing import standin
 from streamad.stream.detector import StreamDetector
 from streamad.results import FrameResult
+from streamad.testing.standin import StandInDetector
 
 
 BlockMeans = standin.BlockMeans  # stand-in extractor: 4x4 grid of block means of the frame at 32x32
@@ -181,11 +182,12 @@ STAND_IN = textwrap.dedent('''
     from pathlib import Path
     import numpy as np
     from streamad.results import FrameResult
+    from streamad.testing.standin import StandInDetector
 
     marker = Path(sys.argv[1])
     watch_cmd = importlib.import_module("streamad.cli.watch")
 
-    class SlowDetector:
+    class SlowDetector(StandInDetector):
         n = 0
         def process(self, frame, timestamp=None):
             time.sleep(0.03)
@@ -221,7 +223,7 @@ def test_signal_during_processing_exits_0_with_summary_and_a_finished_video(tmp_
     script.write_text(STAND_IN)
     marker, out = tmp_path / "busy", tmp_path / "out.avi"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, str(script), str(marker), "watch", str(video), "--save", str(out),
+    proc = subprocess.Popen([sys.executable, str(script), str(marker), "watch", str(video), "--record", str(out),
                              "--quiet", "--publish", "tcp://127.0.0.1:*"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -248,7 +250,7 @@ def test_signal_during_processing_exits_0_with_summary_and_a_finished_video(tmp_
 # -- corrupt images in a folder -----------------------------------------------------------------------
 
 
-class CountingDetector:
+class CountingDetector(StandInDetector):
     """Minimal stand-in: counts frames, never ready."""
 
     def __init__(self) -> None:

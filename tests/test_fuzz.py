@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamad.adapters.serve.config import ConfigError, load_config
+from streamad.runtime.serve.config import ConfigError, load_config
 from streamad.adapters.subscriber import SchemaError, decode_message
 from streamad.bench import fuzz
 from streamad.bench.fuzz import TARGETS, demo_frames, fuzz_target, small_detector, state_fingerprint
@@ -69,7 +69,7 @@ def test_the_state_fuzz_catches_a_loader_that_skips_the_checks(tmp_path: Path) -
 
 
 def test_the_web_fuzz_catches_a_page_that_forgets_its_token(tmp_path: Path, monkeypatch) -> None:
-    from streamad.adapters.serve.web import WebPage
+    from streamad.runtime.serve.web import WebPage
 
     monkeypatch.setattr(WebPage, "authorised", lambda self, path, headers: True)
     tally = fuzz_target(fuzz.WebTarget(), 100, workdir=tmp_path)

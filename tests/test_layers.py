@@ -2,6 +2,8 @@
 table, and no two modules import each other, directly or round a loop.
 
 The package is read with :mod:`ast`, never imported, so a broken or heavy module cannot hide an import.
+It is read where it lives: ``streamad/`` and the folders ``pyproject.toml`` maps into it
+(``[tool.setuptools] package-dir``: the top-level ``adapters/`` is ``streamad.adapters``).
 
 What counts as an import of a ``streamad`` module (every one of them is checked, wherever it is):
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import ast
 import textwrap
+import tomllib
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +45,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = REPO / "streamad"
+
+
+def mapped_folders(repo: Path = REPO) -> dict[str, Path]:
+    """Subpackages that live outside ``streamad/`` (pyproject's package-dir): dotted name -> folder."""
+    setuptools = tomllib.loads((repo / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    return {name: repo / folder for name, folder in setuptools.get("package-dir", {}).items() if name}
+
 
 # --------------------------------------------------------------------------------------------------
 # The rooms.
@@ -52,26 +62,37 @@ BASE_MODULES = frozenset({"config", "errors", "results", "version", "state_schem
 FACADE_MODULES = frozenset({"", "inreach"})
 #: ``python -m streamad``, in a room of its own at the very top.
 MAIN_MODULES = frozenset({"__main__"})
+#: The measurement scripts (``python -m streamad.bench.scripts.NAME``): programs, beside ``__main__`` at the top.
+SCRIPTS_PACKAGE = "bench.scripts"
 #: Subpackages, each its own room of the same name.
-SUBPACKAGE_ROOMS = frozenset(
-    {"core", "index", "stream", "vision", "batch", "evaluation", "bench", "testing", "cli", "adapters"})
+SUBPACKAGE_ROOMS = frozenset({"core", "index", "stream", "vision", "batch", "evaluation", "bench", "testing", "cli",
+                              "adapters", "display", "runtime"})
 
 ENGINE = frozenset({"core", "index", "stream"})
+#: The outer rooms: what joins the engine to the world, measures it or drives it.
+OUTER = frozenset({"evaluation", "bench", "cli", "adapters", "runtime", "display", "main"})
 
 #: Which other rooms each room may import (its own room always).  Arrows only point down.
 #: Decisions (the brief left them open):
 #: * evaluation may use testing (drift_eval replays precomputed descriptors through the
-#:   ``testing.standin`` stand-in) but not adapters: plotting is for cli (``cli.eval_stream`` calls
-#:   ``adapters.drift_plot``), so evaluation stays free of matplotlib/OpenCV windows/ZeroMQ;
-#: * adapters may import base, vision and stream only; core and index are not needed today (the live
-#:   loop talks to StreamDetector), so they are not allowed until something needs them;
+#:   ``testing.standin`` stand-in) but not adapters, display or runtime: plotting is for cli
+#:   (``cli.eval_stream`` calls ``display.drift_plot``), so evaluation stays free of matplotlib/OpenCV
+#:   windows/ZeroMQ;
+#: * display (overlay, window, recorders, the drift figure) imports base and vision only;
+#: * adapters (the top-level ``adapters/`` folder, installed as ``streamad.adapters``: OpenCV sources,
+#:   ZeroMQ publisher, subscriber and security) may import base, vision and display (the publisher's
+#:   optional JPEG overlay), never the engine's detector, the runtime or the CLI;
+#: * runtime (live loop, watch's session, serve) joins adapters to the engine: base, vision, stream,
+#:   display and adapters; core and index are not needed (it talks to the detector), so not allowed;
 #: * testing may import base and vision only (a stand-in extractor mimics vision's extractor);
 #: * the facade (``streamad/__init__.py``, ``streamad/inreach.py``) only re-exports the engine, base
 #:   and batch, so it may import base, core, index, vision, stream and batch and nothing above; then
 #:   cli ("may import all", and ``cli.watch`` does ``import streamad`` to reach StreamDetector) and
 #:   bench ("all but cli") may import it without a cycle.  Every other room imports the module that
 #:   defines a name, never the re-export, so the package root cannot become a hub that closes cycles;
-#: * ``streamad/__main__.py`` imports cli, so it is its own room, "main", above cli; nothing imports it.
+#: * ``streamad/__main__.py`` imports cli, so it is its own room, "main", above cli; nothing imports it;
+#: * the measurement scripts (``streamad/bench/scripts/``) are programs too: room "scripts", beside main,
+#:   may use everything below (the CLI's option table included); nothing imports them.
 MAY_IMPORT: dict[str, frozenset[str]] = {
     "base": frozenset(),
     "core": frozenset({"base"}),
@@ -81,14 +102,18 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "batch": frozenset({"base", "core", "index", "vision"}),
     "facade": frozenset({"base", "core", "index", "vision", "stream", "batch"}),
     "testing": frozenset({"base", "vision"}),
-    "adapters": frozenset({"base", "vision", "stream"}),
+    "display": frozenset({"base", "vision"}),
+    "adapters": frozenset({"base", "vision", "display"}),
+    "runtime": frozenset({"base", "vision", "stream", "display", "adapters"}),
     "evaluation": frozenset({"base", "core", "index", "vision", "stream", "batch", "testing"}),
     "bench": frozenset({"base", "core", "index", "vision", "stream", "batch", "testing", "evaluation",
-                        "adapters", "facade"}),
+                        "display", "adapters", "runtime", "facade"}),
     "cli": frozenset({"base", "core", "index", "vision", "stream", "batch", "testing", "evaluation",
-                      "adapters", "bench", "facade"}),
+                      "display", "adapters", "runtime", "bench", "facade"}),
     "main": frozenset({"base", "core", "index", "vision", "stream", "batch", "testing", "evaluation",
-                       "adapters", "bench", "cli", "facade"}),
+                       "display", "adapters", "runtime", "bench", "cli", "facade"}),
+    "scripts": frozenset({"base", "core", "index", "vision", "stream", "batch", "testing", "evaluation",
+                          "display", "adapters", "runtime", "bench", "cli", "facade"}),
 }
 
 
@@ -99,6 +124,8 @@ def room_of(module: str, package: str) -> str | None:
         return "facade"
     if rel in MAIN_MODULES:
         return "main"
+    if rel == SCRIPTS_PACKAGE or rel.startswith(SCRIPTS_PACKAGE + "."):
+        return "scripts"
     if rel in BASE_MODULES:
         return "base"
     first = rel.split(".")[0]
@@ -222,25 +249,32 @@ class _Collector(ast.NodeVisitor):
         self.generic_visit(node)
 
 
-def scan_package(package_dir: Path) -> Scan:
-    """Every module of the package in ``package_dir`` and every import of its modules, without importing."""
-    package_dir = Path(package_dir)
-    scan = Scan(package_dir.name)
-    files: list[tuple[str, bool, Path]] = []
-    for file in sorted(package_dir.rglob("*.py")):
-        parts = file.relative_to(package_dir.parent).with_suffix("").parts
+def _module_files(folder: Path, dotted: str) -> Iterable[tuple[str, bool, Path]]:
+    """(dotted name, is a package, file) of every module in the package ``folder`` named ``dotted``."""
+    for file in sorted(folder.rglob("*.py")):
+        parts = file.relative_to(folder).with_suffix("").parts
         if any(not part.isidentifier() for part in parts[:-1]) or "__pycache__" in parts:
             continue
         # a folder without __init__.py is no package: skip what is inside it
-        if any(not (package_dir.parent.joinpath(*parts[:i]) / "__init__.py").is_file()
-               for i in range(1, len(parts))):
+        if any(not (folder.joinpath(*parts[:i]) / "__init__.py").is_file() for i in range(len(parts))):
             continue
         is_package = parts[-1] == "__init__"
-        name = ".".join(parts[:-1] if is_package else parts)
-        scan.modules[name] = file.relative_to(package_dir.parent).as_posix()
-        if is_package:
-            scan.packages.add(name)
-        files.append((name, is_package, file))
+        yield ".".join((dotted, *(parts[:-1] if is_package else parts))), is_package, file
+
+
+def scan_package(package_dir: Path, mapped: Mapping[str, Path] | None = None) -> Scan:
+    """Every module of the package in ``package_dir`` (plus the subpackages ``mapped`` puts in other
+    folders: dotted name -> folder) and every import of its modules, without importing."""
+    package_dir = Path(package_dir)
+    scan = Scan(package_dir.name)
+    root = package_dir.parent
+    files: list[tuple[str, bool, Path]] = []
+    for dotted, folder in [(package_dir.name, package_dir), *sorted((mapped or {}).items())]:
+        for name, is_package, file in _module_files(Path(folder), dotted):
+            scan.modules[name] = file.relative_to(root).as_posix()
+            if is_package:
+                scan.packages.add(name)
+            files.append((name, is_package, file))
     for name, is_package, file in files:
         path = scan.modules[name]
         try:
@@ -397,24 +431,37 @@ def _fail(title: str, messages: list[str]) -> str:
 
 def test_room_table_only_points_down() -> None:
     rooms = set(MAY_IMPORT)
-    assert rooms == SUBPACKAGE_ROOMS | {"base", "facade", "main"}
+    assert rooms == SUBPACKAGE_ROOMS | {"base", "facade", "main", "scripts"}
     for room, allowed in MAY_IMPORT.items():
         assert set(allowed) <= rooms - {room}, room
     assert [c for c in strongly_connected(MAY_IMPORT) if len(c) > 1] == [], "the room table has a cycle"
     # the issue's demand, spelled out
     for room in ENGINE:
-        assert not MAY_IMPORT[room] & {"evaluation", "bench", "cli", "adapters", "batch", "testing", "facade",
-                                       "main"}
+        assert not MAY_IMPORT[room] & (OUTER | {"batch", "testing", "facade"})
+    for room in ("vision", "batch", "testing", "evaluation"):   # below the I/O rooms too
+        assert not MAY_IMPORT[room] & {"adapters", "runtime", "display", "cli", "bench"}, room
+    assert not MAY_IMPORT["adapters"] & {"runtime", "cli", "bench", "evaluation", "stream", "core", "index"}
+    assert not MAY_IMPORT["display"] & {"adapters", "runtime", "cli", "bench"}
     assert MAY_IMPORT["base"] == frozenset()
-    assert {room for room, allowed in MAY_IMPORT.items() if "facade" in allowed} == {"cli", "bench", "main"}
-    assert not any("main" in allowed for allowed in MAY_IMPORT.values())
+    assert {room for room, allowed in MAY_IMPORT.items() if "facade" in allowed} == {"cli", "bench", "main", "scripts"}
+    assert not any({"main", "scripts"} & allowed for allowed in MAY_IMPORT.values())
     assert "cli" not in MAY_IMPORT["bench"]
 
 
+def real_scan() -> Scan:
+    """The package as installed: ``streamad/`` and the top-level folders pyproject maps into it."""
+    return scan_package(PACKAGE_DIR, mapped_folders())
+
+
 def test_real_package_scan_sees_the_rooms() -> None:
-    scan = scan_package(PACKAGE_DIR)
+    scan = real_scan()
     # guard against a scanner that silently finds nothing
     assert "streamad.stream.detector" in scan.modules and "streamad.core" in scan.packages
+    # the brief's top-level adapters/ folder is read as streamad.adapters, and nothing else is left there
+    assert mapped_folders() == {"streamad.adapters": REPO / "adapters"}
+    assert scan.modules["streamad.adapters.publisher"] == "adapters/publisher.py"
+    assert "streamad.adapters.sources" in scan.packages and "streamad.runtime.serve" in scan.packages
+    assert not (PACKAGE_DIR / "adapters").exists(), "streamad/adapters/ would shadow the top-level adapters/"
     assert any(imp.importer == "streamad.stream.detector" and imp.context == "in a function"
                for imp in scan.imports)
     assert unassigned_modules(scan) == [], _fail("Modules in no room", unassigned_modules(scan))
@@ -422,12 +469,12 @@ def test_real_package_scan_sees_the_rooms() -> None:
 
 
 def test_real_package_imports_only_point_down() -> None:
-    violations = layer_violations(scan_package(PACKAGE_DIR))
+    violations = layer_violations(real_scan())
     assert violations == [], _fail("Imports against the room table (tests/test_layers.py MAY_IMPORT)", violations)
 
 
 def test_real_package_has_no_import_cycles() -> None:
-    cycles = import_cycles(scan_package(PACKAGE_DIR))
+    cycles = import_cycles(real_scan())
     assert cycles == [], _fail("Import cycles", cycles)
 
 
@@ -440,6 +487,12 @@ def _write(root: Path, files: Mapping[str, str]) -> Path:
         file.parent.mkdir(parents=True, exist_ok=True)
         file.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
     return root / "fakepkg"
+
+
+def _scan_fake(root: Path, files: Mapping[str, str]) -> Scan:
+    """The fake package, with its top-level ``adapters/`` folder read as ``fakepkg.adapters`` (as pyproject
+    maps the real one)."""
+    return scan_package(_write(root, files), {"fakepkg.adapters": root / "adapters"})
 
 
 CLEAN = {
@@ -474,17 +527,25 @@ CLEAN = {
     "fakepkg/evaluation/metrics.py": "import importlib\nimportlib.import_module('fakepkg.testing.standin')\n",
     "fakepkg/testing/__init__.py": "",
     "fakepkg/testing/standin.py": "from fakepkg.vision.frames import check\n",
-    "fakepkg/adapters/__init__.py": "",
-    "fakepkg/adapters/sources.py": "from fakepkg.stream.detector import Detector\n",
+    "fakepkg/display/__init__.py": "from .overlay import render\n",
+    "fakepkg/display/overlay.py": "from fakepkg.vision.frames import check\n",
+    "adapters/__init__.py": "",                               # the top-level folder, read as fakepkg.adapters
+    "adapters/sources.py": "from fakepkg.vision.frames import check\n",
+    "adapters/publisher.py": "from .sources import Frame\ndef send():\n    from fakepkg.display import render\n",
+    "fakepkg/runtime/__init__.py": "",
+    "fakepkg/runtime/live.py": "from fakepkg.adapters.sources import Frame\nfrom fakepkg.stream.detector import Detector\n",
     "fakepkg/bench/__init__.py": "from fakepkg.evaluation import metrics\nfrom fakepkg.adapters import sources\n",
     "fakepkg/cli/__init__.py": "from fakepkg import Detector\nfrom fakepkg.bench import run\n",
+    "fakepkg/bench/scripts/__init__.py": "",
+    "fakepkg/bench/scripts/probe.py": "from fakepkg.cli import main\nfrom fakepkg.bench import run\n",  # a program
     "fakepkg/notapackage/stray.py": "import fakepkg.cli\n",   # no __init__.py: not a module
 }
 
 
 def test_clean_fake_package_passes(tmp_path: Path) -> None:
-    scan = scan_package(_write(tmp_path, CLEAN))
+    scan = _scan_fake(tmp_path, CLEAN)
     assert "fakepkg.stream.persistence" in scan.modules and "fakepkg.notapackage.stray" not in scan.modules
+    assert scan.modules["fakepkg.adapters.publisher"] == "adapters/publisher.py"
     assert scan.problems == []
     assert unassigned_modules(scan) == []
     assert layer_violations(scan) == []
@@ -500,6 +561,7 @@ def test_clean_fake_package_passes(tmp_path: Path) -> None:
     assert contexts[("fakepkg.config", "fakepkg.errors")] == "at module level"            # from pkg import mod
     assert contexts[("fakepkg.bench", "fakepkg.evaluation.metrics")] == "at module level"  # from pkg import mod
     assert contexts[("fakepkg.cli", "fakepkg")] == "at module level"                      # attribute of root
+    assert contexts[("fakepkg.adapters.publisher", "fakepkg.adapters.sources")] == "at module level"  # mapped .
 
 
 BROKEN = {
@@ -525,7 +587,9 @@ BROKEN = {
             from ..adapters.window import Window
         import fakepkg.gone
     """,
-    "fakepkg/adapters/window.py": "",
+    "adapters/window.py": "",
+    # the adapters reach up into the runtime (which imports them: a cycle too)
+    "adapters/sources.py": "from fakepkg.vision.frames import check\ndef frames():\n    import fakepkg.runtime.live\n",
     "fakepkg/extras.py": "",
     # a cycle through a package's __init__: model imports baselines.common, so baselines/__init__ runs,
     # which imports patchcore, which imports model
@@ -533,19 +597,26 @@ BROKEN = {
     # the facade is for users, cli and bench only; patchcore now closes a loop through baselines/__init__
     "fakepkg/batch/baselines/patchcore.py": "from ..model import Model\n",
     "fakepkg/testing/other.py": "try:\n    from fakepkg import Detector\nexcept ImportError:\n    pass\n",
+    # nothing imports a measurement script
+    "fakepkg/cli/extra.py": "from fakepkg.bench.scripts import probe\n",
 }
 
 
 def test_broken_fake_package_fails_with_every_violation(tmp_path: Path) -> None:
-    scan = scan_package(_write(tmp_path, BROKEN))
+    scan = _scan_fake(tmp_path, BROKEN)
     assert scan.problems == ["fakepkg/vision/frames.py:4 imports fakepkg.gone, which is no module of fakepkg"]
     assert unassigned_modules(scan) == ["fakepkg/extras.py belongs to no room (give it one in tests/test_layers.py)"]
     assert layer_violations(scan) == [
+        "adapters/sources.py:3 imports fakepkg.runtime.live (adapters may not import runtime)",
+        "fakepkg/cli/extra.py:1 imports fakepkg.bench.scripts.probe (cli may not import scripts)",
         "fakepkg/core/x.py:3 imports fakepkg.evaluation.metrics (core may not import evaluation)",
         "fakepkg/testing/other.py:2 imports fakepkg (testing may not import facade)",
         "fakepkg/vision/frames.py:3 imports fakepkg.adapters.window (vision may not import adapters)",
     ]
     assert import_cycles(scan) == [
+        "import cycle: fakepkg.adapters.sources -> fakepkg.runtime.live -> fakepkg.adapters.sources"
+        "\n    adapters/sources.py:3 imports fakepkg.runtime.live (in a function)"
+        "\n    fakepkg/runtime/live.py:1 imports fakepkg.adapters.sources (at module level)",
         "import cycle: fakepkg.stream.detector -> fakepkg.stream.persistence -> fakepkg.stream.detector"
         "\n    fakepkg/stream/detector.py:7 imports fakepkg.stream.persistence (in a function)"
         "\n    fakepkg/stream/persistence.py:4 imports fakepkg.stream.detector (under TYPE_CHECKING)",

@@ -178,7 +178,7 @@ def test_a_damaged_saved_memory_is_refused_naming_the_part(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--memory", "10"], "--memory only apply with --stream"),
-    (["--stream", "--memory", "-1"], "MemoryConfig.capacity must be an int >= 0"),
+    (["--stream", "--memory", "-1"], "--memory must be an int >= 0"),
     (["--stream", "--image-score", "reweight"], "--image-score reweight is for batch models"),
 ])
 def test_eval_memory_options_are_checked_in_one_line(tiny_dataset, capsys, argv, message):

@@ -26,6 +26,7 @@ from streamad.config import ChannelConfig, DecisionConfig, IndexConfig, MemoryCo
 from streamad.stream.decisions import ScoreDecisions
 from streamad.stream.detector import StreamDetector
 from streamad.stream.persistence import StateError
+from streamad.testing.standin import StandInDetector
 
 watch_cmd = importlib.import_module("streamad.cli.watch")
 
@@ -614,7 +615,7 @@ def watch(capsys, *argv: str) -> tuple[int, str, str]:
 def test_watch_state_resumes_where_it_stopped(tmp_path: Path, monkeypatch, capsys) -> None:
     use_toy_detector(monkeypatch)
     images, state = make_images(tmp_path / "img", 24), tmp_path / "state"
-    code, out, err = watch(capsys, str(images), "--state", str(state), "--save-every", "10", "--quiet")
+    code, out, err = watch(capsys, str(images), "--state", str(state), "--state-every", "10", "--quiet")
     assert code == 0, err
     assert f"no saved state in {state}: starting fresh" in err
     assert "frames 24 in" in out and f"state saved 3 times to {state}" in out        # at 10, 20 and at the end
@@ -650,7 +651,7 @@ def test_watch_refuses_a_corrupt_or_incompatible_state_unless_reset(tmp_path: Pa
     assert len(aside) == 1 and (aside[0] / "manifest.json").read_text() == "{not json"
     assert f"moved the unusable state to {aside[0]}; starting fresh" in err
     assert StreamDetector.load(state, extractor=ToyImages()).frames_seen == 12
-    code, _, err = watch(capsys, str(images), "--save-every", "3")
+    code, _, err = watch(capsys, str(images), "--state-every", "3")
     assert code == 2 and "use them with --state DIR" in err
 
 
@@ -658,14 +659,14 @@ def test_watch_goes_on_when_the_state_cannot_be_written(tmp_path: Path, monkeypa
     use_toy_detector(monkeypatch)
     images = make_images(tmp_path / "img", 12)
     (tmp_path / "afile").write_text("x")
-    code, out, err = watch(capsys, str(images), "--state", str(tmp_path / "afile" / "state"), "--save-every", "4",
+    code, out, err = watch(capsys, str(images), "--state", str(tmp_path / "afile" / "state"), "--state-every", "4",
                            "--quiet")
     assert code == 0, err
     assert "frames 12 in" in out and "state saved 0 times to" in out and "4 failed saves" in out
     assert err.count("cannot save the state to") == 1 and "the loop goes on and retries in 4 frames" in err
 
 
-class Interrupting:
+class Interrupting(StandInDetector):
     """A detector stand-in that counts saves and raises KeyboardInterrupt inside ``process`` at frame 3."""
 
     def __init__(self, inside: bool) -> None:
@@ -683,7 +684,7 @@ class Interrupting:
 
 @pytest.mark.parametrize("inside", [True, False])
 def test_run_watch_does_not_save_a_detector_interrupted_mid_frame(tmp_path: Path, inside: bool) -> None:
-    from streamad.adapters.live import StateSaver, run_watch
+    from streamad.runtime.live import StateSaver, run_watch
     from streamad.adapters.sources import FolderSource
 
     def interrupt_after(frame, result) -> None:
@@ -726,7 +727,7 @@ def test_watch_with_a_full_disk_keeps_going_and_keeps_the_old_state(tmp_path: Pa
     images, state = make_images(tmp_path / "img", 12), tmp_path / "states" / "state"
     assert watch(capsys, str(images), "--state", str(state), "--quiet")[0] == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(runner(tmp_path, limit=2048) + [str(images), "--state", str(state), "--save-every", "5",
+    proc = subprocess.run(runner(tmp_path, limit=2048) + [str(images), "--state", str(state), "--state-every", "5",
                                                          "--quiet"], capture_output=True, text=True, env=env,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr

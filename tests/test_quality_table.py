@@ -1,27 +1,17 @@
-"""examples/quality_table.py: the rule of docs/quality.md applied to lever figures (no fitting here)."""
+"""streamad/bench/scripts/quality_table.py: the rule of docs/quality.md applied to lever figures (no fitting here)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @pytest.fixture(scope="module")
 def qt():
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        spec = importlib.util.spec_from_file_location("quality_table", EXAMPLES / "quality_table.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(EXAMPLES))
+    from streamad.bench.scripts import quality_table
+
+    return quality_table
 
 
 def _rows(image: float, pixel: float, bump: dict | None = None) -> list[dict]:
@@ -65,9 +55,8 @@ def test_no_default_no_combination(qt, tmp_path):
 def test_levers_run_reports_the_test_images_not_in_training(tiny_dataset, tmp_path):
     """One real quality_levers run on a tiny data set: K = 1 rows carry the split of the test images that
     are not also training images, K = 0 rows do not (nothing is in training), and the table shows it."""
-    spec = importlib.util.spec_from_file_location("quality_levers", EXAMPLES / "quality_levers.py")
-    levers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(levers)
+    from streamad.bench.scripts import quality_levers as levers
+
     out, table = tmp_path / "r.json", tmp_path / "r.md"
     assert levers.main([str(tiny_dataset), "--corrupt", "0,1", "--top-ks", "30", "--seeds", "2", "--min-span", "2",
                         "--image-size", "64", "--json", str(out), "--out", str(table)]) == 0

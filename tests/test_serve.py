@@ -24,14 +24,14 @@ import numpy as np
 import pytest
 
 from streamad import cli
-from streamad.adapters.live import StateSaver
+from streamad.runtime.live import StateSaver
 from streamad.adapters.publisher import Publisher
-from streamad.adapters.serve.batcher import SharedBackbone
-from streamad.adapters.serve.config import ConfigError, load_config
-from streamad.adapters.serve.fleet import Camera, Fleet
-from streamad.adapters.serve.status import CameraStatus
-from streamad.adapters.serve.web import WebError, WebPage
-from streamad.adapters.serve.workers import RemoteDetector
+from streamad.runtime.serve.batcher import SharedBackbone
+from streamad.runtime.serve.config import ConfigError, load_config
+from streamad.runtime.serve.fleet import Camera, Fleet
+from streamad.runtime.serve.status import CameraStatus
+from streamad.runtime.serve.web import WebError, WebPage
+from streamad.runtime.serve.workers import RemoteDetector
 from streamad.adapters.sources import Backoff, FolderSource, LiveSource
 from streamad.adapters.subscriber import Subscriber
 from streamad.results import FrameResult
@@ -39,7 +39,7 @@ from streamad.stream.detector import StreamDetector
 from streamad.testing.frames import SMALL, write_frames
 from streamad.testing.standin import BlockMeans
 
-serve_cmd = importlib.import_module("streamad.cli.serve")
+serve_session = importlib.import_module("streamad.runtime.serve.session")
 watch_cmd = importlib.import_module("streamad.cli.watch")
 
 def config_file(path: Path, cameras: list[tuple[str, str]], head: str = "", extra: str = SMALL) -> Path:
@@ -160,8 +160,8 @@ def test_serve_scores_equal_watch_scores_on_the_same_frames(tmp_path: Path, monk
     frames = write_frames(tmp_path / "frames")
     path = config_file(tmp_path / "serve.toml", [("a", str(frames)), ("b", str(frames)), ("c", str(frames))],
                        head='[serve]\nbatch_wait_ms = 500\n[publisher]\nenabled = false\n')
-    monkeypatch.setattr(serve_cmd, "make_extractor", lambda features: BlockMeans())
-    monkeypatch.setattr(serve_cmd, "make_detector", lambda config, extractor: Recording(config, extractor=extractor))
+    monkeypatch.setattr(serve_session, "make_extractor", lambda features: BlockMeans())
+    monkeypatch.setattr(serve_session, "make_detector", lambda config, extractor: Recording(config, extractor=extractor))
     remote: dict[str, list[tuple]] = {}
     learned: dict[str, int] = {}
     remote_process = RemoteDetector.process
@@ -426,13 +426,13 @@ def test_every_worker_stops_and_a_stopped_backbone_fails_rather_than_hangs(tmp_p
 STAND_IN = textwrap.dedent('''
     import importlib, sys, time
     from streamad.testing.standin import BlockMeans
-    serve_cmd = importlib.import_module("streamad.cli.serve")
+    serve_session = importlib.import_module("streamad.runtime.serve.session")
 
     def make_extractor(features):
         time.sleep(0.5)            # as loading a backbone takes a while: subscribers connect meanwhile
         return BlockMeans()
 
-    serve_cmd.make_extractor = make_extractor
+    serve_session.make_extractor = make_extractor
     from streamad.cli import main
     sys.exit(main(sys.argv[1:]))
 ''')
@@ -534,7 +534,7 @@ def test_serve_equals_watch_with_the_real_backbone_on_real_images(bottle_dir: Pa
     extra = SMALL.replace("window = 8", 'window = 8\npreset = "fast"')
     path = config_file(tmp_path / "serve.toml", [(n, str(frames)) for n in "ab"], extra=extra,
                        head="[serve]\nbatch_wait_ms = 500\n[publisher]\nenabled = false\n")
-    monkeypatch.setattr(serve_cmd, "make_detector", lambda config, extractor: Recording(config, extractor=extractor))
+    monkeypatch.setattr(serve_session, "make_detector", lambda config, extractor: Recording(config, extractor=extractor))
     Recording.made = []
     assert cli.main(["serve", str(path), "--quiet", "--json", str(tmp_path / "serve.json")]) == 0
     served = [det.seen for det in Recording.made]

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from streamad import cli
-from streamad.adapters.live import StateSaver
-from streamad.adapters.serve.batcher import SharedBackbone
-from streamad.adapters.serve.config import ConfigError, load_config
-from streamad.adapters.serve.fleet import Camera, Fleet
-from streamad.adapters.serve.workers import DetectorSpec, WorkerDied, WorkerPool
+from streamad.runtime.live import StateSaver
+from streamad.runtime.serve.batcher import SharedBackbone
+from streamad.runtime.serve.config import ConfigError, load_config
+from streamad.runtime.serve.fleet import Camera, Fleet
+from streamad.runtime.serve.workers import DetectorSpec, WorkerDied, WorkerPool
 from streamad.adapters.sources import FolderSource
 from streamad.config import ChannelConfig, DecisionConfig, StreamConfig
 from streamad.testing.standin import BlockMeans
@@ -201,7 +201,7 @@ def test_a_stopped_worker_is_killed_within_the_request_timeout_and_its_camera_re
     """A worker stopped with SIGSTOP (hung: alive, answering nothing) is noticed by its camera's next
     request within ``request_timeout`` (+ one poll), killed with SIGKILL, and the request after that opens
     the camera's detector in a fresh worker from its state folder."""
-    from streamad.adapters.serve.workers import POLL_S
+    from streamad.runtime.serve.workers import POLL_S
 
     frames = write_frames(tmp_path / "frames", n=6)
     images = [f.image for f in FolderSource(frames)]
@@ -307,8 +307,8 @@ STAND_IN = textwrap.dedent('''
     from streamad.testing.standin import BlockMeans
 
     if __name__ == "__main__":          # worker processes (spawn) import this file: start serve only here
-        serve_cmd = importlib.import_module("streamad.cli.serve")
-        serve_cmd.make_extractor = lambda features: BlockMeans()
+        serve_session = importlib.import_module("streamad.runtime.serve.session")
+        serve_session.make_extractor = lambda features: BlockMeans()
         from streamad.cli import main
         sys.exit(main(sys.argv[1:]))
 ''')

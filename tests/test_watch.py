@@ -18,14 +18,15 @@ import pytest
 from streamad import cli
 from streamad import config as config_module
 from streamad.adapters.demo import DemoConfig, DemoSource
-from streamad.adapters.display import VideoRecorder
-from streamad.adapters.live import StopFlag, run_watch, stop_on_signals
+from streamad.display.overlay import VideoRecorder
+from streamad.runtime.live import StopFlag, run_watch, stop_on_signals
 from streamad.adapters.publisher import Publisher
 from streamad.adapters.sources import Backoff, LiveSource, VideoFileSource
 from streamad.adapters.subscriber import Subscriber
 from streamad.config import ChannelConfig, FeatureConfig, ThreadConfig
 from streamad.errors import UserError
 from streamad.results import FrameResult
+from streamad.testing.standin import StandInDetector
 
 watch_cmd = importlib.import_module("streamad.cli.watch")
 
@@ -34,7 +35,7 @@ ANOMALY = 15       # video frame with a bright square
 THRESHOLD = 20.0
 
 
-class FakeDetector:
+class FakeDetector(StandInDetector):
     """Stands in for StreamDetector: not ready for 3 frames, then the score is the largest 4x4-block
     mean difference from the first frame; blank frames raise ValueError like a bad frame would."""
 
@@ -204,7 +205,7 @@ def fake_backend(monkeypatch):
 
 def test_cli_watch_video_publishes_saves_and_summarises(video: Path, tmp_path: Path, fake_backend, capsys) -> None:
     out = tmp_path / "annotated.avi"
-    code = cli.main(["watch", str(video), "--publish", "tcp://127.0.0.1:*", "--overlay-jpeg", "--save", str(out),
+    code = cli.main(["watch", str(video), "--publish", "tcp://127.0.0.1:*", "--overlay-jpeg", "--record", str(out),
                      "--max-frames", "10", "--quiet", "--stats"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -220,7 +221,7 @@ def test_cli_watch_video_publishes_saves_and_summarises(video: Path, tmp_path: P
 
 def test_cli_watch_demo_runs_without_camera_or_data(tmp_path: Path, fake_backend, capsys) -> None:
     snap = tmp_path / "last.png"
-    code = cli.main(["watch", "demo", "--max-frames", "6", "--save", str(snap)])
+    code = cli.main(["watch", "demo", "--max-frames", "6", "--record", str(snap)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "frames 6 in" in captured.out and f"saved {snap}" in captured.out
@@ -241,7 +242,7 @@ def test_cli_watch_sigterm_finishes_the_frame_and_closes_the_video(video: Path, 
     monkeypatch.setattr(watch_cmd, "make_detector", lambda config: FakeDetector(hook=terminate_at_fifth))
     before = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "stopped.avi"
-    code = cli.main(["watch", str(video), "--save", str(out), "--quiet"])
+    code = cli.main(["watch", str(video), "--record", str(out), "--quiet"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "frames 5 in" in captured.out and "stopped: signal SIGTERM" in captured.out
@@ -257,9 +258,9 @@ def test_cli_watch_errors_are_plain_messages(tmp_path: Path, video: Path, fake_b
     assert "--bind-any" in capsys.readouterr().err
     assert cli.main(["watch", "demo", "--overlay-jpeg"]) == 2
     assert "use it with --publish" in capsys.readouterr().err
-    assert cli.main(["watch", "demo", "--save", str(tmp_path / "missing" / "x.mp4")]) == 2
+    assert cli.main(["watch", "demo", "--record", str(tmp_path / "missing" / "x.mp4")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    monkeypatch.setattr("streamad.adapters.display.gui_problem", lambda: "no GUI here")
+    monkeypatch.setattr("streamad.display.overlay.gui_problem", lambda: "no GUI here")
     assert cli.main(["watch", "demo", "--show"]) == 2
     assert "cannot open a window: no GUI here" in capsys.readouterr().err
     blank = tmp_path / "blank"
@@ -309,9 +310,9 @@ def test_build_config_applies_preset_then_options(monkeypatch) -> None:
     assert watch_cmd.build_config(parser.parse_args(["watch", "demo"])) == StandInStreamConfig(learn_in_background=True)
     assert not watch_cmd.build_config(parser.parse_args(["watch", "demo", "--learning", "sync"])).learn_in_background
     assert watch_cmd.build_config(parser.parse_args(["watch", "demo", "--blas-threads", "2"])).threads.blas == 2
-    with pytest.raises(UserError, match="StreamConfig.window must be >= 1, got 0"):
+    with pytest.raises(UserError, match="--window must be >= 1, got 0"):
         watch_cmd.build_config(parser.parse_args(["watch", "demo", "--window", "0"]))
-    with pytest.raises(UserError, match="FeatureConfig.device"):
+    with pytest.raises(UserError, match="--device must be"):
         watch_cmd.build_config(parser.parse_args(["watch", "demo", "--device", "tpu"]))
 
 

@@ -5,12 +5,12 @@ Five targets, each fed generated and mutated inputs through the real code:
 - ``decoder``: :func:`streamad.adapters.subscriber.decode_message` on random multipart frames and on
   real messages of the publisher's encoders, mutated (flipped and cut bytes, parts dropped or added,
   header fields replaced, other schemas, bad JSON, oversized heatmaps, bad shapes and dtypes);
-- ``toml``: :func:`streamad.adapters.serve.config.load_config` on random text, mutated valid files and
+- ``toml``: :func:`streamad.runtime.serve.config.load_config` on random text, mutated valid files and
   random values written as TOML;
 - ``state``: :meth:`streamad.StreamDetector.load` on corruptions of a real saved state (bytes flipped,
   files cut or deleted, manifest fields edited, arrays rewritten with other shapes or dtypes and a
   manifest that agrees); a state that loads must then process frames and save without an error;
-- ``web``: the page of ``streamad serve`` (:class:`~streamad.adapters.serve.web.WebPage`, with an access
+- ``web``: the page of ``streamad serve`` (:class:`~streamad.runtime.serve.web.WebPage`, with an access
   token) on 127.0.0.1, sent random methods, paths, queries, headers and raw bytes over a real socket;
 - ``process``: :meth:`streamad.StreamDetector.process` with arrays of any shape and dtype, non-arrays
   and odd timestamps, on a warmed-up detector and on a fresh one.
@@ -379,7 +379,7 @@ class TomlTarget(Target):
 
     def open(self, workdir: Path) -> None:
         super().open(workdir)
-        from streamad.adapters.serve.config import load_config
+        from streamad.runtime.serve.config import load_config
 
         self.load = self.load or load_config
         self.path = workdir / "serve.toml"
@@ -451,7 +451,7 @@ class TomlTarget(Target):
         return st.one_of(mutated(), mutated(), structured(), st.text(max_size=200))
 
     def check(self, value: str) -> str:
-        from streamad.adapters.serve.config import ConfigError
+        from streamad.runtime.serve.config import ConfigError
 
         self.path.write_text(value, encoding="utf-8", errors="surrogatepass")
         try:
@@ -658,8 +658,8 @@ class WebTarget(Target):
 
     def open(self, workdir: Path) -> None:
         super().open(workdir)
-        from streamad.adapters.serve.status import StatusSnapshot
-        from streamad.adapters.serve.web import WebPage
+        from streamad.runtime.serve.status import StatusSnapshot
+        from streamad.runtime.serve.web import WebPage
         from streamad.adapters.sources import Frame
         from streamad.results import FrameResult
 

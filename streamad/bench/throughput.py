@@ -49,41 +49,20 @@ def demo_frames(n: int) -> list[np.ndarray]:
         return [frame.image for frame in source]
 
 
-def bench_config(*, window: int, device: str | None = None, backbone: str | None = None, weights: str | None = None,
-                 exact_below: int | None = None, ef_construction: int | None = None, index: str | None = None,
-                 nprobe: int | None = None, torch_threads: int | None = None,
-                 blas_threads: int | None = None, learner_duty: float | None = None, memory: int | None = None,
-                 layers: tuple[str, ...] | None = None, aggregate: int | None = None, dim: int | None = None,
-                 image_size: tuple[int, int] | None = None, blur: float | None = None,
-                 k_sigma: float | None = None) -> Any:
-    """The ``StreamConfig`` to measure: ``window``, and the given feature, index, heatmap blur, channel
-    trimming and thread settings over the streaming defaults (``None``: the default). A bad value is a
-    UserError."""
-    from streamad.config import FeatureConfig, MemoryConfig, StreamConfig, ThreadConfig
+def bench_config(*, device: str | None = None, **settings: Any) -> Any:
+    """The ``StreamConfig`` to measure: the flat ``settings`` (``window``, ``backbone``, ``index``, ``memory``,
+    ...: :mod:`streamad.stream.settings`; None: the default) over the streaming defaults. On a CUDA ``device``
+    the association and exact search run on the GPU too. A bad value raises the config's ``ValueError``.
 
-    def given(*pairs: tuple[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in pairs if v is not None}
+    >>> cfg = bench_config(window=32, image_size=160, index="hnsw")
+    >>> cfg.window, cfg.features.grid, cfg.index.kind, cfg.channels.device
+    (32, (20, 20), 'hnsw', 'numpy')
+    """
+    from streamad.stream.settings import stream_config_of
 
-    try:
-        base = StreamConfig()
-        grid = None if image_size is None else (image_size[0] // 8, image_size[1] // 8)
-        features = FeatureConfig(**given(("backbone", backbone), ("weights", weights), ("device", device),
-                                         ("layers", layers), ("aggregate", aggregate), ("dim", dim),
-                                         ("image_size", image_size), ("grid", grid)))
-        index_config = replace(base.index, **given(("exact_below", exact_below), ("ef_construction", ef_construction),
-                                                   ("kind", index), ("nprobe", nprobe)))
-        threads = ThreadConfig(**given(("torch", torch_threads), ("blas", blas_threads)))
-        channels = replace(base.channels, **given(("k_sigma", k_sigma)))
-        heatmap = replace(base.heatmap, **given(("blur_sigma", blur)))
-        if device is not None and device.startswith("cuda"):  # the association and exact search on the GPU too
-            channels = replace(channels, device=device)
-            index_config = replace(index_config, device=device)
-        return StreamConfig(window=window, features=features, channels=channels, heatmap=heatmap, index=index_config,
-                            threads=threads,
-                            memory=base.memory if memory is None else MemoryConfig(capacity=memory),
-                            **given(("learner_duty", learner_duty)))
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
+    gpu = device is not None and device.startswith("cuda")
+    overrides = {"channels": {"device": device}, "index": {"device": device}} if gpu else None
+    return stream_config_of({"device": device, **settings}, overrides=overrides)
 
 
 def measure_throughput(frames: list[np.ndarray], config: Any, *, warmup: int = 5, progress: bool = False,

@@ -44,6 +44,7 @@ import json
 import os
 from typing import Any
 
+from streamad.cli.options import add
 from streamad.errors import UserError
 
 NAME = "bench-engine"
@@ -54,10 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("engine", "memory", "hnsw", "index", "soak", "all"), default="engine",
                    help="what to measure (default: engine; 'all' is engine, memory and hnsw, not soak)")
     p.add_argument("--patches", type=int, default=784, metavar="P", help="patches per frame (default 784 = 28x28)")
-    p.add_argument("--dim", type=int, default=152, metavar="D", help="descriptor dimension (default 152)")
-    p.add_argument("--seeds", type=int, default=10, help="seed frames (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--dim", type=int, default=152, metavar="D",
+                   help="dimension of the synthetic descriptors (default 152)")
+    add(p, "seeds", "seed", "json")
     g = p.add_argument_group("engine mode")
     g.add_argument("--windows", type=int, nargs="+", default=[32, 64, 128, 256], metavar="W",
                    help="window sizes (default 32 64 128 256)")

@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 
+from streamad.cli.options import add
 from streamad.errors import UserError
 
 NAME = "bench-serve"
@@ -30,16 +31,12 @@ HELP = "aggregate fps of N demo cameras: one 'streamad serve' against N separate
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cameras", type=int, nargs="+", default=[1, 2, 4, 8], metavar="N", help="camera counts (1 2 4 8)")
     p.add_argument("--frames", type=int, default=300, metavar="F", help="frames per camera (default 300)")
-    p.add_argument("--preset", default="default", help="detector preset of every camera (default: default)")
-    p.add_argument("--window", type=int, default=None, metavar="W", help="window of every camera (default: preset's)")
-    p.add_argument("--learning", choices=("background", "sync"), default="background")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
+    add(p, "preset", "window", "learning", "device")
     p.add_argument("--batch-wait-ms", type=float, default=5.0, help="serve's [serve] batch_wait_ms (default 5)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="serve's [serve] workers: detection in N worker processes (default 0: on threads)")
     p.add_argument("--modes", default="serve,watch", help="serve, watch or both (default serve,watch)")
-    p.add_argument("--out", metavar="FILE.md", default=None, help="also write the table there")
-    p.add_argument("--json", metavar="FILE", default=None, help="write every row as JSON")
+    add(p, "out", "json")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from dataclasses import asdict
 from typing import Any
 
 from streamad.cli.eval import add_data_root_argument, add_model_arguments, config_from_args
+from streamad.cli.options import add
 from streamad.errors import UserError
 
 NAME = "compare"
@@ -56,13 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"methods to compare (default {','.join(METHODS)})")
     p.add_argument("--corrupt", type=_counts, default=(0, 10, 40), metavar="K1,K2",
                    help="numbers of anomalous test images added to the training set (default 0,10,40)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the corruption choice, order and models (default 0)")
-    p.add_argument("--out", metavar="FILE.md", help="write the Markdown table here (default: print it)")
-    p.add_argument("--json", metavar="FILE", help="also write every result as JSON")
-    p.add_argument("--cache", metavar="DIR", default=None,
-                   help="keep descriptors and per-run results in DIR (e.g. out/compare) and reuse them when the "
-                   "data and every setting that determines them are unchanged")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add(p, "seed", "out", "json", "cache", "quiet")
     add_data_root_argument(p)
     add_model_arguments(p)
 

@@ -23,6 +23,7 @@ import os
 import shlex
 import sys
 
+from streamad.cli.options import add
 from streamad.config import DECISION_RULES
 from streamad.errors import UserError
 from streamad.stream.presets import PRESETS
@@ -43,16 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="demo defect rates (default 0,0.01,0.05,0.2)")
     p.add_argument("--frames", type=int, default=2000, metavar="N", help="frames per rate (default 2000)")
     p.add_argument("--size", type=int, default=256, metavar="PX", help="demo frame size (default 256)")
-    p.add_argument("--seed", type=int, default=0, help="demo seed (default 0)")
+    add(p, "seed")
     p.add_argument("--preset", choices=tuple(PRESETS), default="fast", help="engine preset (default fast)")
-    p.add_argument("--false-alarm-rate", type=float, default=0.01, metavar="A",
-                   help="accepted false alarm rate per frame, for every rule (default 0.01)")
-    p.add_argument("--rules", default="auto,quantile",
-                   help="comma-separated: auto (the default rule), trusted, screened, quantile (default auto,quantile)")
-    p.add_argument("--cache", metavar="DIR", default=None, help="keep each rate's descriptors in DIR and reuse them")
-    p.add_argument("--out", metavar="FILE.md", default=None, help="write the tables as Markdown")
-    p.add_argument("--json", metavar="FILE", default=None, help="write the rows as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add(p, "false_alarm_rate", "rules", "cache", "out", "json", "quiet")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 100:
         raise UserError(f"--frames must be >= 100, got {args.frames}")
     try:
+        rate = {} if args.false_alarm_rate is None else {"false_alarm_rate": args.false_alarm_rate}
         settings = AlarmSettings(rates=tuple(args.rates), frames=args.frames, size=args.size, preset=args.preset,
-                                 seed=args.seed, false_alarm_rate=args.false_alarm_rate, rules=rules)
+                                 seed=args.seed, rules=rules, **rate)
         from streamad.adapters.sources.demo import DemoConfig
 
         DemoConfig(size=args.size, seed=args.seed)

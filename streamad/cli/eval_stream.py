@@ -43,6 +43,7 @@ import sys
 
 from streamad.cli.eval import (add_data_root_argument, add_memory_arguments, add_model_arguments, config_from_args,
                                memory_from_args, refuse_batch_only)
+from streamad.cli.options import add
 from streamad.config import DECISION_RULES
 from streamad.errors import UserError
 
@@ -78,21 +79,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated: stream (one per --windows), static-inreach, static-patchcore (default all)")
     p.add_argument("--windows", type=_windows, default=[64, 128], metavar="W,W",
                    help="window sizes of the streaming engine (default 64,128)")
-    p.add_argument("--rules", default="auto,quantile",
-                   help="the engine's decision rules, each run per window and applied to the static models: auto (the "
-                        "default rule), trusted, screened, quantile (default auto,quantile)")
+    add(p, "rules")
     p.add_argument("--quantile", type=float, default=0.99,
                    help="alarm quantile of recent scores (engine) / of calibration scores (static) (default 0.99)")
     p.add_argument("--warmup", type=int, default=30, metavar="N",
                    help="scores the engine sees before it sets a threshold (default 30)")
     p.add_argument("--calibration", type=float, default=0.2, metavar="F",
                    help="share of the first run held out to set the static models' threshold (default 0.2)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the defect choice and positions (default 0)")
-    p.add_argument("--cache", metavar="DIR", default=None, help="keep the stream's descriptors in DIR and reuse them")
-    p.add_argument("--out", metavar="FILE.md", default=None, help="write the per-run table as Markdown")
-    p.add_argument("--json", metavar="FILE", default=None, help="write the results as JSON")
+    add(p, "seed", "cache", "out", "json")
     p.add_argument("--plot", metavar="FILE.png", default=None, help="write scores over time, one panel per method")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add(p, "quiet")
     add_memory_arguments(p.add_argument_group("the engine's long-term memory (stream methods)"))
     add_data_root_argument(p)
     add_model_arguments(p, image_score="max")  # the streaming engine's frame score (and the figures of docs/drift_mtd.md)
@@ -146,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w") as fh:
             json.dump(report.payload(command), fh, indent=1)
     if args.plot:
-        from streamad.adapters.drift_plot import plot_stream_traces
+        from streamad.display.drift_plot import plot_stream_traces
 
         plot_stream_traces(report.traces, report.labels, report.frame_runs, args.plot,
                            title=f"{os.path.basename(os.path.normpath(data_dir))}: frame scores over a drifting "

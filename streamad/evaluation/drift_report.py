@@ -5,7 +5,7 @@
 the static models on them (:mod:`~streamad.evaluation.drift_eval`), and measures each run
 (:mod:`~streamad.evaluation.stream_metrics`). The :class:`DriftReport` it returns renders the Markdown
 tables (:meth:`DriftReport.markdown`) and the JSON payload (:meth:`DriftReport.payload`) of
-``streamad eval-stream``; the plot is drawn by the caller (``streamad.adapters.drift_plot``) from
+``streamad eval-stream``; the plot is drawn by the caller (``streamad.display.drift_plot``) from
 its ``traces``, ``labels`` and ``frame_runs``.
 """
 

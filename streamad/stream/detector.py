@@ -48,7 +48,7 @@ import numpy as np
 
 from streamad.config import ChannelConfig, StreamConfig
 from streamad.stream.decisions import AutoDecisions, decisions_from_state, kept_top, make_decisions
-from streamad.vision.frames import FrameSizeWarning, as_rgb_uint8, resize_to
+from streamad.vision.frames import StreamFrameSize, as_rgb_uint8
 from streamad.vision.heatmap import frame_scores, heatmap_from_patch_scores
 from streamad.core.incremental import IncrementalChannels
 from streamad.index import BaseIndex, check_index_state, index_from_state, index_state_labels, make_index
@@ -133,8 +133,7 @@ class StreamDetector:
         self._next_frame_id = 0  # admission ids (labels in the index are id * P + patch)
         self._since_admission: int | None = None  # frames processed since the last admission
         self._last_admission_time: float | None = None
-        self.frame_size: tuple[int, int] | None = None  # the first frame's (h, w); later frames are resized to it
-        self._warned_size = False
+        self._size = StreamFrameSize()  # the first frame's (h, w) (``frame_size``); later frames are resized to it
         self._window_full = False  # written by whoever admits; read by the scorer
         self._learner: Learner | None = None  # background learning: started by the first due frame
         self.learner_timings: dict[str, float] = {}  # the last background admission's stage timings (ms)
@@ -181,6 +180,20 @@ class StreamDetector:
     @property
     def nominal_count(self) -> int:
         return 0 if self.index is None else len(self.index)
+
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """The stream's (height, width): the first accepted frame's; later frames are resized to it."""
+        return self._size.size
+
+    @frame_size.setter
+    def frame_size(self, size: tuple[int, int] | None) -> None:
+        self._size.size = None if size is None else (int(size[0]), int(size[1]))
+
+    def adopt_frame_size(self, shape: tuple[int, ...]) -> None:
+        """Take ``shape``'s (height, width) as the stream's frame size if it has none yet: for descriptors
+        computed elsewhere (serve's worker processes), whose frames this detector never sees."""
+        self._size.accept(shape)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -321,23 +334,13 @@ class StreamDetector:
             self._learn(desc, {})
 
     def _features(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        frame = as_rgb_uint8(frame)
-        size = (int(frame.shape[0]), int(frame.shape[1]))
-        if self.frame_size is not None and size != self.frame_size:
-            if not self._warned_size:
-                self._warned_size = True
-                h, w = self.frame_size
-                warnings.warn(f"frame size {size[0]}x{size[1]} differs from the stream's first frame ({h}x{w}): "
-                              f"frames of another size are resized to {h}x{w} and heatmaps stay {h}x{w} (warned "
-                              "once per detector; use one detector per camera and resolution)",
-                              FrameSizeWarning, stacklevel=3)
-            frame = resize_to(frame, self.frame_size)
+        original = as_rgb_uint8(frame)
+        frame = self._size.fit(original, stacklevel=3)
         t0 = time.perf_counter()
         out = np.asarray(self.extractor([frame]))
         t_feat = _ms(t0)
         desc = self._check_descriptors(out[0] if out.ndim == 3 and len(out) == 1 else out, "the extractor's output")
-        if self.frame_size is None:  # the stream's size: kept only once the frame is accepted
-            self.frame_size = size
+        self._size.accept(original.shape)  # the stream's size: kept only once the frame is accepted
         return frame, desc, t_feat
 
     # ------------------------------------------------------------------ descriptors

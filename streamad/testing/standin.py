@@ -1,4 +1,4 @@
-"""A stand-in feature extractor for examples, tests and benchmarks that need no backbone.
+"""Stand-ins for examples, tests and benchmarks that need no backbone: an extractor and a detector base.
 
 :class:`BlockMeans` turns each frame into a grid of RGB block means (the frame resized to
 ``image_size`` first): cheap, deterministic, and shaped like the real extractor's output
@@ -14,20 +14,55 @@
     >>> det.process(np.zeros((48, 64, 3), np.uint8)).ready
     False
 
+:class:`StandInDetector` is a base for stand-in detectors: it has the whole live detector contract
+(:class:`streamad.runtime.detector.Detector`) with no state, and a subclass writes ``process``.
+
 ``PrecomputedDescriptors`` (serving descriptors computed beforehand) lives in
 :mod:`streamad.evaluation.descriptor_cache`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from types import SimpleNamespace
+from typing import Any
 
 import cv2
 import numpy as np
 
+from streamad.results import FrameResult
 
-__all__ = ["BlockMeans"]
+__all__ = ["BlockMeans", "StandInDetector"]
+
+
+class StandInDetector:
+    """A base for stand-in detectors: no extractor, no nominal patches, no learner, no state to save (a
+    subclass that has one overrides ``save``); a subclass defines ``process``.
+
+    >>> class Never(StandInDetector):
+    ...     def process(self, frame, timestamp=None):
+    ...         return FrameResult(0, False, None, None, False, None, None, False, False, 0.0)
+    >>> det = Never()
+    >>> det.process(None).ready, det.nominal_count, det.learner_stats(), det.close()
+    (False, 0, {}, None)
+    """
+
+    extractor: Any = None
+    frame_size: tuple[int, int] | None = None
+    nominal_count: int = 0
+
+    def process(self, frame: np.ndarray, timestamp: float | None = None) -> FrameResult:
+        raise NotImplementedError(f"{type(self).__name__} must define process(frame, timestamp)")
+
+    def save(self, directory: str | os.PathLike[str]) -> object:
+        raise NotImplementedError(f"{type(self).__name__} keeps no state to save")
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
+    def learner_stats(self) -> dict[str, Any]:
+        return {}
 
 
 class BlockMeans:

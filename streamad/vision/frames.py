@@ -19,8 +19,9 @@ that at the edge, for 3- and 4-channel and grayscale captures alike.
     ...
     ValueError: frame has 32 channels (shape (3, 32, 32)); it looks channels-first ...: pass frame.transpose(1, 2, 0)
 
-A stream whose frames change size is brought back to the first size by :func:`resize_to` (the
-streaming detector does this, with one :class:`FrameSizeWarning`).
+A stream whose frames change size is brought back to the first size by :class:`StreamFrameSize`
+(the streaming detector and serve's worker-mode detector both keep one), with one
+:class:`FrameSizeWarning`.
 """
 
 from __future__ import annotations
@@ -115,6 +116,51 @@ def resize_to(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     shrink = frame.shape[0] * frame.shape[1] > h * w
     out = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return np.ascontiguousarray(out)
+
+
+class StreamFrameSize:
+    """The frame-size rule of one stream: the first accepted frame's (height, width) is the stream's
+    ``size``; a frame of another size is resized to it (:func:`resize_to`) and heatmaps keep that size.
+    The first such frame raises one :class:`FrameSizeWarning` per stream.
+
+    >>> rule = StreamFrameSize()
+    >>> frame = rule.fit(np.zeros((48, 64, 3), np.uint8))   # no size yet: as it is
+    >>> rule.accept(frame.shape), rule.size                 # kept once the frame was accepted
+    (None, (48, 64))
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     rule.fit(np.zeros((96, 128, 3), np.uint8)).shape, rule.fit(np.zeros((96, 128, 3), np.uint8)).shape
+    ((48, 64, 3), (48, 64, 3))
+    >>> [w.category.__name__ for w in caught]                  # warned once
+    ['FrameSizeWarning']
+    """
+
+    def __init__(self, size: tuple[int, int] | None = None) -> None:
+        self.size: tuple[int, int] | None = None if size is None else (int(size[0]), int(size[1]))
+        self.warned = False
+
+    def fit(self, frame: np.ndarray, stacklevel: int = 2) -> np.ndarray:
+        """``frame`` (RGB ``uint8``) at the stream's size (as it is while the stream has none);
+        ``stacklevel`` as :func:`warnings.warn` counts it from the caller of this method."""
+        size = (int(frame.shape[0]), int(frame.shape[1]))
+        if self.size is None or size == self.size:
+            return frame
+        if not self.warned:
+            import warnings
+
+            self.warned = True
+            h, w = self.size
+            warnings.warn(f"frame size {size[0]}x{size[1]} differs from the stream's first frame ({h}x{w}): frames "
+                          f"of another size are resized to {h}x{w} and heatmaps stay {h}x{w} (warned once per "
+                          "detector; use one detector per camera and resolution)", FrameSizeWarning,
+                          stacklevel=stacklevel + 1)
+        return resize_to(frame, self.size)
+
+    def accept(self, shape: tuple[int, ...]) -> None:
+        """A frame of ``shape`` (height, width, ...) was accepted: the stream's size, if it has none yet."""
+        if self.size is None:
+            self.size = (int(shape[0]), int(shape[1]))
 
 
 def as_rgb_images(images: Any, what: str = "images") -> list[np.ndarray]:

@@ -1,7 +1,7 @@
 """Measure `streamad watch` on a video file: frames per second with and without --publish, and the
 time per frame of each stage (median publish ms/frame included).
 
-    python examples/bench_watch.py ../shared/data/mvtec_ad/bottle/test --frames 200
+    python -m streamad.bench.scripts.bench_watch ../shared/data/mvtec_ad/bottle/test --frames 200
 
 It first writes a video with cv2.VideoWriter from the folder's real images: the images of its
 ``good`` subfolder in a loop, with one image from the other subfolders (the defects) every

@@ -37,25 +37,18 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
-
 import numpy as np
 
 from streamad.vision.frames import as_rgb_uint8
 from streamad.results import AlarmEvent, FrameResult
 from streamad.stream.events import AlarmEvents
 
-from streamad.adapters.display import SnapshotRecorder, VideoRecorder, Window, render_overlay
-from streamad.adapters.publisher import Publisher
+from streamad.display.overlay import SnapshotRecorder, VideoRecorder, Window, render_overlay
+from streamad.adapters.publisher import CameraPublisher, Publisher
 from streamad.adapters.sources import Frame, Source, SourceStats
+from streamad.runtime.detector import Detector, FrameScorer
 
 log = logging.getLogger(__name__)
-
-
-class Detector(Protocol):
-    """What the loop needs of a detector (``streamad.StreamDetector`` has it)."""
-
-    def process(self, frame: np.ndarray, timestamp: float | None = None) -> FrameResult: ...
 
 
 class StopFlag:
@@ -106,7 +99,7 @@ STAGES = ("read", "detect", "overlay", "publish", "record", "show", "save")
 
 
 class StateSaver:
-    """Saves ``detector`` (anything with ``save(directory)``) to ``directory`` every ``every`` frames
+    """Saves ``detector`` (its ``save(directory)``) to ``directory`` every ``every`` frames
     (None: only at the end) and at the end of the loop. Never raises: a failure is counted in
     ``failed``, told once per distinct error to ``on_event`` (default: a logged warning), and the next
     save is tried ``every`` frames later.
@@ -125,7 +118,7 @@ class StateSaver:
     'cannot save the state to state: No space left on device (errno 28); the loop goes on and retries in 2 frames'
     """
 
-    def __init__(self, detector: object, directory: str | os.PathLike[str], every: int | None = 500,
+    def __init__(self, detector: Detector, directory: str | os.PathLike[str], every: int | None = 500,
                  on_event: Callable[[str], None] | None = None) -> None:
         if every is not None and every < 1:
             raise ValueError(f"every must be >= 1 or None, got {every!r}")
@@ -155,7 +148,7 @@ class StateSaver:
         """Save now; True on success."""
         self._since_attempt = 0
         try:
-            self.detector.save(self.directory)  # type: ignore[attr-defined]
+            self.detector.save(self.directory)
         except Exception as exc:  # noqa: BLE001 - a failed save must never stop the live loop
             self.failed += 1
             if isinstance(exc, OSError) and exc.strerror:
@@ -288,7 +281,7 @@ def status_line(frames: int, seconds: float, result: FrameResult | None, anomali
     return text
 
 
-def run_watch(source: Source, detector: Detector, *, publisher: Publisher | None = None,
+def run_watch(source: Source, detector: FrameScorer, *, publisher: Publisher | CameraPublisher | None = None,
               recorder: VideoRecorder | SnapshotRecorder | None = None, window: Window | None = None,
               max_frames: int | None = None, stop: StopFlag | None = None,
               on_result: Callable[[Frame, FrameResult], None] | None = None,
@@ -344,7 +337,7 @@ class _StatusTicker:
 class _WatchLoop:
     """One run of :func:`run_watch`: its parts, counters and stage timers; one method per step of a frame."""
 
-    def __init__(self, source: Source, detector: Detector, *, publisher: Publisher | None,
+    def __init__(self, source: Source, detector: FrameScorer, *, publisher: Publisher | CameraPublisher | None,
                  recorder: VideoRecorder | SnapshotRecorder | None, window: Window | None,
                  on_result: Callable[[Frame, FrameResult], None] | None,
                  on_bad_frame: Callable[[Frame, ValueError, int], None] | None, overlay_scale: float | None,
@@ -478,7 +471,7 @@ class _WatchLoop:
 
     def summary(self, stopped: str, seconds: float) -> WatchSummary:
         publisher, saver = self.publisher, self.saver
-        published = publisher.sent + getattr(publisher, "events_sent", 0) if publisher else 0
+        published = publisher.sent + publisher.events_sent if publisher else 0
         return WatchSummary(frames=self.frames, ready=self.ready, anomalies=self.anomalies, drifts=self.drifts,
                             bad_frames=self.bad, seconds=seconds, published=published,
                             publish_dropped=publisher.dropped if publisher else 0, source=self.source.stats,

@@ -6,7 +6,7 @@ patches the channels trusted (a patch is defective when any pixel of its cell is
 good training patches trusted, which seeds are defective, and the image / pixel AUROC of the whole test
 set, of the test images not in training, and of the added images with the good test images.
 
-    python examples/self_match.py ../shared/data/mvtec_ad/bottle --corrupt 40 --cache out/compare
+    python -m streamad.bench.scripts.self_match ../shared/data/mvtec_ad/bottle --corrupt 40 --cache out/compare
 """
 
 from __future__ import annotations

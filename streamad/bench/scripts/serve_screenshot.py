@@ -2,7 +2,7 @@
 backbone, run until every camera has a threshold (and, with luck, an alarm), then a screenshot in
 headless Chromium (Debian's ``chromium`` package).
 
-    python examples/serve_screenshot.py docs/serve_page.png --seconds 90
+    python -m streamad.bench.scripts.serve_screenshot docs/serve_page.png --seconds 90
 """
 
 from __future__ import annotations

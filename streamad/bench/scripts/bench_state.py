@@ -1,6 +1,6 @@
 """Size on disk and save / load time of a full engine state (docs/persistence.md, "Size and time").
 
-    python examples/bench_state.py [--frames 80] [--window 64] [--dim 256] [--repeats 3]
+    python -m streamad.bench.scripts.bench_state [--frames 80] [--window 64] [--dim 256] [--repeats 3]
 
 A StreamDetector with the default configuration (D = 10 seeds, HNSW index) on a 28 x 28 grid is fed
 synthetic descriptors (a fixed scene plus noise, seeded), then saved and loaded ``--repeats`` times

@@ -1,12 +1,12 @@
-"""A ``streamad watch`` run put together: the parts around :func:`~streamad.adapters.live.run_watch`.
+"""A ``streamad watch`` run put together: the parts around :func:`~streamad.runtime.live.run_watch`.
 
 The command line only parses, checks and prints; this module does the rest, one job per function:
 
 - :func:`open_parts` opens the source and the outputs (ZeroMQ publisher, video or snapshot recorder,
   window) in an ``ExitStack``, so they are closed however the run ends;
 - :func:`resume_state` resumes the detector from a state directory (or starts fresh, or moves an
-  unusable state aside) and gives the :class:`~streamad.adapters.live.StateSaver` that keeps it saved;
-- :func:`watch` runs the loop as a one-camera :class:`~streamad.adapters.serve.fleet.Fleet` (the
+  unusable state aside) and gives the :class:`~streamad.runtime.live.StateSaver` that keeps it saved;
+- :func:`watch` runs the loop as a one-camera :class:`~streamad.runtime.serve.fleet.Fleet` (the
   machinery of ``streamad serve``) with Ctrl-C / SIGTERM handling, alarm events
   (:class:`~streamad.stream.events.AlarmEvents`) and the event lines of :class:`EventLines`;
 - :func:`saved_line` and :func:`failure` say what became of the saved file and whether the run failed.
@@ -19,17 +19,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-from streamad.config import EventConfig
+from streamad.config import DecisionConfig, EventConfig, StreamConfig
 from streamad.errors import UserError
 from streamad.results import AlarmEvent, FrameResult
 from streamad.stream.events import AlarmEvents
 
-from streamad.adapters.display import SnapshotRecorder, VideoRecorder, Window, make_recorder
-from streamad.adapters.live import StateSaver, WatchSummary
+from streamad.display.overlay import SnapshotRecorder, VideoRecorder, Window, make_recorder
+from streamad.runtime.detector import Detector
+from streamad.runtime.live import StateSaver, WatchSummary
 from streamad.adapters.publisher import Publisher
 from streamad.adapters.sources import DemoSource, Frame, Source, VideoFileSource, open_source
+
+if TYPE_CHECKING:
+    from streamad.stream.detector import StreamDetector
 
 EventSink = Callable[[str], None]
 
@@ -97,7 +101,7 @@ def stream_fps(source: Source, fps: float | None = None) -> float | None:
     return fps
 
 
-def per_hour(config: Any, alarms_per_hour: float, fps: float | None) -> Any:
+def per_hour(config: StreamConfig, alarms_per_hour: float, fps: float | None) -> StreamConfig:
     """``config`` with the false alarm rate of ``alarms_per_hour`` at ``fps`` (and, for the trusted rule, a
     calibration window long enough to resolve it); a UserError without a frame rate."""
     import dataclasses
@@ -118,7 +122,7 @@ def per_hour(config: Any, alarms_per_hour: float, fps: float | None) -> Any:
     return dataclasses.replace(config, decisions=decisions)
 
 
-def alarm_line(decisions: Any, fps: float | None = None) -> str:
+def alarm_line(decisions: DecisionConfig, fps: float | None = None) -> str:
     """What the alarm threshold is and when it will exist, for the user."""
     import math
 
@@ -159,21 +163,19 @@ def open_window(stack: ExitStack, outputs: Outputs, source: Source) -> Window | 
     return window
 
 
-def resume_state(detector: Any, directory: str, *, every: int | None, reset: bool,
-                 on_event: EventSink) -> tuple[Any, StateSaver]:
+def resume_state(detector: StreamDetector, directory: str, *, every: int | None, reset: bool,
+                 on_event: EventSink) -> tuple[StreamDetector, StateSaver]:
     """The detector to run (resumed from ``directory``, or ``detector`` itself when there is no usable
     state) and the saver that saves it there every ``every`` frames (None or 0: only at the end)."""
     detector = open_state(directory, detector, reset, on_event)
     return detector, StateSaver(detector, directory, every=every or None, on_event=on_event)
 
 
-def open_state(directory: str, detector: Any, reset: bool, on_event: EventSink) -> Any:
+def open_state(directory: str, detector: StreamDetector, reset: bool, on_event: EventSink) -> StreamDetector:
     """``detector`` resumed from the state in ``directory`` if there is one (else ``detector`` itself,
     fresh). An unusable state is a UserError, or with ``reset`` is moved aside."""
     from streamad.stream.persistence import StateError, has_state
 
-    if not callable(getattr(detector, "save", None)) or not callable(getattr(type(detector), "load", None)):
-        raise UserError("--state needs a detector that can save and load its state")
     try:
         found = has_state(directory)
     except OSError as exc:
@@ -190,7 +192,8 @@ def open_state(directory: str, detector: Any, reset: bool, on_event: EventSink) 
     return resumed
 
 
-def _set_aside(directory: str, detector: Any, error: Exception, reset: bool, on_event: EventSink) -> Any:
+def _set_aside(directory: str, detector: StreamDetector, error: Exception, reset: bool,
+               on_event: EventSink) -> StreamDetector:
     """A state that cannot be loaded: a UserError, or with ``reset`` moved aside and ``detector`` fresh."""
     from streamad.stream.persistence import move_aside
 
@@ -230,7 +233,7 @@ class EventLines:
             self.on_event(f"{frame.source} frame {frame.index} skipped ({count} so far): {error}")
 
 
-def watch(parts: Parts, detector: Any, *, on_event: EventSink, on_status: EventSink | None = None,
+def watch(parts: Parts, detector: Detector, *, on_event: EventSink, on_status: EventSink | None = None,
           status_interval: float = 1.0, max_frames: int | None = None, saver: StateSaver | None = None,
           quiet: bool = False, alarms: EventConfig | None = None) -> WatchSummary:
     """Run the live loop on ``parts`` until the source ends, ``max_frames``, Ctrl-C or SIGTERM (which
@@ -238,8 +241,8 @@ def watch(parts: Parts, detector: Any, *, on_event: EventSink, on_status: EventS
     as ``alarms`` says (default ``EventConfig()``): published, and one line each to ``on_event``.
 
     This is ``streamad serve`` with one camera (its name: the publisher's topic): a
-    :class:`~streamad.adapters.serve.fleet.Fleet` whose one loop runs on this thread."""
-    from streamad.adapters.serve.fleet import Camera, Fleet
+    :class:`~streamad.runtime.serve.fleet.Fleet` whose one loop runs on this thread."""
+    from streamad.runtime.serve.fleet import Camera, Fleet
 
     events = EventLines(on_event, quiet)
     name = parts.publisher.topic if parts.publisher is not None else "streamad"

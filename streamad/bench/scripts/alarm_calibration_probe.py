@@ -8,7 +8,7 @@ would give: an upper bound for any rule that learns from frames it trusts). Repl
 scores; they do not rerun the engine (a rule also decides which frames may become seeds, so an engine
 run with a rule can differ slightly from its replay).
 
-    python examples/alarm_calibration_probe.py out/alarms/mtd_0.2.json --trace stream-64+screened
+    python -m streamad.bench.scripts.alarm_calibration_probe out/alarms/mtd_0.2.json --trace stream-64+screened
 """
 
 from __future__ import annotations

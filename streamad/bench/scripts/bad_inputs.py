@@ -1,6 +1,6 @@
 """Try bad and unusual inputs on the real entry points and print what each got, as a Markdown table.
 
-    python examples/bad_inputs.py            # the table in docs/field.md ("Bad input") is this output
+    python -m streamad.bench.scripts.bad_inputs            # the table in docs/field.md ("Bad input") is this output
 
 Frames go through ``StreamDetector.process`` (a stand-in extractor, so no backbone is needed; the
 validation is the detector's own), batches through ``InReaCh.fit``, timestamps through ``process``.
@@ -150,4 +150,7 @@ def markdown() -> str:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     print(markdown())

@@ -34,9 +34,9 @@ from streamad.errors import UserError
 from streamad.results import FrameResult
 from streamad.vision.frames import as_rgb_uint8
 
-from streamad.adapters.display import render_overlay
+from streamad.display.overlay import render_overlay
 from streamad.adapters.publisher import encode_jpeg
-from streamad.adapters.serve.status import StatusSnapshot
+from streamad.runtime.serve.status import StatusSnapshot
 from streamad.adapters.sources import Frame
 
 log = logging.getLogger(__name__)

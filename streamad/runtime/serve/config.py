@@ -44,7 +44,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamad.config import DECISION_RULES, finite_number
+from streamad.config import DECISION_RULES, EventConfig, StreamConfig, finite_number
 from streamad.errors import UserError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -128,30 +128,17 @@ class CameraConfig:
         _need(c, "max_retries", _opt(lambda v: _is_int(v) and v >= 0)(self.max_retries), self.max_retries,
               "an int >= 0")
 
-    def stream_config(self, device: str | None = None, threads: Mapping[str, int] | None = None) -> Any:
+    def stream_config(self, device: str | None = None, threads: Mapping[str, int] | None = None) -> StreamConfig:
         """The ``StreamConfig`` of this camera (preset, then its settings, then ``overrides``); a bad value
         raises ``ValueError`` naming the field."""
-        from streamad.stream.presets import merge, stream_config
+        from streamad.stream.settings import stream_config_of
 
-        own: dict[str, Any] = {"learn_in_background": self.learning == "background"}
-        for key in ("window", "admit_every", "admit_interval_s"):
-            if getattr(self, key) is not None:
-                own[key] = getattr(self, key)
-        decisions = {k: v for k, v in (("rule", self.rule), ("false_alarm_rate", self.false_alarm_rate))
-                     if v is not None}
-        if decisions:
-            own["decisions"] = decisions
-        if self.memory is not None:
-            own["memory"] = {"capacity": self.memory}
-        if device is not None:
-            own["features"] = {"device": device}
-        if threads:
-            own["threads"] = dict(threads)
-        return stream_config(self.preset, merge(own, _tuples(self.overrides)))
+        own = {key: getattr(self, key) for key in ("window", "admit_every", "admit_interval_s", "learning", "rule",
+                                                   "false_alarm_rate", "memory")}
+        own.update(device=device, torch_threads=(threads or {}).get("torch"), blas_threads=(threads or {}).get("blas"))
+        return stream_config_of(own, preset=self.preset, overrides=_tuples(self.overrides))
 
-    def event_config(self) -> Any:
-        from streamad.config import EventConfig
-
+    def event_config(self) -> EventConfig:
         given = {k: v for k, v in (("max_gap", self.event_gap), ("min_frames", self.event_min_frames)) if v is not None}
         return EventConfig(**given)
 
@@ -171,7 +158,7 @@ class ServeConfig:
 
     ``device`` is the backbone's for every camera; a batch waits at most ``batch_wait_ms`` for more
     frames; ``workers`` worker processes hold the cameras' detectors (0: threads of the serve process,
-    :mod:`streamad.adapters.serve.workers`), and one that answers no request for ``worker_timeout_s``
+    :mod:`streamad.runtime.serve.workers`), and one that answers no request for ``worker_timeout_s``
     seconds is killed and restarted; ``status_every`` seconds between status messages (0:
     none); ``torch_threads`` / ``blas_threads`` (0: automatic). ``publish`` is the ZeroMQ address
     (None: no publisher) with ``bind_any``, ``overlay_jpeg``, ``hwm`` and CURVE keys; ``http`` the

@@ -250,7 +250,7 @@ class Publisher:
     them, ``dropped`` counts the messages of either type refused by a full queue.
 
     ``overlay_jpeg=True`` adds the annotated frame as JPEG (rendered from ``frame`` by
-    ``streamad.adapters.display.render_overlay`` unless ``publish`` is given ``overlay``).
+    ``streamad.display.overlay.render_overlay`` unless ``publish`` is given ``overlay``).
     ``curve_secret_key_file`` and ``allowed_clients_dir`` (together) turn CURVE on (see the module
     docstring): ``curve`` is then True, ``allowed_clients`` counts the admitted public keys, and the
     socket lives in a ZeroMQ context of its own (``context`` is ignored).
@@ -345,7 +345,7 @@ class Publisher:
         jpeg = None
         if self.overlay_jpeg:
             if overlay is None and frame is not None:
-                from streamad.adapters.display import render_overlay
+                from streamad.display.overlay import render_overlay
 
                 overlay = render_overlay(frame, result)
             if overlay is not None:

@@ -7,10 +7,10 @@ the heatmap maximum, the mean of the top-k patch scores, PatchCore's eq. 7 again
 are then computed from the same patch scores and heatmaps. The heatmaps, so the pixel AUROC, do not
 depend on the rule. Every other option is ``streamad eval``'s (e.g. ``--backbone``, ``--seeds``,
 ``--blur``), plus ``--aggregate`` (``FeatureConfig.aggregate``, not an ``eval`` option): the figures
-equal ``streamad eval DATA --corrupt K --image-score RULE [--top-k k]``. ``examples/quality_table.py``
+equal ``streamad eval DATA --corrupt K --image-score RULE [--top-k k]``. ``streamad/bench/scripts/quality_table.py``
 runs it once per lever and writes the whole table (docs/quality_table.md).
 
-    python examples/quality_levers.py ../shared/data/mvtec_ad/bottle ../shared/data/mtd/magnetic_tile \\
+    python -m streamad.bench.scripts.quality_levers ../shared/data/mvtec_ad/bottle ../shared/data/mtd/magnetic_tile \\
         --corrupt 0,10,40 --top-ks 3,10,30 --cache out/compare --json out/quality/scores.json \\
         --out out/quality/scores.md
 """

@@ -6,7 +6,7 @@ depth D and spread rule computes the batch nominal set, and for every heatmap bl
 pixel AUROC. It also reports plain nearest-neighbour scoring against *all* training patches (PatchCore
 without coreset, no filtering): the ceiling these descriptors allow, and what InReaCh's filter costs.
 
-    python examples/channel_ablation.py ../shared/data/mtd/magnetic_tile --corrupt 10 \\
+    python -m streamad.bench.scripts.channel_ablation ../shared/data/mtd/magnetic_tile --corrupt 10 \\
         --seeds 10 20 --spread zscore:3 std:5 none --blur 4 8 12
 
 Every row uses the library's own code (``channels.associate``, ``trim_channel``, ``HNSWIndex``,

@@ -1,6 +1,6 @@
 """The whole lever table of docs/quality.md in one command: each lever on its own against the defaults.
 
-Every lever is one run of ``examples/quality_levers.py`` (one fit of batch InReaCh per data set and K,
+Every lever is one run of ``streamad/bench/scripts/quality_levers.py`` (one fit of batch InReaCh per data set and K,
 every image score rule from the same fit) with its option added to the defaults, its rows kept in
 ``WORK/<lever>.json``. A run that stops is resumed cell by cell: a (data set, K) already in the JSON is
 not fitted again, so running the command again only measures what is missing. The table is then
@@ -10,7 +10,7 @@ pixel AUROC over both data sets and K = 0, 10, 40; a lever could replace the def
 the default's score by at least 0.005 and loses no more than 0.01 on any of the 12 numbers (the speed
 condition of the rule is not measured here: the table says what the lever changes in the live path).
 
-    python examples/quality_table.py ../shared/data/mvtec_ad/bottle ../shared/data/mtd/magnetic_tile \\
+    python -m streamad.bench.scripts.quality_table ../shared/data/mvtec_ad/bottle ../shared/data/mtd/magnetic_tile \\
         --cache out/compare --work out/quality/levers --out docs/quality_table.md
 
 ``--levers a,b`` measures only those (in that order); ``--table-only`` writes the table from the JSONs
@@ -28,8 +28,7 @@ import os
 import sys
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import quality_levers  # noqa: E402
+from streamad.bench.scripts import quality_levers
 
 CORRUPT = (0, 10, 40)
 # The baseline every lever is measured against: batch InReaCh's defaults when the rule was applied
@@ -132,7 +131,7 @@ def combination(measured: dict[str, dict[tuple[str, int], dict[str, Any]]],
 def table(work: str, levers: list[tuple[str, list[str], str]]) -> str:
     measured = load(work, levers)
     lines = ["# Quality levers: each on its own against the baseline (issue 17)", "",
-             "Written by `examples/quality_table.py` (docs/quality.md says what is measured and the rule). "
+             "Written by `streamad/bench/scripts/quality_table.py` (docs/quality.md says what is measured and the rule). "
              "Batch InReaCh, one fit per (data set, K); image AUROC with the default image score "
              f"(`{DEFAULT_SCORE}`), in brackets the paper's (`max`); pixel AUROC (the same for every image "
              "score). Every lever against the same baseline, batch InReaCh's defaults when the rule was applied "

@@ -6,7 +6,7 @@ patches the channels kept as nominal, and prints, for verdicts "at least m of th
 share of clean frames trusted, of the highest-scoring 5 % of clean frames (censoring: a verdict that
 trusts these less than the others biases the threshold low), and of defective frames trusted.
 
-    python examples/trust_probe.py out/drift/drift-<key>.npy out/drift_mtd.json --frames 450
+    python -m streamad.bench.scripts.trust_probe out/drift/drift-<key>.npy out/drift_mtd.json --frames 450
 """
 
 from __future__ import annotations

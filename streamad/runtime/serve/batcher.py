@@ -35,16 +35,19 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from streamad.stream.detector import Extractor
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
 class _Request:
-    extractor: Any
+    extractor: Extractor
     frames: Sequence[np.ndarray]
     future: Future
 
@@ -69,7 +72,7 @@ class SharedBackbone:
         self._thread.start()
 
     # -- cameras ---------------------------------------------------------------------------------
-    def client(self, extractor: Any) -> BatchedExtractor:
+    def client(self, extractor: Extractor) -> BatchedExtractor:
         """A camera's extractor that runs ``extractor`` through this thread, batched with the others."""
         handle = BatchedExtractor(self, extractor)
         with self._lock:
@@ -87,7 +90,7 @@ class SharedBackbone:
         with self._lock:
             return sum(1 for c in self._clients if c.active)
 
-    def submit(self, extractor: Any, frames: Sequence[np.ndarray]) -> Future:
+    def submit(self, extractor: Extractor, frames: Sequence[np.ndarray]) -> Future:
         """Queue ``frames`` for ``extractor``; the future holds its (N, P, d) descriptors."""
         future: Future = Future()
         if self._stopped.is_set():
@@ -176,7 +179,7 @@ class BatchedExtractor:
     calls go through the :class:`SharedBackbone` (directly on the caller's thread while it is the only
     camera)."""
 
-    def __init__(self, backbone: SharedBackbone, extractor: Any) -> None:
+    def __init__(self, backbone: SharedBackbone, extractor: Extractor) -> None:
         self.backbone, self.extractor = backbone, extractor
         self.active = True
 

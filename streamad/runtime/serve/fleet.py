@@ -1,14 +1,14 @@
 """Many cameras, one process: a live loop per camera, one backbone, one publisher, status once a second.
 
-Each camera runs :func:`streamad.adapters.live.run_watch`, the loop ``streamad watch`` runs, on a
+Each camera runs :func:`streamad.runtime.live.run_watch`, the loop ``streamad watch`` runs, on a
 thread of its own, with its own source, detector (window, index, learner, threshold, state saver) and
-alarm events; its detector's extractor is a :class:`~streamad.adapters.serve.batcher.BatchedExtractor`,
-so the backbone work of all cameras goes through one :class:`~streamad.adapters.serve.batcher.SharedBackbone`
+alarm events; its detector's extractor is a :class:`~streamad.runtime.serve.batcher.BatchedExtractor`,
+so the backbone work of all cameras goes through one :class:`~streamad.runtime.serve.batcher.SharedBackbone`
 thread in batches. Frames and events go out on the shared :class:`~streamad.adapters.publisher.Publisher`
 with the camera's name as topic (:class:`~streamad.adapters.publisher.CameraPublisher`); a status thread
-publishes each camera's :class:`~streamad.adapters.serve.status.CameraStatus` every ``status_every``
+publishes each camera's :class:`~streamad.runtime.serve.status.CameraStatus` every ``status_every``
 seconds. ``streamad watch`` is the one-camera case: the loop then runs on the calling thread. With
-``[serve] workers`` a camera's detector is a :class:`~streamad.adapters.serve.workers.RemoteDetector`:
+``[serve] workers`` a camera's detector is a :class:`~streamad.runtime.serve.workers.RemoteDetector`:
 the detector itself (scoring, learner, decisions, state) lives in a worker process, and a worker that
 dies fails that camera's loop like any other error (reported, restarted); see that module.
 
@@ -20,7 +20,7 @@ Threads and what they own (docs/DESIGN.md, "Threads of serve"):
   channels of their detector while they admit;
 - the status thread and the web server's threads only read snapshots.
 
-Stopping: Ctrl-C or SIGTERM (or :meth:`Fleet.stop`) sets one :class:`~streamad.adapters.live.StopFlag`;
+Stopping: Ctrl-C or SIGTERM (or :meth:`Fleet.stop`) sets one :class:`~streamad.runtime.live.StopFlag`;
 every camera finishes its current frame, closes its last alarm event, saves its state, and its thread
 ends; then the status thread and the backbone stop. A camera whose loop fails with an unexpected error
 is reported, waits (0.5 s, 1 s, ... up to 10 s), reopens its source and goes on; the others never wait
@@ -38,11 +38,12 @@ from dataclasses import dataclass
 from streamad.results import AlarmEvent, FrameResult
 from streamad.stream.events import AlarmEvents
 
-from streamad.adapters.display import SnapshotRecorder, VideoRecorder, Window
-from streamad.adapters.live import Detector, StateSaver, StopFlag, WatchSummary, run_watch, stop_on_signals
+from streamad.display.overlay import SnapshotRecorder, VideoRecorder, Window
+from streamad.runtime.detector import Detector
+from streamad.runtime.live import StateSaver, StopFlag, WatchSummary, run_watch, stop_on_signals
 from streamad.adapters.publisher import CameraPublisher, Publisher
-from streamad.adapters.serve.batcher import BatchedExtractor, SharedBackbone
-from streamad.adapters.serve.status import CameraStatus
+from streamad.runtime.serve.batcher import BatchedExtractor, SharedBackbone
+from streamad.runtime.serve.status import CameraStatus
 from streamad.adapters.sources import Frame, Source
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,8 @@ class Camera:
 
     @property
     def extractor(self) -> BatchedExtractor | None:
-        ext = getattr(self.detector, "extractor", None)
+        """The camera's handle on the fleet's shared backbone (None: its detector has an extractor of its own)."""
+        ext = self.detector.extractor
         return ext if isinstance(ext, BatchedExtractor) else None
 
 
@@ -263,13 +265,11 @@ class Fleet:
 
     # -- hooks of a camera's loop ----------------------------------------------------------------------
     def _on_result(self, cam: Camera, status: CameraStatus) -> Callable[[Frame, FrameResult], None]:
-        counts_nominal = getattr(type(cam.detector), "nominal_count", None) is not None
-
         def hook(frame: Frame, result: FrameResult) -> None:
             stats = cam.source.stats
             lag = (time.time() - frame.timestamp) if cam.source.live else sum(result.timings.values()) / 1000.0
             status.frame(result, lag_s=lag, dropped=stats.dropped,
-                         nominal=getattr(cam.detector, "nominal_count", None) if counts_nominal else None,
+                         nominal=cam.detector.nominal_count,
                          reconnects=stats.reconnects, failures=stats.failures)
             self.latest[cam.name] = (frame, result)  # one assignment: a reader sees a whole pair
             if cam.on_result is not None:

@@ -5,14 +5,14 @@ GIL with the backbone's operator dispatch, so cameras wait on each other. With `
 camera's :class:`~streamad.stream.detector.StreamDetector` (window, channels, index, learner,
 decisions, state) lives in one of N worker processes instead; the serve process keeps the sources,
 the backbone, the loops, events, publisher, status and page. The seam is :class:`RemoteDetector`: it
-has what :func:`~streamad.adapters.live.run_watch`, :class:`~streamad.adapters.live.StateSaver` and
-:class:`~streamad.adapters.serve.fleet.Fleet` use of a detector (``process``, ``save``, ``close``,
+has what :func:`~streamad.runtime.live.run_watch`, :class:`~streamad.runtime.live.StateSaver` and
+:class:`~streamad.runtime.serve.fleet.Fleet` use of a detector (``process``, ``save``, ``close``,
 ``nominal_count``, ``extractor``), so none of them changes.
 
 Who owns what:
 
 - serve process, camera thread: reads its source, gets the frame's descriptors from the shared
-  backbone (its ``extractor``, a :class:`~streamad.adapters.serve.batcher.BatchedExtractor`), sends
+  backbone (its ``extractor``, a :class:`~streamad.runtime.serve.batcher.BatchedExtractor`), sends
   them to its worker and waits for the :class:`~streamad.results.FrameResult` (score, threshold,
   p-value, heatmap, flags, admissions completed) and the nominal patch count;
 - worker process (``streamad-worker-K``, started with ``spawn``: no fork after threads and torch):
@@ -63,17 +63,22 @@ import sys
 import threading
 import time
 import traceback
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
-from typing import Any
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from streamad.config import StreamConfig
 from streamad.results import FrameResult
-from streamad.vision.frames import FrameSizeWarning, as_rgb_uint8, resize_to
+from streamad.vision.frames import StreamFrameSize, as_rgb_uint8
+
+if TYPE_CHECKING:
+    from streamad.stream.detector import Extractor, StreamDetector
 
 EventSink = Callable[[str], None]
 TERM_GRACE_S = 10.0  # a worker that got SIGTERM serves this long more (the final saves), then quits
@@ -93,7 +98,7 @@ class DetectorSpec:
     told), and its ``state`` folder (resumed at open; ``state_reset`` moves an unusable one aside)."""
 
     name: str
-    config: Any
+    config: StreamConfig
     grid: tuple[int, int]
     image_size: tuple[int, int]
     center_crop: float = 1.0
@@ -102,7 +107,7 @@ class DetectorSpec:
     state_reset: bool = False
 
     @classmethod
-    def of(cls, name: str, config: Any, extractor: Any, state: str | None = None,
+    def of(cls, name: str, config: StreamConfig, extractor: Extractor, state: str | None = None,
            state_reset: bool = False) -> DetectorSpec:
         """The spec of a camera whose descriptors come from ``extractor`` (read, never called)."""
         dim = getattr(extractor, "dim", None)
@@ -143,13 +148,13 @@ def _limit_threads() -> None:
 class _Host:
     """The detectors of one worker process, by camera name, and the requests on them (``OPS``)."""
 
-    OPS = frozenset({"open", "process", "save", "close"})
+    OPS = frozenset({"open", "process", "save", "learner_stats", "close"})
 
     def __init__(self) -> None:
-        self.detectors: dict[str, Any] = {}
+        self.detectors: dict[str, StreamDetector] = {}
 
     def open(self, spec: DetectorSpec) -> tuple[list[str], int, tuple[int, int] | None]:
-        from streamad.adapters.session import open_state
+        from streamad.runtime.session import open_state
         from streamad.stream.detector import StreamDetector
 
         self.close(spec.name)
@@ -163,12 +168,14 @@ class _Host:
     def process(self, name: str, desc: np.ndarray, shape: tuple[int, int],
                 timestamp: float | None) -> tuple[FrameResult, int]:
         detector = self.detectors[name]
-        if detector.frame_size is None:  # as StreamDetector.process keeps it (and saves it with the state)
-            detector.frame_size = shape
+        detector.adopt_frame_size(shape)  # as StreamDetector.process keeps it (and saves it with the state)
         return detector.process_descriptors(desc, shape, timestamp), detector.nominal_count
 
     def save(self, name: str, directory: str) -> None:
         self.detectors[name].save(directory)
+
+    def learner_stats(self, name: str) -> dict[str, Any]:
+        return self.detectors[name].learner_stats()
 
     def close(self, name: str) -> None:
         detector = self.detectors.pop(name, None)
@@ -246,11 +253,11 @@ class _Worker:
     """One worker process seen from the serve process: its pipe, the lock of a request, its generation
     (counts starts: a detector opened in an older one is gone)."""
 
-    def __init__(self, context: Any, number: int, request_timeout: float = REQUEST_TIMEOUT_S) -> None:
+    def __init__(self, context: BaseContext, number: int, request_timeout: float = REQUEST_TIMEOUT_S) -> None:
         self.context, self.number, self.request_timeout = context, number, request_timeout
         self.lock = threading.Lock()
         self.generation = 0
-        self.process: Any = None
+        self.process: BaseProcess | None = None
         self.conn: Connection | None = None
         self.dead: str | None = None
         self.closed = False
@@ -374,7 +381,7 @@ class WorkerPool:
             self.close(1.0)
             raise
 
-    def detector(self, spec: DetectorSpec, extractor: Any, on_event: EventSink | None = None) -> RemoteDetector:
+    def detector(self, spec: DetectorSpec, extractor: Extractor, on_event: EventSink | None = None) -> RemoteDetector:
         """A camera's :class:`RemoteDetector`, opened (its state resumed) on the next worker. A state
         that cannot be used raises here (``streamad.errors.UserError``), as it does without workers."""
         worker = self.workers[self._next % len(self.workers)]
@@ -404,7 +411,7 @@ class WorkerPool:
 
 
 class RemoteDetector:
-    """A camera's detector in a worker process, as :func:`~streamad.adapters.live.run_watch` sees it.
+    """A camera's detector in a worker process, as :func:`~streamad.runtime.live.run_watch` sees it.
 
     ``process(frame)`` gets the frame's descriptors from ``extractor`` on the calling thread (the
     shared backbone, batched with the other cameras), resizes a frame of another size to the first
@@ -413,13 +420,12 @@ class RemoteDetector:
     A rejected frame raises ``ValueError`` as the detector does; a dead worker raises
     :class:`WorkerDied` once per camera, and the next call reopens the detector in a fresh worker."""
 
-    def __init__(self, worker: _Worker, spec: DetectorSpec, extractor: Any,
+    def __init__(self, worker: _Worker, spec: DetectorSpec, extractor: Extractor,
                  on_event: EventSink | None = None) -> None:
         self.worker, self.spec, self.extractor = worker, spec, extractor
         self.config = spec.config
         self.on_event = on_event or (lambda line: None)
-        self.frame_size: tuple[int, int] | None = None
-        self._warned_size = False
+        self._size = StreamFrameSize()  # the rule StreamDetector keeps: the first accepted frame's size
         self._nominal = 0
         self._generation: int | None = None  # the worker generation the detector was opened in
         self._told = False  # this camera was told (WorkerDied) that its detector is gone
@@ -438,6 +444,11 @@ class RemoteDetector:
         """The process id of the worker this camera's detector is in."""
         return self.worker.pid
 
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """The stream's (height, width), as :attr:`StreamDetector.frame_size`."""
+        return self._size.size
+
     def open(self) -> None:
         """Open (or reopen) the detector in the worker, resumed from its state folder if it has one."""
         with self.worker.lock:
@@ -448,7 +459,7 @@ class RemoteDetector:
         if not w.alive():
             w.start()
         notes, self._nominal, size = w.call("open", self.spec)
-        self.frame_size = None if size is None else tuple(size)
+        self._size.size = None if size is None else (int(size[0]), int(size[1]))
         for line in notes:
             self.on_event(line)
         if self._generation is not None:
@@ -471,7 +482,8 @@ class RemoteDetector:
             raise
 
     def process(self, frame: np.ndarray, timestamp: float | None = None) -> FrameResult:
-        frame = self._sized(as_rgb_uint8(frame))
+        original = as_rgb_uint8(frame)
+        frame = self._size.fit(original, stacklevel=2)
         t0 = time.perf_counter()
         out = np.asarray(self.extractor([frame]))
         t_feat = (time.perf_counter() - t0) * 1e3
@@ -485,22 +497,8 @@ class RemoteDetector:
                 self._open()
             result, self._nominal = self._call("process", desc, (int(frame.shape[0]), int(frame.shape[1])),
                                                timestamp)
+        self._size.accept(original.shape)
         return dataclasses.replace(result, timings={"features": t_feat, **result.timings})
-
-    def _sized(self, frame: np.ndarray) -> np.ndarray:
-        size = (int(frame.shape[0]), int(frame.shape[1]))
-        if self.frame_size is None:
-            self.frame_size = size
-            return frame
-        if size == self.frame_size:
-            return frame
-        if not self._warned_size:
-            self._warned_size = True
-            h, w = self.frame_size
-            warnings.warn(f"frame size {size[0]}x{size[1]} differs from the stream's first frame ({h}x{w}): frames "
-                          f"of another size are resized to {h}x{w} and heatmaps stay {h}x{w} (warned once per "
-                          "detector; use one detector per camera and resolution)", FrameSizeWarning, stacklevel=3)
-        return resize_to(frame, self.frame_size)
 
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Save the detector's state to ``directory`` (in the worker); :class:`WorkerDied` if it is gone."""
@@ -509,6 +507,13 @@ class RemoteDetector:
             if lost is not None:
                 raise WorkerDied(f"{lost}: nothing to save")
             self._call("save", os.fspath(directory))
+
+    def learner_stats(self) -> dict[str, Any]:
+        """The background learner's counters, from the worker (empty when the detector is gone)."""
+        with self.worker.lock:
+            if self._lost() is not None:
+                return {}
+            return self._call("learner_stats")
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the detector's learner and drop it from its worker (nothing if the worker is gone, or
