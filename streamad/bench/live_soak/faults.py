@@ -118,9 +118,10 @@ class FaultRecord:
 @dataclass
 class FaultContext:
     """What the faults act on and watch: the clock, serve, the subscriber, the cameras (in serve's order) and
-    the number of worker processes (serve puts camera i on worker i % workers), the states
-    folder, the network camera, the settings that bound them, a seeded generator, the stop event, and
-    ``load_state`` (a copy of a state folder loaded; returns its frames seen, raises if it cannot)."""
+    the number of worker processes (serve puts camera i on worker i % workers), the states folder, the
+    network camera, the settings that bound them, a seeded generator, ``load_state`` (a copy of a state
+    folder loaded; returns its frames seen, raises if it cannot), the stop event, where lines go
+    (``emit``) and the run's start on the clock (``origin``, for those lines)."""
 
     clock: Callable[[], float]
     serve: ServeProcess
@@ -138,6 +139,7 @@ class FaultContext:
     load_state: Callable[[Path], int]
     stop: threading.Event = field(default_factory=threading.Event)
     emit: Callable[[str], None] = lambda line: None
+    origin: float = 0.0  # the run's start on the clock (for the lines emitted)
 
     def record(self, name: str) -> FaultRecord:
         detect, recover = bounds(name, fps=self.fps, worker_timeout_s=self.worker_timeout_s,
@@ -421,7 +423,7 @@ a second more); one
                 rec = ctx.record(name)
                 rec.notes.append("not injected: the run ended first (the faults before took too long)")
             else:
-                ctx.emit(f"fault: {name} at {ctx.clock():.1f} s")
+                ctx.emit(f"fault: {name} at {ctx.clock() - ctx.origin:.1f} s")
                 current = ctx.record(name)
                 current.injected_s, current.cameras = ctx.clock(), [c.name for c in ctx.cameras]
                 with self._lock:

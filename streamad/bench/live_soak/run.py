@@ -11,7 +11,9 @@ pass/fail checks (:mod:`~streamad.bench.live_soak.report`).
 
 Who owns what: the soak's main thread owns the run (start, intervals, stop, checks); each helper owns
 its thread and what it reads (see their modules); every helper is stopped and joined on the way out,
-Ctrl-C included, and serve's whole session is killed if it did not stop.
+Ctrl-C included (SIGTERM to the soak acts as Ctrl-C: the run so far is reported), and serve's whole
+session is killed if it did not stop. serve runs in a session of its own: if the soak itself is killed
+with SIGKILL, stop serve with ``kill -TERM -PID`` (its process group; its pid is printed at the start).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import dataclasses
 import os
 import platform
 import shutil
+import signal
 import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,8 +99,8 @@ class SoakSettings:
             return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
 
         need("minutes", num(self.minutes) and self.minutes > 0, "a number of minutes > 0")
-        need("interval_minutes", num(self.interval_minutes) and 0 < self.interval_minutes <= self.minutes,
-             f"a number of minutes in (0, minutes={self.minutes}]")
+        need("interval_minutes", num(self.interval_minutes) and self.interval_minutes > 0,
+             "a number of minutes > 0 (a longer interval than the run: one row)")
         need("faults", all(f in FAULTS for f in self.faults) and len(set(self.faults)) == len(self.faults),
              f"distinct names among {', '.join(FAULTS)}")
         need("cameras", isinstance(self.cameras, int) and 1 <= self.cameras <= 64, "an int in 1..64")
@@ -196,6 +199,7 @@ class LiveSoak:
     def run(self) -> dict[str, Any]:
         s = self.settings
         with ExitStack() as stack:
+            stack.enter_context(_sigterm_as_interrupt())
             work = self._work_dir(stack)
             network = None
             if "source" in s.faults:
@@ -218,9 +222,9 @@ class LiveSoak:
             stack.callback(sampler.stop)
             poller = PagePoller(f"http://{http}", self.clock, every=s.web_every_s).start()
             stack.callback(poller.stop)
-            ctx = FaultContext(self.clock, serve, counter, cams, s.workers, work / "states", network, s.fps, s.worker_timeout_s,
-                               s.save_every, s.source_down_s_, s.subscriber_away_s_, np.random.default_rng(s.seed),
-                               load_copy, emit=self.emit)
+            ctx = FaultContext(self.clock, serve, counter, cams, s.workers, work / "states", network, s.fps,
+                               s.worker_timeout_s, s.save_every, s.source_down_s_, s.subscriber_away_s_,
+                               np.random.default_rng(s.seed), load_copy, emit=self.emit, origin=self.t_ready)
             runner = FaultRunner([(name, self.t_ready + at) for name, at in s.plan()], ctx,
                                  latest_start=self.t_ready + LATEST_FAULT * s.duration_s).start()
             stack.callback(runner.stop)
@@ -268,7 +272,8 @@ class LiveSoak:
         while not set(names) <= counter.cameras():
             if not serve.running:
                 tail = "\n".join(text for _, text in serve.lines()[-15:])
-                raise UserError(f"streamad serve ended before every camera's first frame (exit {serve.stop(1)}):\n{tail}")
+                raise UserError(f"streamad serve ended before every camera's first frame (exit {serve.stop(1)}):"
+                                f"\n{tail}")
             if time.monotonic() > end:
                 raise UserError(f"not every camera delivered a frame within {self.settings.ready_timeout_s:g} s "
                                 f"(got {sorted(counter.cameras())}); see {serve.log_path}")
@@ -316,7 +321,8 @@ class LiveSoak:
             self.emit("    " + line)
 
     # -- data, checks, report -----------------------------------------------------------------------------
-    def _data(self, sampler: Any, counter: MessageCounter, poller: PagePoller, cams: list[SoakCamera]) -> dict[str, Any]:
+    def _data(self, sampler: Any, counter: MessageCounter, poller: PagePoller,
+              cams: list[SoakCamera]) -> dict[str, Any]:
         """Everything recorded so far, on the run's time (seconds since every camera's first frame)."""
         r = self.t_ready
         return {"procs": [(p.t - r, p.role, p.pid, p.rss_mib, p.threads) for p in sampler.records()],
@@ -334,7 +340,8 @@ class LiveSoak:
         for key in ("injected_s", "detected_s", "recovered_s"):
             if out.get(key) is not None:
                 out[key] = out[key] - r
-        out["extra"] = {k: (v - r if k.endswith("_s") and isinstance(v, float) else v) for k, v in fault["extra"].items()}
+        out["extra"] = {k: (v - r if k.endswith("_s") and isinstance(v, float) else v)
+                        for k, v in fault["extra"].items()}
         return out
 
     def _check_states(self, cams: list[SoakCamera], states: Path, counter: MessageCounter) -> list[dict[str, Any]]:
@@ -419,6 +426,24 @@ class LiveSoak:
         doc["checks"] = report.evaluate(doc)
         doc["passed"] = all(c["passed"] for c in doc["checks"])
         return doc
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM to the soak acts as Ctrl-C (serve is stopped, the run so far reported):
+    serve runs in a session of its own, so nothing else would stop it. Only on the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def procs_seen(data: dict[str, Any]) -> set[int]:
