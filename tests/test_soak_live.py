@@ -353,3 +353,41 @@ def test_the_stopped_worker_never_outlives_the_soak(tmp_path: Path) -> None:
         worker = procs.workers(serve.pid)[0]
         os.kill(worker, signal.SIGSTOP)
     assert not serve.running and not procs.alive(worker)
+
+
+def test_sigterm_to_the_soak_stops_serve_and_reports_the_run_so_far(tmp_path: Path) -> None:
+    """The soak in a process of its own, stopped with SIGTERM mid-run (as Ctrl-C): serve (in a session of its
+    own) is stopped with its workers, the report says interrupted, and the exit status is 1 (no state checked)."""
+    import subprocess
+    import sys
+
+    import streamad
+
+    root = str(Path(streamad.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=root)
+    out = tmp_path / "soak.json"
+    proc = subprocess.Popen([sys.executable, "-m", "streamad", "soak", "--minutes", "5", "--faults", "none",
+                             "--extractor", "standin", "--fps", "5", "--cameras", "2", "--json", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        seen, serve_pid, end = "", None, time.monotonic() + 60
+        while "the run starts" not in seen:
+            assert proc.poll() is None and time.monotonic() < end, proc.communicate()
+            line = proc.stdout.readline()
+            seen += line
+            if line.startswith("soak: serve started (pid "):
+                serve_pid = int(line.split("(pid ")[1].split(")")[0])
+        workers = procs.workers(serve_pid)
+        assert len(workers) == 2
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, stderr
+    assert "interrupted: stopping serve" in stdout and "(INTERRUPTED)" in stdout and "Traceback" not in stderr
+    report = json.loads(out.read_text())
+    assert report["interrupted"] and report["serve"]["exit_code"] == 0 and report["states"] == []
+    assert not procs.alive(serve_pid) and not any(procs.alive(pid) for pid in workers)

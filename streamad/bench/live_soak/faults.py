@@ -48,8 +48,8 @@ RESTART_S = 10.0 + 30.0  # the fleet's back-off (at most 10 s), then a fresh wor
 SOURCE_BACKOFF_S = 10.0 + 5.0  # the live source's back-off cap, then its open timeout
 GRACE_S = 2.0           # a gap seen this long after a fault was over still belongs to it
 # serve's report that a camera lost its worker: its loop failed, or (in the middle of a save) its save did
-LOST = re.compile(r"^streamad serve: (\S+): (?:the loop failed \((.*)\); reopening|cannot save the state to \S+: (.*); "
-                  r"the loop goes on)")
+LOST = re.compile(r"^streamad serve: (\S+): (?:the loop failed \((.*)\); reopening|cannot save the state to .*?: "
+                  r"(worker process .*); the loop goes on)")
 
 
 def parse_faults(text: str) -> tuple[str, ...]:

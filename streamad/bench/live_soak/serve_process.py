@@ -85,7 +85,8 @@ class ServeProcess:
 
     def start(self) -> ServeProcess:
         root = str(Path(streamad.__file__).resolve().parents[1])  # the streamad this soak runs: serve runs it too
-        env = dict(os.environ, PYTHONUNBUFFERED="1",
+        loopback = ",".join(p for p in ("127.0.0.1,localhost", os.environ.get("no_proxy")) if p)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", no_proxy=loopback, NO_PROXY=loopback,  # the network camera
                    PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
         with open(self.out_path, "w", encoding="utf-8") as out:
             self._proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.PIPE, text=True, env=env,

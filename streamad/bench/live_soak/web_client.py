@@ -52,6 +52,7 @@ class PagePoller:
             raise ValueError(f"PagePoller.every must be > 0 seconds, got {every!r}")
         self.base, self.clock = base.rstrip("/"), clock
         self.every, self.page_every, self.timeout = float(every), float(page_every), float(timeout)
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
         self._records: list[WebRecord] = []
         self._shown: dict[str, Any] = {}  # camera -> the frame index last fetched
         self._lock = threading.Lock()
@@ -67,7 +68,7 @@ class PagePoller:
         t0 = time.perf_counter()
         status, body = None, None
         try:
-            with urllib.request.urlopen(self.base + route, timeout=self.timeout) as answer:  # noqa: S310 - loopback
+            with self._opener.open(self.base + route, timeout=self.timeout) as answer:
                 status, body = answer.status, answer.read()
         except urllib.error.HTTPError as exc:
             status = exc.code
