@@ -248,15 +248,18 @@ def _num(v: Any, digits: int = 1) -> str:
     return "-" if v is None else f"{v:,.{digits}f}"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], markdown: bool, note: bool = False) -> str:
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], markdown: bool, note: bool = False,
+           fixed: bool = False) -> str:
     """A table; with ``note``, the last column is long text: in plain text it goes on a line of its own under
-    its row."""
+    its row; ``fixed``: plain-text columns as wide as their headings (at least 8), so that rows printed one
+    at a time line up under one heading."""
     cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
     if markdown:
         lines = ["| " + " | ".join(cells[0]) + " |", "|" + "|".join("---" for _ in header) + "|"]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells[1:]])
     notes = [r.pop() for r in cells] if note else None
-    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    widths = ([max(8, len(h)) for h in cells[0]] if fixed else
+              [max(len(r[i]) for r in cells) for i in range(len(cells[0]))])
     lines = []
     for k, r in enumerate(cells):
         lines.append("  ".join(c.rjust(w) for c, w in zip(r, widths)))
@@ -269,7 +272,8 @@ def roles_of(rows: Sequence[dict[str, Any]]) -> list[str]:
     return sorted({role for row in rows for role in row["processes"]}, key=_role_order)
 
 
-def interval_table(rows: Sequence[dict[str, Any]], markdown: bool = False, roles: Sequence[str] | None = None) -> str:
+def interval_table(rows: Sequence[dict[str, Any]], markdown: bool = False, roles: Sequence[str] | None = None,
+                   fixed: bool = False) -> str:
     roles = list(roles or roles_of(rows))
     header = ["min", *(f"{r} MiB" for r in roles), "threads " + "/".join(roles), "procs", "msgs", "gaps (unexpl.)",
               "web GETs (failed)", "faults"]
@@ -280,15 +284,15 @@ def interval_table(rows: Sequence[dict[str, Any]], markdown: bool = False, roles
                     "/".join(str(procs.get(r, {}).get("threads", "-")) for r in roles), row["alive"],
                     f"{row['messages']:,}", f"{row['gaps']['missed']} ({row['gaps']['unexplained']})",
                     f"{row['web']['requests']} ({row['web']['failed']})", ", ".join(row["faults"]) or "-"])
-    return _table(header, out, markdown)
+    return _table(header, out, markdown, fixed=fixed)
 
 
-def camera_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
+def camera_table(rows: Sequence[dict[str, Any]], markdown: bool = False, fixed: bool = False) -> str:
     header = ["min", "camera", "frames", "fps", "p50 ms", "p99 ms", "samples", "admissions/s", "gaps"]
     out = [[f"{row['end_s'] / 60:.1f}", cam, c["frames"], _num(c["fps"], 2), _num(c["p50_ms"]), _num(c["p99_ms"]),
             c["latency_samples"], _num(c["admissions_per_s"], 2), c["gaps"]]
            for row in rows for cam, c in row["cameras"].items()]
-    return _table(header, out, markdown)
+    return _table(header, out, markdown, fixed=fixed)
 
 
 def fault_table(faults: Sequence[dict[str, Any]], markdown: bool = False) -> str:

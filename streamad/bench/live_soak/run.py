@@ -237,7 +237,6 @@ class LiveSoak:
             stop_s = self.clock() - t_stop
             time.sleep(1.0)  # the last messages (final statuses) come in
             counter.stop()
-            poller.stop()
             sampler.stop()
             serve.close()  # joins its log reader
             if network is not None:
@@ -311,13 +310,14 @@ class LiveSoak:
         row = report.interval_row(number, start, end, data, faults)
         self.rows.append(row)
         roles = report.roles_of(self.rows)
-        table = report.interval_table([row], roles=roles).splitlines()
-        cam_lines = report.camera_table([row]).splitlines()
+        table = report.interval_table([row], roles=roles, fixed=True).splitlines()
+        cams = report.camera_table([row], fixed=True).splitlines()
         if not self.printed_header:
             self.emit(table[0])
+            self.emit("    " + cams[0])
             self.printed_header = True
         self.emit(table[1])
-        for line in cam_lines[1:]:
+        for line in cams[1:]:
             self.emit("    " + line)
 
     # -- data, checks, report -----------------------------------------------------------------------------
