@@ -318,6 +318,27 @@ def test_demo_source_frames_truth_and_max_frames() -> None:
         DemoConfig(size=10)
 
 
+def test_a_paced_demo_spec_delivers_frames_at_its_rate_and_a_bad_rate_is_refused() -> None:
+    """``demo:N@FPS``: the scene of seed N, paced like a camera at FPS frames per second (serve's TOML takes it)."""
+    with open_source("demo:3@20") as source:
+        assert source.name == "demo:3" and source.realtime and source.stream.config.fps == 20.0
+        t0 = time.monotonic()
+        frames = [source.read(timeout=1.0) for _ in range(6)]
+        took = time.monotonic() - t0
+    assert [f.index for f in frames] == list(range(6)) and frames[5].timestamp == pytest.approx(5 / 20)
+    assert 0.2 <= took < 1.5, took                          # frame 5 is due 0.25 s after the start
+    np.testing.assert_array_equal(frames[2].image, DemoStream(DemoConfig(seed=3, fps=20.0)).sample(2).image)
+    assert not open_source("demo:3").realtime and open_source("DEMO@2").stream.config.seed == 0
+    with pytest.raises(SourceError, match=r"demo frame rate in 'demo@0' must be in \(0, 1000\]"):
+        open_source("demo@0")
+    with pytest.raises(SourceError, match="no such file or folder"):
+        open_source("demo@fast")
+    from streamad.adapters.serve.config import parse_config
+
+    cam = parse_config({"cameras": [{"name": "a", "source": "demo:1@2.5"}]}, base="/elsewhere").cameras[0]
+    assert cam.source == "demo:1@2.5"                        # not taken for a path relative to the file
+
+
 def test_demo_defects_are_at_the_documented_frames_and_a_lower_rate_keeps_a_subset() -> None:
     # the default, 5 %, is more than a rolling 0.99 quantile could take; the default (trusted) rule does
     from streamad.config import DecisionConfig

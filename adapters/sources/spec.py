@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,6 +22,9 @@ from streamad.adapters.sources.camera import Backoff, LiveSource
 from streamad.adapters.sources.demo import DemoConfig, DemoSource
 from streamad.adapters.sources.files import FolderSource, VideoFileSource
 
+# "demo", "demo:N" (seed N), either with "@FPS" (paced: a camera delivering FPS frames per second)
+DEMO_SPEC = re.compile(r"^demo(?::(\d+))?(?:@(\d+(?:\.\d+)?))?$", re.IGNORECASE)
+
 
 def _is_char_device(path: str) -> bool:
     try:
@@ -34,7 +38,9 @@ def open_source(spec: str, *, capture_factory: CaptureFactory | None = None, on_
     """The source ``spec`` names.
 
     - ``"demo"``: the built-in generated stream (see ``streamad.adapters.sources.demo``); ``"demo:N"``:
-      the same scene drawn with seed N (another camera's view: other jitter, noise and defects);
+      the same scene drawn with seed N (another camera's view: other jitter, noise and defects); either
+      with ``"@FPS"`` (``"demo@5"``, ``"demo:2@0.5"``): paced in real time at FPS frames per second, as
+      a camera delivers them (timestamps ``index / FPS``), instead of as fast as they are read;
     - digits (``"0"``): that camera index; a device node (``/dev/video0``): that camera;
     - ``scheme://...`` (rtsp, http, https, rtmp, udp, tcp, srt): a live network stream;
     - a folder: its images; any other existing file: a video.
@@ -47,10 +53,14 @@ def open_source(spec: str, *, capture_factory: CaptureFactory | None = None, on_
     text = str(spec).strip()
     if not text:
         raise SourceError(f"empty source. {SPEC_HINT}")
-    if text.lower() == "demo":
-        return DemoSource()
-    if text.lower().startswith("demo:") and text[5:].isdigit():
-        return DemoSource(DemoConfig(seed=int(text[5:])))
+    demo = DEMO_SPEC.match(text)
+    if demo is not None:
+        seed, fps = int(demo.group(1) or 0), demo.group(2)
+        if fps is None:
+            return DemoSource(DemoConfig(seed=seed))
+        if not 0 < float(fps) <= 1000:
+            raise SourceError(f"demo frame rate in {text!r} must be in (0, 1000] frames per second")
+        return DemoSource(DemoConfig(seed=seed, fps=float(fps)), realtime=True)
     if text.isdigit():
         return LiveSource(int(text), capture_factory=capture_factory, on_event=on_event, backoff=backoff,
                           max_retries=max_retries)

@@ -12,6 +12,9 @@ them; ``streamad bench`` and ``streamad bench-engine`` are their command lines (
 - ``alarms``: the alarm rules on the demo stream at several defect rates (``streamad eval-alarms``).
 - ``fuzz``: hypothesis fuzzing of every input edge (decoder, serve TOML, state loader, web page,
   ``process``), counting inputs and failures (``python -m streamad.bench.fuzz``; needs hypothesis).
+- ``live_soak``: ``streamad serve`` run live for minutes or hours under injected faults (worker killed
+  or hung, network camera lost, subscriber away, save killed), watched from outside, with pass/fail
+  checks: figures against the limits of issue 27, which set its exit status (``streamad soak``).
 
 This layer uses ``stream``, ``index``, ``core``, ``vision``, ``testing``, ``evaluation`` and ``adapters``;
 never ``streamad.cli``.

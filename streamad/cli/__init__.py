@@ -25,6 +25,7 @@ COMMANDS: tuple[str, ...] = (
     "streamad.cli.bench",
     "streamad.cli.bench_engine",
     "streamad.cli.bench_serve",
+    "streamad.cli.soak",
 )
 
 

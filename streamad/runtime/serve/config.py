@@ -270,7 +270,7 @@ def _source(base: str, value: Any) -> Any:
     if not isinstance(value, str):
         return value
     text = value.strip()
-    if re.match(r"^demo(:\d+)?$", text.lower()) or text.isdigit() or "://" in text or text.startswith("/dev/"):
+    if re.match(r"^demo(:\d+)?(@\d+(\.\d+)?)?$", text.lower()) or text.isdigit() or "://" in text or text.startswith("/dev/"):
         return text
     return _resolve(base, text)
 
