@@ -65,7 +65,7 @@ def test_a_flag_taken_by_several_commands_is_in_the_table_or_excused() -> None:
     shared = {o.name for o in OPTIONS.values()} | {f for o in OPTIONS.values() for f in o.deprecated}
     assert several - shared - set(PER_COMMAND) == set(), "define these once in streamad/cli/options.py"
     assert found["--device"] and {d for d, _ in found["--device"].values()} == {"cpu"}  # one default everywhere
-    assert len(found["--device"]) == 6 and len(found["--seed"]) == 5
+    assert len(found["--device"]) == 7 and len(found["--seed"]) == 6
 
 
 def test_the_checker_can_fail() -> None:

@@ -31,7 +31,7 @@ from streamad.cli import main
 from streamad.results import FrameResult
 
 SHORT = ["soak", "--minutes", "0.6", "--interval-minutes", "0.2", "--extractor", "standin", "--fps", "5",
-         "--worker-timeout", "1", "--save-every", "10"]
+         "--worker-timeout", "1", "--state-every", "10"]
 
 
 def soak_threads() -> list[str]:

@@ -3,7 +3,7 @@ measure whether anything grows, slows down, goes missing or breaks.
 
 The live configuration: --cameras demo cameras (the demo scene, one seed each, paced at --fps like a
 camera), the real backbone (--preset, --device), detection in --workers worker processes with
-background learning, a state folder per camera (saved every --save-every frames), serve's ZeroMQ
+background learning, a state folder per camera (saved every --state-every frames), serve's ZeroMQ
 publisher and its web page. The soak starts serve as a child process ('python -m streamad serve') and
 watches it from outside: a subscriber counts every message and every gap in the sequence numbers of
 each camera, a client polls the web page as a browser does, a sampler reads the memory (RSS) and the
@@ -45,7 +45,7 @@ examples:
   streamad soak --minutes 3 --interval-minutes 0.5 --worker-timeout 5 --preset fast
   streamad soak --minutes 10 --faults kill,stop --workers 4
   streamad soak --minutes 0.75 --interval-minutes 0.25 --extractor standin --fps 5 --worker-timeout 2 \\
-      --save-every 10                                                # a smoke test without the backbone
+      --state-every 10                                                # a smoke test without the backbone
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ import argparse
 import json
 import sys
 
+from streamad.cli import options
 from streamad.errors import UserError
 
 NAME = "soak"
@@ -62,7 +63,7 @@ HELP = ("run 'serve' live (demo cameras, workers, publisher, web page) for minut
 
 
 FLAGS = {"interval_minutes": "--interval-minutes", "worker_timeout_s": "--worker-timeout",
-         "save_every": "--save-every", "source_down_s": "--source-down", "subscriber_away_s": "--subscriber-away"}
+         "save_every": "--state-every", "source_down_s": "--source-down", "subscriber_away_s": "--subscriber-away"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,24 +77,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="faults to inject: all (default), none, or some of kill,stop,source,subscriber,save")
     p.add_argument("--cameras", type=int, default=4, metavar="N", help="demo cameras (default 4)")
     p.add_argument("--workers", type=int, default=2, metavar="N", help="serve's worker processes (default 2)")
-    p.add_argument("--preset", default="default", help="the cameras' detector preset (default: default)")
     p.add_argument("--fps", type=float, default=2.0, help="frames per second of each camera (default 2)")
-    p.add_argument("--device", default="cpu", help="the backbone's device: cpu, cuda, cuda:N, auto (default cpu)")
     p.add_argument("--worker-timeout", type=float, default=30.0, metavar="S",
                    help="serve's [serve] worker_timeout_s: a worker that answers nothing for S s is killed and "
                         "restarted (default 30, serve's own)")
-    p.add_argument("--save-every", type=int, default=200, metavar="N", help="frames between state saves (default 200)")
+    p.add_argument("--state-every", dest="save_every", type=int, default=200, metavar="N",
+                   help="frames between each camera's state saves (default 200)")
     p.add_argument("--extractor", choices=("real", "standin"), default="real",
                    help="real: the backbone (default); standin: block means, no backbone (tests, smoke runs)")
-    p.add_argument("--seed", type=int, default=0, help="picks the faults' targets (default 0)")
     p.add_argument("--source-down", type=float, default=None, metavar="S",
                    help="seconds the network camera is off the network (default: run length / 180, 2 to 20)")
     p.add_argument("--subscriber-away", type=float, default=None, metavar="S",
                    help="seconds the subscriber is away (default: run length / 360, 1 to 10)")
     p.add_argument("--work-dir", default=None, metavar="DIR",
                    help="keep the configuration, states and serve's log here (default: a temporary folder)")
-    p.add_argument("--json", metavar="FILE", default=None, help="write the whole report as JSON")
-    p.add_argument("--out", metavar="FILE.md", default=None, help="write the tables as Markdown")
+    options.add(p, "preset", "device", "seed", "json", "out")  # seed: picks the faults' targets
 
 
 def run(args: argparse.Namespace) -> int:
