@@ -784,6 +784,14 @@ def _saving_child(target: Path, log_fd: int) -> None:
         os.write(log_fd, f"saved {k}\n".encode())
 
 
+def _first_bytes(fd: int, timeout: float) -> bytes:
+    """What a pipe holds once it holds something (waiting at most ``timeout`` seconds)."""
+    import select
+
+    ready, _, _ = select.select([fd], [], [], timeout)
+    return os.read(fd, 65536) if ready else b""
+
+
 def _kill_saves(tmp_path: Path, kills: int) -> tuple[int, int, float]:
     """Fork a child that saves after every frame (``_saving_child``), SIGKILL it after a random time
     (seeded), check the directory, ``kills`` times: (kills inside a save, saves completed, seconds)."""
@@ -807,11 +815,12 @@ def _kill_saves(tmp_path: Path, kills: int) -> tuple[int, int, float]:
             finally:
                 os._exit(1)
         os.close(write_fd)
-        time.sleep(rng.uniform(0.03, 0.25))
+        first = _first_bytes(read_fd, timeout=60.0)  # the child has started saving (a loaded machine is slow)
+        time.sleep(rng.uniform(0.0, 0.25))
         os.kill(pid, signal.SIGKILL)
         assert os.waitpid(pid, 0)[1] != 0
         with os.fdopen(read_fd, "rb") as fh:
-            lines = fh.read().decode().splitlines()
+            lines = (first + fh.read()).decode().splitlines()
         for line in lines:
             words = line.split()
             if words[0] == "saving":
