@@ -80,17 +80,20 @@ from typing import Any
 import numpy as np
 import zmq
 
+from streamad.adapters.wire import (  # re-exported: the names publisher users know
+    DEFAULT_ADDRESS,
+    DEFAULT_TOPIC,
+    EVENT_SUFFIX,
+    HEATMAP_DTYPE,
+    SCHEMA_VERSION,
+    STATUS_FIELDS,
+    STATUS_PREFIX,
+)
 from streamad.errors import UserError
 from streamad.results import AlarmEvent, FrameResult
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
-EVENT_SUFFIX = "/event"  # an event message's topic is the publisher's topic plus this
-STATUS_PREFIX = "_status"  # a status message's topic is this, "/" and the camera's name
-DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
-DEFAULT_TOPIC = "streamad"
-HEATMAP_DTYPE = "float32"
 LOCAL_TRANSPORTS = ("ipc", "inproc")
 
 
@@ -206,10 +209,6 @@ def encode_event(event: AlarmEvent, *, source: str = "", seq: int = 0, topic: st
     }
     text = json.dumps(header, allow_nan=False, separators=(",", ":"))
     return [(topic + EVENT_SUFFIX).encode("utf-8"), text.encode("utf-8"), payload]
-
-
-STATUS_FIELDS = ("time", "state", "frames", "fps", "lag_s", "dropped", "bad_frames", "admissions_per_s",
-                 "nominal_patches", "score", "threshold", "anomalous", "alarms", "reconnects", "failures")
 
 
 def status_topic(camera: str = "") -> str:

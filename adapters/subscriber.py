@@ -32,24 +32,19 @@ from typing import Any
 import numpy as np
 import zmq
 
-from streamad.config import finite_number
-
-from streamad.adapters.publisher import (
+from streamad.adapters.wire import (
     DEFAULT_ADDRESS,
     DEFAULT_TOPIC,
+    EVENT_FIELDS,
     EVENT_SUFFIX,
-    HEATMAP_DTYPE,
-    SCHEMA_VERSION,
+    FRAME_FIELDS,
+    READABLE_SCHEMAS,
     STATUS_FIELDS,
-    status_topic,
+    STATUS_HEADER_FIELDS,
+    SchemaError,
+    check_fields,
 )
-
-READABLE_SCHEMAS = (1, 2, 3, SCHEMA_VERSION)
 MAX_HEADER_BYTES = 65536  # a header is a few hundred bytes; a larger one is not a streamad message
-
-
-class SchemaError(ValueError):
-    """A message that is not a streamad frame or event message (wrong version, garbage, inconsistent)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -185,67 +180,6 @@ class SeqGaps:
         return gap
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-_is_number = finite_number  # a JSON integer of 400 digits is no number a header can carry
-
-
-_OPTIONAL_NUMBER = ("a number or null", lambda v: v is None or _is_number(v))
-_SHAPE = ("[h, w] with ints >= 0",
-          lambda v: isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x >= 0 for x in v))
-
-_FIELDS: dict[str, tuple[str, Any]] = {
-    "seq": ("an int", _is_int),
-    "index": ("an int", _is_int),
-    "timestamp": ("a number or null", lambda v: v is None or _is_number(v)),
-    "source": ("a string", lambda v: isinstance(v, str)),
-    "score": ("a number or null", lambda v: v is None or _is_number(v)),
-    "threshold": ("a number or null", lambda v: v is None or _is_number(v)),
-    "anomalous": ("true or false", lambda v: isinstance(v, bool)),
-    "ready": ("true or false", lambda v: isinstance(v, bool)),
-    "drift": ("true or false", lambda v: isinstance(v, bool)),
-    "admitted": ("true or false", lambda v: isinstance(v, bool)),
-    "heatmap_shape": ("[h, w] with ints >= 0",
-                      lambda v: isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x >= 0 for x in v)),
-    "heatmap_dtype": (f'"{HEATMAP_DTYPE}"', lambda v: v == HEATMAP_DTYPE),
-    "has_overlay": ("true or false", lambda v: isinstance(v, bool)),
-}
-_FRAME_FIELDS_2 = {**_FIELDS, "p_value": _OPTIONAL_NUMBER}
-_CAMERA = ("a string", lambda v: isinstance(v, str))
-_FRAME_FIELDS_3 = {**_FRAME_FIELDS_2, "camera": _CAMERA}
-_FRAME_FIELDS_4 = {**_FRAME_FIELDS_3,
-                   "calibration": ("a rule name or null", lambda v: v is None or v in ("trusted", "screened", "quantile")),
-                   "calibration_frames": ("an int >= 0", lambda v: _is_int(v) and v >= 0)}
-_OPTIONAL_INT = ("an int or null", lambda v: v is None or _is_int(v))
-_STATUS_FIELDS: dict[str, tuple[str, Any]] = {
-    "seq": ("an int", _is_int),
-    "camera": _CAMERA,
-    "state": ("a string", lambda v: isinstance(v, str)),
-    **{k: ("an int", _is_int) for k in ("frames", "dropped", "bad_frames", "anomalous", "alarms", "reconnects",
-                                        "failures")},
-    **{k: _OPTIONAL_NUMBER for k in ("time", "fps", "lag_s", "admissions_per_s", "score", "threshold")},
-    "nominal_patches": _OPTIONAL_INT,
-}
-_EVENT_FIELDS: dict[str, tuple[str, Any]] = {
-    "seq": ("an int", _is_int),
-    "source": ("a string", lambda v: isinstance(v, str)),
-    **{k: ("an int", _is_int) for k in ("event", "start", "end", "frames", "peak_index")},
-    **{k: _OPTIONAL_NUMBER for k in ("start_time", "end_time", "peak_score", "peak_p_value", "peak_threshold")},
-    "heatmap_shape": _SHAPE,
-    "heatmap_dtype": (f'"{HEATMAP_DTYPE}"', lambda v: v == HEATMAP_DTYPE),
-}
-
-
-def _check_fields(header: dict[str, Any], fields: dict[str, tuple[str, Any]]) -> None:
-    for name, (need, ok) in fields.items():
-        if name not in header:
-            raise SchemaError(f"message header lacks the field {name!r}")
-        if not ok(header[name]):
-            raise SchemaError(f"message header field {name!r} must be {need}, got {header[name]!r}")
-
-
 def _heatmap(header: dict[str, Any], payload: bytes) -> np.ndarray | None:
     h, w = header["heatmap_shape"]
     if len(payload) != h * w * 4:
@@ -257,8 +191,8 @@ def _heatmap(header: dict[str, Any], payload: bytes) -> np.ndarray | None:
 def _decode_event(topic: str, header: dict[str, Any], parts: Sequence[bytes], schema: int) -> EventMessage:
     if len(parts) != 3:
         raise SchemaError(f"an event message has 3 parts (topic, header, heatmap), got {len(parts)}")
-    fields = {**_EVENT_FIELDS, "camera": _CAMERA} if schema >= 3 else _EVENT_FIELDS
-    _check_fields(header, fields)
+    fields = EVENT_FIELDS[schema]
+    check_fields(header, fields)
     return EventMessage(topic=topic, schema=schema, heatmap=_heatmap(header, bytes(parts[2])),
                         **{k: header[k] for k in fields if not k.startswith("heatmap")})
 
@@ -266,7 +200,7 @@ def _decode_event(topic: str, header: dict[str, Any], parts: Sequence[bytes], sc
 def _decode_status(topic: str, header: dict[str, Any], parts: Sequence[bytes], schema: int) -> StatusMessage:
     if len(parts) != 2:
         raise SchemaError(f"a status message has 2 parts (topic, header), got {len(parts)}")
-    _check_fields(header, _STATUS_FIELDS)
+    check_fields(header, STATUS_HEADER_FIELDS[schema])
     return StatusMessage(topic=topic, schema=schema, seq=header["seq"], camera=header["camera"],
                          fields={k: header[k] for k in STATUS_FIELDS})
 
@@ -291,7 +225,7 @@ def decode_message(parts: Sequence[bytes]) -> FrameMessage | EventMessage | Stat
     if not isinstance(header, dict) or "schema" not in header:
         raise SchemaError("message header has no 'schema' field: is the address a streamad publisher?")
     schema = header["schema"]
-    if not _is_int(schema) or schema not in READABLE_SCHEMAS:
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema not in READABLE_SCHEMAS:
         known = ", ".join(map(str, READABLE_SCHEMAS[:-1])) + f" and {READABLE_SCHEMAS[-1]}"
         raise SchemaError(f"message has schema {schema!r}, this streamad reads schemas {known}: run the same "
                           "streamad version on both ends")
@@ -308,8 +242,7 @@ def decode_message(parts: Sequence[bytes]) -> FrameMessage | EventMessage | Stat
         raise SchemaError(f"a frame message has 3 or 4 parts (topic, header, heatmap[, overlay]), got {len(parts)}")
     if schema >= 2 and "type" not in header:
         raise SchemaError("message header lacks the field 'type'")
-    _check_fields(header, _FRAME_FIELDS_4 if schema >= 4 else _FRAME_FIELDS_3 if schema >= 3
-                  else _FRAME_FIELDS_2 if schema >= 2 else _FIELDS)
+    check_fields(header, FRAME_FIELDS[schema])
     heatmap = _heatmap(header, bytes(parts[2]))
     overlay = bytes(parts[3]) if len(parts) == 4 else None
     if header["has_overlay"] != bool(overlay):
