@@ -235,6 +235,43 @@ def test_a_stopped_worker_is_killed_within_the_request_timeout_and_its_camera_re
     assert worker_processes() == []
 
 
+def test_a_request_larger_than_the_pipe_to_a_stopped_worker_still_meets_the_deadline(tmp_path: Path) -> None:
+    """A frame's descriptors exceed a pipe's buffer: sending them to a stopped worker blocks until it reads.
+    The request's deadline covers the send too (found by the one-hour live soak, where a hung worker
+    went unnoticed for a minute)."""
+    import numpy as np
+
+    timeout = 1.0
+    with WorkerPool(1, request_timeout=timeout) as pool:
+        backbone = SharedBackbone(max_wait=0.0)
+        cam = pool.detector(DetectorSpec.of("a", SMALL_CONFIG, BlockMeans()), backbone.client(BlockMeans()),
+                            lambda note: None)
+        cam.process(next(iter(FolderSource(write_frames(tmp_path / "frames", n=1)))).image)
+        worker = pool.workers[0]
+        pid = worker.process.pid
+        os.kill(pid, signal.SIGSTOP)
+        outcome: list[BaseException] = []
+
+        def request() -> None:
+            with worker.lock:
+                try:
+                    worker.call("process", "a", np.zeros(8_000_000, np.uint8))   # 8 MB: far beyond a pipe's buffer
+                except BaseException as exc:  # noqa: BLE001
+                    outcome.append(exc)
+        caller = threading.Thread(target=request, daemon=True)
+        t0 = time.monotonic()
+        caller.start()
+        caller.join(timeout + 10.0)
+        waited = time.monotonic() - t0
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        assert not caller.is_alive(), "the request to a stopped worker blocked past its deadline"
+        assert outcome and isinstance(outcome[0], WorkerDied) and "did not answer" in str(outcome[0]), outcome
+        assert waited <= timeout + 3.0, waited
+    backbone.stop()
+    assert worker_processes() == []
+
+
 def test_a_stopped_worker_in_a_fleet_restarts_its_camera_and_the_others_go_on(tmp_path: Path) -> None:
     frames = write_frames(tmp_path / "frames", n=60)
     notes: list[str] = []

@@ -45,7 +45,9 @@ A worker that hangs without dying (stopped with SIGSTOP, deadlocked, stuck in a 
 request: a request unanswered for ``request_timeout`` seconds (``[serve] worker_timeout_s``, default
 :data:`REQUEST_TIMEOUT_S`; opening a detector, which a fresh worker's imports and a large state's load
 may make slow, gets at least :data:`OPEN_TIMEOUT_S`) kills the worker (SIGKILL) and fails with :class:`WorkerDied`, so a hung
-worker is noticed within ``request_timeout + POLL_S`` seconds of its cameras' next request and then
+worker is noticed within ``request_timeout + POLL_S`` seconds of its cameras' next request (the deadline
+covers sending the request too: a frame's descriptors exceed a pipe's buffer, which a stopped worker
+never drains) and then
 handled as a dead one (the other cameras of that worker wait on its lock meanwhile, no longer). Requests are numbered, so the answer to one abandoned half-way
 (a second Ctrl-C on the main thread) is skipped, never taken for the next one's.
 
@@ -291,7 +293,7 @@ class _Worker:
         limit = max(self.request_timeout, OPEN_TIMEOUT_S) if op == "open" else self.request_timeout
         deadline = time.monotonic() + limit
         try:
-            self.conn.send((self._seq, op, args))
+            self._send((self._seq, op, args), op, limit, deadline)
             while True:
                 while not self.conn.poll(min(POLL_S, max(0.0, deadline - time.monotonic()))):
                     if not self.process.is_alive():
@@ -308,6 +310,33 @@ class _Worker:
         if status == "error":
             raise _rebuild(*value)
         return value
+
+    def _send(self, message: tuple[Any, ...], op: str, limit: float, deadline: float) -> None:
+        """Send ``message`` within the request's deadline. A frame's descriptors exceed a pipe's buffer, and a
+        stopped worker reads nothing, so a plain send would block for ever: it runs on a short-lived thread
+        and the worker is taken as hung if the send has not finished by the deadline."""
+        failed: list[BaseException] = []
+
+        def send() -> None:
+            try:
+                self.conn.send(message)  # type: ignore[union-attr]
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                failed.append(exc)
+
+        sender = threading.Thread(target=send, name=f"streamad-send-{self.number}", daemon=True)
+        sender.start()
+        while sender.is_alive():
+            sender.join(min(POLL_S, max(0.0, deadline - time.monotonic())))
+            if not sender.is_alive():
+                break
+            if not self.process.is_alive():
+                raise EOFError
+            if time.monotonic() >= deadline:
+                self._hung(op, limit)  # the kill breaks the pipe: the sender thread ends
+                sender.join(5.0)
+                raise WorkerDied(self.dead)
+        if failed:
+            raise failed[0]
 
     def _hung(self, op: str, limit: float) -> None:
         """The worker answered nothing for ``request_timeout`` seconds (stopped, deadlocked, stuck): kill it
