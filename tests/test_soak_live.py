@@ -298,16 +298,25 @@ def test_the_fault_runner_stops_waiting_and_skips_a_fault_past_the_last_start() 
     assert soak_threads() == []
 
 
-def test_serve_as_the_soak_runs_it_stops_on_sigterm_and_its_log_reader_ends(tmp_path: Path) -> None:
-    settings = SoakSettings(minutes=1, cameras=2, workers=1, faults=(), fps=5, extractor="standin")
+def _standin_serve(tmp_path: Path, cameras: int, worker_timeout_s: float) -> ServeProcess:
+    """Serve as the soak writes and runs it (one worker, the stand-in extractor), not yet started."""
+    settings = SoakSettings(minutes=1, cameras=cameras, workers=1, faults=(), fps=5, extractor="standin")
     config = tmp_path / "serve.toml"
-    config.write_text(serve_toml(soak_cameras(settings, None), workers=1, worker_timeout_s=5, preset="default",
-                                 device="cpu", publish=f"tcp://127.0.0.1:{free_port()}",
+    config.write_text(serve_toml(soak_cameras(settings, None), workers=1, worker_timeout_s=worker_timeout_s,
+                                 preset="default", device="cpu", publish=f"tcp://127.0.0.1:{free_port()}",
                                  http=f"127.0.0.1:{free_port()}", save_every=50))
-    with ServeProcess(config, time.monotonic, log=tmp_path / "serve.log", out=tmp_path / "serve.out",
-                      standin=True) as serve:
-        serve.start()
-        assert serve.wait_line(lambda s: "camera(s): cam0" in s, after=0.0, timeout=60) is not None
+    return ServeProcess(config, time.monotonic, log=tmp_path / "serve.log", out=tmp_path / "serve.out", standin=True)
+
+
+def _started(serve: ServeProcess) -> ServeProcess:
+    serve.start()
+    assert serve.wait_line(lambda s: "camera(s): cam0" in s, after=0.0, timeout=60) is not None
+    return serve
+
+
+def test_serve_as_the_soak_runs_it_stops_on_sigterm_and_its_log_reader_ends(tmp_path: Path) -> None:
+    with _standin_serve(tmp_path, cameras=2, worker_timeout_s=5) as serve:
+        _started(serve)
         workers = procs.workers(serve.pid)
         assert len(workers) == 1
         time.sleep(1.5)
@@ -341,15 +350,8 @@ def test_the_demo_camera_serves_the_demo_scene() -> None:
 
 def test_the_stopped_worker_never_outlives_the_soak(tmp_path: Path) -> None:
     """The soak's own cleanup: a worker left stopped (SIGSTOP) is killed with serve's session."""
-    settings = SoakSettings(minutes=1, cameras=1, workers=1, faults=(), fps=5, extractor="standin")
-    config = tmp_path / "serve.toml"
-    config.write_text(serve_toml(soak_cameras(settings, None), workers=1, worker_timeout_s=600, preset="default",
-                                 device="cpu", publish=f"tcp://127.0.0.1:{free_port()}",
-                                 http=f"127.0.0.1:{free_port()}", save_every=50))
-    with ServeProcess(config, time.monotonic, log=tmp_path / "serve.log", out=tmp_path / "serve.out",
-                      standin=True) as serve:
-        serve.start()
-        assert serve.wait_line(lambda s: "camera(s): cam0" in s, after=0.0, timeout=60) is not None
+    with _standin_serve(tmp_path, cameras=1, worker_timeout_s=600) as serve:
+        _started(serve)
         worker = procs.workers(serve.pid)[0]
         os.kill(worker, signal.SIGSTOP)
     assert not serve.running and not procs.alive(worker)

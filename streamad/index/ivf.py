@@ -21,8 +21,8 @@ When the set has grown to ``retrain_growth`` (2) times the size the centroids we
 largest list holds more than ``max_imbalance`` times the mean, the centroids are retrained and every
 vector reassigned (a rare, whole-index step). Growth 2 keeps the lists within a factor of about 1.4 of
 ``sqrt(n)`` vectors, so a query scans about ``nprobe * sqrt(n)`` of them; at the former growth 4 the
-long-term memory of an MTD stream held 30,904 patches in 90 lists trained at 7,700 (343 a list, twice
-the work of 176 lists).
+long-term memory of an MTD stream held 30,904 patches in 90 lists trained at 7,700 (343 a list); at
+growth 2 it would have been trained on at least 15,452 (about 124 lists of at most 250).
 
     >>> import numpy as np
     >>> idx = IVFIndex(dim=2, exact_below=0, nlist=2, nprobe=2)

@@ -205,30 +205,32 @@ def _worker_down(ctx: FaultContext, rec: FaultRecord, pid: int, t: float) -> Non
     rec.required["the faulty worker is gone"] = not procs.alive(pid)
 
 
-def inject_kill(ctx: FaultContext) -> FaultRecord:
-    """SIGKILL to a worker process."""
-    rec = ctx.record("kill")
+def _signal_worker(ctx: FaultContext, name: str, sig: signal.Signals) -> tuple[FaultRecord, int | None]:
+    """The fault record of ``name`` and the worker sent ``sig`` (None, noted, when there is none)."""
+    rec = ctx.record(name)
     pid = ctx.pick_worker()
     if pid is None:
-        rec.notes.append("no worker process to kill")
-        return rec
+        rec.notes.append(f"no worker process to {name}")
+        return rec, None
     rec.target = f"worker pid {pid}"
-    os.kill(pid, signal.SIGKILL)
+    os.kill(pid, sig)
     rec.injected_s = ctx.clock()
-    _worker_down(ctx, rec, pid, rec.injected_s)
+    return rec, pid
+
+
+def inject_kill(ctx: FaultContext) -> FaultRecord:
+    """SIGKILL to a worker process."""
+    rec, pid = _signal_worker(ctx, "kill", signal.SIGKILL)
+    if pid is not None:
+        _worker_down(ctx, rec, pid, rec.injected_s)
     return rec
 
 
 def inject_stop(ctx: FaultContext) -> FaultRecord:
     """SIGSTOP to a worker process: serve's request deadline must notice, kill and restart it."""
-    rec = ctx.record("stop")
-    pid = ctx.pick_worker()
+    rec, pid = _signal_worker(ctx, "stop", signal.SIGSTOP)
     if pid is None:
-        rec.notes.append("no worker process to stop")
         return rec
-    rec.target = f"worker pid {pid}"
-    os.kill(pid, signal.SIGSTOP)
-    rec.injected_s = ctx.clock()
     try:
         _worker_down(ctx, rec, pid, rec.injected_s)
     finally:
