@@ -103,3 +103,24 @@ def test_exact_search_on_a_torch_device_equals_numpy():
     assert not idx.trained
     np.testing.assert_allclose(idx.query(q)[0], exact_knn(g, q)[0], rtol=1e-6)
 
+
+
+def test_kmeans_leaves_the_threads_torch_uses_as_they_were() -> None:
+    """FAISS and torch share a thread's OpenMP setting: a k-means on the scoring thread once left the
+    backbone on one thread for the rest of a ``watch --learning sync`` run (and serve and watch scored
+    differently in the last bit)."""
+    import torch
+
+    from streamad.index.ivf import kmeans
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = np.random.default_rng(0).standard_normal((500, 8)).astype(np.float32)
+        first = kmeans(x, 10, seed=3)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        assert np.array_equal(kmeans(x, 10, seed=3), first)  # same seed, same centroids, any thread count
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

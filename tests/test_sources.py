@@ -333,7 +333,7 @@ def test_a_paced_demo_spec_delivers_frames_at_its_rate_and_a_bad_rate_is_refused
         open_source("demo@0")
     with pytest.raises(SourceError, match="no such file or folder"):
         open_source("demo@fast")
-    from streamad.adapters.serve.config import parse_config
+    from streamad.runtime.serve.config import parse_config
 
     cam = parse_config({"cameras": [{"name": "a", "source": "demo:1@2.5"}]}, base="/elsewhere").cameras[0]
     assert cam.source == "demo:1@2.5"                        # not taken for a path relative to the file

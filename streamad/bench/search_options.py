@@ -238,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="write the rows here")
     args = p.parse_args(argv)
     grid = tuple(int(v) for v in args.grid.split(","))
-    train = np.load(args.train, mmap_mode="r")
-    test = np.load(args.test, mmap_mode="r")
+    train = np.load(args.train, mmap_mode="r", allow_pickle=False)
+    test = np.load(args.test, mmap_mode="r", allow_pickle=False)
     n = min(len(train), args.window + 40)  # full window, then 40 admissions of turnover
     x, labels = nominal_set(np.asarray(train[:n]), args.window, StreamConfig().channels)
     pick = np.sort(np.random.default_rng(0).choice(len(test), min(args.frames, len(test)), replace=False))

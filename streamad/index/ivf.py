@@ -36,6 +36,9 @@ growth 2 it would have been trained on at least 15,452 (about 124 lists of at mo
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -98,6 +101,35 @@ def _sq(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
     return out
 
 
+@contextmanager
+def _one_thread(faiss: Any) -> Iterator[None]:
+    """FAISS's own OpenBLAS (process-wide) and OpenMP (this thread) at one thread while the block runs,
+    the OpenMP count put back after.
+
+    One thread: the k-means takes no second core from the scorer, and its sums do not depend on the
+    process's thread settings. Put back: FAISS and torch share this thread's OpenMP setting, so a
+    k-means on the scoring thread (``streamad watch --learning sync``) left torch's backbone on one
+    thread for the rest of the run.
+    """
+    global _FAISS_BLAS
+    if _FAISS_BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _FAISS_BLAS = [lib for lib in ThreadpoolController().lib_controllers
+                       if lib.user_api == "blas" and "faiss" in os.path.basename(os.path.dirname(lib.filepath))]
+    for lib in _FAISS_BLAS:
+        lib.set_num_threads(1)
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+_FAISS_BLAS: list | None = None
+
+
 def kmeans(vectors: np.ndarray, k: int, seed: int, iterations: int = 10, sample: int = 65536) -> np.ndarray:
     """Seeded k-means centroids (k, d) of ``vectors`` (on a seeded sample of at most ``sample`` rows).
 
@@ -117,10 +149,10 @@ def kmeans(vectors: np.ndarray, k: int, seed: int, iterations: int = 10, sample:
     k = min(k, len(x))
     if k <= 1:
         return x.mean(axis=0, keepdims=True).astype(np.float32)
-    faiss.omp_set_num_threads(1)
     km = faiss.Kmeans(x.shape[1], k, niter=iterations, seed=int(seed) % (2 ** 31), min_points_per_centroid=1,
                       max_points_per_centroid=len(x), verbose=False)
-    km.train(x)
+    with _one_thread(faiss):
+        km.train(x)
     return np.ascontiguousarray(km.centroids, np.float32)
 
 
