@@ -176,6 +176,17 @@ def test_an_unexplained_gap_fails_the_gap_check() -> None:
     assert failing(report) == []
 
 
+def test_a_sparse_message_lost_in_a_fault_and_seen_missing_later_is_the_faults() -> None:
+    """An event lost while the subscriber was away shows only at the next event, long after the fault's
+    window: the gap is the fault's when the span it was lost in meets the window (the hour's one
+    'unexplained' gap was such an event), and unexplained when the span lies after it."""
+    report = good_report()
+    report["gaps"].append({"t": 1260.0, "since": 1150.0, "camera": "cam0", "kind": "event", "missed": 1, "seq": 7})
+    assert failing(report) == []
+    report["gaps"][-1]["since"] = 1230.0                                    # lost after the window had closed
+    assert failing(report) == ["gaps"]
+
+
 def test_slower_scoring_at_the_end_fails_the_latency_check() -> None:
     report = good_report()
     report["cameras"]["cam1"]["latency"] = [[t, ms * (1.5 if t >= 3000 else 1.0)]

@@ -322,7 +322,7 @@ def inject_subscriber(ctx: FaultContext) -> FaultRecord:
             break
         time.sleep(0.1)
     window_end = (rec.recovered_s or ctx.clock()) + GRACE_S
-    rec.extra["missed"] = sum(g.missed for g in ctx.counter.gaps() if away.back <= g.t <= window_end)
+    rec.extra["missed"] = sum(g.missed for g in ctx.counter.gaps() if g.t >= away.back and g.since <= window_end)
     return rec
 
 

@@ -37,13 +37,16 @@ from streamad.adapters.subscriber import EventMessage, FrameMessage, SchemaError
 
 @dataclass(frozen=True)
 class Gap:
-    """``missed`` messages of ``kind`` of ``camera`` lost just before the one numbered ``seq``, seen at ``t``."""
+    """``missed`` messages of ``kind`` of ``camera`` lost just before the one numbered ``seq``, seen at ``t``;
+    ``since``: when the message before them arrived (or the count started), so they were published in
+    ``[since, t]`` - for a sparse kind (events) long before they are seen missing."""
 
     t: float
     camera: str
     kind: str
     missed: int
     seq: int
+    since: float
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class MessageCounter:
         self._events: list[tuple[float, str]] = []        # (t, camera) of every event message
         self._statuses: list[StatusSample] = []
         self._aways: list[Away] = []
+        self._last: dict[tuple[str, str], float] = {}     # when each (camera, type) last arrived
+        self._started = clock()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._away_request: tuple[float, threading.Event] | None = None
@@ -133,7 +138,8 @@ class MessageCounter:
             self._counts[key] += 1
             missed = self._seqs.setdefault(key, SeqGaps()).see(msg.seq)
             if missed:
-                self._gaps.append(Gap(t, camera, msg.type, missed, msg.seq))
+                self._gaps.append(Gap(t, camera, msg.type, missed, msg.seq, self._last.get(key, self._started)))
+            self._last[key] = t
             if isinstance(msg, FrameMessage):
                 self._frames.append((t, camera, msg.index))
             elif isinstance(msg, EventMessage):

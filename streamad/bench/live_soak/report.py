@@ -13,8 +13,9 @@ The checks (:func:`evaluate`; limits of issue 27):
   intervals, is listed as not judged;
 - **latency**: every camera's scoring p99 in the last sixth of the run is at most 1.25 x its p99 in the
   first sixth (from its status messages: once a second, the detector time of its newest frame);
-- **gaps**: no sequence gap outside a fault's window (from its injection to 2 s after it was over, on
-  the cameras it touched): every gap is explained by a fault, and counted;
+- **gaps**: no sequence gap whose messages were lost outside a fault's window (from its injection to 2 s
+  after it was over, on the cameras it touched; lost between the message before them and the one that
+  showed them missing): every gap is explained by a fault, and counted;
 - **faults**: every fault asked for was injected, detected and over within its bounds, and what it
   requires held (:mod:`~streamad.bench.live_soak.faults`);
 - **states**: every camera's final state loads and resumes identically (:mod:`~streamad.bench.live_soak.resume`);
@@ -60,16 +61,24 @@ def fault_window(fault: dict[str, Any]) -> tuple[float, float] | None:
 def attribute(gap: dict[str, Any], faults: Sequence[dict[str, Any]]) -> str | None:
     """The fault that explains ``gap`` (its name), or None: an unexplained gap.
 
+    The lost messages were published between the message before them (``since``) and the one that showed
+    the gap (``t``); the gap is the fault's when that span meets the fault's window on a camera it touched.
+
     >>> kill = {"name": "kill", "injected_s": 100.0, "recovered_s": 104.0, "recover_bound_s": 46, "cameras": ["c1"]}
-    >>> attribute({"t": 105.0, "camera": "c1"}, [kill]), attribute({"t": 105.0, "camera": "c0"}, [kill])
+    >>> gap = {"t": 105.0, "since": 99.5, "camera": "c1"}
+    >>> attribute(gap, [kill]), attribute({**gap, "camera": "c0"}, [kill])
     ('kill', None)
-    >>> attribute({"t": 107.0, "camera": "c1"}, [kill]) is None       # after the fault's window
+    >>> attribute({"t": 107.0, "since": 106.5, "camera": "c1"}, [kill]) is None   # lost after the fault's window
     True
+    >>> attribute({"t": 140.0, "since": 95.0, "camera": "c1"}, [kill])             # a sparse kind, seen late
+    'kill'
     """
     found = None
-    for fault in faults:  # the latest fault whose window holds the gap (a window ends 2 s after its fault)
+    since = gap.get("since", gap["t"])
+    for fault in faults:  # the latest fault whose window meets the gap's span (a window ends 2 s after its fault)
         window = fault_window(fault)
-        if window is not None and window[0] <= gap["t"] <= window[1] and gap["camera"] in fault.get("cameras", ()):
+        meets = window is not None and since <= window[1] and window[0] <= gap["t"]
+        if meets and gap["camera"] in fault.get("cameras", ()):
             if found is None or fault["injected_s"] > found["injected_s"]:
                 found = fault
     return None if found is None else str(found["name"])
