@@ -25,7 +25,8 @@ Faults (--faults, each optional; all by default), one after the other in the mid
 
 Each fault's time, detection (serve's own report of it, or the gap) and recovery (the cameras it
 touched delivering frames again) are measured against a stated bound. A sequence gap is explained
-when it falls in a fault's window on a camera that fault touched; any other gap is unexplained.
+when the time its messages were lost in (since the message before them) meets a fault's window on a
+camera that fault touched; any other gap is unexplained.
 
 Every --interval-minutes a row: the RSS of each process, threads, processes alive, messages, gaps,
 web requests, faults; per camera, frames, scoring p50 / p99 (the detector time of the newest frame,
