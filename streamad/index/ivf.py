@@ -36,6 +36,7 @@ growth 2 it would have been trained on at least 15,452 (about 124 lists of at mo
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -111,13 +112,7 @@ def _one_thread(faiss: Any) -> Iterator[None]:
     k-means on the scoring thread (``streamad watch --learning sync``) left torch's backbone on one
     thread for the rest of the run.
     """
-    global _FAISS_BLAS
-    if _FAISS_BLAS is None:
-        from threadpoolctl import ThreadpoolController
-
-        _FAISS_BLAS = [lib for lib in ThreadpoolController().lib_controllers
-                       if lib.user_api == "blas" and "faiss" in os.path.basename(os.path.dirname(lib.filepath))]
-    for lib in _FAISS_BLAS:
+    for lib in _faiss_blas():
         lib.set_num_threads(1)
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
@@ -127,7 +122,13 @@ def _one_thread(faiss: Any) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
-_FAISS_BLAS: list | None = None
+@functools.cache
+def _faiss_blas() -> list[Any]:
+    """threadpoolctl's handles on the BLAS that FAISS's wheel brings (looked up once)."""
+    from threadpoolctl import ThreadpoolController
+
+    return [lib for lib in ThreadpoolController().lib_controllers
+            if lib.user_api == "blas" and "faiss" in os.path.basename(os.path.dirname(lib.filepath))]
 
 
 def kmeans(vectors: np.ndarray, k: int, seed: int, iterations: int = 10, sample: int = 65536) -> np.ndarray:

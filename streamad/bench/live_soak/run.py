@@ -401,7 +401,7 @@ class LiveSoak:
                 "events": sum(1 for e in data["events"] if e[1] == cam.name), "statuses": len(st),
                 "latency": [[round(x["t"], 2), round(x["lag_s"] * 1e3, 2)] for x in st
                             if x["state"] == "running" and x["lag_s"] is not None]}
-        gaps = [{**g, "t": round(g["t"], 3), "since": round(g.get("since", g["t"]), 3)} for g in data["gaps"]]
+        gaps = [{**g, "t": round(g["t"], 3), "since": round(g["since"], 3)} for g in data["gaps"]]
         for g in gaps:
             g["fault"] = report.attribute(g, faults)
         web = {"requests": len(data["web"]), "failed": sum(1 for w in data["web"] if not w[4]),
