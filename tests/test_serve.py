@@ -336,6 +336,67 @@ def test_faults_in_one_camera_leave_the_others_results_unaffected(tmp_path: Path
     assert summary.batches > 0
 
 
+class BreaksEvery(FolderSource):
+    """A folder source whose camera goes away (OSError) after ``every`` frames."""
+
+    def __init__(self, folder: Path, every: int) -> None:
+        super().__init__(folder)
+        self.every, self.reads = every, 0
+
+    def read(self, timeout: float | None = None):
+        self.reads += 1
+        if self.reads > self.every:
+            raise OSError("the camera went away")
+        return super().read(timeout)
+
+
+def test_a_camera_whose_source_cannot_reopen_for_thousands_of_tries_waits_in_a_loop_then_runs(tmp_path: Path) -> None:
+    """A camera off the network for days: its reopen fails every ``max_backoff`` seconds. The fleet tries
+    again in a loop (it once recursed, one frame per try: a RecursionError after about a thousand tries,
+    under three hours at the 10 s default, ended the camera's thread), says so a few times, not each
+    time, and runs the camera once it is back."""
+    frames = write_frames(tmp_path / "frames", n=12)
+    tries = {"n": 0}
+
+    def reopen() -> FolderSource:
+        tries["n"] += 1
+        if tries["n"] <= 2500:
+            raise OSError("no route to host")
+        return FolderSource(frames)
+
+    notes: list[str] = []
+    cam = Camera("far", BreaksEvery(frames, every=2), small_detector(BlockMeans()), max_frames=10, reopen=reopen)
+    fleet = Fleet([cam, Camera("near", FolderSource(frames), small_detector(BlockMeans()))], status_every=0,
+                  on_event=notes.append, max_backoff=0.0)
+    fleet._sleep = lambda seconds: not fleet.stop_flag  # no waiting in the test
+    summary = fleet.run(signals=False)
+    far = {c.name: c for c in summary.cameras}["far"]
+    assert tries["n"] == 2501 and far.summary.frames == 10 and far.restarts == 1
+    said = [n for n in notes if "cannot reopen the source" in n]
+    assert 3 <= len(said) <= 3 + 25 and "(2500 tries so far)" in said[-1], said[-3:]
+
+
+def test_the_back_off_starts_over_once_the_camera_has_run_again(tmp_path: Path) -> None:
+    """A camera that fails now and then, running in between: each failure waits the first back-off, not
+    one doubled since the first failure of the run (a camera up for months once waited the longest
+    back-off after every failure); failures in a row still double it."""
+    frames = write_frames(tmp_path / "frames", n=12)
+    waits: list[float] = []
+
+    def run(reopen) -> None:
+        waits.clear()
+        cam = Camera("c", BreaksEvery(frames, every=3), small_detector(BlockMeans()), max_frames=12, reopen=reopen)
+        fleet = Fleet([cam, Camera("d", FolderSource(frames), small_detector(BlockMeans()))], status_every=0,
+                      on_event=lambda line: None, max_backoff=10.0)
+        fleet._sleep = lambda seconds: waits.append(seconds) or True
+        fleet.run(signals=False)
+
+    run(lambda: BreaksEvery(frames, every=3) if len(waits) < 3 else FolderSource(frames))  # three frames between failures
+    assert waits == [0.5, 0.5, 0.5], waits
+    run(lambda: BreaksEvery(frames, every=0) if len(waits) < 4 else FolderSource(frames))  # four in a row
+    assert waits == [0.5, 1.0, 2.0, 4.0], waits
+
+
 # -- the page's access rules ------------------------------------------------------------------------------
 
 

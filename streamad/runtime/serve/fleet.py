@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 EventSink = Callable[[str], None]
 
 
+FIRST_BACKOFF_S = 0.5  # a failed loop's first wait; doubled per failure in a row, up to ``max_backoff``
+
+
 @dataclass
 class Camera:
     """One camera of a :class:`Fleet`: its ``name`` (topic, tile), opened ``source``, ``detector`` and
@@ -211,7 +214,8 @@ class Fleet:
         publisher = None if self.publisher is None else CameraPublisher(self.publisher, cam.name)
         events = cam.events if cam.events is not None else AlarmEvents()
         runs: list[WatchSummary] = []
-        restarts, error, delay = 0, None, 0.5
+        restarts, error, delay = 0, None, FIRST_BACKOFF_S
+        frames_at_failure = 0
         try:
             while True:
                 left = None if cam.max_frames is None else cam.max_frames - sum(s.frames + s.bad_frames for s in runs)
@@ -227,6 +231,9 @@ class Fleet:
                     if cam.reopen is None and len(self.cameras) == 1:
                         raise  # streamad watch: an unexpected error ends the run, as it always did
                     restarts, error = restarts + 1, f"{type(exc).__name__}: {exc}"
+                    frames = status.snapshot().frames
+                    if frames > frames_at_failure:  # it ran again since the last failure: start the back-off over
+                        delay, frames_at_failure = FIRST_BACKOFF_S, frames
                     status.state("failed", error)
                     if cam.reopen is None or self.stop_flag:
                         self.on_event(f"{cam.name}: stopped on an error: {error}")
@@ -243,16 +250,23 @@ class Fleet:
         self._results[cam.name] = CameraSummary(cam.name, summary, restarts, error)
 
     def _reopen(self, cam: Camera) -> bool:
+        """A fresh source for ``cam``, tried every ``max_backoff`` seconds until one opens (True) or a stop
+        comes (False): a camera off the network for days waits in a loop, not a deepening recursion."""
         try:
             cam.source.close()
         except Exception:  # noqa: BLE001 - it failed already
             pass
-        try:
-            cam.source = cam.reopen()  # type: ignore[misc]
-        except Exception as exc:  # noqa: BLE001
-            self.on_event(f"{cam.name}: cannot reopen the source: {exc}")
-            return self._sleep(self.max_backoff) and self._reopen(cam)
-        return True
+        failures = 0
+        while True:
+            try:
+                cam.source = cam.reopen()  # type: ignore[misc]
+                return True
+            except Exception as exc:  # noqa: BLE001
+                failures += 1
+                if failures <= 3 or failures % 100 == 0:
+                    self.on_event(f"{cam.name}: cannot reopen the source ({failures} tries so far): {exc}")
+            if not self._sleep(self.max_backoff):
+                return False
 
     def _sleep(self, seconds: float) -> bool:
         """Wait ``seconds`` unless a stop comes; False if it did."""
