@@ -336,6 +336,40 @@ def test_faults_in_one_camera_leave_the_others_results_unaffected(tmp_path: Path
     assert summary.batches > 0
 
 
+def test_a_reopened_cameras_old_source_is_closed_and_dropped(tmp_path: Path, monkeypatch) -> None:
+    """Nothing in a serve session keeps a source the fleet replaced: the session once held each camera's
+    first source to its end, so a camera restarted once kept that source's memory for good (a demo
+    camera's last 64 frames, 36 MiB: the serve process's step at the one-hour soak's faults)."""
+    import gc
+    import weakref
+
+    path = config_file(tmp_path / "serve.toml", [("a", "demo:1")], head="[publisher]\nenabled = false\n")
+    monkeypatch.setattr(serve_session, "make_extractor", lambda features: BlockMeans())
+    with serve_session.ServeSession(load_config(path), on_event=lambda line: None) as session:
+        cam = session.cameras[0]
+        first = cam.source
+        for _ in range(3):
+            first.read()
+        assert first._recent                           # the demo source keeps its recent frames' truth
+        gone = weakref.ref(first)
+        del first
+        assert session.fleet._reopen(cam)
+        gc.collect()
+        assert gone() is None, gc.get_referrers(gone())
+        assert cam.source.read() is not None
+    assert cam.source.ended
+
+
+def test_a_closed_demo_source_keeps_no_frames() -> None:
+    from streamad.adapters.sources.demo import DemoSource
+
+    source = DemoSource()
+    assert source.read() is not None and len(source._recent) == 1
+    source.close()
+    assert source._recent == {} and source.read() is None
+    assert source.truth(0).image.shape == (384, 384, 3)    # the truth is still there, rendered again
+
+
 class BreaksEvery(FolderSource):
     """A folder source whose camera goes away (OSError) after ``every`` frames."""
 

@@ -197,6 +197,41 @@ def test_a_dead_worker_fails_each_of_its_cameras_once_then_reopens_them(tmp_path
     assert worker_processes() == [] and not alive(old)
 
 
+def test_one_sender_thread_per_worker_process_writes_all_its_requests(tmp_path: Path, monkeypatch) -> None:
+    """Each worker process's requests are written by one thread, started with the process and ended with
+    it (a thread was once started for every request: one per frame of every camera, and glibc hands
+    threads that overlap new malloc arenas, which the serve process kept). A restarted worker gets a
+    fresh sender and the old one ends; closing the pool leaves none."""
+    frames = write_frames(tmp_path / "frames", n=30)
+    images = [f.image for f in FolderSource(frames)]
+    started: list[str] = []
+    real_start = threading.Thread.start
+
+    def counting_start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", counting_start)
+    backbone = SharedBackbone(max_wait=0.0)
+    with WorkerPool(1) as pool:
+        cam = pool.detector(DetectorSpec.of("a", SMALL_CONFIG, BlockMeans()), backbone.client(BlockMeans()),
+                            lambda note: None)
+        for image in images:
+            cam.process(image)
+        assert started.count("streamad-send-0") == 1, started
+        old = cam.pid
+        os.kill(old, signal.SIGKILL)
+        with pytest.raises(WorkerDied):
+            cam.process(images[0])
+        for image in images[:5]:
+            cam.process(image)                           # a fresh worker, its own sender
+        assert started.count("streamad-send-0") == 2, started
+        senders = [t for t in threading.enumerate() if t.name == "streamad-send-0"]
+        assert len(senders) == 1, senders
+    backbone.stop()
+    assert no_streamad_threads() == []
+
+
 def test_a_stopped_worker_is_killed_within_the_request_timeout_and_its_camera_resumes(tmp_path: Path) -> None:
     """A worker stopped with SIGSTOP (hung: alive, answering nothing) is noticed by its camera's next
     request within ``request_timeout`` (+ one poll), killed with SIGKILL, and the request after that opens

@@ -42,6 +42,7 @@ from streamad.display.overlay import SnapshotRecorder, VideoRecorder, Window
 from streamad.runtime.detector import Detector
 from streamad.runtime.live import StateSaver, StopFlag, WatchSummary, run_watch, stop_on_signals
 from streamad.adapters.publisher import CameraPublisher, Publisher
+from streamad.runtime.heap import TRIM_EVERY_S, HeapTrimmer
 from streamad.runtime.serve.batcher import BatchedExtractor, SharedBackbone
 from streamad.runtime.serve.status import CameraStatus
 from streamad.adapters.sources import Frame, Source
@@ -141,12 +142,13 @@ class Fleet:
     publishes on its own topic); ``backbone`` is the shared batching thread (stopped by :meth:`run`
     at the end); ``status_every`` seconds between status messages (None or 0: none); events for the user
     go to ``on_event``. ``statuses`` and ``latest`` (the newest (frame, result) of each camera) are what
-    the web page reads."""
+    the web page reads. ``heap_trim_every`` seconds between hand-backs of the C heap's free memory
+    (:mod:`streamad.runtime.heap`; None: never) while it runs."""
 
     def __init__(self, cameras: Sequence[Camera], *, publisher: Publisher | None = None,
                  backbone: SharedBackbone | None = None, status_every: float | None = 1.0,
                  on_event: EventSink | None = None, history_s: float = 300.0, poll: float = 0.25,
-                 max_backoff: float = 10.0) -> None:
+                 max_backoff: float = 10.0, heap_trim_every: float | None = TRIM_EVERY_S) -> None:
         names = [c.name for c in cameras]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"a fleet needs cameras with distinct names, got {names}")
@@ -155,6 +157,7 @@ class Fleet:
         self.status_every = status_every or None
         self.on_event = on_event or (lambda line: log.warning("%s", line))
         self.poll, self.max_backoff = poll, max_backoff
+        self.heap_trim_every = heap_trim_every
         self.stop_flag = StopFlag()
         self.statuses = {c.name: CameraStatus(c.name, history_s=history_s) for c in self.cameras}
         self.latest: dict[str, tuple[Frame, FrameResult]] = {}
@@ -174,6 +177,7 @@ class Fleet:
         if self.status_every and self.publisher is not None:
             status_thread = threading.Thread(target=self._status_loop, name="streamad-status", daemon=True)
             status_thread.start()
+        trimmer = None if not self.heap_trim_every else HeapTrimmer(self.heap_trim_every).start()
         try:
             if signals:
                 with stop_on_signals(self.stop_flag, notify=self.on_event):
@@ -184,6 +188,8 @@ class Fleet:
             self._status_done.set()
             if status_thread is not None:
                 status_thread.join(5.0)
+            if trimmer is not None:
+                trimmer.stop()
             if self.backbone is not None:
                 self.backbone.stop()
         summaries = tuple(self._results[c.name] for c in self.cameras if c.name in self._results)

@@ -200,14 +200,17 @@ class ServeSession:
             return open_source(cam.source, on_event=lambda e: note(e.message), max_retries=cam.max_retries)
 
         try:
-            source = stack.enter_context(reopen())
+            source = reopen()
         except UserError as exc:
             raise UserError(f"camera {cam.name}: {exc}") from exc
+        # the session closes only the source the camera ends with: the fleet closes (and drops) each one it
+        # replaces, and nothing here may keep one alive (the session once held the first source to the end:
+        # a camera restarted in a one-hour soak kept its first demo source's frames, 36 MiB, for good)
         camera = Camera(cam.name, source, detector, saver=saver, events=events,
                         max_frames=self.max_frames if self.max_frames is not None else cam.max_frames, reopen=reopen,
                         on_status=None if self.status_lines is None else self.status_lines(cam.name),
                         status_interval=10.0)
-        stack.callback(lambda: camera.source.close())  # the source it ends with (it may have been reopened)
+        stack.callback(lambda: camera.source.close())
         return camera
 
     def _detector(self, cam: CameraConfig, config: StreamConfig, handle: BatchedExtractor, pool: WorkerPool | None,

@@ -25,7 +25,10 @@ Who owns what:
   file); a worker's error crosses it as its class name and message only, and is raised again in the
   serve process as the same built-in or streamad error, else as a RuntimeError that names it;
 - a :class:`_Worker`'s lock (serve process) covers one request and its answer on that pipe, so the
-  cameras of one worker take turns.
+  cameras of one worker take turns;
+- serve process, sender thread (``streamad-send-K``, one per worker process, a :class:`_Sender`):
+  writes that worker's requests to its pipe, so that the camera thread waits for the write with the
+  request's deadline; it starts with the process and ends when the process does (or is shut down).
 
 Stopping: Ctrl-C / SIGTERM / ``Fleet.stop`` stop the loops in the serve process as before; each
 loop's final ``StateSaver.finish`` asks the worker to save that camera's state (the save runs in the
@@ -60,6 +63,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import queue
 import signal
 import sys
 import threading
@@ -77,6 +81,7 @@ import numpy as np
 
 from streamad.config import StreamConfig
 from streamad.results import FrameResult
+from streamad.runtime.heap import HeapTrimmer
 from streamad.vision.frames import StreamFrameSize, as_rgb_uint8
 
 if TYPE_CHECKING:
@@ -221,6 +226,7 @@ def worker_main(conn: Connection, number: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: terminated.append(time.monotonic()))
     _limit_threads()
     host = _Host()
+    trimmer = HeapTrimmer(name="streamad-heap-worker").start()  # a worker runs as long as serve: no heap creep
     try:
         while True:
             if terminated and time.monotonic() - terminated[0] > TERM_GRACE_S:
@@ -245,10 +251,65 @@ def worker_main(conn: Connection, number: int) -> None:
             else:
                 conn.send((seq, "ok", value))
     finally:
+        trimmer.stop()
         host.close_all()
 
 
 # -- the serve process's side ------------------------------------------------------------------------------
+
+
+class _SendJob:
+    """One message for a :class:`_Sender`; ``done`` is set once it is written (``error``: why not)."""
+
+    __slots__ = ("message", "done", "error")
+
+    def __init__(self, message: tuple[Any, ...]) -> None:
+        self.message, self.done, self.error = message, threading.Event(), None  # type: ignore[assignment]
+
+
+class _Sender:
+    """The thread (``streamad-send-K``) that writes one worker's requests to its pipe, one at a time, so
+    that the camera thread can wait for a write with a deadline (a stopped worker drains nothing).
+
+    One per worker process, started with it and ended by :meth:`stop` (the next job it takes is the
+    stop; a write blocked on a killed worker's pipe fails, ends its job, and the thread goes on to the
+    stop). It only writes: the caller owns the pipe's reading end and the job's outcome.
+
+    >>> from multiprocessing import Pipe
+    >>> a, b = Pipe()
+    >>> sender = _Sender(a, "streamad-send-doc")
+    >>> job = sender.submit((1, "hello"))
+    >>> job.done.wait(5.0), job.error, b.recv()
+    (True, None, (1, 'hello'))
+    >>> sender.stop(); sender.thread.is_alive()
+    False
+    """
+
+    def __init__(self, conn: Connection, name: str) -> None:
+        self.conn = conn
+        self._jobs: queue.SimpleQueue[_SendJob | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def submit(self, message: tuple[Any, ...]) -> _SendJob:
+        job = _SendJob(message)
+        self._jobs.put(job)
+        return job
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the thread after the job in hand (if its write is stuck, close the pipe first)."""
+        self._jobs.put(None)
+        if threading.current_thread() is not self.thread:
+            self.thread.join(timeout)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                self.conn.send(job.message)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                job.error = exc
+            finally:
+                job.done.set()
 
 
 class _Worker:
@@ -261,6 +322,7 @@ class _Worker:
         self.generation = 0
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None
+        self.sender: _Sender | None = None  # writes this process's requests (one thread per process)
         self.dead: str | None = None
         self.closed = False
         self._seq = 0  # request number: an answer to an abandoned request (a second Ctrl-C) is skipped
@@ -274,7 +336,9 @@ class _Worker:
                                        name=f"streamad-worker-{self.number}", daemon=True)
         process.start()
         child.close()  # only the worker holds its end: its death reads as end-of-file here
+        self._stop_sender()
         self.process, self.conn, self.dead = process, parent, None
+        self.sender = _Sender(parent, f"streamad-send-{self.number}")
         self.generation += 1
 
     @property
@@ -313,30 +377,19 @@ class _Worker:
 
     def _send(self, message: tuple[Any, ...], op: str, limit: float, deadline: float) -> None:
         """Send ``message`` within the request's deadline. A frame's descriptors exceed a pipe's buffer, and a
-        stopped worker reads nothing, so a plain send would block for ever: it runs on a short-lived thread
-        and the worker is taken as hung if the send has not finished by the deadline."""
-        failed: list[BaseException] = []
-
-        def send() -> None:
-            try:
-                self.conn.send(message)  # type: ignore[union-attr]
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                failed.append(exc)
-
-        sender = threading.Thread(target=send, name=f"streamad-send-{self.number}", daemon=True)
-        sender.start()
-        while sender.is_alive():
-            sender.join(min(POLL_S, max(0.0, deadline - time.monotonic())))
-            if not sender.is_alive():
-                break
+        stopped worker reads nothing, so a plain send would block for ever: the worker's :class:`_Sender`
+        thread writes it, and the worker is taken as hung if the send has not finished by the deadline."""
+        assert self.sender is not None and self.process is not None
+        job = self.sender.submit(message)
+        while not job.done.wait(min(POLL_S, max(0.0, deadline - time.monotonic()))):
             if not self.process.is_alive():
                 raise EOFError
             if time.monotonic() >= deadline:
-                self._hung(op, limit)  # the kill breaks the pipe: the sender thread ends
-                sender.join(5.0)
+                self._hung(op, limit)  # the kill breaks the pipe: the sender's write ends
+                job.done.wait(5.0)
                 raise WorkerDied(self.dead)
-        if failed:
-            raise failed[0]
+        if job.error is not None:
+            raise job.error
 
     def _hung(self, op: str, limit: float) -> None:
         """The worker answered nothing for ``request_timeout`` seconds (stopped, deadlocked, stuck): kill it
@@ -347,6 +400,7 @@ class _Worker:
                      f"{limit:g} s (hung or stopped): killed it (SIGKILL)")
         assert self.conn is not None
         self.conn.close()
+        self._stop_sender()
 
     def _died(self) -> None:
         self.process.join(2.0)
@@ -360,6 +414,12 @@ class _Worker:
             self.process.join(2.0)
         assert self.conn is not None
         self.conn.close()
+        self._stop_sender()
+
+    def _stop_sender(self) -> None:
+        if self.sender is not None:
+            self.sender.stop()
+            self.sender = None
 
     def ask_quit(self, timeout: float) -> None:
         """Tell the process to quit (after the request in hand, waiting for it at most ``timeout``
@@ -367,11 +427,8 @@ class _Worker:
         held = self.lock.acquire(timeout=timeout)  # not held: a request is stuck; it ends with the process
         try:
             self.closed = True
-            if self.alive() and self.conn is not None:
-                try:
-                    self.conn.send((0, "quit", ()))
-                except OSError:
-                    pass
+            if self.alive() and self.sender is not None:  # through the sender: one writer per pipe
+                self.sender.submit((0, "quit", ())).done.wait(timeout)
         finally:
             if held:
                 self.lock.release()
@@ -385,6 +442,7 @@ class _Worker:
                 self.process.join(5.0)
         if self.conn is not None:
             self.conn.close()
+        self._stop_sender()
         self.dead = self.dead or "shut down"
 
 
