@@ -384,6 +384,32 @@ class BreaksEvery(FolderSource):
         return super().read(timeout)
 
 
+def test_a_restarted_cameras_summary_counts_the_frames_of_every_run(tmp_path: Path) -> None:
+    """A camera whose loop failed twice: its summary counts the frames of the failed runs too (it once
+    counted only the last run's, while the messages of each were published) and the publisher's total
+    once (it once added the cumulative count of each run)."""
+    frames = write_frames(tmp_path / "frames", n=12)
+    opened = {"n": 0}
+
+    def reopen() -> FolderSource:
+        opened["n"] += 1
+        return BreaksEvery(frames, every=4) if opened["n"] < 2 else FolderSource(frames)
+
+    delivered: list[int] = []
+    cam = Camera("c", BreaksEvery(frames, every=4), small_detector(BlockMeans()), reopen=reopen,
+                 on_result=lambda frame, result: delivered.append(result.index))
+    with Publisher("tcp://127.0.0.1:*", topic="c") as publisher:
+        fleet = Fleet([cam, Camera("d", FolderSource(frames), small_detector(BlockMeans()))], publisher=publisher,
+                      status_every=0, on_event=lambda line: None)
+        fleet._sleep = lambda seconds: not fleet.stop_flag
+        summary = fleet.run(signals=False)
+    c = {s.name: s for s in summary.cameras}["c"]
+    assert c.restarts == 2 and len(delivered) == 4 + 4 + 12
+    assert c.summary.frames == 20 and c.summary.stopped == "end", c.summary
+    assert c.summary.published == 20 + c.summary.alarm_events, c.summary
+    assert fleet.statuses["c"].snapshot().state == "ended"
+
+
 def test_a_camera_whose_source_cannot_reopen_for_thousands_of_tries_waits_in_a_loop_then_runs(tmp_path: Path) -> None:
     """A camera off the network for days: its reopen fails every ``max_backoff`` seconds. The fleet tries
     again in a loop (it once recursed, one frame per try: a RecursionError after about a thousand tries,

@@ -289,7 +289,8 @@ def run_watch(source: Source, detector: FrameScorer, *, publisher: Publisher | C
               on_bad_frame: Callable[[Frame, ValueError, int], None] | None = None,
               overlay_scale: float | None = None, poll: float = 0.25,
               saver: StateSaver | None = None, events: AlarmEvents | None = None,
-              on_alarm: Callable[[AlarmEvent], None] | None = None) -> WatchSummary:
+              on_alarm: Callable[[AlarmEvent], None] | None = None,
+              on_failure: Callable[[WatchSummary], None] | None = None) -> WatchSummary:
     """Run ``detector`` on every frame of ``source`` until it ends, ``max_frames`` frames were read,
     ``stop`` is set, Ctrl-C, or the window is closed. Each result goes to ``publisher`` (with the frame
     and source name), its overlay to ``recorder`` and ``window``, and to ``on_result(frame, result)``.
@@ -299,7 +300,9 @@ def run_watch(source: Source, detector: FrameScorer, *, publisher: Publisher | C
     more when the loop ends (not when an exception escapes it, nor after a Ctrl-C that interrupted the
     detector in the middle of a frame: its state could be half-updated). ``events`` groups anomalous
     frames into alarm events: each is published (``Publisher.publish_event``) and handed to
-    ``on_alarm(event)`` when it closes; the one open at the end is closed then."""
+    ``on_alarm(event)`` when it closes; the one open at the end is closed then. When an exception
+    escapes the loop, ``on_failure`` first gets the summary of what it did (``stopped``: ``"failed: ..."``),
+    so that a caller that restarts the loop counts every frame."""
     if max_frames is not None and max_frames < 0:
         raise ValueError(f"max_frames must be >= 0 or None, got {max_frames!r}")
     loop = _WatchLoop(source, detector, publisher=publisher, recorder=recorder, window=window,
@@ -307,7 +310,12 @@ def run_watch(source: Source, detector: FrameScorer, *, publisher: Publisher | C
                       events=events, on_alarm=on_alarm)
     start = time.monotonic()
     status = _StatusTicker(on_status, status_interval, start)
-    stopped = loop.run(stop if stop is not None else StopFlag(), max_frames, poll, status)
+    try:
+        stopped = loop.run(stop if stop is not None else StopFlag(), max_frames, poll, status)
+    except Exception as exc:
+        if on_failure is not None:
+            on_failure(loop.summary(f"failed: {type(exc).__name__}: {exc}", time.monotonic() - start))
+        raise
     loop.finish_events()
     loop.finish_state()
     seconds = time.monotonic() - start

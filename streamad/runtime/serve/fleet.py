@@ -29,6 +29,7 @@ for it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -219,7 +220,8 @@ class Fleet:
         status = self.statuses[cam.name]
         publisher = None if self.publisher is None else CameraPublisher(self.publisher, cam.name)
         events = cam.events if cam.events is not None else AlarmEvents()
-        runs: list[WatchSummary] = []
+        runs: list[WatchSummary] = []  # every run of the loop, the failed ones too (their frames count)
+        finished = False               # the last run ended as a loop ends (source, max_frames, stop)
         restarts, error, delay = 0, None, FIRST_BACKOFF_S
         frames_at_failure = 0
         try:
@@ -231,7 +233,8 @@ class Fleet:
                         max_frames=left, stop=self.stop_flag, on_result=self._on_result(cam, status),
                         on_status=cam.on_status, status_interval=cam.status_interval,
                         on_bad_frame=self._on_bad_frame(cam, status), poll=self.poll, saver=cam.saver, events=events,
-                        on_alarm=self._on_alarm(cam, status)))
+                        on_alarm=self._on_alarm(cam, status), on_failure=runs.append))
+                    finished = True
                     break
                 except Exception as exc:  # noqa: BLE001 - one camera's failure must not end the others
                     if cam.reopen is None and len(self.cameras) == 1:
@@ -252,7 +255,7 @@ class Fleet:
             if cam.extractor is not None and self.backbone is not None:
                 self.backbone.leave(cam.extractor)
         summary = _merge(runs, cam) if runs else _empty(cam, self.stop_flag.reason or "failed")
-        status.state("failed" if not runs else "ended" if summary.stopped == "end" else "stopped")
+        status.state("failed" if not finished else "ended" if summary.stopped == "end" else "stopped")
         self._results[cam.name] = CameraSummary(cam.name, summary, restarts, error)
 
     def _reopen(self, cam: Camera) -> bool:
@@ -334,15 +337,14 @@ class Fleet:
 
 
 def _merge(runs: list[WatchSummary], cam: Camera) -> WatchSummary:
-    """The summaries of a camera's loop runs (one unless it restarted after failures) as one."""
+    """The summaries of a camera's loop runs (one unless it restarted after failures) as one: what each
+    run counted itself is summed; what the camera's publisher, events and state saver count (they live
+    across runs) is the last run's, their total."""
     if len(runs) == 1:
         return runs[0]
-    last = runs[-1]
     total = {k: sum(getattr(r, k) for r in runs) for k in ("frames", "ready", "anomalies", "drifts", "bad_frames",
-                                                          "seconds", "published", "publish_dropped", "alarm_events")}
-    import dataclasses
-
-    return dataclasses.replace(last, **total)
+                                                          "seconds", "admissions")}
+    return dataclasses.replace(runs[-1], **total)
 
 
 def _empty(cam: Camera, stopped: str) -> WatchSummary:
