@@ -18,12 +18,11 @@ examples:
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shlex
 import sys
 
 from streamad.cli.options import add
+from streamad.cli.report_files import write_report
 from streamad.config import DECISION_RULES
 from streamad.errors import UserError
 from streamad.stream.presets import PRESETS
@@ -76,13 +75,5 @@ def run(args: argparse.Namespace) -> int:
     command = "streamad " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "streamad eval-alarms"
     text = report.markdown(command)
     print(text)
-    for path in (args.out, args.json):
-        if path and os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(report.payload(command), fh, indent=1)
+    write_report(text, report.payload(command), out=args.out, json_path=args.json)
     return 0

@@ -36,7 +36,6 @@ examples:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -44,6 +43,7 @@ import sys
 from streamad.cli.eval import (add_data_root_argument, add_memory_arguments, add_model_arguments, config_from_args,
                                memory_from_args, refuse_batch_only)
 from streamad.cli.options import add
+from streamad.cli.report_files import write_report
 from streamad.config import DECISION_RULES
 from streamad.errors import UserError
 
@@ -132,15 +132,7 @@ def run(args: argparse.Namespace) -> int:
     command = "streamad " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "streamad eval-stream"
     text = report.markdown(command)
     print(text)
-    for path in (args.out, args.json, args.plot):
-        if path and os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(report.payload(command), fh, indent=1)
+    write_report(text, report.payload(command), out=args.out, json_path=args.json, also=[args.plot])
     if args.plot:
         from streamad.display.drift_plot import plot_stream_traces
 

@@ -8,6 +8,7 @@ One module per job:
 - ``listener``: :class:`MessageCounter`, the subscriber counting every message and sequence gap;
 - ``web_client``: :class:`PagePoller`, the browser polling the live page;
 - ``procs``: serve's processes, their memory and threads (psutil or ``/proc``), and their sampler;
+- ``helper_thread``: :class:`HelperThread`, the start / stop / running of the helpers' own threads;
 - ``faults``: the faults (kill, stop, source, subscriber, save), their bounds and their runner;
 - ``resume``: the end's check that every state loads and resumes identically;
 - ``report``: rows per interval, the pass/fail checks, the tables.

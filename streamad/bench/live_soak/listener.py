@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from streamad.adapters.subscriber import EventMessage, FrameMessage, SchemaError, SeqGaps, StatusMessage, Subscriber
+from streamad.bench.live_soak.helper_thread import HelperThread
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class Away:
     back: float
 
 
-class MessageCounter:
+class MessageCounter(HelperThread):
     """Subscribes to everything ``address`` publishes and counts it (see the module docstring) on a thread
     of its own (``streamad-soak-listener``). Times come from ``clock``. Readers (any thread):
     :meth:`count`, :meth:`gaps`, :meth:`frames`, :meth:`statuses`, :meth:`first_frame_after`.
@@ -93,13 +94,8 @@ class MessageCounter:
         self._last: dict[tuple[str, str], float] = {}     # when each (camera, type) last arrived
         self._started = clock()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._away_request: tuple[float, threading.Event] | None = None
-        self._thread = threading.Thread(target=self._run, name="streamad-soak-listener", daemon=True)
-
-    def start(self) -> MessageCounter:
-        self._thread.start()
-        return self
+        self._init_thread("streamad-soak-listener")
 
     # -- the thread -----------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -215,11 +211,3 @@ class MessageCounter:
                     return index
         return None
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from streamad.bench.live_soak.helper_thread import HelperThread
+
 try:  # optional: the same figures, and not only on Linux
     import psutil
 except ImportError:  # pragma: no cover - depends on the environment
@@ -143,7 +145,7 @@ class ProcRecord:
     threads: int
 
 
-class ProcessSampler:
+class ProcessSampler(HelperThread):
     """Samples the serve process ``serve_pid`` and its worker processes every ``every`` seconds, on a thread
     of its own (``streamad-soak-procs``), which owns nothing but its records. ``records()`` copies them
     (any thread); ``stop()`` ends and joins the thread (safe to call twice)."""
@@ -156,12 +158,7 @@ class ProcessSampler:
         self.seen: set[int] = set()  # every worker pid ever sampled
         self._records: list[ProcRecord] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="streamad-soak-procs", daemon=True)
-
-    def start(self) -> ProcessSampler:
-        self._thread.start()
-        return self
+        self._init_thread("streamad-soak-procs")
 
     def sample_now(self) -> list[ProcRecord]:
         """Sample every process once (the thread does this every ``every`` seconds); returns the samples."""
@@ -187,11 +184,3 @@ class ProcessSampler:
         with self._lock:
             return list(self._records)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from streamad.bench.live_soak.helper_thread import HelperThread
+
 
 @dataclass(frozen=True)
 class WebRecord:
@@ -41,7 +43,7 @@ class WebRecord:
     ok: bool
 
 
-class PagePoller:
+class PagePoller(HelperThread):
     """Polls the page at ``base`` (``http://HOST:PORT``) on a thread of its own (``streamad-soak-web``),
     which owns its HTTP requests and its records; ``records()`` and ``totals()`` read them (any thread);
     ``stop()`` ends and joins it (safe to call twice; a request in flight ends within ``timeout``)."""
@@ -56,12 +58,7 @@ class PagePoller:
         self._records: list[WebRecord] = []
         self._shown: dict[str, Any] = {}  # camera -> the frame index last fetched
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="streamad-soak-web", daemon=True)
-
-    def start(self) -> PagePoller:
-        self._thread.start()
-        return self
+        self._init_thread("streamad-soak-web")
 
     def get(self, route: str, *, not_found_ok: bool = False) -> bytes | None:
         """GET ``route``, recorded; its body, or None when it failed."""
@@ -125,10 +122,4 @@ class PagePoller:
                 "max_ms": max((r.ms for r in recs), default=0.0), "routes": routes}
 
     def stop(self, timeout: float | None = None) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(self.timeout + 5.0 if timeout is None else timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
+        super().stop(self.timeout + 5.0 if timeout is None else timeout)
