@@ -11,6 +11,7 @@ Every bad value raises ``ValueError`` naming the field and the value, e.g.::
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -345,16 +346,16 @@ class DecisionConfig:
     - ``"auto"`` (default): the trusted rule where the channels trust a fair share of the admitted frames
       (objects on a plain background), the screened rule where they do not (textures, busy scenes), chosen
       by itself and reported (``FrameResult.calibration``; :class:`~streamad.stream.decisions.AutoDecisions`).
-    - ``"trusted"``: a conformal threshold over the last ``window`` scores of *trusted* frames:
+    - ``"trusted"``: a conformal threshold over the last ``calibration_size`` scores of *trusted* frames:
       admitted frames whose ``trust_patches`` highest-scoring patches the channels kept as nominal.
       Defects do not enter it, so it holds at any defect rate; normal frames are flagged at rate
       ``alpha``. It exists once ``max(warmup, 1/alpha - 1)`` trusted scores are in (honest warm-up):
-      ``window`` must therefore be at least ``1/alpha - 1``.
-    - ``"screened"``: the same conformal threshold over the last ``window`` scores of all judged frames
+      ``calibration_size`` must therefore be at least ``1/alpha - 1``.
+    - ``"screened"``: the same conformal threshold over the last ``calibration_size`` scores of all judged frames
       less those above a robust screen (a Gumbel law fitted to the lower scores, at its ``1 - alpha *
       screen`` quantile): no verdict from the channels needed, so it calibrates on textures too; the
       normal frames the screen leaves out (about ``alpha * screen``) add to the false alarm rate.
-    - ``"quantile"`` (the former rule): the ``1 - alpha`` quantile of the last ``window`` scores of all
+    - ``"quantile"`` (the former rule): the ``1 - alpha`` quantile of the last ``calibration_size`` scores of all
       frames (river ``RollingQuantile``), once ``warmup`` scores have been seen; it flags about
       ``alpha`` of all frames, defects included, whatever is happening.
 
@@ -365,13 +366,23 @@ class DecisionConfig:
         >>> DecisionConfig(false_alarm_rate=0.0001)
         Traceback (most recent call last):
         ...
-        ValueError: DecisionConfig.window must be >= 1/false_alarm_rate - 1 = 9999 (the trusted rule cannot resolve a rarer event from fewer calibration scores), got 1000
+        ValueError: DecisionConfig.calibration_size must be >= 1/false_alarm_rate - 1 = 9999 (the trusted rule cannot resolve a rarer event from fewer calibration scores), got 1000
+
+    ``calibration_size`` counts scores (``StreamConfig.window`` counts frames); its former name
+    ``window`` still works and warns:
+
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     old = DecisionConfig(window=2000)
+        >>> old.calibration_size, caught[0].category.__name__
+        (2000, 'DeprecationWarning')
     """
 
     rule: str = "auto"
     false_alarm_rate: float | None = None
     quantile: float = 0.99
-    window: int = 1000
+    calibration_size: int = 1000
     warmup: int = 30
     trust_patches: int = 5
     screen: float = 0.1
@@ -385,7 +396,8 @@ class DecisionConfig:
             _finite_real(self.false_alarm_rate) and 0.0 < self.false_alarm_rate < 1.0), self.false_alarm_rate,
                "None or in (0, 1) (per frame)")
         _check(c, "quantile", 0.0 < float(self.quantile) < 1.0, self.quantile, "in (0, 1)")
-        _check(c, "window", isinstance(self.window, int) and self.window >= 2, self.window, "an int >= 2")
+        _check(c, "calibration_size", isinstance(self.calibration_size, int) and self.calibration_size >= 2,
+               self.calibration_size, "an int >= 2 (scores)")
         _check(c, "warmup", isinstance(self.warmup, int) and self.warmup >= 1, self.warmup, "an int >= 1")
         _check(c, "trust_patches", _int_at_least(self.trust_patches, 1), self.trust_patches, "an int >= 1 (patches)")
         _check(c, "screen", _finite_real(self.screen) and 0.0 < self.screen <= 1.0, self.screen,
@@ -395,7 +407,7 @@ class DecisionConfig:
         if self.rule in ("auto", "trusted", "screened"):
             need = math.ceil(1.0 / self.alpha - 1.0 - 1e-9)
             what = "false_alarm_rate" if self.false_alarm_rate is not None else "(1 - quantile)"
-            _check(c, "window", self.window >= need, self.window,
+            _check(c, "calibration_size", self.calibration_size >= need, self.calibration_size,
                    f">= 1/{what} - 1 = {need} (the trusted rule cannot resolve a rarer event from fewer "
                    "calibration scores)")
 
@@ -408,6 +420,31 @@ class DecisionConfig:
     def level(self) -> float:
         """``1 - alpha``: the quantile the ``quantile`` rule tracks (``quantile`` itself when no rate is set)."""
         return 1.0 - float(self.false_alarm_rate) if self.false_alarm_rate is not None else float(self.quantile)
+
+    @property
+    def window(self) -> int:
+        """Deprecated: :attr:`calibration_size` (it counts scores; ``StreamConfig.window`` counts frames)."""
+        warnings.warn(_DECISION_WINDOW_RENAMED, DeprecationWarning, stacklevel=2)
+        return self.calibration_size
+
+
+_DECISION_WINDOW_RENAMED = ("DecisionConfig.window is now DecisionConfig.calibration_size (it counts scores; "
+                            "StreamConfig.window counts frames)")
+_decision_config_init = DecisionConfig.__init__
+
+
+def _decision_config_init_with_old_name(self: DecisionConfig, *args: Any, window: int | None = None,
+                                        **kwargs: Any) -> None:
+    """``DecisionConfig(window=N)``, the former name of ``calibration_size``: warns and renames."""
+    if window is not None:
+        warnings.warn(_DECISION_WINDOW_RENAMED, DeprecationWarning, stacklevel=2)
+        if "calibration_size" in kwargs:
+            raise TypeError("DecisionConfig: give calibration_size, not also its former name window")
+        kwargs["calibration_size"] = window
+    _decision_config_init(self, *args, **kwargs)
+
+
+DecisionConfig.__init__ = _decision_config_init_with_old_name  # type: ignore[method-assign]
 
 
 def per_frame_rate(alarms_per_hour: float, fps: float) -> float:

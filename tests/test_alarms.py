@@ -48,7 +48,7 @@ def scene(n: int, defects: set[int], seed: int = 0) -> list[np.ndarray]:
 
 def detector(background: bool = False, **decisions) -> StreamDetector:
     cfg = StreamConfig(window=10, channels=ChannelConfig(seeds=2, min_span=2),
-                       decisions=DecisionConfig(false_alarm_rate=0.1, window=200, warmup=5, drift="none",
+                       decisions=DecisionConfig(false_alarm_rate=0.1, calibration_size=200, warmup=5, drift="none",
                                                 trust_patches=2, **decisions),
                        index=IndexConfig(kind="ivf"), learn_in_background=background)
     return StreamDetector(cfg, extractor=Given())
@@ -295,3 +295,16 @@ def test_alarm_report_rows_designs_and_targets() -> None:
 
     t = {r["k"]: r for r in trust_rows(trace, labels, 0.2)}
     assert t[5]["clean_trusted"] == 1.0 and t[5]["defects_trusted"] == 0.0 and t[5]["defect_share"] == 0.0
+
+
+@pytest.mark.parametrize("rule", ["auto", "trusted", "screened", "quantile"])
+def test_alarms_per_hour_sets_the_rate_and_a_calibration_long_enough_for_every_rule(rule: str) -> None:
+    """``--alarms-per-hour 6`` on a 25 fps video (the watch --help example): 6 / 90,000 per frame. The
+    conformal rules need 1/rate - 1 calibration scores: the default rule (auto) was refused once, since
+    only the trusted rule's calibration was lengthened."""
+    from streamad.runtime.session import per_hour
+
+    cfg = per_hour(StreamConfig(decisions=DecisionConfig(rule=rule)), 6, 25)
+    assert cfg.decisions.false_alarm_rate == pytest.approx(6 / 90000)
+    want = 1000 if rule == "quantile" else 15000  # the quantile rule has no such bound: its size stays
+    assert cfg.decisions.calibration_size == want and cfg.decisions.rule == rule

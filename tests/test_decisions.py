@@ -4,6 +4,8 @@ and what they say changed."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -19,7 +21,7 @@ def test_no_threshold_and_no_alarm_during_warm_up():
 
 
 def test_a_score_is_judged_against_the_threshold_before_it_joins_the_quantile():
-    dec = ScoreDecisions(DecisionConfig(rule="quantile", quantile=0.5, window=10, warmup=3, drift="none"))
+    dec = ScoreDecisions(DecisionConfig(rule="quantile", quantile=0.5, calibration_size=10, warmup=3, drift="none"))
     for s in (1.0, 2.0, 3.0):
         dec.update(s)
     d = dec.update(2.5)  # median of 1, 2, 3 is 2: 2.5 is above, even though it would raise the median
@@ -29,7 +31,7 @@ def test_a_score_is_judged_against_the_threshold_before_it_joins_the_quantile():
 
 
 def test_threshold_tracks_the_recent_window_only():
-    dec = ScoreDecisions(DecisionConfig(rule="quantile", quantile=0.9, window=20, warmup=5, drift="none"))
+    dec = ScoreDecisions(DecisionConfig(rule="quantile", quantile=0.9, calibration_size=20, warmup=5, drift="none"))
     for _ in range(50):
         dec.update(1.0)
     for _ in range(20):
@@ -116,7 +118,7 @@ def test_trusted_threshold_is_honest_during_warm_up_and_then_the_conformal_quant
 def test_trusted_rule_flags_the_configured_share_of_normal_frames() -> None:
     rng = np.random.default_rng(1)
     for alpha in (0.01, 0.05):
-        dec = trusted(alpha, window=2000)
+        dec = trusted(alpha, calibration_size=2000)
         out = feed(dec, rng.gamma(4.0, 1.0, 20_000))     # skewed, like frame scores
         judged = out[dec.needed:]                         # the configured rate holds from here
         rate = np.mean([d.anomalous for d in judged])
@@ -140,10 +142,26 @@ def test_untrusted_scores_never_move_the_threshold_whatever_their_share() -> Non
     assert quantile.threshold > 25                        # the former rule: the defects' own scores
 
 
+def test_the_former_name_window_still_works_and_says_the_new_one() -> None:
+    """``DecisionConfig.window`` counted scores beside ``StreamConfig.window``, which counts frames: renamed
+    ``calibration_size``; the old spelling builds the same config and warns with the new name."""
+    with pytest.warns(DeprecationWarning, match="DecisionConfig.window is now DecisionConfig.calibration_size"):
+        old = DecisionConfig(rule="quantile", window=77)
+    assert old == DecisionConfig(rule="quantile", calibration_size=77)
+    with pytest.warns(DeprecationWarning, match="calibration_size"):
+        assert old.window == 77
+    assert dataclasses.replace(old, calibration_size=78).calibration_size == 78
+    with pytest.raises(TypeError, match="not also its former name"), pytest.warns(DeprecationWarning):
+        DecisionConfig(window=77, calibration_size=78)
+    with pytest.raises(ValueError, match=r"DecisionConfig.calibration_size must be an int >= 2"), \
+            pytest.warns(DeprecationWarning):
+        DecisionConfig(rule="quantile", window=1)
+
+
 def test_window_too_short_for_the_rate_is_refused_by_name() -> None:
-    with pytest.raises(ValueError, match=r"DecisionConfig.window must be >= 1/false_alarm_rate - 1 = 999"):
-        DecisionConfig(false_alarm_rate=0.001, window=500)
-    DecisionConfig(rule="quantile", false_alarm_rate=0.001, window=500)  # the former rule has no such bound
+    with pytest.raises(ValueError, match=r"DecisionConfig.calibration_size must be >= 1/false_alarm_rate - 1 = 999"):
+        DecisionConfig(false_alarm_rate=0.001, calibration_size=500)
+    DecisionConfig(rule="quantile", false_alarm_rate=0.001, calibration_size=500)  # the former rule has no such bound
     with pytest.raises(ValueError, match="DecisionConfig.rule must be one of"):
         DecisionConfig(rule="median")
     with pytest.raises(ValueError, match="DecisionConfig.false_alarm_rate must be None or in"):
@@ -183,7 +201,7 @@ def test_a_burst_of_untrusted_defects_is_not_drift() -> None:
 def test_trusted_state_round_trips_exactly_and_a_former_rule_state_restarts_the_calibration() -> None:
     rng = np.random.default_rng(5)
     scores = rng.gamma(4.0, 1.0, 700).tolist()
-    cfg = DecisionConfig(rule="trusted", false_alarm_rate=0.02, window=300, drift="adwin")
+    cfg = DecisionConfig(rule="trusted", false_alarm_rate=0.02, calibration_size=300, drift="adwin")
     ref = ScoreDecisions(cfg)
     want = feed(ref, scores)
     dec = ScoreDecisions(cfg)
@@ -201,7 +219,7 @@ def test_trusted_state_round_trips_exactly_and_a_former_rule_state_restarts_the_
     ScoreDecisions.check_state(old)
     resumed = ScoreDecisions.from_state(old, cfg)
     assert (resumed.count, resumed.drifts, resumed.fed, resumed.threshold) == (50, 1, 0, None)
-    as_quantile = ScoreDecisions.from_state(old, DecisionConfig(rule="quantile", window=300))
+    as_quantile = ScoreDecisions.from_state(old, DecisionConfig(rule="quantile", calibration_size=300))
     assert as_quantile.fed == 50 and as_quantile.threshold is not None
 
 
@@ -219,8 +237,8 @@ def test_after_a_drift_the_calibration_restarts_at_the_change_point() -> None:
     # normal scores fall (the light got better): a fixed window keeps the old, higher threshold for a
     # thousand frames and misses what scores between the two levels; the restart follows at once
     scores = np.concatenate([rng.normal(8.0, 0.3, 1500), rng.normal(5.0, 0.3, 400)])
-    following = trusted(0.01, drift="adwin", window=1000)
-    fixed = trusted(0.01, drift="none", window=1000)
+    following = trusted(0.01, drift="adwin", calibration_size=1000)
+    fixed = trusted(0.01, drift="none", calibration_size=1000)
     out_following, out_fixed = feed(following, scores), feed(fixed, scores)
     assert following.drifts >= 1 and fixed.drifts == 0
     late = slice(1500 + 150, 1900)                        # after the flag and `needed` scores past the change
@@ -291,7 +309,7 @@ def test_the_screen_bound_barely_moves_under_a_large_share_of_defects() -> None:
 def test_screened_rule_flags_about_the_configured_share_of_normal_frames() -> None:
     rng = np.random.default_rng(11)
     for alpha in (0.01, 0.05):
-        dec = screened(alpha, window=2000)
+        dec = screened(alpha, calibration_size=2000)
         out = [dec.update(s) for s in frame_scores(rng, 20_000)]
         judged = [d for d in out[dec.needed:] if d.threshold is not None]
         rate = np.mean([d.anomalous for d in judged])
@@ -333,7 +351,7 @@ def test_a_burst_of_screened_out_defects_is_not_drift_but_a_level_shift_is() -> 
 def test_screened_state_round_trips_exactly() -> None:
     rng = np.random.default_rng(14)
     scores = frame_scores(rng, 700).tolist()
-    cfg = DecisionConfig(rule="screened", false_alarm_rate=0.02, window=300, drift="none")
+    cfg = DecisionConfig(rule="screened", false_alarm_rate=0.02, calibration_size=300, drift="none")
     ref = ScoreDecisions(cfg)
     want = [ref.update(s, index=i) for i, s in enumerate(scores)]
     dec = ScoreDecisions(cfg)

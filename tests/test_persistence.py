@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -42,7 +43,7 @@ class Toy:
 
 def config(exact_below: int = 10 ** 6, drift: str = "adwin", rule: str = "trusted", **kw) -> StreamConfig:
     return StreamConfig(window=10, channels=ChannelConfig(seeds=2, min_span=2),
-                        decisions=DecisionConfig(rule=rule, warmup=3, window=20, drift=drift, quantile=0.9,
+                        decisions=DecisionConfig(rule=rule, warmup=3, calibration_size=20, drift=drift, quantile=0.9,
                                                  drift_delta=0.2),
                         index=IndexConfig(exact_below=exact_below, M=4, ef_construction=16, ef=8), **kw)
 
@@ -178,7 +179,7 @@ def test_the_real_level_probe_passes_here() -> None:
 def test_decisions_replay_gives_the_same_thresholds_and_drift_flags(drift: str) -> None:
     rng = np.random.default_rng(1)
     scores = np.concatenate([0.2 + 0.02 * rng.normal(size=150), 1.0 + 0.2 * rng.normal(size=150)]).tolist()
-    cfg = DecisionConfig(rule="quantile", warmup=5, window=30, drift=drift, drift_delta=0.05)
+    cfg = DecisionConfig(rule="quantile", warmup=5, calibration_size=30, drift=drift, drift_delta=0.05)
     ref = ScoreDecisions(cfg, seed=3)
     want = [ref.update(s) for s in scores]
     assert sum(d.drift for d in want[160:]) >= 1
@@ -193,7 +194,7 @@ def test_decision_history_is_bounded_and_the_threshold_stays_exact(monkeypatch) 
     import streamad.stream.decisions as decisions
 
     monkeypatch.setattr(decisions, "DRIFT_HISTORY_MAX", 50)
-    cfg = DecisionConfig(rule="quantile", warmup=5, window=20, drift="adwin")
+    cfg = DecisionConfig(rule="quantile", warmup=5, calibration_size=20, drift="adwin")
     scores = np.random.default_rng(2).random(130).tolist()
     ref = ScoreDecisions(cfg)
     for s in scores[:120]:
@@ -552,6 +553,17 @@ def test_a_state_saved_before_the_memory_parts_existed_still_loads(tmp_path: Pat
     assert back.memory is None and back.frames_seen == det.frames_seen
 
 
+def test_a_state_saved_when_calibration_size_was_called_window_still_loads(tmp_path: Path) -> None:
+    """States saved before ``DecisionConfig.window`` was renamed ``calibration_size`` name it the old way."""
+    det, path = saved(tmp_path)
+    edit_manifest(path, lambda m: m["config"]["decisions"].update(
+        window=m["config"]["decisions"].pop("calibration_size")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # read as the new name, not through the old alias
+        back = StreamDetector.load(path, extractor=Toy())
+    assert back.config == det.config and back.frames_seen == det.frames_seen
+
+
 # -- streamad watch --state ----------------------------------------------------------------------------
 
 
@@ -577,7 +589,7 @@ class ToyImages:
 
 
 WATCH_CONFIG = StreamConfig(window=8, channels=ChannelConfig(seeds=2, min_span=2),
-                            decisions=DecisionConfig(rule="quantile", warmup=3, window=20), index=IndexConfig(exact_below=0, M=4))
+                            decisions=DecisionConfig(rule="quantile", warmup=3, calibration_size=20), index=IndexConfig(exact_below=0, M=4))
 
 
 def use_toy_detector(target, window: int = 8, **toy) -> None:

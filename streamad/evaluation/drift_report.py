@@ -107,13 +107,14 @@ class DriftReport:
                  f"{s.quantile} quantile of their scores on its last {self.calibration_frames} frames (held out). "
                  f"Their {runs[0]} row includes the frames they were fitted on.",
                  f"Streaming engine: every frame scored, then admitted; `stream-W`: the default rule, `auto` (a "
-                 f"conformal threshold at false alarm rate {1 - s.quantile:.3g} over the last {self.decisions.window} "
-                 "scores of the frames whose top patches the channels kept where they trust a fair share of frames, "
+                 f"conformal threshold at false alarm rate {1 - s.quantile:.3g} over the last "
+                 f"{self.decisions.calibration_size} scores of the frames whose top patches the channels kept where "
+                 "they trust a fair share of frames, "
                  "else of every frame's score less those a robust screen puts outside normal; docs/alarms.md); "
                  "`stream-W+trusted` and `stream-W+screened`: one of the two calibrations alone; "
                  f"`stream-W+quantile`: the former rule, the {s.quantile} quantile of its last "
-                 f"{self.decisions.window} scores (river), after {self.decisions.warmup} scores; frames before the "
-                 "engine is ready count as not alarmed and are left out of its AUROCs.",
+                 f"{self.decisions.calibration_size} scores (river), after {self.decisions.warmup} scores; frames "
+                 "before the engine is ready count as not alarmed and are left out of its AUROCs.",
                  f"Static models with the engine's rule (`+auto`, `+quantile`, ...): their scores judged by that rule "
                  f"from the first frame they were not fitted on (their {runs[0]} row counts the fitted frames as not "
                  f"alarmed); `+auto` and `+trusted` take the channels' verdicts from the stream-"

@@ -102,8 +102,15 @@ def stream_fps(source: Source, fps: float | None = None) -> float | None:
 
 
 def per_hour(config: StreamConfig, alarms_per_hour: float, fps: float | None) -> StreamConfig:
-    """``config`` with the false alarm rate of ``alarms_per_hour`` at ``fps`` (and, for the trusted rule, a
-    calibration window long enough to resolve it); a UserError without a frame rate."""
+    """``config`` with the false alarm rate of ``alarms_per_hour`` at ``fps`` (and, for the conformal rules
+    (auto, trusted, screened), ``calibration_size`` long enough to resolve it); a UserError without a frame
+    rate.
+
+    >>> from streamad.config import StreamConfig
+    >>> cfg = per_hour(StreamConfig(), 1, 10)        # one false alarm an hour at 10 fps, default rule (auto)
+    >>> round(cfg.decisions.false_alarm_rate * 1e6, 1), cfg.decisions.calibration_size
+    (27.8, 36000)
+    """
     import dataclasses
     import math
 
@@ -113,10 +120,10 @@ def per_hour(config: StreamConfig, alarms_per_hour: float, fps: float | None) ->
         raise UserError("--alarms-per-hour needs the stream's frame rate: this source does not say it, give --fps")
     try:
         rate = per_frame_rate(alarms_per_hour, fps)
-        window = config.decisions.window
-        if config.decisions.rule == "trusted":
-            window = max(window, math.ceil(1.0 / rate))
-        decisions = dataclasses.replace(config.decisions, false_alarm_rate=rate, window=window)
+        size = config.decisions.calibration_size
+        if config.decisions.rule != "quantile":  # the conformal rules need 1/rate - 1 calibration scores
+            size = max(size, math.ceil(1.0 / rate))
+        decisions = dataclasses.replace(config.decisions, false_alarm_rate=rate, calibration_size=size)
     except ValueError as exc:
         raise UserError(f"--alarms-per-hour: {exc}") from exc
     return dataclasses.replace(config, decisions=decisions)
@@ -129,8 +136,8 @@ def alarm_line(decisions: DecisionConfig, fps: float | None = None) -> str:
     rate = decisions.alpha
     per = "" if fps is None else f" (about {rate * 3600 * fps:.3g} per hour at {fps:g} fps)"
     if decisions.rule == "quantile":
-        return (f"alarm threshold: the {1 - rate:g} quantile of the last {decisions.window} scores of every frame "
-                f"(rule quantile){per}, from the {decisions.warmup}th score on")
+        return (f"alarm threshold: the {1 - rate:g} quantile of the last {decisions.calibration_size} scores of "
+                f"every frame (rule quantile){per}, from the {decisions.warmup}th score on")
     need = max(decisions.warmup, math.ceil(1.0 / rate - 1.0 - 1e-9))
     when = "" if fps is None else f" (at {fps:g} fps at least {need / fps / 60:.1f} min)"
     return (f"alarm threshold: {rate:g} of normal frames flagged{per}, learned from frames the engine trusts: "

@@ -42,7 +42,8 @@ judged by. With ``"trusted"`` the caller reports each admitted frame's verdict w
 (the detector does, from its channels; :func:`kept_top` counts the kept patches).
 
     >>> from streamad.config import DecisionConfig
-    >>> dec = ScoreDecisions(DecisionConfig(rule="quantile", quantile=0.9, window=50, warmup=10, drift="none"))
+    >>> config = DecisionConfig(rule="quantile", quantile=0.9, calibration_size=50, warmup=10, drift="none")
+    >>> dec = ScoreDecisions(config)
     >>> [dec.update(1.0 + 0.01 * i).threshold for i in range(10)][-1] is None      # warming up
     True
     >>> d = dec.update(5.0)
@@ -232,7 +233,7 @@ class ScoreDecisions:
         if not self._sorting:
             from river import stats as river_stats
 
-            self._quantile = river_stats.RollingQuantile(q=self.config.level, window_size=self.config.window)
+            self._quantile = river_stats.RollingQuantile(q=self.config.level, window_size=self.config.calibration_size)
         self._drift = make_drift_detector(self.config.drift, self.config.drift_delta, seed)
         self.count = 0  # scores judged by update()
         self.fed = 0  # scores fed to the statistics: every judged one (quantile), the trusted ones (trusted)
@@ -242,7 +243,8 @@ class ScoreDecisions:
         self.drifts = 0
         self.last_verdicts: list[tuple[int, float, int]] = []  # set by the detector: (index, score, kept_top)
         # one more than the window: a score is recorded before the one it pushes out of the window is evicted
-        keep = self.config.window + 1 if self._drift is None else max(self.config.window + 1, DRIFT_HISTORY_MAX)
+        size = self.config.calibration_size
+        keep = size + 1 if self._drift is None else max(size + 1, DRIFT_HISTORY_MAX)
         self._history = np.zeros(keep)  # ring: fed score number i is at i % keep
         self._index = np.full(keep, -1, np.int64)  # its frame index (-1: unknown)
         self._time = np.full(keep, np.nan)  # its timestamp (NaN: unknown)
@@ -285,7 +287,7 @@ class ScoreDecisions:
         dec.fed = int(state.get("fed", dec.count))
         dec.trusted = int(state.get("trusted", 0))
         dec.verdicts = int(state.get("verdicts", dec.trusted))
-        for score in history[-config.window:].tolist():
+        for score in history[-config.calibration_size:].tolist():
             if dec._quantile is not None:
                 dec._quantile.update(score)
         dec._start = int(state.get("start", 0))
@@ -330,7 +332,7 @@ class ScoreDecisions:
         to the screen bound (screened) or all recent ones (quantile)."""
         if self.screening:
             return bisect.bisect_right(self._sorted, self.screen)
-        return len(self._sorted) if self.trusting else min(self.fed, self.config.window)
+        return len(self._sorted) if self.trusting else min(self.fed, self.config.calibration_size)
 
     def calibration_scores(self) -> np.ndarray:
         """The scores the threshold is computed from now, sorted (trusted rule: the trusted ones)."""
@@ -474,7 +476,7 @@ class ScoreDecisions:
     def _lower(self) -> int:
         """The first fed number of the calibration set: the last ``window`` scores, or fewer since the last
         drift's change point, but never fewer than ``needed``."""
-        size = min(self.config.window, max(self.needed, self.fed - self._start))
+        size = min(self.config.calibration_size, max(self.needed, self.fed - self._start))
         return max(0, self.fed - size)
 
     def _evict(self) -> None:
@@ -512,7 +514,7 @@ class ScoreDecisions:
         """What changed at a drift flag: the CUSUM change point of the last ``window`` scores fed, the
         medians before and after it, and the frame (and time) where the later part starts. The trusted
         rule's calibration restarts there."""
-        ring = self._ring(min(self.fed, max(self.config.window, 2)))
+        ring = self._ring(min(self.fed, max(self.config.calibration_size, 2)))
         scores = self._history[ring]
         cut = change_point(scores)
         if self._sorting:
