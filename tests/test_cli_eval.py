@@ -15,7 +15,7 @@ KEYS = {"image_auroc", "pixel_auroc", "filter_precision", "filter_recall", "nomi
 
 def test_eval_writes_json_with_the_documented_keys(tiny_dataset, tmp_path, capsys):
     out = tmp_path / "r.json"
-    code = main(["eval", str(tiny_dataset), "--corrupt", "1", "--seeds", "2", "--min-span", "2",
+    code = main(["eval", str(tiny_dataset), "--corrupt", "1", "--seed-frames", "2", "--min-span", "2",
                  "--image-size", "64", "--json", str(out), "--quiet"])
     assert code == 0
     result = json.loads(out.read_text())
@@ -29,7 +29,7 @@ def test_eval_writes_json_with_the_documented_keys(tiny_dataset, tmp_path, capsy
 @pytest.mark.parametrize("argv, message", [
     (["eval", "does/not/exist"], "dataset folder not found"),
     (["eval", "{tiny}", "--corrupt", "99"], "--corrupt must be between 0 and 2"),
-    (["eval", "{tiny}", "--seeds", "0"], "--seeds must be >= 1, got 0"),
+    (["eval", "{tiny}", "--seed-frames", "0"], "--seed-frames must be >= 1, got 0"),
     (["eval", "{tiny}", "--backbone", "vgg99"], "unknown backbone 'vgg99'"),
     (["eval", "{tiny}", "--json", "no/such/dir/r.json"], "folder no/such/dir does not exist"),
 ])
@@ -47,7 +47,7 @@ def test_cli_help_explains_itself():
 
 
 def _eval_args(data_dir: str, out) -> list[str]:
-    return ["eval", data_dir, "--corrupt", "1", "--seeds", "2", "--min-span", "2", "--image-size", "64",
+    return ["eval", data_dir, "--corrupt", "1", "--seed-frames", "2", "--min-span", "2", "--image-size", "64",
             "--json", str(out), "--quiet"]
 
 
@@ -112,7 +112,7 @@ def test_eval_reports_the_test_images_not_in_training_apart(tiny_dataset, tmp_pa
     assert 0.0 <= result["held_out_image_auroc"] <= 1.0 and 0.0 <= result["held_out_pixel_auroc"] <= 1.0
     assert f"the {result['test_images'] - 1} test images not in training" in capsys.readouterr().out
 
-    assert main(["eval", str(tiny_dataset), "--corrupt", "2", "--seeds", "2", "--min-span", "2", "--image-size", "64",
+    assert main(["eval", str(tiny_dataset), "--corrupt", "2", "--seed-frames", "2", "--min-span", "2", "--image-size", "64",
                  "--json", str(out), "--quiet"]) == 0
     result = json.loads(out.read_text())
     assert result["held_out_image_auroc"] is None

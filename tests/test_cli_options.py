@@ -91,12 +91,15 @@ def test_stale_help_is_gone() -> None:
     assert f"{blur:g} for the streaming engine" in found["--blur"]["bench"][1]
 
 
-@pytest.mark.parametrize("old, new, value", [("--save", "--record", "out.mp4"), ("--save-every", "--state-every", "7")])
-def test_renamed_options_keep_their_old_spelling_which_warns(capsys, old, new, value) -> None:
+@pytest.mark.parametrize("command, old, new, value", [(["watch", "demo"], "--save", "--record", "out.mp4"),
+                                                      (["watch", "demo"], "--save-every", "--state-every", "7"),
+                                                      (["eval", "data"], "--seeds", "--seed-frames", "12")])
+def test_renamed_options_keep_their_old_spelling_which_warns(capsys, command, old, new, value) -> None:
+    """--seeds (seed frames) stood beside --seed (the random seed): renamed --seed-frames."""
     parser = cli.build_parser()
-    by_old = parser.parse_args(["watch", "demo", old, value])
+    by_old = parser.parse_args([*command, old, value])
     assert f"{old} is deprecated and will go: use {new}" in capsys.readouterr().err
-    by_new = parser.parse_args(["watch", "demo", new, value])
+    by_new = parser.parse_args([*command, new, value])
     assert capsys.readouterr().err == ""
     assert vars(by_old) == vars(by_new)
 

@@ -14,7 +14,7 @@ from streamad.evaluation import batch_eval, comparison
 from streamad.evaluation.comparison import evaluate_shared
 from streamad.evaluation.descriptor_cache import SharedDescriptors
 
-TINY = ["--image-size", "64", "--seeds", "2", "--min-span", "2", "--quiet"]
+TINY = ["--image-size", "64", "--seed-frames", "2", "--min-span", "2", "--quiet"]
 
 
 def compare_main(argv: list[str]) -> int:

@@ -25,7 +25,7 @@ def test_the_listed_images_join_the_training_set_good_ones_too(tiny_dataset, tmp
     assert [s.label for s in added] == [0, 1] and len(order) == len(ds.train) + 2
     assert training_stream(ds, 2, seed=0, chosen=chosen)[0] == order  # seeded
     out = tmp_path / "r.json"
-    assert main(["eval", str(tiny_dataset), "--corrupt", "2", "--corrupt-list", str(listing), "--seeds", "2",
+    assert main(["eval", str(tiny_dataset), "--corrupt", "2", "--corrupt-list", str(listing), "--seed-frames", "2",
                  "--min-span", "1", "--image-size", "64", "--json", str(out), "--quiet"]) == 0
     r = json.loads(out.read_text())
     assert r["train_images"] == 8 and r["corrupt_defective"] == 1 and r["corrupt_from_list"] is True

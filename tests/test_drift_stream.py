@@ -159,7 +159,7 @@ def test_eval_stream_command_end_to_end(tmp_path):
     data, manifest = small_mtd_copy(tmp_path)
     js, md, png = tmp_path / "r.json", tmp_path / "t.md", tmp_path / "p.png"
     argv = ["eval-stream", str(data), "--manifest", str(manifest), "--runs", "exp1,exp6", "--defect-rate", "0.15",
-            "--windows", "6,9", "--seeds", "2", "--min-span", "2", "--image-size", "64", "--quantile", "0.9", "--warmup", "5",
+            "--windows", "6,9", "--seed-frames", "2", "--min-span", "2", "--image-size", "64", "--quantile", "0.9", "--warmup", "5",
             "--cache", str(tmp_path / "cache"), "--json", str(js), "--out", str(md), "--plot", str(png), "--quiet"]
     assert main(argv) == 0
     result = json.loads(js.read_text())
@@ -202,7 +202,7 @@ def test_eval_stream_with_long_term_memory_only_lowers_the_engine_scores(tmp_pat
     window some score lower; static models are untouched."""
     data, manifest = small_mtd_copy(tmp_path)
     base = ["eval-stream", str(data), "--manifest", str(manifest), "--runs", "exp1,exp6", "--defect-rate", "0.15",
-            "--windows", "6", "--rules", "quantile", "--methods", "stream", "--seeds", "2", "--min-span", "2",
+            "--windows", "6", "--rules", "quantile", "--methods", "stream", "--seed-frames", "2", "--min-span", "2",
             "--image-size", "64", "--quantile", "0.9", "--warmup", "5", "--cache", str(tmp_path / "cache"), "--quiet"]
     traces = {}
     for name, extra in (("plain", ["--memory", "0"]), ("memory", ["--memory", "5000"])):

@@ -18,7 +18,7 @@ from streamad.cli import main
 from streamad.errors import UserError
 from streamad.evaluation.datasets import load_dataset, read_mask
 
-SMALL = ["--seeds", "3", "--min-span", "2", "--quiet"]
+SMALL = ["--seed-frames", "3", "--min-span", "2", "--quiet"]
 
 
 def _copy_bottle(bottle: Path, root: Path, masks: str) -> Path:

@@ -97,7 +97,7 @@ def test_bad_leave_out_is_refused_naming_it(leave_out, message):
 
 def test_eval_leave_one_out_scores_the_added_images_against_the_others(tiny_dataset, tmp_path, capsys):
     out = tmp_path / "r.json"
-    base = ["eval", str(tiny_dataset), "--corrupt", "2", "--seeds", "2", "--min-span", "2", "--image-size", "64",
+    base = ["eval", str(tiny_dataset), "--corrupt", "2", "--seed-frames", "2", "--min-span", "2", "--image-size", "64",
             "--json", str(out), "--quiet"]
     assert main(base) == 0
     plain = json.loads(out.read_text())

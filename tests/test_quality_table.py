@@ -58,7 +58,7 @@ def test_levers_run_reports_the_test_images_not_in_training(tiny_dataset, tmp_pa
     from streamad.bench.scripts import quality_levers as levers
 
     out, table = tmp_path / "r.json", tmp_path / "r.md"
-    assert levers.main([str(tiny_dataset), "--corrupt", "0,1", "--top-ks", "30", "--seeds", "2", "--min-span", "2",
+    assert levers.main([str(tiny_dataset), "--corrupt", "0,1", "--top-ks", "30", "--seed-frames", "2", "--min-span", "2",
                         "--image-size", "64", "--json", str(out), "--out", str(table)]) == 0
     rows = json.loads(out.read_text())["rows"]
     by_k = {k: [r for r in rows if r["corrupt"] == k] for k in (0, 1)}

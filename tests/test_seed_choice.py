@@ -124,6 +124,6 @@ def test_options_left_out_take_the_defaults_of_the_engine_that_runs(tiny_dataset
     given = config_from_args(parser.parse_args(["eval", "data", "--k-sigma", "4", "--blur", "2", "--seed-choice",
                                                 "first"]))
     assert (given.channels.k_sigma, given.heatmap.blur_sigma, given.seed_choice) == (4.0, 2.0, "first")
-    assert main(["eval", str(tiny_dataset), "--stream", "--seeds", "2", "--min-span", "2", "--image-size", "64",
+    assert main(["eval", str(tiny_dataset), "--stream", "--seed-frames", "2", "--min-span", "2", "--image-size", "64",
                  "--quiet"]) == 0  # the batch default seed choice is not refused where the engine runs
     assert "window" in capsys.readouterr().out

@@ -12,7 +12,7 @@ from streamad.bench.streams import WanderingStream
 from streamad.cli import main
 
 TINY = ["--mode", "soak", "--frames", "60", "--report-every", "20", "--soak-patches", "16", "--soak-dim", "8",
-        "--soak-window", "16", "--seeds", "3"]
+        "--soak-window", "16", "--seed-frames", "3"]
 
 
 def test_soak_prints_a_row_per_interval_writes_json_and_a_verdict(tmp_path: Path, capsys) -> None:

@@ -107,7 +107,7 @@ def test_evaluate_stream_check_batch_on_real_bottles(real_bottles):
 
 def test_cli_stream_json_keys_positions_cache_and_small_window(tiny_dataset, tmp_path, capsys):
     out, cache = tmp_path / "s.json", tmp_path / "cache"
-    base = ["eval", str(tiny_dataset), "--corrupt", "1", "--seeds", "2", "--min-span", "2", "--image-size", "64",
+    base = ["eval", str(tiny_dataset), "--corrupt", "1", "--seed-frames", "2", "--min-span", "2", "--image-size", "64",
             "--quiet", "--stream", "--check-batch", "--positional", "on", "--cache", str(cache), "--json", str(out)]
     assert main(base + ["--exact-reference"]) == 0
     r = json.loads(out.read_text())
@@ -141,7 +141,7 @@ def test_cli_stream_json_keys_positions_cache_and_small_window(tiny_dataset, tmp
     (["--stream", "--window", "2"], "StreamConfig.window must be an int > channels.seeds (2)"),
 ])
 def test_cli_stream_option_errors(tiny_dataset, capsys, extra, message):
-    argv = ["eval", str(tiny_dataset), "--seeds", "2", "--min-span", "1", "--image-size", "64", "--quiet"] + extra
+    argv = ["eval", str(tiny_dataset), "--seed-frames", "2", "--min-span", "1", "--image-size", "64", "--quiet"] + extra
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

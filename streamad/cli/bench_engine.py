@@ -113,7 +113,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def check(args: argparse.Namespace) -> None:
     """Refuse impossible settings; fill in the mode's default --frames."""
     if args.patches < 4 or args.dim < 1 or args.seeds < 1 or min(args.windows) <= args.seeds:
-        raise UserError("need --patches >= 4, --dim >= 1, --seeds >= 1 and every --windows value > --seeds")
+        raise UserError("need --patches >= 4, --dim >= 1, --seed-frames >= 1 and every --windows value > --seed-frames")
     if args.mode == "soak":
         if args.frames is None:
             args.frames = 20_000
@@ -122,7 +122,7 @@ def check(args: argparse.Namespace) -> None:
                             f"interval, then two to compare), got --frames {args.frames} --report-every "
                             f"{args.report_every}")
         if args.soak_patches < 4 or args.soak_dim < 1 or args.soak_window <= args.seeds:
-            raise UserError("soak needs --soak-patches >= 4, --soak-dim >= 1 and --soak-window > --seeds")
+            raise UserError("soak needs --soak-patches >= 4, --soak-dim >= 1 and --soak-window > --seed-frames")
     elif args.frames is None:
         args.frames = 24
 

@@ -68,6 +68,11 @@ class Option:
     flags: tuple[str, ...]
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     deprecated: tuple[str, ...] = ()
+    dest: str = ""  # the parsed attribute and table key ("": from the name, --top-k -> top_k)
+
+    @property
+    def key(self) -> str:
+        return self.dest or self.name[2:].replace("-", "_")
 
     @property
     def name(self) -> str:
@@ -112,9 +117,11 @@ def _table() -> dict[str, Option]:
         Option(("--device",), dict(default="cpu", help="where the backbone runs: cpu (default), cuda, cuda:N, or "
                                                        "auto (CUDA when available)")),
         # -- channels and heatmaps -------------------------------------------------------------------
-        Option(("--seeds",), dict(type=int, default=c.seeds, metavar="D",
-                                  help=f"seed frames D: the first D frames (training images) start the channels; "
-                                       f"the association depth (default {c.seeds})")),
+        # renamed: --seeds (seed frames) stood beside --seed (the random seed)
+        Option(("--seed-frames",), dict(type=int, default=c.seeds, metavar="D",
+                                        help=f"seed frames D: the first D frames (training images) start the "
+                                             f"channels; the association depth (default {c.seeds}; formerly "
+                                             f"--seeds)"), deprecated=("--seeds",), dest="seeds"),
         Option(("--k-sigma",), dict(type=float, default=None, metavar="K",
                                     help=f"maximum channel spread (default {c.k_sigma:g} for batch InReaCh, "
                                          f"{sc.k_sigma:g} for the streaming engine)")),
@@ -202,7 +209,7 @@ def _table() -> dict[str, Option]:
         Option(("--reweight-neighbors",), dict(type=int, default=h.reweight_neighbors,
                                                help=f"nominal neighbours b of eq. 7 (default {h.reweight_neighbors})")),
     ]
-    return {o.name[2:].replace("-", "_"): o for o in options + model}
+    return {o.key: o for o in options + model}
 
 
 OPTIONS: dict[str, Option] = _table()
@@ -293,7 +300,7 @@ def _field_flags() -> dict[str, str]:
         owner: Any = _B if name in ("positional", "seed_choice", "new_look_seeds") else _S
         for part in place[:-1]:
             owner = getattr(owner, part)
-        flag = "--" + name.replace("_", "-")
+        flag = OPTIONS[name].name if name in OPTIONS else "--" + name.replace("_", "-")
         if name == "learn_in_background":
             flag = "--learning"
         out[f"{type(owner).__name__}.{place[-1]}"] = flag

@@ -5,7 +5,7 @@ For every data set and K of the corruption protocol, InReaCh is fitted once on s
 ``--cache``) and the test set is scored once; the image score rules (``HeatmapConfig.image_score``:
 the heatmap maximum, the mean of the top-k patch scores, PatchCore's eq. 7 against the nominal set)
 are then computed from the same patch scores and heatmaps. The heatmaps, so the pixel AUROC, do not
-depend on the rule. Every other option is ``streamad eval``'s (e.g. ``--backbone``, ``--seeds``,
+depend on the rule. Every other option is ``streamad eval``'s (e.g. ``--backbone``, ``--seed-frames``,
 ``--blur``), plus ``--aggregate`` (``FeatureConfig.aggregate``, not an ``eval`` option): the figures
 equal ``streamad eval DATA --corrupt K --image-score RULE [--top-k k]``. ``streamad/bench/scripts/quality_table.py``
 runs it once per lever and writes the whole table (docs/quality_table.md).

@@ -44,7 +44,7 @@ LEVERS: list[tuple[str, list[str], str]] = [
     ("lite2", ["--backbone", "efficientnet_lite2"], "larger backbone: more backbone time per frame"),
     ("stride4", ["--layers", "stride4,stride8,stride16"],
      "one more (high-resolution) map to pool and resize; descriptor 149 instead of 152 channels"),
-    ("seeds20", ["--seeds", "20"], "association against 20 instead of 10 seed frames (learning, not scoring)"),
+    ("seeds20", ["--seed-frames", "20"], "association against 20 instead of 10 seed frames (learning, not scoring)"),
     ("blur8", ["--blur", "8"], "heatmap blur sigma 8 instead of 4 (one wider Gaussian filter per frame)"),
     ("refspread", ["--spread", "std", "--k-sigma", "5"], "the reference code's channel spread rule (learning only)"),
     ("zscore2", ["--k-sigma", "2"], "a tighter zscore trimming, mean + 2 std (learning only)"),
