@@ -250,3 +250,31 @@ def test_results_say_which_calibration_judged_them_and_on_how_many_scores():
                               extractor=BlockMeans())
     last = [quantile.process(scene(rng)) for _ in range(30)][-1]
     assert last.calibration == "quantile" and last.calibration_frames >= 5
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_on_kept_reports_each_admitted_frames_kept_patches_by_its_index(background: bool) -> None:
+    """The channels' verdict on each admitted frame, by its result index: the mask is what the frame has in
+    the nominal set once its admission is done (synchronous and background learning alike)."""
+    rng = np.random.default_rng(8)
+    det = StreamDetector(config(window=6, channels=ChannelConfig(seeds=2, min_span=1),
+                                learn_in_background=background), extractor=BlockMeans())
+    seen: dict[int | None, np.ndarray] = {}
+    det.on_kept = seen.__setitem__
+    det.learn_one(scene(rng))
+    assert list(seen) == [None]                        # learn_one: no result index
+    admitted = []
+    for i in range(20):
+        r = det.process(scene(rng, defect=(i % 5 == 4)))
+        assert det.wait_learned(10.0)
+        if r.admitted and r.index in seen:            # the background learner may skip a frame for a newer one
+            newest = det.channels.window_frames()[-1]
+            want = np.zeros(16, bool)
+            want[det.channels.nominal_patches(newest)] = True
+            assert (seen[r.index] == want).all(), r.index
+            admitted.append(r.index)
+    det.close()
+    assert len(admitted) >= (15 if not background else 3)
+    assert set(seen) - {None} == set(admitted)
+    kept = np.stack([seen[i] for i in admitted])
+    assert kept.dtype == bool and kept.any() and not kept.all()

@@ -30,28 +30,18 @@ def kept_records(descriptors: np.ndarray, config: StreamConfig, grid: tuple[int,
     """Per frame: score (NaN unjudged), patch scores (N, P), kept mask at admission (N, P), judged."""
     det = StreamDetector(config, extractor=PrecomputedDescriptors(grid, size, config.features))
     n, p = len(descriptors), det.n_patches
-    kept_by_id: dict[int, np.ndarray] = {}
-    note = det._note_kept
-
-    def record(frame_id: int, added: np.ndarray) -> None:
-        added = np.asarray(added, np.int64)
-        mask = np.zeros(p, bool)
-        mask[added[added // p == frame_id] % p] = True
-        kept_by_id[frame_id] = mask
-        note(frame_id, added)
-
-    det._note_kept = record  # type: ignore[method-assign]
+    kept_by_index: dict[int | None, np.ndarray] = {}
+    det.on_kept = kept_by_index.__setitem__  # (frame index, kept mask) at each admission
     scores, patch = np.full(n, np.nan), np.full((n, p), np.nan, np.float32)
     kept, judged = np.zeros((n, p), bool), np.zeros(n, bool)
     for i in range(n):
-        frame_id = det._next_frame_id
-        full = det._window_full
+        full = det.window_full
         r = det.process_descriptors(np.asarray(descriptors[i]), frame_shape=size)
         if r.score is not None:
             scores[i], patch[i] = r.score, r.patch_scores.ravel()
         judged[i] = full and r.score is not None
-        if frame_id in kept_by_id:
-            kept[i] = kept_by_id.pop(frame_id)
+        if r.index in kept_by_index:
+            kept[i] = kept_by_index.pop(r.index)
     det.close()
     return scores, patch, kept, judged
 

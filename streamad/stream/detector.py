@@ -41,6 +41,7 @@ import os
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -107,6 +108,12 @@ class StreamDetector:
     - ``process_descriptors`` / ``score_descriptors`` / ``learn_descriptors``: the same on (P, d) descriptors.
 
     ``extractor`` defaults to :class:`~streamad.vision.features.PatchFeatureExtractor` on ``config.features``.
+
+    ``on_kept`` (None by default), if set to a callable, is called at every admission with the admitted
+    frame's index (its ``FrameResult.index``; None for ``learn_one``) and a (P,) bool mask of the patches
+    the channels kept as nominal at that admission: the channels' verdict on the frame, for measurement
+    (``streamad.bench.trust_share``). It runs where the admission runs (the background learner's thread
+    by default) and must not change the detector.
     """
 
     def __init__(self, config: StreamConfig | None = None, extractor: Extractor | None = None) -> None:
@@ -131,6 +138,7 @@ class StreamDetector:
         self.index: BaseIndex | None = None  # replaced whole, never half-built, by the learner
         self.frames_seen = 0  # frames scored by process / score_one
         self._next_frame_id = 0  # admission ids (labels in the index are id * P + patch)
+        self.on_kept: Callable[[int | None, np.ndarray], None] | None = None  # see the class docstring
         self._since_admission: int | None = None  # frames processed since the last admission
         self._last_admission_time: float | None = None
         self._size = StreamFrameSize()  # the first frame's (h, w) (``frame_size``); later frames are resized to it
@@ -180,6 +188,12 @@ class StreamDetector:
     @property
     def nominal_count(self) -> int:
         return 0 if self.index is None else len(self.index)
+
+    @property
+    def window_full(self) -> bool:
+        """Whether the window holds ``config.window`` frames: from then on every scored frame is judged
+        (its score enters the alarm rule's calibration and the drift detector)."""
+        return self._window_full
 
     @property
     def frame_size(self) -> tuple[int, int] | None:
@@ -408,7 +422,7 @@ class StreamDetector:
         if admitted and self.config.learn_in_background:
             self._submit(index_no, desc, eligible=not anomalous, now=now)
         elif admitted:
-            self._learn(desc, timings, eligible=not anomalous, now=now)
+            self._learn(desc, timings, eligible=not anomalous, now=now, index_no=index_no)
             learned = (index_no,)
         elif learn and self._since_admission is not None:
             self._since_admission += 1
@@ -429,14 +443,19 @@ class StreamDetector:
             self._pending_trust.pop(next(iter(self._pending_trust)))
         self._pending_trust[frame_id] = (index_no, now, score, np.argsort(-patch.ravel(), kind="stable"))
 
-    def _note_kept(self, frame_id: int, added: np.ndarray) -> None:
-        """Admission side (any thread): which patches of the admitted frame the channels kept as nominal."""
-        if not self.decisions.trusting:
+    def _note_kept(self, frame_id: int, index_no: int | None, added: np.ndarray) -> None:
+        """Admission side (any thread): which patches of the admitted frame the channels kept as nominal,
+        for the trusted calibration and ``on_kept``."""
+        hook = self.on_kept
+        if not self.decisions.trusting and hook is None:
             return
         added = np.asarray(added, np.int64)
         kept = np.zeros(self.n_patches, bool)
         kept[added[added // self.n_patches == frame_id] % self.n_patches] = True
-        self._trust_notes.append((frame_id, kept))
+        if self.decisions.trusting:
+            self._trust_notes.append((frame_id, kept))
+        if hook is not None:
+            hook(index_no, kept.copy())
 
     def _apply_trust(self) -> Any:
         """Scorer side: hand the verdicts of finished admissions to the decisions (trusted frames calibrate
@@ -487,15 +506,16 @@ class StreamDetector:
         return t is None or self._last_admission_time is None or now - self._last_admission_time >= t
 
     def _learn(self, desc: np.ndarray, timings: dict[str, float], eligible: bool = True,
-               now: float | None = None) -> None:
+               now: float | None = None, index_no: int | None = None) -> None:
         """Admit now, on the caller's thread (synchronous learning, ``learn_one``)."""
         frame_id = self._next_frame_id
         self._next_frame_id += 1
-        self._admit(frame_id, desc, eligible, timings)
+        self._admit(frame_id, desc, eligible, timings, index_no)
         self._since_admission = 0
         self._last_admission_time = time.time() if now is None else now
 
-    def _admit(self, frame_id: int, desc: np.ndarray, eligible: bool, timings: dict[str, float]) -> None:
+    def _admit(self, frame_id: int, desc: np.ndarray, eligible: bool, timings: dict[str, float],
+               index_no: int | None = None) -> None:
         """The admission work: window, channels, and the nominal index's change published at once.
 
         Runs on the learner thread in background mode (which then owns ``channels``), else on the caller's."""
@@ -505,7 +525,7 @@ class StreamDetector:
         timings["associate"] = _ms(t0)
         t0 = time.perf_counter()
         changes = self.channels.drain_changes()
-        self._note_kept(frame_id, changes.added)  # decisions hook: what the channels kept of this frame
+        self._note_kept(frame_id, index_no, changes.added)  # what the channels kept of this frame
         timings["trim"] = _ms(t0)
         remembered = False
         if leaving is not None and len(leaving) and self.memory is not None and self.memory.epsilon > 0:
@@ -569,7 +589,7 @@ class StreamDetector:
 
     def _admit_job(self, job: tuple[int, int, np.ndarray, bool]) -> None:
         timings: dict[str, float] = {}
-        self._admit(job[1], job[2], job[3], timings)
+        self._admit(job[1], job[2], job[3], timings, job[0])
         self.learner_timings = timings
         for k, v in timings.items():
             self._learner_stage_ms[k] = self._learner_stage_ms.get(k, 0.0) + v
