@@ -10,6 +10,7 @@ Every bad value raises ``ValueError`` naming the field and the value, e.g.::
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field, fields
@@ -433,6 +434,7 @@ _DECISION_WINDOW_RENAMED = ("DecisionConfig.window is now DecisionConfig.calibra
 _decision_config_init = DecisionConfig.__init__
 
 
+@functools.wraps(_decision_config_init)  # the signature shown (help, IDEs) stays the fields'
 def _decision_config_init_with_old_name(self: DecisionConfig, *args: Any, window: int | None = None,
                                         **kwargs: Any) -> None:
     """``DecisionConfig(window=N)``, the former name of ``calibration_size``: warns and renames."""
