@@ -57,7 +57,10 @@ def _is_kind(value: Any, kind: str) -> bool:
     if kind in _PAIRS:
         return (kind == "pair?" and value is None) or (isinstance(value, list) and len(value) == 2
                                                        and all(type(v) is int and v >= 1 for v in value))
-    return isinstance(value, KINDS[kind]) and (kind == "bool" or type(value) is not bool)
+    if not isinstance(value, KINDS[kind]) or (kind != "bool" and type(value) is bool):
+        return False
+    # a saved count or index fits a 64-bit integer (a larger one in a JSON manifest is corruption)
+    return type(value) is not int or -2 ** 63 <= value < 2 ** 63
 
 
 class StatePart:

@@ -199,3 +199,27 @@ def test_a_state_whose_counters_are_not_ints_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(StateError, match=r"channels.stats.trimmed_channels is \[\[3, .*expected int"):
         StreamDetector.load(tmp_path / "state", extractor=det.extractor)
+
+
+@pytest.mark.parametrize("where, value, message", [
+    (("detector", "frames_seen"), -10 ** 300, r"detector.frames_seen is -1000.*expected int"),   # beyond int64
+    (("detector", "frames_seen"), 2 ** 63, r"detector.frames_seen is 9223372036854775808, expected int"),
+    (("detector", "next_frame_id"), -1, r"detector.next_frame_id is -1, not a count in \[0, 2\*\*53\)"),
+    (("index", "kind"), {"x": 1}, r"a nominal index of unknown kind \{'x': 1\}"),
+])
+def test_a_state_with_an_impossible_scalar_is_refused(tmp_path: Path, where, value, message) -> None:
+    """The fuzz (15,000 inputs) found two: frames_seen = -10**300 loaded, then failed at the next frame
+    (OverflowError writing it into an int64 ring); an index kind that is a JSON object raised TypeError
+    (unhashable) inside the loader's own check."""
+    det = small_detector()
+    for i, frame in enumerate(demo_frames(30)):
+        det.process(frame, timestamp=float(i))
+    det.save(tmp_path / "state")
+    path = tmp_path / "state" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["state"][where[0]][where[1]] = value
+    path.write_text(json.dumps(manifest))
+    from streamad.stream.detector import StreamDetector
+
+    with pytest.raises(StateError, match=message):
+        StreamDetector.load(tmp_path / "state", extractor=det.extractor)

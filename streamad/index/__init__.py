@@ -79,7 +79,7 @@ def make_index(dim: int, config: IndexConfig, seed: int = 0) -> BaseIndex:
 
 def _state_class(state: dict[str, Any], where: StatePart | None = None) -> type[BaseIndex]:
     kind = state.get("kind", _LEGACY_KIND)
-    if kind not in INDEX_CLASSES:
+    if not isinstance(kind, str) or kind not in INDEX_CLASSES:  # a corrupted state may hold any JSON here
         where = where or StatePart(".", "index")
         raise where.inconsistent(f"a nominal index of unknown kind {kind!r}, not one of {tuple(sorted(INDEX_CLASSES))}")
     return INDEX_CLASSES[kind]

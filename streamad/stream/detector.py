@@ -259,6 +259,9 @@ class StreamDetector:
         own, channels = where["detector"].require(parts), where["channels"].require(parts)
         index, decisions = where["index"].require(parts, optional=True), where["decisions"].require(parts)
         where["detector"].scalars(own, cls.STATE_SCALARS)
+        for key in ("frames_seen", "next_frame_id"):  # counters: never negative, and far from overflowing
+            if not 0 <= own[key] < 2 ** 53:
+                raise where["detector"].inconsistent(f"detector.{key} is {own[key]}, not a count in [0, 2**53)")
         grid = tuple(own["grid"])
         want = tuple(int(v) for v in (extractor.grid if extractor is not None else config.features.grid))
         if want != grid:
