@@ -250,7 +250,8 @@ class DecoderTarget(Target):
                     if not isinstance(header, dict):
                         continue
                     if op == "field":
-                        key = draw(st.sampled_from(sorted(header)) | st.text(max_size=8))
+                        keys = st.sampled_from(sorted(header)) if header else st.nothing()  # deleted: a new key
+                        key = draw(keys | st.text(max_size=8))
                         header[key] = draw(json_values())
                     elif op == "delete_field" and header:
                         header.pop(draw(st.sampled_from(sorted(header))))

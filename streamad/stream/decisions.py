@@ -365,8 +365,9 @@ class ScoreDecisions:
     @property
     def threshold(self) -> float | None:
         """The current threshold, None during warm-up."""
-        if not self._sorting:
-            return None if self.count < self.config.warmup else float(self._quantile.get())  # type: ignore[union-attr]
+        if not self._sorting:  # the scores fed since this rule began (a resume under another rule starts over)
+            q = None if self.fed < self.config.warmup else self._quantile.get()  # type: ignore[union-attr]
+            return None if q is None else float(q)
         rank = self._rank()
         return None if rank is None else float(self._sorted[rank - 1])
 
