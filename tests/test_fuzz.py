@@ -147,11 +147,24 @@ def test_a_refused_timestamp_leaves_a_fresh_detector_untouched(timestamp) -> Non
     assert det.frame_size is None and state_fingerprint(det) == before
 
 
-def test_a_state_whose_pending_removals_are_not_in_the_index_is_refused(tmp_path: Path) -> None:
+def saved_small_state(tmp_path: Path):
+    """The fuzz's state: a small detector after 30 demo frames, saved in ``tmp_path / "state"``."""
     det = small_detector()
     for i, frame in enumerate(demo_frames(30)):
         det.process(frame, timestamp=float(i))
     det.save(tmp_path / "state")
+    return det
+
+
+def edit_manifest(path: Path, change) -> None:
+    """``change(manifest)`` applied to the saved state's manifest in ``path``."""
+    manifest = json.loads((path / "manifest.json").read_text())
+    change(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_state_whose_pending_removals_are_not_in_the_index_is_refused(tmp_path: Path) -> None:
+    det = saved_small_state(tmp_path)
     bad = tmp_path / "bad"
     shutil.copytree(tmp_path / "state", bad)
     target = fuzz.StateTarget()
@@ -169,10 +182,7 @@ def test_a_state_whose_pending_removals_are_not_in_the_index_is_refused(tmp_path
 def test_a_state_whose_seeds_left_the_window_is_refused(tmp_path: Path) -> None:
     """The fuzz emptied channels.ids (and eligible) with a manifest that agreed: it loaded, then failed at
     the next frame (KeyError: frame 24 is not in the window)."""
-    det = small_detector()
-    for i, frame in enumerate(demo_frames(30)):
-        det.process(frame, timestamp=float(i))
-    det.save(tmp_path / "state")
+    det = saved_small_state(tmp_path)
     target = fuzz.StateTarget()
     target.case = tmp_path / "state"
     manifest = json.loads((target.case / "manifest.json").read_text())
@@ -187,14 +197,9 @@ def test_a_state_whose_seeds_left_the_window_is_refused(tmp_path: Path) -> None:
 
 def test_a_state_whose_counters_are_not_ints_is_refused(tmp_path: Path) -> None:
     """The fuzz set channels.stats.trimmed_channels to a list: it loaded, then failed adding to it."""
-    det = small_detector()
-    for i, frame in enumerate(demo_frames(30)):
-        det.process(frame, timestamp=float(i))
-    det.save(tmp_path / "state")
-    path = tmp_path / "state" / "manifest.json"
-    manifest = json.loads(path.read_text())
-    manifest["state"]["channels"]["stats"]["trimmed_channels"] = [[3, [4.8e-196], {}]]
-    path.write_text(json.dumps(manifest))
+    det = saved_small_state(tmp_path)
+    edit_manifest(tmp_path / "state",
+                  lambda m: m["state"]["channels"]["stats"].update(trimmed_channels=[[3, [4.8e-196], {}]]))
     from streamad.stream.detector import StreamDetector
 
     with pytest.raises(StateError, match=r"channels.stats.trimmed_channels is \[\[3, .*expected int"):
@@ -211,14 +216,8 @@ def test_a_state_with_an_impossible_scalar_is_refused(tmp_path: Path, where, val
     """The fuzz (15,000 inputs) found two: frames_seen = -10**300 loaded, then failed at the next frame
     (OverflowError writing it into an int64 ring); an index kind that is a JSON object raised TypeError
     (unhashable) inside the loader's own check."""
-    det = small_detector()
-    for i, frame in enumerate(demo_frames(30)):
-        det.process(frame, timestamp=float(i))
-    det.save(tmp_path / "state")
-    path = tmp_path / "state" / "manifest.json"
-    manifest = json.loads(path.read_text())
-    manifest["state"][where[0]][where[1]] = value
-    path.write_text(json.dumps(manifest))
+    det = saved_small_state(tmp_path)
+    edit_manifest(tmp_path / "state", lambda m: m["state"][where[0]].update({where[1]: value}))
     from streamad.stream.detector import StreamDetector
 
     with pytest.raises(StateError, match=message):

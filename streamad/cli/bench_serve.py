@@ -18,10 +18,10 @@ examples:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from streamad.cli.options import add
+from streamad.cli.report_files import write_report
 from streamad.errors import UserError
 
 NAME = "bench-serve"
@@ -54,11 +54,6 @@ def run(args: argparse.Namespace) -> int:
                    progress=lambda line: print(f"streamad bench-serve: {line}", file=sys.stderr, flush=True))
     text = table(rows)
     print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump([{"cameras": r.cameras, "mode": r.mode, "rates": list(r.rates), "aggregate": r.aggregate,
-                        "wall_s": r.wall_s, **r.extra} for r in rows], fh, indent=1)
+    write_report(text, [{"cameras": r.cameras, "mode": r.mode, "rates": list(r.rates), "aggregate": r.aggregate,
+                         "wall_s": r.wall_s, **r.extra} for r in rows], out=args.out, json_path=args.json)
     return 0

@@ -18,16 +18,16 @@ from collections.abc import Iterable
 from typing import Any
 
 
-def write_report(text: str, payload: dict[str, Any], *, out: str | None, json_path: str | None,
+def write_report(text: str, payload: Any, *, out: str | None, json_path: str | None,
                  also: Iterable[str | None] = ()) -> None:
-    """``text`` (and a newline) to ``out`` and ``payload`` as indented JSON to ``json_path``, each when
-    given; the folders of those and of the paths in ``also`` are made first."""
+    """``text`` (and a newline) to ``out`` and ``payload`` (JSON values) as indented JSON to ``json_path``,
+    each when given; the folders of those and of the paths in ``also`` are made first."""
     for path in (out, json_path, *also):
         if path and os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
     if out:
-        with open(out, "w") as fh:
+        with open(out, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
     if json_path:
-        with open(json_path, "w") as fh:
+        with open(json_path, "w", encoding="utf-8") as fh:
             json.dump(payload, fh, indent=1)

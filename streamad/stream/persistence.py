@@ -333,7 +333,6 @@ def _config_from_dict(data: dict[str, Any], where: Path) -> StreamConfig:
         if isinstance(kwargs.get("decisions"), dict) and "window" in kwargs["decisions"]:
             decisions = dict(kwargs["decisions"])  # saved before DecisionConfig.window became calibration_size
             decisions.setdefault("calibration_size", decisions.pop("window"))
-            decisions.pop("window", None)
             kwargs["decisions"] = decisions
         for f in dataclasses.fields(StreamConfig):
             if isinstance(kwargs.get(f.name), dict) and callable(f.default_factory):  # type: ignore[misc]

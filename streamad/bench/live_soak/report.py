@@ -304,14 +304,13 @@ def camera_table(rows: Sequence[dict[str, Any]], markdown: bool = False, fixed: 
     return _table(header, out, markdown, fixed=fixed)
 
 
-def fault_table(faults: Sequence[dict[str, Any]], markdown: bool = False,
-                gaps: Sequence[dict[str, Any]] = ()) -> str:
+def fault_table(faults: Sequence[dict[str, Any]], markdown: bool, gaps: Sequence[dict[str, Any]]) -> str:
     """One row per injected fault; a fault's missed messages are every gap the run attributed to it.
 
     >>> sub = {"name": "subscriber", "injected_s": 10.0, "detected_s": 20.0, "recovered_s": 20.5,
     ...        "detect_bound_s": 15.0, "recover_bound_s": 15.0, "cameras": ["c0"], "extra": {"missed": 20}}
     >>> gaps = [{"fault": "subscriber", "missed": 20}, {"fault": "subscriber", "missed": 10}]
-    >>> "30 messages missed (counted)" in fault_table([sub], gaps=gaps)
+    >>> "30 messages missed (counted)" in fault_table([sub], False, gaps)
     True
     """
     counted: dict[str, int] = {}
@@ -326,8 +325,8 @@ def fault_table(faults: Sequence[dict[str, Any]], markdown: bool = False,
         rec = "-" if t is None or f.get("recovered_s") is None else f"{f['recovered_s'] - t:.1f}"
         also = "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in f.get("required", {}).items())
         extra = f.get("extra", {})
-        missed = counted.get(f["name"], extra.get("missed", 0) if not gaps else 0)
-        if missed or "missed" in extra:
+        missed = counted.get(f["name"], 0)
+        if missed or "missed" in extra:  # a fault that loses messages says so, even when it lost none
             also = (also + "; " if also else "") + f"{missed} messages missed (counted)"
         if "previous_state_frames" in extra:
             also += f"; previous state: {extra['previous_state_frames']} frames"
@@ -362,7 +361,7 @@ def render(report: dict[str, Any], markdown: bool = False) -> str:
              f"{head}intervals", interval_table(report["intervals"], markdown),
              f"{head}cameras (p50 / p99: scoring time of the newest frame, sampled once a second from its status)",
              camera_table(report["intervals"], markdown),
-             f"{head}faults", fault_table(report["faults"], markdown, report.get("gaps", ())) if report["faults"] else "none",
+             f"{head}faults", fault_table(report["faults"], markdown, report["gaps"]) if report["faults"] else "none",
              f"{head}states", state_table(report["states"], markdown) if report["states"] else "none",
              f"{head}checks", check_table(report["checks"], markdown),
              f"soak verdict: {'PASS' if report['passed'] else 'FAIL'}"]
