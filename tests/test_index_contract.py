@@ -19,7 +19,9 @@ over the vectors the index should hold. The checks are those of the contract
 - ``len``, ``labels()``, ``vectors()`` and ``in`` after a random sequence of changes;
 - ``state_dict`` -> ``check_index_state`` -> ``index_from_state`` answers exactly as the original,
   before and after the same further change; a state with a missing or mistyped array is refused;
-- a reader querying while a writer applies changes sees whole versions only.
+- a reader querying while a writer applies changes sees whole versions only;
+- ``query(..., within=)``: wherever the answer is within the bound it is the unbounded query's answer,
+  elsewhere it is farther than the bound (or ``inf`` with label -1); bad bounds raise ``ValueError``.
 
 The suite is shown to fail on deliberately wrong indexes (:func:`test_the_suite_catches_a_wrong_index`).
 """
@@ -368,11 +370,38 @@ def watch_changes(make: Factory, per: int = 50, changes: int = 40,
     return seen, errors
 
 
+def check_within_keeps_every_answer_it_must(make: Factory, kind: str, exact: bool) -> None:
+    """``within`` may only drop answers farther than the bound: the others are the unbounded answers."""
+    rng, idx, oracle = both(make)
+    q = clustered(rng, 400)
+    d, lab = idx.query(q, 1)
+    scale = rng.choice([0.0, 0.5, 0.999, 1.0, 1.5, np.inf], size=len(q))
+    within = np.where(np.isinf(scale), np.inf, d[:, 0] * np.where(np.isinf(scale), 1.0, scale))
+    within[:5] = 0.0
+    d2, lab2 = idx.query(q, 1, within=within)
+    assert d2.shape == lab2.shape == (len(q), 1) and d2.dtype == np.float32 and lab2.dtype == np.int64
+    must = d[:, 0] <= within
+    assert must.sum() > 100 and (~must).sum() > 50  # both sides are tested
+    np.testing.assert_array_equal(d2[must], d[must])
+    np.testing.assert_array_equal(lab2[must], lab[must])
+    rest_d, rest_l = d2[~must, 0], lab2[~must, 0]
+    assert (rest_d > within[~must] * (1 - 1e-6)).all(), "an answer dropped for being beyond the bound is nearer"
+    found = rest_l >= 0
+    assert np.isinf(rest_d[~found]).all() and np.isin(rest_l[found], list(oracle.held)).all()
+    np.testing.assert_allclose(rest_d[found], oracle.distance(q[~must][found], rest_l[found][:, None])[:, 0],
+                               rtol=1e-4, atol=1e-4)
+    for bad in (within[:-1], np.full(len(q), np.nan), np.full(len(q), -1.0)):
+        with pytest.raises(ValueError, match="within"):
+            idx.query(q, 1, within=bad)
+    with pytest.raises(ValueError, match="k=1"):
+        idx.query(q, 2, within=within)
+
+
 CHECKS: list[Callable[[Factory, str, bool], None]] = [
     check_builds_as_its_kind, check_queries_match_brute_force, check_every_k_up_to_len, check_removals_and_additions,
     check_unknown_removal_changes_nothing, check_empty_index_refuses_queries,
     check_bad_input_is_refused_and_changes_nothing, check_len_labels_vectors_after_changes, check_state_round_trip,
-    check_readers_see_whole_versions]
+    check_readers_see_whole_versions, check_within_keeps_every_answer_it_must]
 
 
 def run_suite(make: Factory, kind: str, exact: bool) -> dict[str, str]:
@@ -418,9 +447,21 @@ class SquaredDistances(ExactIndex):
 
     kind = "squared-distances"
 
-    def query(self, vectors, k=1):  # type: ignore[no-untyped-def]
-        dist, labels = super().query(vectors, k)
+    def query(self, vectors, k=1, within=None):  # type: ignore[no-untyped-def]
+        dist, labels = super().query(vectors, k, within)
         return dist ** 2, labels
+
+
+class DropsWithinAnswers(ExactIndex):
+    """Wrong: with a bound, drops every answer (as if nothing were nearer than it)."""
+
+    kind = "drops-within-answers"
+
+    def query(self, vectors, k=1, within=None):  # type: ignore[no-untyped-def]
+        dist, labels = super().query(vectors, k, within)
+        if within is not None:
+            dist, labels = np.full_like(dist, np.inf), np.full_like(labels, -1)
+        return dist, labels
 
 
 class TwoStepChanges(ExactIndex):
@@ -438,6 +479,7 @@ class TwoStepChanges(ExactIndex):
     (DropsRemovals, {"check_removals_and_additions", "check_len_labels_vectors_after_changes"}),
     (SquaredDistances, {"check_queries_match_brute_force"}),
     (TwoStepChanges, {"check_readers_see_whole_versions"}),
+    (DropsWithinAnswers, {"check_within_keeps_every_answer_it_must"}),
 ], ids=lambda v: v.__name__ if isinstance(v, type) else "")
 def test_the_suite_catches_a_wrong_index(wrong: type[ExactIndex], caught_by: set[str],
                                          monkeypatch: pytest.MonkeyPatch) -> None:

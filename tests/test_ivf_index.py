@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from streamad.index import ExactIndex, IVFIndex
+from streamad.index.exact import exact_knn
 
 
 def clustered(rng: np.random.Generator, n: int, d: int = 16, centres: int = 40) -> np.ndarray:
@@ -124,3 +125,29 @@ def test_kmeans_leaves_the_threads_torch_uses_as_they_were() -> None:
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_within_scans_only_the_lists_that_can_hold_a_nearer_vector(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``within``, a probed list is skipped only when its bisector with the query's own centroid is
+    beyond the bound: every answer within the bound is the unbounded one (here every list is probed, so
+    that is exact search), and far fewer (query, list) pairs are scanned."""
+    import streamad.index.ivf as ivf
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(size=(6000, 4)).astype(np.float32)  # uniform: many nearest neighbours across a bisector
+    idx = IVFIndex(dim=4, exact_below=0, nlist=64, nprobe=64, seed=0)
+    idx.add(np.arange(len(x)), x)
+    q = rng.uniform(size=(2000, 4)).astype(np.float32)
+    d, lab = idx.query(q, 1)
+    true_d, _ = exact_knn(x, q, 1)
+    np.testing.assert_allclose(d, true_d, rtol=1e-5, atol=1e-6)
+    scanned = []
+    real_scan = ivf._scan
+    monkeypatch.setattr(ivf, "_scan", lambda state, qq, qi, lists: scanned.append(len(qi)) or real_scan(state, qq, qi, lists))
+    within = d[:, 0] * rng.choice([0.9, 1.0, 1.01, 2.0], size=len(q))
+    d2, lab2 = idx.query(q, 1, within=within)
+    must = d[:, 0] <= within
+    np.testing.assert_array_equal(d2[must], d[must])
+    np.testing.assert_array_equal(lab2[must], lab[must])
+    assert (d2[~must, 0] > within[~must]).all()
+    assert sum(scanned) < 0.25 * len(q) * 64, f"scanned {sum(scanned)} (query, list) pairs of {len(q) * 64}"

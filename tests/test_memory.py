@@ -187,3 +187,30 @@ def test_eval_memory_options_are_checked_in_one_line(tiny_dataset, capsys, argv,
     assert main(["eval", str(tiny_dataset), "--quiet", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_the_memory_searched_within_epsilon_remembers_what_exact_search_would():
+    """Absorbing asks the index only for neighbours within epsilon (``within``): through trained IVF lists
+    the memory reinforces and remembers exactly what it does with every query exact."""
+    from streamad.config import IndexConfig
+
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(60, 8)) * 3
+    cfg = MemoryConfig(capacity=5000, epsilon=1.2)
+    lists = LongTermMemory(cfg, dim=8, index=IndexConfig(kind="ivf", exact_below=0, nlist=24, nprobe=24))
+    exact = LongTermMemory(cfg, dim=8, index=IndexConfig(kind="ivf", exact_below=10**9))
+    for now in range(1, 13):
+        x = (centres[rng.integers(0, 60, 300)] + rng.normal(size=(300, 8)) * 0.6).astype(np.float32)
+        lists.absorb(x, now)
+        exact.absorb(x, now)
+    assert lists.index.trained and not exact.index.trained
+    assert lists.reinforced == exact.reinforced > 500 and lists.absorbed == exact.absorbed
+    np.testing.assert_array_equal(lists.counts(), exact.counts())
+    q = rng.normal(size=(200, 8)).astype(np.float32) * 3
+    np.testing.assert_allclose(lists.query(q), exact.query(q), rtol=1e-5)
+    near = exact.query(q)
+    within = near * rng.choice([0.5, 1.0, 2.0], size=len(q))
+    bounded = lists.query(q, within=within)
+    needed = near <= within
+    np.testing.assert_allclose(bounded[needed], near[needed], rtol=1e-5)
+    assert (bounded[~needed] > within[~needed]).all()

@@ -12,6 +12,12 @@ held vector once per change, but computes nothing else: no graph to repair, wher
 an HNSW graph cost milliseconds per vector (docs/DESIGN.md section 4; ``streamad bench-engine --mode
 index`` measures both).
 
+A query that needs only answers within a bound (``query(..., within=)``: the scorer asks the long-term
+memory only for patches nearer than the window's own answer, the memory asks for its epsilon) skips
+every probed list whose bisector with the query's own centroid lies beyond the bound: a vector of such
+a list is nearer to that list's centroid than to the query's own, so it is farther than the bound
+(:meth:`IVFIndex._query_within`). Where an answer is within the bound it is the one the full scan gives.
+
 Readers see snapshots. The new arrays are published with one reference assignment, so a query
 running in another thread while :meth:`~IVFIndex.apply` runs answers either entirely from the state
 before the change or entirely from the state after it, never from a half-applied one. Only one
@@ -46,7 +52,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from streamad.config import IndexConfig
-from streamad.index.base import BaseIndex, check_change, check_held, check_query
+from streamad.index.base import BaseIndex, check_change, check_held, check_query, check_within
 from streamad.index.exact import exact_knn
 from streamad.state_schema import StatePart
 
@@ -69,6 +75,9 @@ class _State:
     sqnorms: np.ndarray  # (n,) float32
     list_of: np.ndarray  # (n,) int64, ascending
     bounds: np.ndarray  # (nlist + 1,) int64
+    gaps: np.ndarray | None = None  # (nlist, nlist) float64 distances between centroids; None while exact
+    centroid_sq: float = 0.0  # the largest squared norm of a centroid (see slack)
+    vector_sq: float = 0.0  # the largest squared norm of a vector held since the centroids were trained
 
     @property
     def size(self) -> int:
@@ -76,11 +85,26 @@ class _State:
 
     @classmethod
     def build(cls, centroids: np.ndarray | None, vectors: np.ndarray, labels: np.ndarray, sqnorms: np.ndarray,
-              list_of: np.ndarray) -> _State:
-        """A state of rows already sorted by ``list_of``."""
+              list_of: np.ndarray, gaps: np.ndarray | None = None, centroid_sq: float = 0.0,
+              vector_sq: float = 0.0) -> _State:
+        """A state of rows already sorted by ``list_of`` (``gaps`` and the norms: computed from the centroids
+        and vectors unless given, as a change that keeps the centroids passes them on)."""
         nlist = 1 if centroids is None else len(centroids)
         bounds = np.concatenate([[0], np.cumsum(np.bincount(list_of, minlength=nlist))]).astype(np.int64)
-        return cls(centroids, vectors, labels, sqnorms, list_of, bounds)
+        if centroids is not None and gaps is None:
+            c = centroids.astype(np.float64)
+            csq = np.einsum("ij,ij->i", c, c)
+            gaps = np.sqrt(np.maximum(csq[:, None] + csq[None, :] - 2.0 * (c @ c.T), 0.0))
+            centroid_sq = float(csq.max())
+            vector_sq = max(vector_sq, float(sqnorms.max()) if len(sqnorms) else 0.0)
+        return cls(centroids, vectors, labels, sqnorms, list_of, bounds, gaps, centroid_sq, vector_sq)
+
+    @property
+    def slack(self) -> float:
+        """How far (in squared distance) float32 rounding may have put a vector on the wrong side of the
+        bisector between its centroid and another when it was assigned to the nearer one: a generous 1e-5
+        of the squared norms (float32 keeps 6e-8 of each product; a 152-term sum stays well inside)."""
+        return 1e-5 * (self.centroid_sq + self.vector_sq) + 1e-12
 
     @classmethod
     def empty(cls, dim: int) -> _State:
@@ -100,6 +124,37 @@ def _sq(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
     out += b_sq[None, :]
     np.maximum(out, 0.0, out=out)
     return out
+
+
+def _scan(state: _State, q: np.ndarray, qi: np.ndarray, lists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each pair (query ``qi[j]``, list ``lists[j]``): the list's best row for the query by
+    ``|v|^2 - 2 q.v`` (float32) and that value (``inf`` and row -1 for an empty list). One GEMM per list
+    for all the queries that scan it."""
+    rank = np.full(len(qi), np.inf, np.float32)
+    row = np.full(len(qi), -1, np.int64)
+    if not len(qi):
+        return rank, row
+    order = np.argsort(lists, kind="stable")
+    starts = np.searchsorted(lists[order], np.arange(len(state.bounds)))
+    rows, vectors, sqnorms = state.bounds, state.vectors, state.sqnorms
+    for li in np.flatnonzero(np.diff(starts)).tolist():
+        lo, hi = int(rows[li]), int(rows[li + 1])
+        if hi == lo:
+            continue
+        pairs = order[starts[li]:starts[li + 1]]
+        part = q[qi[pairs]] @ vectors[lo:hi].T
+        part *= -2.0
+        part += sqnorms[lo:hi]
+        best = part.argmin(axis=1)
+        rank[pairs] = part[np.arange(len(pairs)), best]
+        row[pairs] = lo + best
+    return rank, row
+
+
+def _true_distances(q: np.ndarray, vectors: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """float64 distance of each query to the vector of its row."""
+    diff = vectors[row].astype(np.float64) - q.astype(np.float64)
+    return np.sqrt(np.einsum("ij,ij->i", diff, diff))
 
 
 @contextmanager
@@ -175,7 +230,8 @@ def _merge(state: _State, keep: np.ndarray, added: np.ndarray, vectors: np.ndarr
                                                              state.sqnorms[keep], kept_list)
     av = vectors[order]
     out_v[pos_a], out_l[pos_a], out_s[pos_a], out_i[pos_a] = av, added[order], _rowsq(av), a_list
-    return _State.build(state.centroids, out_v, out_l, out_s, out_i)
+    vector_sq = max(state.vector_sq, float(out_s[pos_a].max())) if na else state.vector_sq
+    return _State.build(state.centroids, out_v, out_l, out_s, out_i, state.gaps, state.centroid_sq, vector_sq)
 
 
 class IVFIndex(BaseIndex):
@@ -280,14 +336,62 @@ class IVFIndex(BaseIndex):
         self._state = _State.build(centroids, v, labels[order], _rowsq(v), assign[order])
 
     # ------------------------------------------------------------------ queries
-    def query(self, vectors: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(distances (m, k) float32 true L2, labels (m, k) int64) of the k nearest, nearest first."""
+    def query(self, vectors: np.ndarray, k: int = 1,
+              within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(distances (m, k) float32 true L2, labels (m, k) int64) of the k nearest, nearest first; with
+        ``within`` (k = 1), only the lists that may hold a vector nearer than it are scanned
+        (:meth:`_query_within`; the contract of :meth:`BaseIndex.query`)."""
         state = self._state  # one consistent version for the whole query
         q = check_query(state.size, self.dim, vectors, k)
+        bound = check_within(within, len(q), int(k))
         if state.centroids is None:
             dist, rows = exact_knn(state.vectors, q, int(k), device=self.device)
             return dist, state.labels[rows]
+        if bound is not None:
+            return self._query_within(state, q, bound)
         return self._query_lists(state, q, int(k))
+
+    def _query_within(self, state: _State, q: np.ndarray, within: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The nearest neighbour (k = 1) among each query's ``nprobe`` lists where it is nearer than
+        ``within``, scanning only the lists that may hold such a vector.
+
+        Each vector sits in the list of its nearest centroid, so a vector of list ``l`` lies beyond the
+        bisector of ``c_l`` and the query's nearest centroid ``c_1``: it is at least
+        ``(|q - c_l|^2 - |q - c_1|^2) / (2 |c_l - c_1|)`` from the query. A probed list whose bisector lies
+        beyond ``within`` cannot hold a nearer vector and is skipped (:meth:`_needed`); the query's own
+        list is always scanned. Where the nearest probed vector is nearer than ``within`` the answer is the
+        one the scan of all ``nprobe`` lists gives; elsewhere it is a vector at least ``within`` away, or
+        ``inf`` with label -1 when no list was left to scan."""
+        assert state.centroids is not None and state.gaps is not None
+        m, nlist = len(q), len(state.centroids)
+        nprobe = min(self.nprobe, nlist)
+        q64 = q.astype(np.float64)
+        c64 = state.centroids.astype(np.float64)
+        dc2 = np.einsum("ij,ij->i", c64, c64)[None, :] - 2.0 * (q64 @ c64.T)  # |q - c|^2 - |q|^2
+        probes = np.argpartition(dc2, nprobe - 1, axis=1)[:, :nprobe] if nprobe < nlist else \
+            np.broadcast_to(np.arange(nlist), (m, nlist))
+        probe_d = np.take_along_axis(dc2, probes, axis=1)
+        own = probes[np.arange(m), probe_d.argmin(axis=1)]
+        qi, slot = np.nonzero(self._needed(state, probe_d, own, probes, within))
+        rank, row = _scan(state, q, qi, probes[qi, slot])
+        cand_d = np.full((m, nprobe), np.inf, np.float32)
+        cand_i = np.full((m, nprobe), -1, np.int64)
+        cand_d[qi, slot], cand_i[qi, slot] = rank, row
+        dist, labels = self._rerank(q, cand_d, cand_i, state.vectors, state.labels, 1)
+        labels[~np.isfinite(dist)] = -1
+        return dist, labels
+
+    @staticmethod
+    def _needed(state: _State, probe_d: np.ndarray, own: np.ndarray, probes: np.ndarray,
+                within: np.ndarray) -> np.ndarray:
+        """(m, nprobe) mask of the probed lists that may hold a vector nearer than ``within``: the query's
+        own list, and those whose bisector with it is within ``within`` (with the rounding slack)."""
+        assert state.gaps is not None
+        mine = probes == own[:, None]
+        gap = state.gaps[own[:, None], probes]
+        beyond = probe_d - probe_d[mine][:, None]  # |q - c_l|^2 - |q - c_1|^2 >= 0
+        with np.errstate(invalid="ignore"):  # an infinite bound times the own list's zero gap
+            return mine | (beyond - state.slack <= 2.0 * gap * within[:, None])
 
     def _query_lists(self, state: _State, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Each query against the lists of its ``nprobe`` nearest centroids: one GEMM per probed list for

@@ -496,7 +496,7 @@ class StreamDetector:
         scores = dist[:, 0]
         memory = self.memory
         if memory is not None and len(memory):  # the nearer of the window's nominal set and the memory
-            scores = np.minimum(scores, memory.query(desc))
+            scores = np.minimum(scores, memory.query(desc, within=scores))
         return scores.reshape(self.grid).astype(np.float32)
 
     def _due(self, now: float) -> bool:

@@ -71,14 +71,18 @@ class LongTermMemory:
         if self.epsilon <= 0 and len(d):
             self.epsilon = max(float(self.config.epsilon_ratio * np.median(d)), 1e-12)
 
-    def query(self, vectors: np.ndarray) -> np.ndarray:
-        """(m,) float32 distance of each vector to the nearest remembered patch; ``inf`` when empty."""
+    def query(self, vectors: np.ndarray, within: np.ndarray | None = None) -> np.ndarray:
+        """(m,) float32 distance of each vector to the nearest remembered patch; ``inf`` when empty.
+
+        ``within`` (m,): only distances up to it are needed (the scorer passes the window's own distances,
+        as it keeps the nearer of the two); beyond it a distance may be any larger value or ``inf``, and the
+        index scans less (:meth:`~streamad.index.base.BaseIndex.query`)."""
         q = np.ascontiguousarray(vectors, np.float32)
         index = self.index
         if len(index) == 0:
             return np.full(len(q), np.inf, np.float32)
         try:
-            dist, _ = index.query(q, k=1)
+            dist, _ = index.query(q, k=1, within=within)
         except ValueError:
             if len(index) == 0:
                 return np.full(len(q), np.inf, np.float32)
@@ -93,7 +97,7 @@ class LongTermMemory:
             raise RuntimeError("LongTermMemory.epsilon is not set: call set_scale first (automatic epsilon)")
         new = np.ones(len(x), bool)
         if len(x) and len(self.index):
-            dist, lab = self.index.query(x, k=1)
+            dist, lab = self.index.query(x, k=1, within=np.full(len(x), self.epsilon))
             near = dist[:, 0] <= self.epsilon
             rows = np.searchsorted(self._labels, lab[near, 0])
             np.add.at(self._count, rows, 1)
