@@ -278,3 +278,43 @@ def test_on_kept_reports_each_admitted_frames_kept_patches_by_its_index(backgrou
     assert set(seen) - {None} == set(admitted)
     kept = np.stack([seen[i] for i in admitted])
     assert kept.dtype == bool and kept.any() and not kept.all()
+
+
+class NeverGuesses:
+    """A DistanceGuess that never offers a guess (the plain search)."""
+
+    offered = beyond = 0
+
+    def guess(self, n: int) -> None:
+        return None
+
+    def observe(self, distances: np.ndarray) -> None:
+        pass
+
+
+def test_the_last_frames_distances_as_a_search_guess_change_no_result():
+    """The scorer passes each patch's last distance as the index's guess (``expect``) and the window's
+    distances as the memory's bound (``within``): results equal those of plain searches, through trained
+    IVF lists, the memory and moving scenes that make the guess miss."""
+    def run(guessing: bool) -> tuple[list, StreamDetector]:
+        rng = np.random.default_rng(8)
+        ivf = IndexConfig(kind="ivf", exact_below=30, nlist=16, nprobe=16)
+        det = StreamDetector(config(window=6, index=ivf), extractor=BlockMeans())
+        if not guessing:
+            det._guess = NeverGuesses()  # type: ignore[assignment]
+        out = []
+        for i in range(60):
+            frame = scene(rng, defect=(i % 9 == 8))
+            if i % 10 >= 7:  # a moving scene now and then: the guesses miss
+                frame = np.roll(frame, 5 * i, axis=1)
+            out.append(det.process(frame))
+        return out, det
+
+    (plain, _), (guessed, det) = run(False), run(True)
+    assert det.index is not None and det.index.trained and det.memory is not None and det.memory.index.trained
+    assert det._guess.offered > 150 and 0 < det._guess.beyond < det._guess.offered
+    for x, y in zip(plain, guessed):
+        assert (x.ready, x.score, x.threshold, x.anomalous, x.admitted) == (y.ready, y.score, y.threshold,
+                                                                             y.anomalous, y.admitted)
+        if x.heatmap is not None:
+            np.testing.assert_array_equal(x.heatmap, y.heatmap)

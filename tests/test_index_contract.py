@@ -21,7 +21,8 @@ over the vectors the index should hold. The checks are those of the contract
   before and after the same further change; a state with a missing or mistyped array is refused;
 - a reader querying while a writer applies changes sees whole versions only;
 - ``query(..., within=)``: wherever the answer is within the bound it is the unbounded query's answer,
-  elsewhere it is farther than the bound (or ``inf`` with label -1); bad bounds raise ``ValueError``.
+  elsewhere it is farther than the bound (or ``inf`` with label -1); bad bounds raise ``ValueError``;
+- ``query(..., expect=)``: no guess changes an answer.
 
 The suite is shown to fail on deliberately wrong indexes (:func:`test_the_suite_catches_a_wrong_index`).
 """
@@ -397,11 +398,25 @@ def check_within_keeps_every_answer_it_must(make: Factory, kind: str, exact: boo
         idx.query(q, 2, within=within)
 
 
+def check_expect_never_changes_an_answer(make: Factory, kind: str, exact: bool) -> None:
+    """``expect`` is a guess for the index's own use: good, bad or absurd, the answers stay the same."""
+    rng, idx, oracle = both(make)
+    q = clustered(rng, 400)
+    d, lab = idx.query(q, 1)
+    for guess in (d[:, 0], d[:, 0] * 1.5, d[:, 0] * 0.5, np.zeros(len(q)), np.full(len(q), np.inf),
+                  d[:, 0] * rng.uniform(0.0, 3.0, len(q))):
+        d2, lab2 = idx.query(q, 1, expect=guess)
+        np.testing.assert_array_equal(d2, d)
+        np.testing.assert_array_equal(lab2, lab)
+    with pytest.raises(ValueError, match="expect"):
+        idx.query(q, 1, expect=np.full(len(q), -1.0))
+
+
 CHECKS: list[Callable[[Factory, str, bool], None]] = [
     check_builds_as_its_kind, check_queries_match_brute_force, check_every_k_up_to_len, check_removals_and_additions,
     check_unknown_removal_changes_nothing, check_empty_index_refuses_queries,
     check_bad_input_is_refused_and_changes_nothing, check_len_labels_vectors_after_changes, check_state_round_trip,
-    check_readers_see_whole_versions, check_within_keeps_every_answer_it_must]
+    check_readers_see_whole_versions, check_within_keeps_every_answer_it_must, check_expect_never_changes_an_answer]
 
 
 def run_suite(make: Factory, kind: str, exact: bool) -> dict[str, str]:
@@ -447,9 +462,21 @@ class SquaredDistances(ExactIndex):
 
     kind = "squared-distances"
 
-    def query(self, vectors, k=1, within=None):  # type: ignore[no-untyped-def]
-        dist, labels = super().query(vectors, k, within)
+    def query(self, vectors, k=1, within=None, expect=None):  # type: ignore[no-untyped-def]
+        dist, labels = super().query(vectors, k, within, expect)
         return dist ** 2, labels
+
+
+class TrustsTheGuess(ExactIndex):
+    """Wrong: takes a guess below the true distance as the answer's distance."""
+
+    kind = "trusts-the-guess"
+
+    def query(self, vectors, k=1, within=None, expect=None):  # type: ignore[no-untyped-def]
+        dist, labels = super().query(vectors, k, within, expect)
+        if expect is not None:
+            dist = np.minimum(dist, np.asarray(expect, np.float32)[:, None])
+        return dist, labels
 
 
 class DropsWithinAnswers(ExactIndex):
@@ -457,8 +484,8 @@ class DropsWithinAnswers(ExactIndex):
 
     kind = "drops-within-answers"
 
-    def query(self, vectors, k=1, within=None):  # type: ignore[no-untyped-def]
-        dist, labels = super().query(vectors, k, within)
+    def query(self, vectors, k=1, within=None, expect=None):  # type: ignore[no-untyped-def]
+        dist, labels = super().query(vectors, k, within, expect)
         if within is not None:
             dist, labels = np.full_like(dist, np.inf), np.full_like(labels, -1)
         return dist, labels
@@ -480,6 +507,7 @@ class TwoStepChanges(ExactIndex):
     (SquaredDistances, {"check_queries_match_brute_force"}),
     (TwoStepChanges, {"check_readers_see_whole_versions"}),
     (DropsWithinAnswers, {"check_within_keeps_every_answer_it_must"}),
+    (TrustsTheGuess, {"check_expect_never_changes_an_answer"}),
 ], ids=lambda v: v.__name__ if isinstance(v, type) else "")
 def test_the_suite_catches_a_wrong_index(wrong: type[ExactIndex], caught_by: set[str],
                                          monkeypatch: pytest.MonkeyPatch) -> None:

@@ -92,8 +92,8 @@ class BaseIndex(ABC):
 
     # ------------------------------------------------------------------ queries
     @abstractmethod
-    def query(self, vectors: np.ndarray, k: int = 1,
-              within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def query(self, vectors: np.ndarray, k: int = 1, within: np.ndarray | None = None,
+              expect: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(true L2 distances (m, k) float32, labels (m, k) int64) of the ``k`` held vectors nearest to
         each of ``vectors`` (m, dim), nearest first. An empty index, a bad shape or ``k`` outside
         ``[1, len]`` raises ``ValueError``.
@@ -101,7 +101,10 @@ class BaseIndex(ABC):
         ``within`` (m,) (k = 1 only): the caller needs a query's answer only where it is at most
         ``within``, so an index may search less. Where the answer is at most ``within`` it is the one the
         query without ``within`` gives; elsewhere it is any held vector farther than ``within``, or
-        ``inf`` with label -1. An index that ignores ``within`` keeps this contract."""
+        ``inf`` with label -1. An index that ignores ``within`` keeps this contract.
+
+        ``expect`` (m,) (k = 1 only): a guess of each answer's distance (for example the same patch's in
+        the previous frame), which an index may use to search less. The answers do not depend on it."""
 
     # ------------------------------------------------------------------ state
     @abstractmethod
@@ -197,9 +200,9 @@ def check_query(n: int, dim: int, vectors: Any, k: Any) -> np.ndarray:
     return np.ascontiguousarray(q, dtype=np.float32)
 
 
-def check_within(within: Any, m: int, k: int) -> np.ndarray | None:
-    """``within`` as (m,) float64 bounds (None stays None); ``ValueError`` unless one bound >= 0 (or inf)
-    per query, with k = 1.
+def check_within(within: Any, m: int, k: int, name: str = "within") -> np.ndarray | None:
+    """``within`` (or ``expect``: ``name``) as (m,) float64 bounds (None stays None); ``ValueError`` unless
+    one bound >= 0 (or inf) per query, with k = 1.
 
         >>> check_within([1.0, np.inf], 2, 1).tolist()
         [1.0, inf]
@@ -212,12 +215,12 @@ def check_within(within: Any, m: int, k: int) -> np.ndarray | None:
         return None
     bound = np.asarray(within, dtype=np.float64)
     if k != 1:
-        raise ValueError(f"within bounds the nearest neighbour only: use it with k=1, got k={k}")
+        raise ValueError(f"{name} bounds the nearest neighbour only: use it with k=1, got k={k}")
     if bound.shape != (m,):
-        raise ValueError(f"within must hold one bound >= 0 (or inf) per query ({m}), got shape {bound.shape}")
+        raise ValueError(f"{name} must hold one bound >= 0 (or inf) per query ({m}), got shape {bound.shape}")
     bad = np.flatnonzero(~(bound >= 0))  # negative or NaN
     if len(bad):
-        raise ValueError(f"within must hold one bound >= 0 (or inf) per query ({m}), got {bound[bad[0]]} "
+        raise ValueError(f"{name} must hold one bound >= 0 (or inf) per query ({m}), got {bound[bad[0]]} "
                          f"for query {bad[0]}")
     return bound
 
