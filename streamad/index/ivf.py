@@ -222,25 +222,26 @@ def kmeans(vectors: np.ndarray, k: int, seed: int, iterations: int = 10, sample:
 
 def _merge(state: _State, keep: np.ndarray, added: np.ndarray, vectors: np.ndarray,
            add_list: np.ndarray) -> _State:
-    """A new state: the kept rows of ``state`` and the added ones, each list's new rows after its kept ones."""
-    kept_list = state.list_of[keep]
+    """A new state: the kept rows of ``state`` and the added ones, each list's new rows after its kept ones.
+
+    One gather per array: the held columns and the added ones side by side, taken in the new order (for
+    the (d, n) vectors, a take along the rows is 3x faster than scattering columns)."""
+    kept = np.flatnonzero(keep)
+    kept_list = state.list_of[kept]
     order = np.argsort(add_list, kind="stable")
     a_list = add_list[order]
-    nk, na = len(kept_list), len(a_list)
-    pos_k = np.arange(nk) + np.searchsorted(a_list, kept_list, side="left")
-    pos_a = np.arange(na) + np.searchsorted(kept_list, a_list, side="right")
-    n = nk + na
-    out_v = np.empty((state.columns.shape[0], n), np.float32)
-    out_l = np.empty(n, np.int64)
-    out_s = np.empty(n, np.float32)
-    out_i = np.empty(n, np.int64)
-    out_v[:, pos_k] = state.columns[:, keep]
-    out_l[pos_k], out_s[pos_k], out_i[pos_k] = state.labels[keep], state.sqnorms[keep], kept_list
+    nk, na = len(kept), len(a_list)
+    source = np.empty(nk + na, np.int64)  # each new row's column in [held | added in list order]
+    source[np.arange(nk) + np.searchsorted(a_list, kept_list, side="left")] = kept
+    source[np.arange(na) + np.searchsorted(kept_list, a_list, side="right")] = state.size + np.arange(na)
     av = vectors[order]
-    out_v[:, pos_a] = av.T
-    out_l[pos_a], out_s[pos_a], out_i[pos_a] = added[order], _rowsq(av), a_list
-    vector_sq = max(state.vector_sq, float(out_s[pos_a].max())) if na else state.vector_sq
-    return _State.build(state.centroids, out_v, out_l, out_s, out_i, state.gaps, state.centroid_sq, vector_sq)
+    a_sq = _rowsq(av)
+    columns = np.take(np.concatenate([state.columns, av.T], axis=1), source, axis=1)
+    labels = np.concatenate([state.labels, added[order]])[source]
+    sqnorms = np.concatenate([state.sqnorms, a_sq])[source]
+    list_of = np.concatenate([state.list_of, a_list])[source]
+    vector_sq = max(state.vector_sq, float(a_sq.max())) if na else state.vector_sq
+    return _State.build(state.centroids, columns, labels, sqnorms, list_of, state.gaps, state.centroid_sq, vector_sq)
 
 
 class IVFIndex(BaseIndex):
