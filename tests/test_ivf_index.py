@@ -151,3 +151,26 @@ def test_within_scans_only_the_lists_that_can_hold_a_nearer_vector(monkeypatch: 
     np.testing.assert_array_equal(lab2[must], lab[must])
     assert (d2[~must, 0] > within[~must]).all()
     assert sum(scanned) < 0.25 * len(q) * 64, f"scanned {sum(scanned)} (query, list) pairs of {len(q) * 64}"
+
+
+def test_bounded_searches_that_skip_little_give_way_to_plain_scans(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a bound skips almost no list (a texture: every list is as near as the answer), the bounded
+    pass only adds its cost; the index measures that and runs the next bounded searches as plain scans
+    (same answers), then measures again."""
+    import streamad.index.ivf as ivf
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(4000, 64)).astype(np.float32)  # high-dimensional noise: every list is near
+    idx = IVFIndex(dim=64, exact_below=0, nlist=32, nprobe=8, seed=0)
+    idx.add(np.arange(len(x)), x)
+    q = rng.normal(size=(200, 64)).astype(np.float32)
+    d, lab = idx.query(q, 1)
+    bounded = []
+    real = IVFIndex._query_within
+    monkeypatch.setattr(ivf.IVFIndex, "_query_within",
+                        lambda self, *a: bounded.append(1) or real(self, *a))
+    for _ in range(20):
+        d2, lab2 = idx.query(q, 1, expect=d[:, 0] * 1.5)
+        np.testing.assert_array_equal(d2, d)
+        np.testing.assert_array_equal(lab2, lab)
+    assert idx._bounds_pay.share < 0.5 and 1 <= len(bounded) <= 6, (idx._bounds_pay.share, len(bounded))

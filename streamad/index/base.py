@@ -100,11 +100,13 @@ class BaseIndex(ABC):
 
         ``within`` (m,) (k = 1 only): the caller needs a query's answer only where it is at most
         ``within``, so an index may search less. Where the answer is at most ``within`` it is the one the
-        query without ``within`` gives; elsewhere it is any held vector farther than ``within``, or
-        ``inf`` with label -1. An index that ignores ``within`` keeps this contract.
+        query without ``within`` gives, or a nearer held vector (an approximate index that searches less
+        may rank better); elsewhere it is any held vector farther than ``within``, or ``inf`` with label
+        -1. An index that ignores ``within`` keeps this contract.
 
         ``expect`` (m,) (k = 1 only): a guess of each answer's distance (for example the same patch's in
-        the previous frame), which an index may use to search less. The answers do not depend on it."""
+        the previous frame), which an index may use to search less. No guess makes an answer worse: it
+        is the one the query without ``expect`` gives, or a nearer held vector."""
 
     # ------------------------------------------------------------------ state
     @abstractmethod

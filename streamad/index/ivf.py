@@ -244,6 +244,39 @@ def _merge(state: _State, keep: np.ndarray, added: np.ndarray, vectors: np.ndarr
     return _State.build(state.centroids, columns, labels, sqnorms, list_of, state.gaps, state.centroid_sq, vector_sq)
 
 
+class _BoundsPay:
+    """Whether bounded searches (``within``, ``expect``) pay on an index: a moving average of the share of
+    probed lists they skipped. Below ``least`` (a texture, where nearly every list is within the bound of
+    the answer and the bounded pass only adds its own cost) the next ``rest`` bounded searches are plain
+    scans, then one bounded search measures again. Speed only: both paths keep the contracts of
+    ``within`` and ``expect``. Read and written by the index's readers without a lock: a race changes
+    only which path a query takes.
+
+        >>> pay = _BoundsPay(least=0.25, rest=2, weight=1.0)
+        >>> pay.note(0.1); [pay.bounded() for _ in range(4)]
+        [False, False, True, True]
+    """
+
+    def __init__(self, least: float = 0.25, rest: int = 16, weight: float = 0.5) -> None:
+        self.least, self.rest, self.weight = least, rest, weight
+        self.share = 1.0  # skipped share, moving average (start: assume the bounds pay)
+        self._plain = 0  # bounded searches left to run plain
+
+    def bounded(self) -> bool:
+        """Whether the next bounded search should use its bound."""
+        if self._plain > 0:
+            self._plain -= 1
+            return False
+        return True
+
+    def note(self, skipped: float) -> None:
+        """A bounded search skipped this share of its probed lists."""
+        self.share += self.weight * (float(skipped) - self.share)
+        if self.share < self.least:
+            self._plain = self.rest
+            self.share = self.least  # measured again after the rest: one good search lifts it back
+
+
 class IVFIndex(BaseIndex):
     """Inverted-file index over labelled vectors (the contract of :class:`~streamad.index.base.BaseIndex`).
 
@@ -270,6 +303,7 @@ class IVFIndex(BaseIndex):
         self._state = _State.empty(self.dim)
         self._trained_size = 0
         self.retrains = 0
+        self._bounds_pay = _BoundsPay()
 
     @classmethod
     def from_config(cls, dim: int, config: IndexConfig, seed: int = 0) -> IVFIndex:
@@ -352,7 +386,9 @@ class IVFIndex(BaseIndex):
         ``within`` (k = 1), only the lists that may hold a vector nearer than it are scanned
         (:meth:`_query_within`); with ``expect``, the lists that may hold a vector within the expected
         distance first, then every probed list for the queries whose answer lay beyond it: the answer is
-        the full scan's either way (the contract of :meth:`BaseIndex.query`)."""
+        the full scan's, or a nearer one (see :meth:`_query_within`; the contract of
+        :meth:`BaseIndex.query`). Where the bounds skip little (a texture), the plain scan is cheaper and
+        is used instead (:class:`_BoundsPay`)."""
         state = self._state  # one consistent version for the whole query
         q = check_query(state.size, self.dim, vectors, k)
         bound = check_within(within, len(q), int(k))
@@ -360,17 +396,18 @@ class IVFIndex(BaseIndex):
         if state.centroids is None:
             dist, rows = exact_knn(state.vectors, q, int(k), device=self.device)
             return dist, state.labels[rows]
-        if bound is not None:
-            return self._query_within(state, q, bound)
-        if guess is not None:
-            dist, labels = self._query_within(state, q, guess)
+        if (bound is None and guess is None) or not self._bounds_pay.bounded():
+            return self._query_lists(state, q, int(k))  # (keeps the contract of within and expect too)
+        dist, labels, skipped = self._query_within(state, q, guess if bound is None else bound)
+        self._bounds_pay.note(skipped)
+        if bound is None:
             beyond = ~(dist[:, 0] <= guess)  # the answer lies beyond the guess: scan every probed list
             if beyond.any():
                 dist[beyond], labels[beyond] = self._query_lists(state, q[beyond], 1)
-            return dist, labels
-        return self._query_lists(state, q, int(k))
+        return dist, labels
 
-    def _query_within(self, state: _State, q: np.ndarray, within: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _query_within(self, state: _State, q: np.ndarray,
+                      within: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """The nearest neighbour (k = 1) among each query's ``nprobe`` lists where it is nearer than
         ``within``, scanning only the lists that may hold such a vector.
 
@@ -379,8 +416,10 @@ class IVFIndex(BaseIndex):
         ``(|q - c_l|^2 - |q - c_1|^2) / (2 |c_l - c_1|)`` from the query. A probed list whose bisector lies
         beyond ``within`` cannot hold a nearer vector and is skipped (:meth:`_needed`); the query's own
         list is always scanned. Where the nearest probed vector is nearer than ``within`` the answer is the
-        one the scan of all ``nprobe`` lists gives; elsewhere it is a vector at least ``within`` away, or
-        ``inf`` with label -1 when no list was left to scan."""
+        one the scan of all ``nprobe`` lists gives (or a nearer one: the float32 shortlist re-ranked in
+        float64 is drawn from fewer lists, so a vector that rounding kept off the full scan's shortlist
+        may make this one); elsewhere it is a vector at least ``within`` away, or ``inf`` with label -1
+        when no list was left to scan. The third value is the share of the probed lists skipped."""
         assert state.centroids is not None and state.gaps is not None
         m, nlist = len(q), len(state.centroids)
         nprobe = min(self.nprobe, nlist)
@@ -396,7 +435,7 @@ class IVFIndex(BaseIndex):
         cand_d[qi, slot], cand_i[qi, slot] = rank, row
         dist, labels = self._rerank(q, cand_d, cand_i, state, 1)
         labels[~np.isfinite(dist)] = -1
-        return dist, labels
+        return dist, labels, 1.0 - len(qi) / max(1, m * nprobe)
 
     @staticmethod
     def _needed(state: _State, probe_d: np.ndarray, own: np.ndarray, probes: np.ndarray,
