@@ -385,9 +385,9 @@ class IVFIndex(BaseIndex):
         """(distances (m, k) float32 true L2, labels (m, k) int64) of the k nearest, nearest first; with
         ``within`` (k = 1), only the lists that may hold a vector nearer than it are scanned
         (:meth:`_query_within`); with ``expect``, the lists that may hold a vector within the expected
-        distance first, then every probed list for the queries whose answer lay beyond it: the answer is
-        the full scan's, or a nearer one (see :meth:`_query_within`; the contract of
-        :meth:`BaseIndex.query`). Where the bounds skip little (a texture), the plain scan is cheaper and
+        distance first, then, for the queries whose nearest vector found lay beyond it, the lists that may
+        hold one nearer than that vector (every probed list when none was found): the answer is the full
+        scan's, or a nearer one (see :meth:`_query_within`; the contract of :meth:`BaseIndex.query`). Where the bounds skip little (a texture), the plain scan is cheaper and
         is used instead (:class:`_BoundsPay`)."""
         state = self._state  # one consistent version for the whole query
         q = check_query(state.size, self.dim, vectors, k)
@@ -402,8 +402,9 @@ class IVFIndex(BaseIndex):
         self._bounds_pay.note(skipped)
         if bound is None:
             beyond = ~(dist[:, 0] <= guess)  # the answer lies beyond the guess: scan every probed list
-            if beyond.any():
-                dist[beyond], labels[beyond] = self._query_lists(state, q[beyond], 1)
+            if beyond.any():  # within the nearest one found there (a held vector; inf: every probed list)
+                found = dist[beyond, 0].astype(np.float64)
+                dist[beyond], labels[beyond], _ = self._query_within(state, q[beyond], found)
         return dist, labels
 
     def _query_within(self, state: _State, q: np.ndarray,
