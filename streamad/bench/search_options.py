@@ -89,20 +89,19 @@ def _row(kind: str, option: str, found: np.ndarray, truth: np.ndarray, **extra: 
             "median_score": float(np.median(truth)), **extra}
 
 
-def _timed(search: Search, q: np.ndarray, reps: int = 2) -> tuple[np.ndarray, float]:
-    search(q[:784])
+def _timed(search: Callable[[np.ndarray, slice], np.ndarray], q: np.ndarray,
+           reps: int = 2) -> tuple[np.ndarray, float]:
+    """``search(frame's queries, their rows of q)`` on each frame of 784 queries: the answers, and the
+    median milliseconds a frame over ``reps`` passes after one warm-up frame."""
+    frames = [slice(s, s + 784) for s in range(0, len(q), 784)]
+    search(q[frames[0]], frames[0])
     times = []
     for _ in range(reps):
-        for s in range(0, len(q), 784):
+        for rows in frames:
             t0 = time.perf_counter()
-            search(q[s:s + 784])
+            search(q[rows], rows)
             times.append((time.perf_counter() - t0) * 1e3)
-    return np.concatenate([search(q[s:s + 784]) for s in range(0, len(q), 784)]), float(np.median(times))
-
-
-def _offset(q: np.ndarray, part: np.ndarray) -> int:
-    """The row of ``q`` where its slice ``part`` starts (``part`` is a view of ``q``)."""
-    return (part.__array_interface__["data"][0] - q.__array_interface__["data"][0]) // q.strides[0]
+    return np.concatenate([search(q[rows], rows) for rows in frames]), float(np.median(times))
 
 
 def library_searches(x: np.ndarray) -> dict[str, Search]:
@@ -199,7 +198,7 @@ def compare(x: np.ndarray, labels: np.ndarray, q: np.ndarray, q_positions: np.nd
     n_patches = grid[0] * grid[1]
     if "library" in kinds:
         for option, search in library_searches(x).items():
-            found, ms = _timed(search, q)
+            found, ms = _timed(lambda part, _rows, search=search: search(part), q)
             rows.append(_row("library", option, found, truth, ms_per_frame=ms))
     if "guess" in kinds:
         eng = make_index(x.shape[1], IndexConfig(kind="ivf"), seed=0)
@@ -211,12 +210,10 @@ def compare(x: np.ndarray, labels: np.ndarray, q: np.ndarray, q_positions: np.nd
                                      ("guess = exact x 2.0", 2.0 * truth, None),
                                      ("guess = previous frame's x 1.5", 1.5 * previous, None),
                                      ("within = exact (a bound, as the memory gets)", None, truth)):
-            def search(qq: np.ndarray, guess: np.ndarray | None = guess,
+            def search(part: np.ndarray, rows: slice, guess: np.ndarray | None = guess,
                        bound: np.ndarray | None = bound) -> np.ndarray:
-                start = _offset(q, qq)
-                pick = slice(start, start + len(qq))
-                return eng.query(qq, k=1, expect=None if guess is None else guess[pick],
-                                 within=None if bound is None else bound[pick])[0][:, 0]
+                return eng.query(part, k=1, expect=None if guess is None else guess[rows],
+                                 within=None if bound is None else bound[rows])[0][:, 0]
             found, ms = _timed(search, q)
             rows.append(_row("guess", f"IVF nprobe 32, {option}", found, truth, ms_per_frame=ms))
     if "positional" in kinds:

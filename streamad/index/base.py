@@ -227,6 +227,11 @@ def check_within(within: Any, m: int, k: int, name: str = "within") -> np.ndarra
     return bound
 
 
+def check_hints(within: Any, expect: Any, m: int, k: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A query's two optional hints, ``within`` and ``expect``, checked (:func:`check_within`)."""
+    return check_within(within, m, k), check_within(expect, m, k, "expect")
+
+
 def check_held(is_held: Callable[[np.ndarray], np.ndarray], added: np.ndarray, removed: np.ndarray,
                replace: bool) -> np.ndarray:
     """The labels of ``added`` that the index keeps through the change (held and not removed: to be

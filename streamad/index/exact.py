@@ -10,7 +10,7 @@ import numpy as np
 
 from streamad.config import IndexConfig
 from streamad.core.association import squared_distances
-from streamad.index.base import BaseIndex, check_change, check_held, check_query, check_within
+from streamad.index.base import BaseIndex, check_change, check_held, check_hints, check_query
 from streamad.index.slots import Slots, SlotViews
 from streamad.state_schema import StatePart
 
@@ -103,8 +103,7 @@ class ExactIndex(SlotViews, BaseIndex):
         (``within`` and ``expect`` are checked and otherwise ignored: every answer is the nearest)."""
         with self._lock:
             q = check_query(len(self), self.dim, vectors, k)
-            check_within(within, len(q), int(k))
-            check_within(expect, len(q), int(k), "expect")
+            check_hints(within, expect, len(q), int(k))
             live = self._slots.live_slots()
             dist, rows = exact_knn(self._slots.vectors[live], q, int(k), self.chunk, self.device)
             return dist, self._slots.label_of_slot[live[rows]]

@@ -29,7 +29,7 @@ import hnswlib
 import numpy as np
 
 from streamad.config import IndexConfig
-from streamad.index.base import BaseIndex, check_change, check_held, check_query, check_within
+from streamad.index.base import BaseIndex, check_change, check_held, check_hints, check_query
 from streamad.index.exact import ExactIndex, exact_knn
 from streamad.index.graph_state import check_graph_state, graph_from_state, graph_state
 from streamad.index.slots import Slots, SlotViews
@@ -189,8 +189,7 @@ class HNSWIndex(SlotViews, BaseIndex):
         (``within`` and ``expect`` are checked and otherwise ignored: every answer is the nearest)."""
         with self._lock:
             q = check_query(len(self), self.dim, vectors, k)
-            check_within(within, len(q), int(k))
-            check_within(expect, len(q), int(k), "expect")
+            check_hints(within, expect, len(q), int(k))
             if not self.uses_graph:
                 live = self._slots.live_slots()
                 dist, rows = exact_knn(self._slots.vectors[live], q, int(k))

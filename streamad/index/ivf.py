@@ -52,7 +52,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from streamad.config import IndexConfig
-from streamad.index.base import BaseIndex, check_change, check_held, check_query, check_within
+from streamad.index.base import BaseIndex, check_change, check_held, check_hints, check_query
 from streamad.index.exact import exact_knn
 from streamad.state_schema import StatePart
 
@@ -68,7 +68,8 @@ class _State:
 
     The vectors of all lists are stored list after list in one array, column by column (``columns`` is
     (d, n): a list's block ``columns[:, lo:hi]`` is what its matrix product reads, and BLAS multiplies
-    a few queries by it three times faster than by the transpose of a row-major block); list ``i`` is
+    a few queries by it two to three times faster than by the transpose of a row-major block:
+    ``python -m streamad.bench.scripts.ivf_layout``); list ``i`` is
     rows ``bounds[i]:bounds[i + 1]`` of ``vectors`` (``list_of`` gives each row's list)."""
 
     centroids: np.ndarray | None  # (nlist, d) float32; None while exact (one list)
@@ -224,19 +225,22 @@ def _merge(state: _State, keep: np.ndarray, added: np.ndarray, vectors: np.ndarr
            add_list: np.ndarray) -> _State:
     """A new state: the kept rows of ``state`` and the added ones, each list's new rows after its kept ones.
 
-    One gather per array: the held columns and the added ones side by side, taken in the new order (for
-    the (d, n) vectors, a take along the rows is 3x faster than scattering columns)."""
+    The held columns are taken in the new order in one gather (for the (d, n) vectors a take along the
+    rows is 4x faster than scattering columns: ``streamad.bench.scripts.ivf_layout``), the few added ones
+    then written in their places."""
     kept = np.flatnonzero(keep)
     kept_list = state.list_of[kept]
     order = np.argsort(add_list, kind="stable")
     a_list = add_list[order]
     nk, na = len(kept), len(a_list)
-    source = np.empty(nk + na, np.int64)  # each new row's column in [held | added in list order]
+    pos_a = np.arange(na) + np.searchsorted(kept_list, a_list, side="right")  # the added rows' new places
+    source = np.zeros(nk + na, np.int64)  # each new row's held column (0 where an added one goes)
     source[np.arange(nk) + np.searchsorted(a_list, kept_list, side="left")] = kept
-    source[np.arange(na) + np.searchsorted(kept_list, a_list, side="right")] = state.size + np.arange(na)
     av = vectors[order]
     a_sq = _rowsq(av)
-    columns = np.take(np.concatenate([state.columns, av.T], axis=1), source, axis=1)
+    columns = np.take(state.columns, source, axis=1) if state.size else np.empty((av.shape[1], nk + na), np.float32)
+    columns[:, pos_a] = av.T
+    source[pos_a] = state.size + np.arange(na)  # now into [held | added in list order], for the small arrays
     labels = np.concatenate([state.labels, added[order]])[source]
     sqnorms = np.concatenate([state.sqnorms, a_sq])[source]
     list_of = np.concatenate([state.list_of, a_list])[source]
@@ -391,8 +395,7 @@ class IVFIndex(BaseIndex):
         is used instead (:class:`_BoundsPay`)."""
         state = self._state  # one consistent version for the whole query
         q = check_query(state.size, self.dim, vectors, k)
-        bound = check_within(within, len(q), int(k))
-        guess = check_within(expect, len(q), int(k), "expect")
+        bound, guess = check_hints(within, expect, len(q), int(k))
         if state.centroids is None:
             dist, rows = exact_knn(state.vectors, q, int(k), device=self.device)
             return dist, state.labels[rows]
@@ -422,12 +425,9 @@ class IVFIndex(BaseIndex):
         may make this one); elsewhere it is a vector at least ``within`` away, or ``inf`` with label -1
         when no list was left to scan. The third value is the share of the probed lists skipped."""
         assert state.centroids is not None and state.gaps is not None
-        m, nlist = len(q), len(state.centroids)
-        nprobe = min(self.nprobe, nlist)
-        dc2 = -2.0 * (q @ state.centroids.T) + _rowsq(state.centroids)[None, :]  # |q - c|^2 - |q|^2
-        probes = np.argpartition(dc2, nprobe - 1, axis=1)[:, :nprobe] if nprobe < nlist else \
-            np.broadcast_to(np.arange(nlist), (m, nlist))
-        probe_d = np.take_along_axis(dc2, probes, axis=1)
+        m = len(q)
+        probes, probe_d = self._probes(state, q)
+        nprobe = probes.shape[1]
         own = probes[np.arange(m), probe_d.argmin(axis=1)]
         qi, slot = np.nonzero(self._needed(state, probe_d, own, probes, within, _rowsq(q)))
         rank, row = _scan(state, q, qi, probes[qi, slot])
@@ -437,6 +437,17 @@ class IVFIndex(BaseIndex):
         dist, labels = self._rerank(q, cand_d, cand_i, state, 1)
         labels[~np.isfinite(dist)] = -1
         return dist, labels, 1.0 - len(qi) / max(1, m * nprobe)
+
+    def _probes(self, state: _State, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's ``nprobe`` nearest lists (m, nprobe), in no order, and ``|q - c|^2 - |q|^2`` for
+        each of them (float32)."""
+        assert state.centroids is not None
+        m, nlist = len(q), len(state.centroids)
+        nprobe = min(self.nprobe, nlist)
+        dc2 = -2.0 * (q @ state.centroids.T) + _rowsq(state.centroids)[None, :]
+        probes = np.argpartition(dc2, nprobe - 1, axis=1)[:, :nprobe] if nprobe < nlist else \
+            np.broadcast_to(np.arange(nlist), (m, nlist))
+        return probes, np.take_along_axis(dc2, probes, axis=1)
 
     @staticmethod
     def _needed(state: _State, probe_d: np.ndarray, own: np.ndarray, probes: np.ndarray,
@@ -459,10 +470,8 @@ class IVFIndex(BaseIndex):
         fewer than ``k`` vectors is answered by exact search."""
         assert state.centroids is not None
         m, nlist = len(q), len(state.centroids)
-        nprobe = min(self.nprobe, nlist)
-        c_part = -2.0 * (q @ state.centroids.T) + _rowsq(state.centroids)[None, :]
-        probes = np.argpartition(c_part, nprobe - 1, axis=1)[:, :nprobe] if nprobe < nlist else \
-            np.broadcast_to(np.arange(nlist), (m, nlist))
+        probes, _ = self._probes(state, q)
+        nprobe = probes.shape[1]
         per = 1 if k == 1 else k + _EXTRA
         cand_d = np.full((m, nprobe * per), np.inf, np.float32)
         cand_i = np.full((m, nprobe * per), -1, np.int64)

@@ -2,14 +2,16 @@
 
 A fixed camera sees nearly the same patch at the same place frame after frame, so a patch's distance to
 the nominal set changes little between frames. Given a guess, the IVF index first scans only the lists
-that may hold a vector within it (``BaseIndex.query(..., expect=)``) and scans every probed list only for
-the patches whose answer lay beyond: the answers never depend on the guess, only the work does. Where
+that may hold a vector within it (``BaseIndex.query(..., expect=)``), then, for the patches whose answer
+lay beyond, the lists that may hold one nearer than the nearest found: no guess makes an answer worse,
+it changes only the work. Where
 most answers lie beyond the guess (a moving scene, unrelated images one after another), guessing costs
 a second search, so the guess is dropped for ``pause`` frames.
 
 ``slack`` 1.5 (the guess is 1.5 x the last distance) was chosen on the demo stream by speed alone, as the
-guess cannot change an answer (``streamad bench``, one sitting: 1.1, 1.25, 1.5 and 2.0 left 37 %, 17 %, 7 %
-and 2 % of the answers beyond the guess; 1.5 and 2.0 were the fastest, docs/DESIGN.md section 4).
+guess cannot change an answer (``python -m streamad.bench.scripts.guess_probe``: 1.1, 1.25, 1.5 and 2.0
+left 36 %, 17 %, 7 % and 2 % of the answers beyond the guess and scored a frame in 42.4, 22.3, 19.6 and
+21.1 ms at the median, against 42.7 without a guess; docs/DESIGN.md section 4).
 
     >>> import numpy as np
     >>> g = DistanceGuess(slack=1.25, give_up=0.5, pause=2)
