@@ -23,7 +23,6 @@ over the vectors the index should hold. The checks are those of the contract
 - ``query(..., within=)``: wherever the answer is within the bound it is the unbounded query's answer
   or a nearer held vector, elsewhere it is farther than the bound (or ``inf`` with label -1); bad
   bounds raise ``ValueError``;
-- ``query(..., expect=)``: no guess makes an answer worse.
 
 The suite is shown to fail on deliberately wrong indexes (:func:`test_the_suite_catches_a_wrong_index`).
 """
@@ -411,23 +410,11 @@ def assert_same_or_nearer(idx: BaseIndex, oracle: Oracle, q: np.ndarray, plain: 
     assert same == 1.0 if exact else same >= 0.99, f"only {same:.3f} of the hinted answers are the plain ones"
 
 
-def check_expect_never_worsens_an_answer(make: Factory, kind: str, exact: bool) -> None:
-    """``expect`` is a guess for the index's own use: good, bad or absurd, no answer gets worse."""
-    rng, idx, oracle = both(make)
-    q = clustered(rng, 400)
-    d, lab = idx.query(q, 1)
-    for guess in (d[:, 0], d[:, 0] * 1.5, d[:, 0] * 0.5, np.zeros(len(q)), np.full(len(q), np.inf),
-                  d[:, 0] * rng.uniform(0.0, 3.0, len(q))):
-        assert_same_or_nearer(idx, oracle, q, (d, lab), idx.query(q, 1, expect=guess), exact)
-    with pytest.raises(ValueError, match="expect"):
-        idx.query(q, 1, expect=np.full(len(q), -1.0))
-
-
 CHECKS: list[Callable[[Factory, str, bool], None]] = [
     check_builds_as_its_kind, check_queries_match_brute_force, check_every_k_up_to_len, check_removals_and_additions,
     check_unknown_removal_changes_nothing, check_empty_index_refuses_queries,
     check_bad_input_is_refused_and_changes_nothing, check_len_labels_vectors_after_changes, check_state_round_trip,
-    check_readers_see_whole_versions, check_within_keeps_every_answer_it_must, check_expect_never_worsens_an_answer]
+    check_readers_see_whole_versions, check_within_keeps_every_answer_it_must]
 
 
 def run_suite(make: Factory, kind: str, exact: bool) -> dict[str, str]:
@@ -473,21 +460,9 @@ class SquaredDistances(ExactIndex):
 
     kind = "squared-distances"
 
-    def query(self, vectors, k=1, within=None, expect=None):  # type: ignore[no-untyped-def]
-        dist, labels = super().query(vectors, k, within, expect)
+    def query(self, vectors, k=1, within=None):  # type: ignore[no-untyped-def]
+        dist, labels = super().query(vectors, k, within)
         return dist ** 2, labels
-
-
-class TrustsTheGuess(ExactIndex):
-    """Wrong: takes a guess below the true distance as the answer's distance."""
-
-    kind = "trusts-the-guess"
-
-    def query(self, vectors, k=1, within=None, expect=None):  # type: ignore[no-untyped-def]
-        dist, labels = super().query(vectors, k, within, expect)
-        if expect is not None:
-            dist = np.minimum(dist, np.asarray(expect, np.float32)[:, None])
-        return dist, labels
 
 
 class DropsWithinAnswers(ExactIndex):
@@ -495,8 +470,8 @@ class DropsWithinAnswers(ExactIndex):
 
     kind = "drops-within-answers"
 
-    def query(self, vectors, k=1, within=None, expect=None):  # type: ignore[no-untyped-def]
-        dist, labels = super().query(vectors, k, within, expect)
+    def query(self, vectors, k=1, within=None):  # type: ignore[no-untyped-def]
+        dist, labels = super().query(vectors, k, within)
         if within is not None:
             dist, labels = np.full_like(dist, np.inf), np.full_like(labels, -1)
         return dist, labels
@@ -518,7 +493,6 @@ class TwoStepChanges(ExactIndex):
     (SquaredDistances, {"check_queries_match_brute_force"}),
     (TwoStepChanges, {"check_readers_see_whole_versions"}),
     (DropsWithinAnswers, {"check_within_keeps_every_answer_it_must"}),
-    (TrustsTheGuess, {"check_expect_never_worsens_an_answer"}),
 ], ids=lambda v: v.__name__ if isinstance(v, type) else "")
 def test_the_suite_catches_a_wrong_index(wrong: type[ExactIndex], caught_by: set[str],
                                          monkeypatch: pytest.MonkeyPatch) -> None:

@@ -92,8 +92,8 @@ class BaseIndex(ABC):
 
     # ------------------------------------------------------------------ queries
     @abstractmethod
-    def query(self, vectors: np.ndarray, k: int = 1, within: np.ndarray | None = None,
-              expect: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def query(self, vectors: np.ndarray, k: int = 1,
+              within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(true L2 distances (m, k) float32, labels (m, k) int64) of the ``k`` held vectors nearest to
         each of ``vectors`` (m, dim), nearest first. An empty index, a bad shape or ``k`` outside
         ``[1, len]`` raises ``ValueError``.
@@ -102,11 +102,7 @@ class BaseIndex(ABC):
         ``within``, so an index may search less. Where the answer is at most ``within`` it is the one the
         query without ``within`` gives, or a nearer held vector (an approximate index that searches less
         may rank better); elsewhere it is any held vector farther than ``within``, or ``inf`` with label
-        -1. An index that ignores ``within`` keeps this contract.
-
-        ``expect`` (m,) (k = 1 only): a guess of each answer's distance (for example the same patch's in
-        the previous frame), which an index may use to search less. No guess makes an answer worse: it
-        is the one the query without ``expect`` gives, or a nearer held vector."""
+        -1. An index that ignores ``within`` keeps this contract."""
 
     # ------------------------------------------------------------------ state
     @abstractmethod
@@ -203,7 +199,7 @@ def check_query(n: int, dim: int, vectors: Any, k: Any) -> np.ndarray:
 
 
 def check_within(within: Any, m: int, k: int, name: str = "within") -> np.ndarray | None:
-    """``within`` (or ``expect``: ``name``) as (m,) float64 bounds (None stays None); ``ValueError`` unless
+    """``within`` as (m,) float64 bounds (None stays None); ``ValueError`` unless
     one bound >= 0 (or inf) per query, with k = 1.
 
         >>> check_within([1.0, np.inf], 2, 1).tolist()
@@ -225,11 +221,6 @@ def check_within(within: Any, m: int, k: int, name: str = "within") -> np.ndarra
         raise ValueError(f"{name} must hold one bound >= 0 (or inf) per query ({m}), got {bound[bad[0]]} "
                          f"for query {bad[0]}")
     return bound
-
-
-def check_hints(within: Any, expect: Any, m: int, k: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """A query's two optional hints, ``within`` and ``expect``, checked (:func:`check_within`)."""
-    return check_within(within, m, k), check_within(expect, m, k, "expect")
 
 
 def check_held(is_held: Callable[[np.ndarray], np.ndarray], added: np.ndarray, removed: np.ndarray,

@@ -10,7 +10,7 @@ import numpy as np
 
 from streamad.config import IndexConfig
 from streamad.core.association import squared_distances
-from streamad.index.base import BaseIndex, check_change, check_held, check_hints, check_query
+from streamad.index.base import BaseIndex, check_change, check_held, check_within, check_query
 from streamad.index.slots import Slots, SlotViews
 from streamad.state_schema import StatePart
 
@@ -97,13 +97,13 @@ class ExactIndex(SlotViews, BaseIndex):
             if len(added):
                 self._slots.assign(added, vectors)
 
-    def query(self, vectors: np.ndarray, k: int = 1, within: np.ndarray | None = None,
-              expect: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def query(self, vectors: np.ndarray, k: int = 1,
+              within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(distances (m, k) float32 true L2, labels (m, k) int64) of the k nearest, nearest first
-        (``within`` and ``expect`` are checked and otherwise ignored: every answer is the nearest)."""
+        (``within`` is checked and otherwise ignored: every answer is the nearest)."""
         with self._lock:
             q = check_query(len(self), self.dim, vectors, k)
-            check_hints(within, expect, len(q), int(k))
+            check_within(within, len(q), int(k))
             live = self._slots.live_slots()
             dist, rows = exact_knn(self._slots.vectors[live], q, int(k), self.chunk, self.device)
             return dist, self._slots.label_of_slot[live[rows]]

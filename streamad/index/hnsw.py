@@ -29,7 +29,7 @@ import hnswlib
 import numpy as np
 
 from streamad.config import IndexConfig
-from streamad.index.base import BaseIndex, check_change, check_held, check_hints, check_query
+from streamad.index.base import BaseIndex, check_change, check_held, check_within, check_query
 from streamad.index.exact import ExactIndex, exact_knn
 from streamad.index.graph_state import check_graph_state, graph_from_state, graph_state
 from streamad.index.slots import Slots, SlotViews
@@ -183,13 +183,13 @@ class HNSWIndex(SlotViews, BaseIndex):
             # A reused slot is a deleted graph element: add_items un-deletes it and replaces its vector.
             self._hnsw.add_items(vectors, slots, num_threads=self.insert_threads or -1)
 
-    def query(self, vectors: np.ndarray, k: int = 1, within: np.ndarray | None = None,
-              expect: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def query(self, vectors: np.ndarray, k: int = 1,
+              within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(distances (m, k) float32 true L2, labels (m, k) int64) of the k nearest, nearest first
-        (``within`` and ``expect`` are checked and otherwise ignored: every answer is the nearest)."""
+        (``within`` is checked and otherwise ignored: every answer is the nearest)."""
         with self._lock:
             q = check_query(len(self), self.dim, vectors, k)
-            check_hints(within, expect, len(q), int(k))
+            check_within(within, len(q), int(k))
             if not self.uses_graph:
                 live = self._slots.live_slots()
                 dist, rows = exact_knn(self._slots.vectors[live], q, int(k))

@@ -52,75 +52,75 @@ from typing import Any, ClassVar
 import numpy as np
 
 from streamad.config import IndexConfig
-from streamad.index.base import BaseIndex, check_change, check_held, check_hints, check_query
+from streamad.index.base import BaseIndex, check_change, check_held, check_query, check_within
 from streamad.index.exact import exact_knn
+from streamad.index.ivf_scan import nearest_in_lists, rerank
 from streamad.state_schema import StatePart
 
 __all__ = ["IVFIndex"]
 
 # Candidates kept per probed list and query before the exact float64 re-ranking (beyond k).
 _EXTRA = 2
+#: The compiled scan takes a list by one matrix product for a group of at least this many queries (else
+#: lower bounds in principal coordinates first): where a group is this large, BLAS computes every distance
+#: faster than the bounds skip them (measured: docs/DESIGN.md section 4).
+PRODUCT_FROM = 48
 
 
 @dataclass(frozen=True)
 class _State:
     """One consistent version of the index: what a query reads (never modified once published).
 
-    The vectors of all lists are stored list after list in one array, column by column (``columns`` is
-    (d, n): a list's block ``columns[:, lo:hi]`` is what its matrix product reads, and BLAS multiplies
-    a few queries by it two to three times faster than by the transpose of a row-major block:
-    ``python -m streamad.bench.scripts.ivf_layout``); list ``i`` is
-    rows ``bounds[i]:bounds[i + 1]`` of ``vectors`` (``list_of`` gives each row's list)."""
+    The vectors of all lists are stored list after list in one array (list ``i`` is rows
+    ``bounds[i]:bounds[i + 1]`` of ``vectors``; ``list_of`` gives each row's list). Beside them, their
+    leading principal coordinates (``proj``, (p, n), column by column: the compiled scan's lower bounds,
+    :mod:`streamad.index.ivf_scan`), on the ``basis`` learnt with the centroids."""
 
     centroids: np.ndarray | None  # (nlist, d) float32; None while exact (one list)
-    columns: np.ndarray  # (d, n) float32, C-contiguous: the vectors, one per column
+    vectors: np.ndarray  # (n, d) float32, C-contiguous
     labels: np.ndarray  # (n,) int64
     sqnorms: np.ndarray  # (n,) float32
     list_of: np.ndarray  # (n,) int64, ascending
     bounds: np.ndarray  # (nlist + 1,) int64
+    basis: np.ndarray | None = None  # (p, d) float32 orthonormal rows; None while exact
+    proj: np.ndarray | None = None  # (p, n) float32: basis @ vectors.T; None while exact
     gaps: np.ndarray | None = None  # (nlist, nlist) float64 distances between centroids; None while exact
-    centroid_sq: float = 0.0  # the largest squared norm of a centroid (see slack)
+    centroid_sq: np.ndarray | None = None  # (nlist,) float32 squared norms of the centroids
     vector_sq: float = 0.0  # the largest squared norm of a vector held since the centroids were trained
 
     @property
     def size(self) -> int:
         return len(self.labels)
 
-    @property
-    def vectors(self) -> np.ndarray:
-        """(n, d) view of ``columns`` (row ``i`` is vector ``i``)."""
-        return self.columns.T
-
-    def rows(self, rows: np.ndarray) -> np.ndarray:
-        """(len(rows), d) copy of the vectors of ``rows``."""
-        return self.columns[:, rows].T
-
     @classmethod
-    def build(cls, centroids: np.ndarray | None, columns: np.ndarray, labels: np.ndarray, sqnorms: np.ndarray,
-              list_of: np.ndarray, gaps: np.ndarray | None = None, centroid_sq: float = 0.0,
-              vector_sq: float = 0.0) -> _State:
-        """A state of rows already sorted by ``list_of`` (``gaps`` and the norms: computed from the centroids
-        and vectors unless given, as a change that keeps the centroids passes them on)."""
+    def build(cls, centroids: np.ndarray | None, vectors: np.ndarray, labels: np.ndarray, sqnorms: np.ndarray,
+              list_of: np.ndarray, basis: np.ndarray | None = None, proj: np.ndarray | None = None,
+              gaps: np.ndarray | None = None, centroid_sq: np.ndarray | None = None, vector_sq: float = 0.0) -> _State:
+        """A state of rows already sorted by ``list_of`` (``proj``, ``gaps`` and the norms: computed from the
+        centroids, basis and vectors unless given, as a change that keeps the centroids passes them on)."""
         nlist = 1 if centroids is None else len(centroids)
         bounds = np.concatenate([[0], np.cumsum(np.bincount(list_of, minlength=nlist))]).astype(np.int64)
         if centroids is not None and gaps is None:
             c = centroids.astype(np.float64)
             csq = np.einsum("ij,ij->i", c, c)
             gaps = np.sqrt(np.maximum(csq[:, None] + csq[None, :] - 2.0 * (c @ c.T), 0.0))
-            centroid_sq = float(csq.max())
+            centroid_sq = _rowsq(centroids)
             vector_sq = max(vector_sq, float(sqnorms.max()) if len(sqnorms) else 0.0)
-        return cls(centroids, columns, labels, sqnorms, list_of, bounds, gaps, centroid_sq, vector_sq)
+        if basis is not None and proj is None:
+            proj = np.ascontiguousarray(basis @ vectors.T)
+        return cls(centroids, vectors, labels, sqnorms, list_of, bounds, basis, proj, gaps, centroid_sq, vector_sq)
 
     @property
     def slack(self) -> float:
         """How far (in squared distance) float32 rounding may have put a vector on the wrong side of the
         bisector between its centroid and another when it was assigned to the nearer one: a generous 1e-5
         of the squared norms (float32 keeps 6e-8 of each product; a 152-term sum stays well inside)."""
-        return 1e-5 * (self.centroid_sq + self.vector_sq) + 1e-12
+        top = 0.0 if self.centroid_sq is None or not len(self.centroid_sq) else float(self.centroid_sq.max())
+        return 1e-5 * (top + self.vector_sq) + 1e-12
 
     @classmethod
     def empty(cls, dim: int) -> _State:
-        return cls.build(None, np.zeros((dim, 0), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32),
+        return cls.build(None, np.zeros((0, dim), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32),
                          np.zeros(0, np.int64))
 
 
@@ -138,32 +138,26 @@ def _sq(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
     return out
 
 
-def _scan(state: _State, q: np.ndarray, qi: np.ndarray, lists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each pair (query ``qi[j]``, list ``lists[j]``): the list's best row for the query by
-    ``|v|^2 - 2 q.v`` (float32) and that value (``inf`` and row -1 for an empty list). One GEMM per list
-    for all the queries that scan it; the loop does only that and an argmin (the pairs are few per list
-    when most lists are skipped, so the loop's own overhead counts)."""
-    rank = np.full(len(qi), np.inf, np.float32)
-    row = np.full(len(qi), -1, np.int64)
-    if not len(qi):
-        return rank, row
-    order = np.argsort(lists, kind="stable")
-    sizes = np.diff(state.bounds)
-    starts = np.searchsorted(lists[order], np.arange(len(state.bounds))).tolist()
-    qo = q[qi[order]]
-    qo *= -2.0
-    best = np.full(len(order), -1, np.int64)
-    low = np.full(len(order), np.inf, np.float32)
-    columns, sqnorms, bounds = state.columns, state.sqnorms, state.bounds.tolist()
-    for li in np.flatnonzero(np.diff(starts) * (sizes > 0)).tolist():
-        lo, hi, a, b = bounds[li], bounds[li + 1], starts[li], starts[li + 1]
-        part = qo[a:b] @ columns[:, lo:hi]
-        part += sqnorms[lo:hi]
-        best[a:b] = part.argmin(axis=1) + lo
-        low[a:b] = part.min(axis=1)
-    row[order] = best
-    rank[order] = low
-    return rank, row
+def principal_basis(vectors: np.ndarray, dims: int) -> np.ndarray:
+    """(dims, d) float32: the ``dims`` leading principal directions of ``vectors`` (orthonormal rows,
+    largest variance first; signs fixed so that the same vectors give the same basis).
+
+        >>> x = np.array([[0.0, 0.0], [4.0, 0.1], [8.0, -0.1]], np.float32)
+        >>> principal_basis(x, 1).round(1).tolist()
+        [[1.0, -0.0]]
+    """
+    x = vectors.astype(np.float64)
+    x = x - x.mean(axis=0)
+    _, vecs = np.linalg.eigh(x.T @ x)
+    basis = vecs[:, ::-1][:, :dims].T
+    basis *= np.where(basis[np.arange(len(basis)), np.abs(basis).argmax(axis=1)] < 0, -1.0, 1.0)[:, None]
+    return np.ascontiguousarray(basis, np.float32)
+
+
+def projection_dims(dim: int) -> int:
+    """How many principal coordinates the scan's lower bounds use: a quarter of the dimensions (the rule,
+    docs/DESIGN.md section 4: patch descriptors keep most of their variance there)."""
+    return max(1, dim // 4)
 
 
 @contextmanager
@@ -225,60 +219,31 @@ def _merge(state: _State, keep: np.ndarray, added: np.ndarray, vectors: np.ndarr
            add_list: np.ndarray) -> _State:
     """A new state: the kept rows of ``state`` and the added ones, each list's new rows after its kept ones.
 
-    The held columns are taken in the new order in one gather (for the (d, n) vectors a take along the
-    rows is 4x faster than scattering columns: ``streamad.bench.scripts.ivf_layout``), the few added ones
-    then written in their places."""
+    The held rows are taken in the new order in one gather, the few added ones then written in their places
+    (the projection alike, column by column)."""
     kept = np.flatnonzero(keep)
     kept_list = state.list_of[kept]
     order = np.argsort(add_list, kind="stable")
     a_list = add_list[order]
     nk, na = len(kept), len(a_list)
     pos_a = np.arange(na) + np.searchsorted(kept_list, a_list, side="right")  # the added rows' new places
-    source = np.zeros(nk + na, np.int64)  # each new row's held column (0 where an added one goes)
+    source = np.zeros(nk + na, np.int64)  # each new row's held row (0 where an added one goes)
     source[np.arange(nk) + np.searchsorted(a_list, kept_list, side="left")] = kept
     av = vectors[order]
     a_sq = _rowsq(av)
-    columns = np.take(state.columns, source, axis=1) if state.size else np.empty((av.shape[1], nk + na), np.float32)
-    columns[:, pos_a] = av.T
+    rows = np.take(state.vectors, source, axis=0) if state.size else np.empty((nk + na, av.shape[1]), np.float32)
+    rows[pos_a] = av
+    proj = None
+    if state.basis is not None and state.proj is not None:
+        proj = np.take(state.proj, source, axis=1) if state.size else np.empty((len(state.basis), nk + na), np.float32)
+        proj[:, pos_a] = state.basis @ av.T
     source[pos_a] = state.size + np.arange(na)  # now into [held | added in list order], for the small arrays
     labels = np.concatenate([state.labels, added[order]])[source]
     sqnorms = np.concatenate([state.sqnorms, a_sq])[source]
     list_of = np.concatenate([state.list_of, a_list])[source]
     vector_sq = max(state.vector_sq, float(a_sq.max())) if na else state.vector_sq
-    return _State.build(state.centroids, columns, labels, sqnorms, list_of, state.gaps, state.centroid_sq, vector_sq)
-
-
-class _BoundsPay:
-    """Whether bounded searches (``within``, ``expect``) pay on an index: a moving average of the share of
-    probed lists they skipped. Below ``least`` (a texture, where nearly every list is within the bound of
-    the answer and the bounded pass only adds its own cost) the next ``rest`` bounded searches are plain
-    scans, then one bounded search measures again. Speed only: both paths keep the contracts of
-    ``within`` and ``expect``. Read and written by the index's readers without a lock: a race changes
-    only which path a query takes.
-
-        >>> pay = _BoundsPay(least=0.25, rest=2, weight=1.0)
-        >>> pay.note(0.1); [pay.bounded() for _ in range(4)]
-        [False, False, True, True]
-    """
-
-    def __init__(self, least: float = 0.25, rest: int = 16, weight: float = 0.5) -> None:
-        self.least, self.rest, self.weight = least, rest, weight
-        self.share = 1.0  # skipped share, moving average (start: assume the bounds pay)
-        self._plain = 0  # bounded searches left to run plain
-
-    def bounded(self) -> bool:
-        """Whether the next bounded search should use its bound."""
-        if self._plain > 0:
-            self._plain -= 1
-            return False
-        return True
-
-    def note(self, skipped: float) -> None:
-        """A bounded search skipped this share of its probed lists."""
-        self.share += self.weight * (float(skipped) - self.share)
-        if self.share < self.least:
-            self._plain = self.rest
-            self.share = self.least  # measured again after the rest: one good search lifts it back
+    return _State.build(state.centroids, rows, labels, sqnorms, list_of, state.basis, proj, state.gaps,
+                        state.centroid_sq, vector_sq)
 
 
 class IVFIndex(BaseIndex):
@@ -307,7 +272,12 @@ class IVFIndex(BaseIndex):
         self._state = _State.empty(self.dim)
         self._trained_size = 0
         self.retrains = 0
-        self._bounds_pay = _BoundsPay()
+        #: Work done by k = 1 queries, summed: (query, list) scans, vectors bounded in projection, full
+        #: distances after the bounds, distances by matrix product (``streamad.bench.scripts.scan_probe``).
+        self.work = np.zeros(4, np.int64)
+        #: A list is scanned by one matrix product for a group of at least this many queries
+        #: (:mod:`streamad.index.ivf_scan`); speed only.
+        self.product_from = PRODUCT_FROM
 
     @classmethod
     def from_config(cls, dim: int, config: IndexConfig, seed: int = 0) -> IVFIndex:
@@ -372,96 +342,71 @@ class IVFIndex(BaseIndex):
         return len(sizes) > 1 and sizes.max() > self.max_imbalance * max(1.0, sizes.mean()) and sizes.max() > 256
 
     def _train(self, vectors: np.ndarray, labels: np.ndarray) -> None:
-        """(Re)train the centroids on the vectors held and publish every vector reassigned."""
+        """(Re)train the centroids and the principal basis on the vectors held and publish every vector
+        reassigned."""
         n = len(labels)
         nlist = self.nlist or int(max(1, min(4096, round(np.sqrt(n)))))
         centroids = kmeans(vectors, nlist, seed=self.seed + self.retrains)
+        sample = vectors if n <= 65536 else vectors[np.sort(np.random.default_rng(self.seed + self.retrains).choice(
+            n, 65536, replace=False))]
+        basis = principal_basis(sample, projection_dims(self.dim))
         assign = self._assign(vectors, centroids)
         order = np.argsort(assign, kind="stable")
-        columns = np.ascontiguousarray(vectors.T[:, order])
+        rows = np.ascontiguousarray(vectors[order])
         self._trained_size = n
         self.retrains += 1
-        self._state = _State.build(centroids, columns, labels[order], _rowsq(columns.T), assign[order])
+        self._state = _State.build(centroids, rows, labels[order], _rowsq(rows), assign[order], basis)
 
     # ------------------------------------------------------------------ queries
-    def query(self, vectors: np.ndarray, k: int = 1, within: np.ndarray | None = None,
-              expect: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(distances (m, k) float32 true L2, labels (m, k) int64) of the k nearest, nearest first; with
-        ``within`` (k = 1), only the lists that may hold a vector nearer than it are scanned
-        (:meth:`_query_within`); with ``expect``, the lists that may hold a vector within the expected
-        distance first, then, for the queries whose nearest vector found lay beyond it, the lists that may
-        hold one nearer than that vector (every probed list when none was found): the answer is the full
-        scan's, or a nearer one (see :meth:`_query_within`; the contract of :meth:`BaseIndex.query`). Where the bounds skip little (a texture), the plain scan is cheaper and
-        is used instead (:class:`_BoundsPay`)."""
+    def query(self, vectors: np.ndarray, k: int = 1,
+              within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(distances (m, k) float32 true L2, labels (m, k) int64) of the k nearest, nearest first.
+
+        k = 1 runs the compiled scan (:meth:`_query_nearest`); with ``within``, only vectors nearer than
+        it are sought. Larger k: one matrix product per probed list (:meth:`_query_lists`)."""
         state = self._state  # one consistent version for the whole query
         q = check_query(state.size, self.dim, vectors, k)
-        bound, guess = check_hints(within, expect, len(q), int(k))
+        bound = check_within(within, len(q), int(k))
         if state.centroids is None:
             dist, rows = exact_knn(state.vectors, q, int(k), device=self.device)
             return dist, state.labels[rows]
-        if (bound is None and guess is None) or not self._bounds_pay.bounded():
-            return self._query_lists(state, q, int(k))  # (keeps the contract of within and expect too)
-        dist, labels, skipped = self._query_within(state, q, guess if bound is None else bound)
-        self._bounds_pay.note(skipped)
-        if bound is None:
-            beyond = ~(dist[:, 0] <= guess)  # the answer lies beyond the guess: scan every probed list
-            if beyond.any():  # within the nearest one found there (a held vector; inf: every probed list)
-                found = dist[beyond, 0].astype(np.float64)
-                dist[beyond], labels[beyond], _ = self._query_within(state, q[beyond], found)
-        return dist, labels
+        if k == 1:
+            return self._query_nearest(state, q, bound)
+        return self._query_lists(state, q, int(k))
 
-    def _query_within(self, state: _State, q: np.ndarray,
-                      within: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        """The nearest neighbour (k = 1) among each query's ``nprobe`` lists where it is nearer than
-        ``within``, scanning only the lists that may hold such a vector.
+    def _query_nearest(self, state: _State, q: np.ndarray,
+                       within: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """k = 1 through :func:`streamad.index.ivf_scan.nearest_in_lists`: each query's own list, then only
+        the probed lists whose bisector lies within its best distance so far (and ``within``), each vector's
+        full distance only where its principal coordinates leave it a chance; the best three re-ranked in
+        float64 as :meth:`_rerank` does. Where ``within`` is below every vector of the lists it would
+        probe, the answer is ``inf`` with label -1; where those lists are all empty, exact search."""
+        assert state.centroids is not None and state.gaps is not None and state.basis is not None
+        dc2 = q @ state.centroids.T
+        dc2 *= -2.0
+        dc2 += state.centroid_sq[None, :]
+        bound = np.full(len(q), np.inf) if within is None else within
+        best_d, best_r, work = nearest_in_lists(state.vectors, state.sqnorms, state.proj, state.bounds, state.gaps,
+                                                q, q @ state.basis.T, dc2, bound, self.nprobe, state.slack,
+                                                self.product_from)
+        self.work += work  # (a race between readers only loses a count)
+        dist, rows = rerank(state.vectors, state.labels, q, best_r)
+        labels = np.where(rows >= 0, state.labels[rows], -1)
+        lost = (rows < 0) & np.isinf(bound)  # every list it could probe is empty: exact search
+        if lost.any():
+            d_lost, r_lost = exact_knn(state.vectors, q[lost], 1, device=self.device)
+            dist[lost], labels[lost] = d_lost[:, 0], state.labels[r_lost[:, 0]]
+        return dist[:, None], labels[:, None]
 
-        Each vector sits in the list of its nearest centroid, so a vector of list ``l`` lies beyond the
-        bisector of ``c_l`` and the query's nearest centroid ``c_1``: it is at least
-        ``(|q - c_l|^2 - |q - c_1|^2) / (2 |c_l - c_1|)`` from the query. A probed list whose bisector lies
-        beyond ``within`` cannot hold a nearer vector and is skipped (:meth:`_needed`); the query's own
-        list is always scanned. Where the nearest probed vector is nearer than ``within`` the answer is the
-        one the scan of all ``nprobe`` lists gives (or a nearer one: the float32 shortlist re-ranked in
-        float64 is drawn from fewer lists, so a vector that rounding kept off the full scan's shortlist
-        may make this one); elsewhere it is a vector at least ``within`` away, or ``inf`` with label -1
-        when no list was left to scan. The third value is the share of the probed lists skipped."""
-        assert state.centroids is not None and state.gaps is not None
-        m = len(q)
-        probes, probe_d = self._probes(state, q)
-        nprobe = probes.shape[1]
-        own = probes[np.arange(m), probe_d.argmin(axis=1)]
-        qi, slot = np.nonzero(self._needed(state, probe_d, own, probes, within, _rowsq(q)))
-        rank, row = _scan(state, q, qi, probes[qi, slot])
-        cand_d = np.full((m, nprobe), np.inf, np.float32)
-        cand_i = np.full((m, nprobe), -1, np.int64)
-        cand_d[qi, slot], cand_i[qi, slot] = rank, row
-        dist, labels = self._rerank(q, cand_d, cand_i, state, 1)
-        labels[~np.isfinite(dist)] = -1
-        return dist, labels, 1.0 - len(qi) / max(1, m * nprobe)
-
-    def _probes(self, state: _State, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each query's ``nprobe`` nearest lists (m, nprobe), in no order, and ``|q - c|^2 - |q|^2`` for
-        each of them (float32)."""
-        assert state.centroids is not None
+    def _probes(self, state: _State, q: np.ndarray) -> np.ndarray:
+        """Each query's ``nprobe`` nearest lists (m, nprobe), in no order."""
+        assert state.centroids is not None and state.centroid_sq is not None
         m, nlist = len(q), len(state.centroids)
         nprobe = min(self.nprobe, nlist)
-        dc2 = -2.0 * (q @ state.centroids.T) + _rowsq(state.centroids)[None, :]
-        probes = np.argpartition(dc2, nprobe - 1, axis=1)[:, :nprobe] if nprobe < nlist else \
-            np.broadcast_to(np.arange(nlist), (m, nlist))
-        return probes, np.take_along_axis(dc2, probes, axis=1)
-
-    @staticmethod
-    def _needed(state: _State, probe_d: np.ndarray, own: np.ndarray, probes: np.ndarray,
-                within: np.ndarray, q_sq: np.ndarray) -> np.ndarray:
-        """(m, nprobe) mask of the probed lists that may hold a vector nearer than ``within``: the query's
-        own list, and those whose bisector with it is within ``within``, with the rounding slack of the
-        assignment and of ``probe_d`` (float32, of the size of the squared norms ``q_sq`` of the queries)."""
-        assert state.gaps is not None
-        mine = probes == own[:, None]
-        gap = state.gaps[own[:, None], probes]
-        beyond = probe_d - probe_d[mine][:, None]  # |q - c_l|^2 - |q - c_1|^2 >= 0
-        slack = state.slack + 1e-5 * q_sq[:, None]
-        with np.errstate(invalid="ignore"):  # an infinite bound times the own list's zero gap
-            return mine | (beyond - slack <= 2.0 * gap * within[:, None])
+        dc2 = -2.0 * (q @ state.centroids.T) + state.centroid_sq[None, :]
+        if nprobe < nlist:
+            return np.argpartition(dc2, nprobe - 1, axis=1)[:, :nprobe]
+        return np.broadcast_to(np.arange(nlist), (m, nlist))
 
     def _query_lists(self, state: _State, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Each query against the lists of its ``nprobe`` nearest centroids: one GEMM per probed list for
@@ -470,9 +415,9 @@ class IVFIndex(BaseIndex):
         fewer than ``k`` vectors is answered by exact search."""
         assert state.centroids is not None
         m, nlist = len(q), len(state.centroids)
-        probes, _ = self._probes(state, q)
+        probes = self._probes(state, q)
         nprobe = probes.shape[1]
-        per = 1 if k == 1 else k + _EXTRA
+        per = k + _EXTRA
         cand_d = np.full((m, nprobe * per), np.inf, np.float32)
         cand_i = np.full((m, nprobe * per), -1, np.int64)
         flat_l = probes.reshape(-1)
@@ -480,21 +425,16 @@ class IVFIndex(BaseIndex):
         flat_q, flat_slot = order // nprobe, order % nprobe
         starts = np.searchsorted(flat_l[order], np.arange(nlist + 1))
         rows = state.bounds
-        columns, sqnorms = state.columns, state.sqnorms
+        rows_of, sqnorms = state.vectors, state.sqnorms
         for li in np.flatnonzero(np.diff(starts)).tolist():
             lo, hi = int(rows[li]), int(rows[li + 1])
             if hi == lo:
                 continue
             a, b = starts[li], starts[li + 1]
             qs, slots = flat_q[a:b], flat_slot[a:b]
-            part = q[qs] @ columns[:, lo:hi]
+            part = q[qs] @ rows_of[lo:hi].T
             part *= -2.0
             part += sqnorms[lo:hi]
-            if per == 1:
-                best = part.argmin(axis=1)
-                cand_d[qs, slots] = part[np.arange(len(qs)), best]
-                cand_i[qs, slots] = lo + best
-                continue
             take = min(per, hi - lo)
             top = np.argpartition(part, take - 1, axis=1)[:, :take] if take < hi - lo else \
                 np.broadcast_to(np.arange(take), (len(qs), take))
@@ -518,7 +458,7 @@ class IVFIndex(BaseIndex):
         idx = np.take_along_axis(cand_i, best, axis=1)
         valid = idx >= 0
         safe = np.where(valid, idx, 0)
-        diff = state.rows(safe.ravel()).reshape(*safe.shape, -1).astype(np.float64) - q[:, None, :].astype(np.float64)
+        diff = state.vectors[safe].astype(np.float64) - q[:, None, :].astype(np.float64)
         dist = np.where(valid, np.sqrt(np.einsum("qkd,qkd->qk", diff, diff)), np.inf)
         labels = state.labels[safe]
         pick = np.lexsort((labels, dist), axis=1)[:, :k]
@@ -535,7 +475,8 @@ class IVFIndex(BaseIndex):
                 "max_imbalance": self.max_imbalance, "trained_size": self._trained_size, "retrains": self.retrains,
                 "trained": state.centroids is not None,
                 "centroids": state.centroids if state.centroids is not None else np.zeros((0, self.dim), np.float32),
-                "list_sizes": sizes, "vectors": self.vectors(), "labels": self.labels()}
+                "list_sizes": sizes, "vectors": self.vectors(), "labels": self.labels(),
+                "basis": state.basis if state.basis is not None else np.zeros((0, self.dim), np.float32)}
 
     STATE_SCALARS = {"kind": "str", "dim": "int", "nlist": "int", "nprobe": "int", "exact_below": "int",
                      "seed": "int", "retrain_growth": "num", "max_imbalance": "num", "trained_size": "int",
@@ -563,10 +504,14 @@ class IVFIndex(BaseIndex):
         where.array(state, "vectors", (len(labels), d), np.float32)
         sizes = where.array(state, "list_sizes", (-1,), np.int64)
         centroids = where.array(state, "centroids", (-1, d), np.float32)
+        basis = where.array(state, "basis", (-1, d), np.float32)
         if int(sizes.sum()) != len(labels) or (sizes < 0).any():
             raise where.inconsistent(f"the IVF lists hold {int(sizes.sum())} vectors, the index {len(labels)}")
         if state["trained"] and len(centroids) != len(sizes):
             raise where.inconsistent(f"{len(centroids)} IVF centroids for {len(sizes)} lists")
+        if state["trained"] and not 1 <= len(basis) <= d:
+            raise where.inconsistent(f"a trained IVF index with a principal basis of {len(basis)} directions "
+                                     f"(1 to {d} expected)")
         if len(np.unique(labels)) != len(labels):
             raise where.inconsistent("the IVF index holds a label twice")
 
@@ -587,5 +532,6 @@ class IVFIndex(BaseIndex):
         sizes = np.asarray(state["list_sizes"], np.int64)
         centroids = np.ascontiguousarray(state["centroids"], np.float32) if state["trained"] else None
         list_of = np.repeat(np.arange(len(sizes)), sizes) if centroids is not None else np.zeros(len(labels), np.int64)
-        idx._state = _State.build(centroids, np.ascontiguousarray(vectors.T), labels, _rowsq(vectors), list_of)
+        basis = np.ascontiguousarray(state["basis"], np.float32) if centroids is not None else None
+        idx._state = _State.build(centroids, np.ascontiguousarray(vectors), labels, _rowsq(vectors), list_of, basis)
         return idx

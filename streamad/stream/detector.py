@@ -54,7 +54,6 @@ from streamad.vision.heatmap import frame_scores, heatmap_from_patch_scores
 from streamad.core.incremental import IncrementalChannels
 from streamad.index import BaseIndex, check_index_state, index_from_state, index_state_labels, make_index
 from streamad.results import FrameResult
-from streamad.stream.distance_guess import DistanceGuess
 from streamad.stream.learner import Learner
 from streamad.stream.memory import LongTermMemory
 from streamad.errors import StateError
@@ -149,7 +148,6 @@ class StreamDetector:
         self._learner_stage_ms: dict[str, float] = {}  # summed over background admissions
         self.learner_error: BaseException | None = None
         self.memory: LongTermMemory | None = None  # the long-term memory (config.memory), built at first eviction
-        self._guess = DistanceGuess()  # the last frame's distances, a search guess for the next (scorer only)
 
     # ------------------------------------------------------------------ memory
     @staticmethod
@@ -490,13 +488,12 @@ class StreamDetector:
         if index is None or len(index) == 0:
             return None
         try:
-            dist, _ = index.query(desc, k=1, expect=self._guess.guess(len(desc)))
+            dist, _ = index.query(desc, k=1)
         except ValueError:
             if len(index) == 0:  # emptied between the check and the query (background learning)
                 return None
             raise
         scores = dist[:, 0]
-        self._guess.observe(scores)
         memory = self.memory
         if memory is not None and len(memory):  # the nearer of the window's nominal set and the memory
             scores = np.minimum(scores, memory.query(desc, within=scores))
