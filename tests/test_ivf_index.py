@@ -177,3 +177,59 @@ def test_principal_coordinates_rule_out_most_vectors_and_no_answer() -> None:
     np.testing.assert_array_equal(lab2, true_rows)
     scans, bounded, fulls, products = idx.work.tolist()
     assert bounded == fulls == 0 and products > 0
+
+
+def test_the_nearest_lists_are_chosen_as_a_stable_sort_would() -> None:
+    """Of the lists whose bisector passes, the scan keeps a query's ``nprobe - 1`` nearest by one partition;
+    the set must be a stable sort's first ``count``, ties (frequent: equal centroid distances) to the
+    earlier list, so that the answers stay those of the scan of the ``nprobe`` nearest lists."""
+    from streamad.index.ivf_scan import _nearest_first
+
+    rng = np.random.default_rng(3)
+    for trial in range(300):
+        nlist = int(rng.integers(2, 60))
+        dc2 = rng.integers(0, 6, nlist).astype(np.float32)  # few distinct values: many ties
+        lists = np.sort(rng.choice(nlist, int(rng.integers(1, nlist + 1)), replace=False)).astype(np.int64)
+        count = int(rng.integers(1, len(lists) + 1))
+        want = lists[np.argsort(dc2[lists], kind="stable")[:count]]
+        got = _nearest_first(lists, dc2, count)
+        assert sorted(got.tolist()) == sorted(want.tolist()), (trial, dc2[lists], count)
+
+
+def test_the_scans_matrix_products_run_on_one_blas_thread() -> None:
+    """numba's matrix product calls scipy's own copy of BLAS; the scan sets it to one thread when it loads
+    (an idle OpenBLAS pool spins beside numpy's and takes its cores), and leaves numpy's BLAS alone."""
+    import threadpoolctl
+
+    from streamad.index.ivf_scan import one_thread_scan_blas
+
+    scipy_blas = one_thread_scan_blas()
+    assert scipy_blas, "scipy ships its own BLAS in its wheels: the scan's products must find it"
+    info = {lib["filepath"]: lib for lib in threadpoolctl.threadpool_info()}
+    assert all(info[f]["num_threads"] == 1 for f in scipy_blas)
+    numpy_blas = [f for f, lib in info.items() if lib["user_api"] == "blas" and "numpy" in f]
+    assert numpy_blas and not set(numpy_blas) & set(scipy_blas)
+
+
+def test_a_state_saved_before_the_principal_basis_loads_with_one_computed() -> None:
+    """States saved before the compiled scan hold no ``basis``: the index computes one from its vectors
+    (any orthonormal basis gives true lower bounds) and answers as exact search does; a basis of the wrong
+    shape is still refused."""
+    from streamad.errors import StateError
+
+    rng, data, labels, ivf, exact = both(n=2500, seed=4)
+    state = ivf.state_dict()
+    old = {k: v for k, v in state.items() if k != "basis"}
+    IVFIndex.check_state(old)
+    back = IVFIndex.from_state(old)
+    assert back._state.basis is not None and back._state.basis.shape == state["basis"].shape
+    q = clustered(rng, 300)
+    d, lab = back.query(q, 1)
+    back.nprobe = back.nlist or len(back._state.centroids)  # every list probed: exact search's answers
+    d_all, lab_all = back.query(q, 1)
+    true_d, true_lab = exact.query(q, 1)
+    np.testing.assert_allclose(d_all, true_d, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(lab_all, true_lab)
+    np.testing.assert_array_equal(lab, ivf.query(q, 1)[1])  # the same answers as the index that saved it
+    with pytest.raises(StateError, match="principal basis"):
+        IVFIndex.check_state({**state, "basis": np.zeros((0, state["dim"]), np.float32)})

@@ -2,8 +2,9 @@
 
 :class:`IVFIndex` (``kind="ivf"``) is the streaming engine's default index. The vectors are
 partitioned by their nearest of ``nlist`` centroids (seeded k-means on the vectors held when the
-index first reaches ``exact_below``); a query searches exactly (BLAS, float64 re-ranking) the
-``nprobe`` lists whose centroids are nearest to it. Below ``exact_below`` vectors every query is exact.
+index first reaches ``exact_below``); a query gets the answer that an exact search (float64 re-ranking)
+of the ``nprobe`` lists whose centroids are nearest to it gives. Below ``exact_below`` vectors every
+query is exact.
 
 All lists are stored one after another in one array. A change (:meth:`IVFIndex.apply`: the removed
 and added vectors of one admission) assigns each added vector to its nearest centroid and builds new
@@ -12,11 +13,14 @@ held vector once per change, but computes nothing else: no graph to repair, wher
 an HNSW graph cost milliseconds per vector (docs/DESIGN.md section 4; ``streamad bench-engine --mode
 index`` measures both).
 
-A query that needs only answers within a bound (``query(..., within=)``: the scorer asks the long-term
-memory only for patches nearer than the window's own answer, the memory asks for its epsilon) skips
-every probed list whose bisector with the query's own centroid lies beyond the bound: a vector of such
-a list is nearer to that list's centroid than to the query's own, so it is farther than the bound
-(:meth:`IVFIndex._query_within`). Where an answer is within the bound it is the one the full scan gives.
+The nearest (k = 1, what the stream asks) comes from one compiled call (:mod:`streamad.index.ivf_scan`):
+each query's own list first; then only the probed lists whose bisector with the query's own centroid
+lies within the best distance found (a vector of such a list is nearer to that list's centroid than to
+the query's own, so no nearer than the bisector), or within ``query(..., within=)`` where the caller
+needs only nearer answers (the scorer asks the long-term memory only for patches nearer than the
+window's own answer, the memory for its epsilon); in a list, the full distance only for the vectors
+whose distance in the leading principal coordinates leaves a chance. Larger k: one matrix product per
+probed list (:meth:`IVFIndex._query_lists`).
 
 Readers see snapshots. The new arrays are published with one reference assignment, so a query
 running in another thread while :meth:`~IVFIndex.apply` runs answers either entirely from the state
@@ -62,9 +66,10 @@ __all__ = ["IVFIndex"]
 # Candidates kept per probed list and query before the exact float64 re-ranking (beyond k).
 _EXTRA = 2
 #: The compiled scan takes a list by one matrix product for a group of at least this many queries (else
-#: lower bounds in principal coordinates first): where a group is this large, BLAS computes every distance
-#: faster than the bounds skip them (measured: docs/DESIGN.md section 4).
-PRODUCT_FROM = 48
+#: lower bounds in principal coordinates first). The rule: the least group size at which one product (one
+#: BLAS thread) costs at most 1.3 x the bound pass alone per pair on random data
+#: (``python -m streamad.bench.scripts.scan_probe``, second table; docs/DESIGN.md section 4).
+PRODUCT_FROM = 64
 
 
 @dataclass(frozen=True)
@@ -337,6 +342,13 @@ class IVFIndex(BaseIndex):
             return np.zeros(0, np.int64)
         return _sq(vectors, centroids, _rowsq(centroids)).argmin(axis=1).astype(np.int64)
 
+    def _basis(self, vectors: np.ndarray, seed: int) -> np.ndarray:
+        """The leading principal directions of ``vectors`` (a seeded sample of at most 65,536)."""
+        n = len(vectors)
+        sample = vectors if n <= 65536 else vectors[np.sort(np.random.default_rng(seed).choice(
+            n, 65536, replace=False))]
+        return principal_basis(sample, projection_dims(self.dim))
+
     def _imbalanced(self) -> bool:
         sizes = self.list_sizes()
         return len(sizes) > 1 and sizes.max() > self.max_imbalance * max(1.0, sizes.mean()) and sizes.max() > 256
@@ -347,9 +359,7 @@ class IVFIndex(BaseIndex):
         n = len(labels)
         nlist = self.nlist or int(max(1, min(4096, round(np.sqrt(n)))))
         centroids = kmeans(vectors, nlist, seed=self.seed + self.retrains)
-        sample = vectors if n <= 65536 else vectors[np.sort(np.random.default_rng(self.seed + self.retrains).choice(
-            n, 65536, replace=False))]
-        basis = principal_basis(sample, projection_dims(self.dim))
+        basis = self._basis(vectors, self.seed + self.retrains)
         assign = self._assign(vectors, centroids)
         order = np.argsort(assign, kind="stable")
         rows = np.ascontiguousarray(vectors[order])
@@ -478,6 +488,8 @@ class IVFIndex(BaseIndex):
                 "list_sizes": sizes, "vectors": self.vectors(), "labels": self.labels(),
                 "basis": state.basis if state.basis is not None else np.zeros((0, self.dim), np.float32)}
 
+    #: Arrays a state may lack: saved before they existed, rebuilt by :meth:`from_state` (the basis).
+    STATE_OPTIONAL = frozenset({"basis"})
     STATE_SCALARS = {"kind": "str", "dim": "int", "nlist": "int", "nprobe": "int", "exact_below": "int",
                      "seed": "int", "retrain_growth": "num", "max_imbalance": "num", "trained_size": "int",
                      "retrains": "int", "trained": "bool"}
@@ -504,12 +516,13 @@ class IVFIndex(BaseIndex):
         where.array(state, "vectors", (len(labels), d), np.float32)
         sizes = where.array(state, "list_sizes", (-1,), np.int64)
         centroids = where.array(state, "centroids", (-1, d), np.float32)
-        basis = where.array(state, "basis", (-1, d), np.float32)
+        # saved before the compiled scan (no "basis"): from_state computes one from the vectors
+        basis = where.array(state, "basis", (-1, d), np.float32) if "basis" in state else None
         if int(sizes.sum()) != len(labels) or (sizes < 0).any():
             raise where.inconsistent(f"the IVF lists hold {int(sizes.sum())} vectors, the index {len(labels)}")
         if state["trained"] and len(centroids) != len(sizes):
             raise where.inconsistent(f"{len(centroids)} IVF centroids for {len(sizes)} lists")
-        if state["trained"] and not 1 <= len(basis) <= d:
+        if state["trained"] and basis is not None and not 1 <= len(basis) <= d:
             raise where.inconsistent(f"a trained IVF index with a principal basis of {len(basis)} directions "
                                      f"(1 to {d} expected)")
         if len(np.unique(labels)) != len(labels):
@@ -532,6 +545,9 @@ class IVFIndex(BaseIndex):
         sizes = np.asarray(state["list_sizes"], np.int64)
         centroids = np.ascontiguousarray(state["centroids"], np.float32) if state["trained"] else None
         list_of = np.repeat(np.arange(len(sizes)), sizes) if centroids is not None else np.zeros(len(labels), np.int64)
-        basis = np.ascontiguousarray(state["basis"], np.float32) if centroids is not None else None
+        basis = None
+        if centroids is not None:  # any orthonormal basis gives true lower bounds: an older state gets one
+            basis = (np.ascontiguousarray(state["basis"], np.float32) if "basis" in state
+                     else idx._basis(vectors, idx.seed + idx.retrains))
         idx._state = _State.build(centroids, np.ascontiguousarray(vectors), labels, _rowsq(vectors), list_of, basis)
         return idx

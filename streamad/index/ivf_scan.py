@@ -9,8 +9,9 @@ releases the interpreter lock:
 2. its best distance so far is a true bound ``B`` on its answer. Every vector sits in the list of its
    nearest centroid, so a vector of list ``l`` lies beyond the bisector of ``c_l`` and the query's own
    centroid ``c_1``: at least ``(|q - c_l|^2 - |q - c_1|^2) / (2 |c_l - c_1|)`` from the query. Of the
-   query's ``nprobe`` nearest lists, only those whose bisector lies within ``B`` (and within the caller's
-   ``within``) are scanned, again grouped by list.
+   lists whose bisector lies within ``B`` (and within the caller's ``within``), the ``nprobe - 1``
+   nearest are scanned, again grouped by list: every one of the query's ``nprobe`` nearest lists that
+   can hold a nearer vector and, where some of those cannot, as many farther ones that can.
 
 A list is scanned in two steps. First the distances in the leading principal components (``proj``, a
 few dimensions kept column by column, so the products run over contiguous memory): the distance in a
@@ -21,8 +22,8 @@ vectors of a list are ruled out by the first step.
 
 :func:`rerank` re-ranks the best few in float64 (ties to the lower label), as the numpy scan does.
 
-The answer is the one the scan of all ``nprobe`` lists gives, or a nearer vector (where float32 rounding
-kept the nearest off the full scan's shortlist). Where the caller's ``within`` is below the answer, the
+The answer is the one the scan of all ``nprobe`` lists gives, or a nearer vector (found in a farther
+list that can hold one, or where float32 rounding kept the nearest off the full scan's shortlist). Where the caller's ``within`` is below the answer, the
 answer is a vector at least ``within`` away, or none. The rounding of float32 (the assignment, the
 centroid distances, the projection) is covered by ``slack`` and a relative margin.
 
@@ -44,10 +45,41 @@ centroid distances, the projection) is covered by ``slack`` and a relative margi
 
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
+import scipy
+import scipy.linalg.cython_blas  # noqa: F401 - numba's np.dot calls this BLAS: loaded here, so it can be set
+from threadpoolctl import ThreadpoolController
 
-__all__ = ["nearest_in_lists", "rerank", "KEEP"]
+__all__ = ["nearest_in_lists", "rerank", "KEEP", "one_thread_scan_blas"]
+
+
+def one_thread_scan_blas() -> list[str]:
+    """Run the BLAS that the compiled scan's matrix products call on one thread; returns the files set.
+
+    numba's ``np.dot`` calls scipy's BLAS, which scipy's wheels ship as a private copy beside numpy's own.
+    A list's product is small (tens of queries by a few hundred vectors) and gains nothing from threads,
+    while an OpenBLAS thread pool spins for a while after each call: beside numpy's pool (the learner's
+    association) the two took each other's cores (the synthetic engine's association ran 3 x slower).
+    Only a BLAS inside scipy's own folders is set (a BLAS that scipy shares with numpy is left as the
+    application set it). Called once when this module loads.
+
+        >>> files = one_thread_scan_blas()
+        >>> all(os.path.basename(f).startswith("lib") for f in files)
+        True
+    """
+    home = os.path.dirname(scipy.__file__)
+    done = []
+    for lib in ThreadpoolController().lib_controllers:
+        if lib.user_api == "blas" and lib.filepath.startswith(home):  # scipy/ or scipy.libs/
+            lib.set_num_threads(1)
+            done.append(lib.filepath)
+    return done
+
+
+one_thread_scan_blas()
 
 # Reassociation (vectorised sums) and contraction (fused multiply-add) only: inf stays a value here.
 _FAST = {"reassoc", "contract", "nsz", "arcp"}
@@ -78,19 +110,34 @@ def _full(vectors: np.ndarray, r: int, q: np.ndarray, i: int) -> float:  # pragm
     return s
 
 
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _least(sqnorms: np.ndarray, row: np.ndarray) -> float:  # pragma: no cover - compiled
+    """min over j of ``sqnorms[j] - 2 row[j]`` (vectorised: the order of a minimum does not change it)."""
+    least = np.float32(np.inf)
+    for j in range(len(row)):
+        least = min(least, sqnorms[j] - np.float32(2.0) * row[j])
+    return least
+
+
 @numba.njit(cache=True, nogil=True)
 def _scan_product(vectors: np.ndarray, sqnorms: np.ndarray, lo: int, hi: int, q: np.ndarray, q_sq: np.ndarray,
-                  group: np.ndarray, best_d: np.ndarray, best_r: np.ndarray) -> None:  # pragma: no cover
+                  group: np.ndarray, tol: np.ndarray, best_d: np.ndarray,
+                  best_r: np.ndarray) -> None:  # pragma: no cover - compiled
     """Rows ``lo:hi`` against the queries ``group`` by one matrix product (BLAS): ``|q|^2 + |v|^2 - 2 q.v``
-    for every pair, each query's best ``KEEP`` updated in place."""
+    for every pair, each query's best ``KEEP`` updated in place. A query whose nearest pair, by a
+    vectorised minimum, is beyond its ``KEEP``-th best by more than its rounding slack ``tol`` is passed
+    over (most are, once the nearest lists have been read)."""
     nq, n = len(group), hi - lo
     qg = np.empty((nq, q.shape[1]), np.float32)
     for g in range(nq):
         qg[g] = q[group[g]]
     part = np.dot(qg, vectors[lo:hi].T)
+    sq = sqnorms[lo:hi]
     for g in range(nq):
         i = group[g]
         worst = best_d[i, KEEP - 1]
+        if q_sq[i] + _least(sq, part[g]) > worst + tol[i]:
+            continue
         for j in range(n):
             v = max(q_sq[i] + sqnorms[lo + j] - 2.0 * part[g, j], np.float32(0.0))
             if v < worst:
@@ -145,7 +192,7 @@ def _scan(vectors: np.ndarray, sqnorms: np.ndarray, proj: np.ndarray, lo: int, h
     bounded, full distances after the bounds, distances by product)."""
     work[0] += len(group)
     if len(group) >= product_from:
-        _scan_product(vectors, sqnorms, lo, hi, q, q_sq, group, best_d, best_r)
+        _scan_product(vectors, sqnorms, lo, hi, q, q_sq, group, tol, best_d, best_r)
         work[3] += len(group) * (hi - lo)
     else:
         work[1] += len(group) * (hi - lo)
@@ -166,6 +213,29 @@ def _by_list(lists: np.ndarray, nlist: int) -> tuple[np.ndarray, np.ndarray]:  #
         order[fill[lists[e]]] = e
         fill[lists[e]] += 1
     return order, starts
+
+
+@numba.njit(cache=True, nogil=True)
+def _nearest_first(lists: np.ndarray, dc2: np.ndarray, count: int) -> np.ndarray:  # pragma: no cover
+    """The ``count`` of ``lists`` (increasing) with the least ``dc2``, ties to the earlier list: the set a
+    stable sort's first ``count`` gives, found by one partition instead of a sort."""
+    values = np.empty(len(lists), np.float32)
+    for e in range(len(lists)):
+        values[e] = dc2[lists[e]]
+    kth = np.partition(values.copy(), count - 1)[count - 1]
+    out = np.empty(count, np.int64)
+    taken = 0
+    for e in range(len(lists)):  # those strictly nearer than the count-th value (fewer than count)
+        if values[e] < kth:
+            out[taken] = lists[e]
+            taken += 1
+    for e in range(len(lists)):  # then the ties at it, in list order, up to count
+        if taken == count:
+            break
+        if values[e] == kth:
+            out[taken] = lists[e]
+            taken += 1
+    return out
 
 
 @numba.njit(cache=True, nogil=True)
@@ -220,11 +290,12 @@ def nearest_in_lists(vectors: np.ndarray, sqnorms: np.ndarray, proj: np.ndarray,
             if li != o and float(dc2[i, li]) - base - tol[i] <= 2.0 * gaps[o, li] * bound:
                 passing[n_pass] = li
                 n_pass += 1
-        # Only the query's nprobe nearest lists are probed: those among the passing ones are among the
-        # passing ones' nprobe - 1 nearest (the own list, nearest of all, is the nprobe-th).
+        # At most nprobe lists a query: of the passing ones, the nprobe - 1 nearest (the own list, nearest
+        # of all, is the nprobe-th). They hold every passing list among its nprobe nearest, so the answer
+        # is the nprobe scan's or nearer; one partition chooses them, cheaper than the exact nprobe set.
         chosen = passing[:n_pass]
         if n_pass >= probe:
-            chosen = chosen[np.argsort(dc2[i][chosen], kind="mergesort")[:probe - 1]]
+            chosen = _nearest_first(chosen, dc2[i], probe - 1)
         for li in chosen:
             if bounds[li + 1] > bounds[li]:
                 pair_q[npairs] = i
