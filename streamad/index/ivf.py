@@ -47,7 +47,6 @@ growth 2 it would have been trained on at least 15,452 (about 124 lists of at mo
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ import numpy as np
 from streamad.config import IndexConfig
 from streamad.index.base import BaseIndex, check_change, check_held, check_query, check_within
 from streamad.index.exact import exact_knn
-from streamad.index.ivf_scan import nearest_in_lists, rerank
+from streamad.index.ivf_scan import bundled_blas, nearest_in_lists, rerank
 from streamad.state_schema import StatePart
 
 __all__ = ["IVFIndex"]
@@ -188,10 +187,7 @@ def _one_thread(faiss: Any) -> Iterator[None]:
 @functools.cache
 def _faiss_blas() -> list[Any]:
     """threadpoolctl's handles on the BLAS that FAISS's wheel brings (looked up once)."""
-    from threadpoolctl import ThreadpoolController
-
-    return [lib for lib in ThreadpoolController().lib_controllers
-            if lib.user_api == "blas" and "faiss" in os.path.basename(os.path.dirname(lib.filepath))]
+    return bundled_blas("faiss")
 
 
 def kmeans(vectors: np.ndarray, k: int, seed: int, iterations: int = 10, sample: int = 65536) -> np.ndarray:

@@ -23,8 +23,9 @@ vectors of a list are ruled out by the first step.
 :func:`rerank` re-ranks the best few in float64 (ties to the lower label), as the numpy scan does.
 
 The answer is the one the scan of all ``nprobe`` lists gives, or a nearer vector (found in a farther
-list that can hold one, or where float32 rounding kept the nearest off the full scan's shortlist). Where the caller's ``within`` is below the answer, the
-answer is a vector at least ``within`` away, or none. The rounding of float32 (the assignment, the
+list that can hold one, or where float32 rounding kept the nearest off the full scan's shortlist).
+Where the caller's ``within`` is below the answer, the answer is a vector at least ``within`` away, or
+none. The rounding of float32 (the assignment, the
 centroid distances, the projection) is covered by ``slack`` and a relative margin.
 
     >>> import numpy as np
@@ -46,14 +47,25 @@ centroid distances, the projection) is covered by ``slack`` and a relative margi
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numba
 import numpy as np
-import scipy
 import scipy.linalg.cython_blas  # noqa: F401 - numba's np.dot calls this BLAS: loaded here, so it can be set
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["nearest_in_lists", "rerank", "KEEP", "one_thread_scan_blas"]
+__all__ = ["nearest_in_lists", "rerank", "KEEP", "bundled_blas", "one_thread_scan_blas"]
+
+
+def bundled_blas(package: str) -> list[Any]:
+    """threadpoolctl's handles on the BLAS libraries that ``package``'s wheel ships in its own folder (for
+    example ``scipy.libs/``, ``faiss_cpu.libs/``); a BLAS shared with other packages is not among them.
+
+        >>> all("scipy" in os.path.basename(os.path.dirname(lib.filepath)) for lib in bundled_blas("scipy"))
+        True
+    """
+    return [lib for lib in ThreadpoolController().lib_controllers
+            if lib.user_api == "blas" and package in os.path.basename(os.path.dirname(lib.filepath))]
 
 
 def one_thread_scan_blas() -> list[str]:
@@ -63,20 +75,14 @@ def one_thread_scan_blas() -> list[str]:
     A list's product is small (tens of queries by a few hundred vectors) and gains nothing from threads,
     while an OpenBLAS thread pool spins for a while after each call: beside numpy's pool (the learner's
     association) the two took each other's cores (the synthetic engine's association ran 3 x slower).
-    Only a BLAS inside scipy's own folders is set (a BLAS that scipy shares with numpy is left as the
-    application set it). Called once when this module loads.
-
-        >>> files = one_thread_scan_blas()
-        >>> all(os.path.basename(f).startswith("lib") for f in files)
-        True
+    scipy's BLAS is loaded when this module loads and set then, so the thread budget
+    (:func:`streamad.vision.threads.apply_threads`), which sets every loaded BLAS, governs it from then on
+    like numpy's; a BLAS that scipy shares with numpy is left as the application set it.
     """
-    home = os.path.dirname(scipy.__file__)
-    done = []
-    for lib in ThreadpoolController().lib_controllers:
-        if lib.user_api == "blas" and lib.filepath.startswith(home):  # scipy/ or scipy.libs/
-            lib.set_num_threads(1)
-            done.append(lib.filepath)
-    return done
+    libs = bundled_blas("scipy")
+    for lib in libs:
+        lib.set_num_threads(1)
+    return [lib.filepath for lib in libs]
 
 
 one_thread_scan_blas()
@@ -139,7 +145,7 @@ def _scan_product(vectors: np.ndarray, sqnorms: np.ndarray, lo: int, hi: int, q:
         if q_sq[i] + _least(sq, part[g]) > worst + tol[i]:
             continue
         for j in range(n):
-            v = max(q_sq[i] + sqnorms[lo + j] - 2.0 * part[g, j], np.float32(0.0))
+            v = max(q_sq[i] + sq[j] - 2.0 * part[g, j], np.float32(0.0))
             if v < worst:
                 _insert(best_d, best_r, i, v, lo + j)
                 worst = best_d[i, KEEP - 1]
@@ -222,7 +228,7 @@ def _nearest_first(lists: np.ndarray, dc2: np.ndarray, count: int) -> np.ndarray
     values = np.empty(len(lists), np.float32)
     for e in range(len(lists)):
         values[e] = dc2[lists[e]]
-    kth = np.partition(values.copy(), count - 1)[count - 1]
+    kth = np.partition(values, count - 1)[count - 1]  # a partitioned copy: values keep their order
     out = np.empty(count, np.int64)
     taken = 0
     for e in range(len(lists)):  # those strictly nearer than the count-th value (fewer than count)
