@@ -307,6 +307,43 @@ def test_a_request_larger_than_the_pipe_to_a_stopped_worker_still_meets_the_dead
     assert worker_processes() == []
 
 
+def test_a_worker_stopped_half_way_through_an_answer_still_meets_the_deadline() -> None:
+    """A frame's answer (its heatmap) can exceed a pipe's buffer: a worker stopped while writing it leaves
+    part of a message, which a plain read waits on for ever. The request's deadline covers receiving too
+    (found by the short live soak in CI, where a stopped worker went unnoticed to the soak's end); the
+    receiver thread ends once the killed worker's pipe reads end-of-file."""
+    from streamad.runtime.serve.workers import POLL_S, _Worker
+    from streamad.testing.workers import answer_half_then_stop
+
+    timeout = 1.0
+    worker = _Worker(multiprocessing.get_context("spawn"), 0, request_timeout=timeout)
+    worker.main = answer_half_then_stop
+    worker.start()
+    pid, receiver = worker.process.pid, worker.receiver
+    outcome: list[BaseException] = []
+
+    def request() -> None:
+        with worker.lock:
+            try:
+                worker.call("process", "a")
+            except BaseException as exc:  # noqa: BLE001
+                outcome.append(exc)
+    caller = threading.Thread(target=request, daemon=True)
+    t0 = time.monotonic()
+    caller.start()
+    caller.join(timeout + 15.0)
+    waited = time.monotonic() - t0
+    try:
+        assert not caller.is_alive(), "the request waited past its deadline on a half-written answer"
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert outcome and isinstance(outcome[0], WorkerDied) and "did not answer a 'process' request" in str(outcome[0]), outcome
+    assert waited <= timeout + POLL_S + 5.0, waited    # the spawn's own start is inside this
+    assert not alive(pid) and not receiver.thread.is_alive() and worker.receiver is None
+    worker.end(5.0)
+
+
 def test_a_stopped_worker_in_a_fleet_restarts_its_camera_and_the_others_go_on(tmp_path: Path) -> None:
     frames = write_frames(tmp_path / "frames", n=60)
     notes: list[str] = []

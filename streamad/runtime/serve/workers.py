@@ -28,7 +28,12 @@ Who owns what:
   cameras of one worker take turns;
 - serve process, sender thread (``streamad-send-K``, one per worker process, a :class:`_Sender`):
   writes that worker's requests to its pipe, so that the camera thread waits for the write with the
-  request's deadline; it starts with the process and ends when the process does (or is shut down).
+  request's deadline; it starts with the process and ends when the process does (or is shut down);
+- serve process, receiver thread (``streamad-recv-K``, one per worker process, a :class:`_Receiver`):
+  reads that worker's answers whole from its pipe into a queue, so that the camera thread waits for a
+  whole answer with the request's deadline (a worker stopped half-way through writing one leaves a
+  message a plain read would wait on for ever); it ends at the pipe's end-of-file, which the worker's
+  end (exit, kill) brings, and is joined before the pipe is closed.
 
 Stopping: Ctrl-C / SIGTERM / ``Fleet.stop`` stop the loops in the serve process as before; each
 loop's final ``StateSaver.finish`` asks the worker to save that camera's state (the save runs in the
@@ -50,7 +55,7 @@ request: a request unanswered for ``request_timeout`` seconds (``[serve] worker_
 may make slow, gets at least :data:`OPEN_TIMEOUT_S`) kills the worker (SIGKILL) and fails with :class:`WorkerDied`, so a hung
 worker is noticed within ``request_timeout + POLL_S`` seconds of its cameras' next request (the deadline
 covers sending the request too: a frame's descriptors exceed a pipe's buffer, which a stopped worker
-never drains) and then
+never drains; and receiving the answer: a worker stopped half-way through writing one) and then
 handled as a dead one (the other cameras of that worker wait on its lock meanwhile, no longer). Requests are numbered, so the answer to one abandoned half-way
 (a second Ctrl-C on the main thread) is skipped, never taken for the next one's.
 
@@ -312,9 +317,58 @@ class _Sender:
                 job.done.set()
 
 
+_CLOSED = None  # what a _Receiver queues when its pipe reads end-of-file (the process ended) or fails
+
+
+class _Receiver:
+    """The thread (``streamad-recv-K``) that reads one worker's answers from its pipe, each whole, into
+    :attr:`answers`, so that the camera thread can wait for an answer with a deadline: a worker stopped
+    half-way through writing an answer larger than a pipe's buffer leaves part of a message, and a plain
+    ``recv`` waits for the rest for ever (found by the short live soak in CI).
+
+    One per worker process, started with it; it only reads (the :class:`_Sender` writes, the caller owns
+    the outcome). It ends when the pipe reads end-of-file, that is when the worker process has ended
+    (quit, died or killed: only the worker holds the other end), queueing :data:`_CLOSED` last;
+    :meth:`join` waits for that and must come before the pipe is closed.
+
+    >>> from multiprocessing import Pipe
+    >>> a, b = Pipe()
+    >>> receiver = _Receiver(a, "streamad-recv-doc")
+    >>> b.send((1, "ok", 42)); receiver.answers.get(timeout=5.0)
+    (1, 'ok', 42)
+    >>> b.close(); receiver.answers.get(timeout=5.0) is _CLOSED, receiver.join(5.0)
+    (True, True)
+    """
+
+    def __init__(self, conn: Connection, name: str) -> None:
+        self.conn = conn
+        self.answers: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def join(self, timeout: float = 5.0) -> bool:
+        """Wait up to ``timeout`` seconds for the thread to end (the worker process has ended or is being
+        killed); whether it did."""
+        if threading.current_thread() is not self.thread:
+            self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self.answers.put(self.conn.recv())
+        except BaseException:  # noqa: BLE001 - end-of-file, a closed pipe or a garbled message: the worker is gone
+            pass
+        finally:
+            self.answers.put(_CLOSED)
+
+
 class _Worker:
     """One worker process seen from the serve process: its pipe, the lock of a request, its generation
-    (counts starts: a detector opened in an older one is gone)."""
+    (counts starts: a detector opened in an older one is gone). ``main`` is what the process runs
+    (:func:`worker_main`; a test puts a misbehaving worker in its place)."""
+
+    main: Callable[[Connection, int], None] = staticmethod(worker_main)
 
     def __init__(self, context: BaseContext, number: int, request_timeout: float = REQUEST_TIMEOUT_S) -> None:
         self.context, self.number, self.request_timeout = context, number, request_timeout
@@ -323,6 +377,7 @@ class _Worker:
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None
         self.sender: _Sender | None = None  # writes this process's requests (one thread per process)
+        self.receiver: _Receiver | None = None  # reads its answers (one thread per process)
         self.dead: str | None = None
         self.closed = False
         self._seq = 0  # request number: an answer to an abandoned request (a second Ctrl-C) is skipped
@@ -332,13 +387,14 @@ class _Worker:
         if self.closed:
             raise WorkerDied("the worker processes were shut down")
         parent, child = self.context.Pipe(duplex=True)
-        process = self.context.Process(target=worker_main, args=(child, self.number),
+        process = self.context.Process(target=self.main, args=(child, self.number),
                                        name=f"streamad-worker-{self.number}", daemon=True)
         process.start()
         child.close()  # only the worker holds its end: its death reads as end-of-file here
         self._stop_sender()
         self.process, self.conn, self.dead = process, parent, None
         self.sender = _Sender(parent, f"streamad-send-{self.number}")
+        self.receiver = _Receiver(parent, f"streamad-recv-{self.number}")
         self.generation += 1
 
     @property
@@ -356,16 +412,20 @@ class _Worker:
         self._seq += 1
         limit = max(self.request_timeout, OPEN_TIMEOUT_S) if op == "open" else self.request_timeout
         deadline = time.monotonic() + limit
+        assert self.receiver is not None
         try:
             self._send((self._seq, op, args), op, limit, deadline)
             while True:
-                while not self.conn.poll(min(POLL_S, max(0.0, deadline - time.monotonic()))):
-                    if not self.process.is_alive():
-                        raise EOFError
+                try:
+                    answer = self.receiver.answers.get(timeout=min(POLL_S, max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
                     if time.monotonic() >= deadline:
                         self._hung(op, limit)
-                        raise WorkerDied(self.dead)
-                seq, status, value = self.conn.recv()
+                        raise WorkerDied(self.dead) from None
+                    continue
+                if answer is _CLOSED:
+                    raise EOFError
+                seq, status, value = answer
                 if seq == self._seq:
                     break
         except (EOFError, OSError):
@@ -398,9 +458,7 @@ class _Worker:
         self.process.join(5.0)
         self.dead = (f"worker process {self.number} (pid {self.process.pid}) did not answer a {op!r} request within "
                      f"{limit:g} s (hung or stopped): killed it (SIGKILL)")
-        assert self.conn is not None
-        self.conn.close()
-        self._stop_sender()
+        self._close_pipe()
 
     def _died(self) -> None:
         self.process.join(2.0)
@@ -412,14 +470,23 @@ class _Worker:
         if code is None:
             self.process.kill()
             self.process.join(2.0)
-        assert self.conn is not None
-        self.conn.close()
-        self._stop_sender()
+        self._close_pipe()
 
     def _stop_sender(self) -> None:
         if self.sender is not None:
             self.sender.stop()
             self.sender = None
+
+    def _close_pipe(self) -> None:
+        """Close this process's pipe once it has ended: its receiver first (it ends at the end-of-file the
+        process's end brought; joined before the close, so no read can run on a closed or reused descriptor),
+        then the pipe, then its sender."""
+        if self.receiver is not None:
+            self.receiver.join(5.0)
+            self.receiver = None
+        if self.conn is not None:
+            self.conn.close()
+        self._stop_sender()
 
     def ask_quit(self, timeout: float) -> None:
         """Tell the process to quit (after the request in hand, waiting for it at most ``timeout``
@@ -440,9 +507,7 @@ class _Worker:
             if self.process.is_alive():
                 self.process.kill()
                 self.process.join(5.0)
-        if self.conn is not None:
-            self.conn.close()
-        self._stop_sender()
+        self._close_pipe()
         self.dead = self.dead or "shut down"
 
 
