@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamad.core.mutual_kernel import mutual_from_products
+
 NO_PAIR = -1
 
 
@@ -73,8 +75,21 @@ def mutual_pairs_from_squared(sq: np.ndarray) -> MutualPairs:
 
 
 def mutual_pairs(seed: np.ndarray, frame: np.ndarray) -> MutualPairs:
-    """Mutual nearest-neighbour pairs between a seed frame's patches and another frame's patches."""
-    return mutual_pairs_from_squared(squared_distances(seed, frame))
+    """Mutual nearest-neighbour pairs between a seed frame's patches and another frame's patches.
+
+    Bit-identical to ``mutual_pairs_from_squared(squared_distances(seed, frame))``: the same product and
+    norms, the rest in one compiled pass (:mod:`streamad.core.mutual_kernel`) instead of six over the
+    squared-distance matrix; a NaN in the distances takes the numpy path, whose ``argmin`` rules ties."""
+    dtype = np.float32 if (np.asarray(seed).dtype == np.float32 and np.asarray(frame).dtype == np.float32) \
+        else np.float64
+    a = np.asarray(seed, dtype=dtype)
+    b = np.asarray(frame, dtype=dtype)
+    if not len(a) or not len(b):  # a frame without patches: nobody has a partner
+        return MutualPairs(seed_patch=np.full(len(b), NO_PAIR, np.int64), distance=np.full(len(b), np.inf))
+    patch, distance, nan = mutual_from_products(a @ b.T, np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b))
+    if nan:
+        return mutual_pairs_from_squared(squared_distances(a, b))
+    return MutualPairs(seed_patch=patch, distance=distance)
 
 
 DEVICES = ("numpy", "cpu", "cuda")
