@@ -310,8 +310,9 @@ def paper_config(backbone: str = "wide_resnet50_2") -> InReachConfig:
 class ThreadConfig:
     """How many threads each kind of work may use (0: chosen from the cores, see
     :func:`streamad.vision.threads.resolve_threads`): ``torch`` the backbone's intra-op threads,
-    ``blas`` numpy's BLAS (association, exact and IVF search). The HNSW index's query threads are
-    ``IndexConfig.threads``.
+    ``blas`` numpy's BLAS (association, exact and IVF search), ``associate`` the threads that share the
+    mutual pairs of a frame with the seeds (each pair on one BLAS thread; the same answers whatever the
+    count). The HNSW index's query threads are ``IndexConfig.threads``.
 
     On a small box the scorer (torch) and the background learner (BLAS) must not fight over the cores:
     with background learning the default gives BLAS one thread.
@@ -324,9 +325,10 @@ class ThreadConfig:
 
     torch: int = 0
     blas: int = 0
+    associate: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("torch", "blas"):
+        for name in ("torch", "blas", "associate"):
             v = getattr(self, name)
             _check("ThreadConfig", name, isinstance(v, int) and not isinstance(v, bool) and v >= 0, v,
                    "an int >= 0 (0: automatic)")

@@ -11,6 +11,7 @@ import pytest
 
 from streamad.index import ExactIndex, IVFIndex
 from streamad.index.exact import exact_knn
+from streamad.index.ivf import _State
 
 
 def clustered(rng: np.random.Generator, n: int, d: int = 16, centres: int = 40) -> np.ndarray:
@@ -233,3 +234,169 @@ def test_a_state_saved_before_the_principal_basis_loads_with_one_computed() -> N
     np.testing.assert_array_equal(lab, ivf.query(q, 1)[1])  # the same answers as the index that saved it
     with pytest.raises(StateError, match="principal basis"):
         IVFIndex.check_state({**state, "basis": np.zeros((0, state["dim"]), np.float32)})
+
+
+# -- changes written into the room after each list ------------------------------------------------------
+
+
+def sliding(seed: int = 5, d: int = 16, per: int = 60, frames: int = 40, **kw):
+    """An IVF index (every list probed: exact answers) and brute force fed a sliding window of ``frames``
+    frames of ``per`` clustered vectors, one frame in and the oldest out per change."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(30, d)).astype(np.float32) * 4
+    ivf, exact = IVFIndex(d, exact_below=300, seed=1, nprobe=10**6, **kw), ExactIndex(d)
+
+    def frame(f: int) -> tuple[np.ndarray, np.ndarray]:
+        r = np.random.default_rng(1000 + f)
+        return (np.arange(per) + f * per,
+                (centres[r.integers(0, 30, per)] + r.normal(size=(per, d))).astype(np.float32))
+    return rng, frame, ivf, exact, frames
+
+
+def test_a_sliding_window_of_changes_written_in_place_answers_as_brute_force_at_every_step() -> None:
+    """Each change either writes into the lists' room (the arrays stay, nothing held is copied) or lays the
+    index out afresh; after every one of 120 changes the answers (k = 1 compiled, k = 3 by products), the
+    labels, vectors and sizes equal brute force's, and a saved and loaded index answers the same."""
+    rng, frame, ivf, exact, window = sliding()
+    in_place = fresh = 0
+    q = np.random.default_rng(9).normal(size=(80, 16)).astype(np.float32) * 4
+    for f in range(120):
+        labels, vectors = frame(f)
+        out = frame(f - window)[0] if f >= window else np.zeros(0, np.int64)
+        before = ivf._state
+        ivf.apply(labels, vectors, out)
+        exact.apply(labels, vectors, out)
+        if before.centroids is not None and ivf._state.centroids is before.centroids:
+            shared = ivf._state.vectors is before.vectors
+            in_place += shared
+            fresh += not shared
+            if shared:  # nothing a published version reads was written: its ends and mask are its own
+                assert ivf._state.alive is not before.alive and (ivf._state.ends >= before.ends).all()
+        assert len(ivf) == len(exact) and int(ivf.list_sizes().sum()) == len(exact)
+        order_i, order_e = np.argsort(ivf.labels()), np.argsort(exact.labels())
+        np.testing.assert_array_equal(ivf.labels()[order_i], exact.labels()[order_e])
+        np.testing.assert_array_equal(ivf.vectors()[order_i], exact.vectors()[order_e])
+        if f % 7 == 0 or f > 110:
+            for k in (1, 3):
+                di, li = ivf.query(q, k=k)
+                de, le = exact.query(q, k=k)
+                np.testing.assert_allclose(di, de, rtol=1e-5, atol=1e-5)
+                assert (li[:, 0] == le[:, 0]).all()
+    assert in_place > 50 and fresh >= 2, (in_place, fresh)  # both paths taken, the cheap one mostly
+    state = ivf._state
+    assert state.dead > 0 and len(state.labels) <= 1.25 * (state.size + state.dead) + 8 * len(state.ends) + 1
+    back = IVFIndex.from_state(ivf.state_dict())
+    assert back._state.dead == 0
+    for a, b in zip(ivf.query(q, k=1), back.query(q, k=1)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_list_whose_room_runs_out_or_too_many_dead_rows_lay_the_index_out_afresh() -> None:
+    from streamad.index.ivf import DEAD_SHARE
+
+    rng = np.random.default_rng(2)
+    d = 8
+    ivf = IVFIndex(d, exact_below=0, nlist=4, nprobe=4, seed=0)
+    ivf.add(np.arange(400), clustered(rng, 400, d, centres=4))
+    state = ivf._state
+    li = int(np.argmax(state.live))
+    room = int(state.region[li + 1] - state.ends[li])
+    near = state.centroids[li] + 0.01 * rng.normal(size=(room + 1, d)).astype(np.float32)
+    ivf.add(np.arange(1000, 1000 + room), near[:room])          # fills the room exactly: written in place
+    assert ivf._state.vectors is state.vectors and ivf._state.ends[li] == state.region[li + 1]
+    ivf.add(np.array([5000]), near[room:])                        # one more: laid out afresh, with new room
+    assert ivf._state.vectors is not state.vectors and ivf._state.dead == 0
+    assert ivf._state.region[li + 1] - ivf._state.ends[li] >= 8
+    state = ivf._state
+    n = len(ivf)
+    ivf.remove(ivf.labels()[: int(DEAD_SHARE * n) - 20])          # dead rows within the share: marked only
+    assert ivf._state.vectors is state.vectors and ivf._state.dead > 0
+    ivf.remove(ivf.labels()[:40])                                 # beyond it: dropped
+    assert ivf._state.vectors is not state.vectors and ivf._state.dead == 0
+    exact = ExactIndex(d)
+    exact.add(ivf.labels(), ivf.vectors())
+    q = clustered(rng, 50, d, centres=4)
+    np.testing.assert_allclose(ivf.query(q)[0], exact.query(q)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_reader_never_sees_a_row_a_concurrent_change_is_writing() -> None:
+    """The compiled k = 1 scan in one thread while another applies small changes (most written into the
+    room after the lists, the rows a reader of an older version never reads): every answer is a label the
+    index held at some time, at its true distance; never a row half-written, dead or unwritten (label -1,
+    or a distance that is not the label's)."""
+    import threading
+
+    _, frame, ivf, _, window = sliding(per=40, frames=30)
+    vectors_of: dict[int, np.ndarray] = {}
+    for f in range(window):
+        labels, vectors = frame(f)
+        ivf.add(labels, vectors)
+        vectors_of.update(zip(labels.tolist(), vectors))
+    ivf.nprobe = 4
+    stop, bad, answered = threading.Event(), [], [0]
+    q = np.random.default_rng(3).normal(size=(200, 16)).astype(np.float32) * 4
+
+    def reader() -> None:
+        while not stop.is_set():
+            d, lab = ivf.query(q)
+            for dist, label, qi in zip(d[:, 0], lab[:, 0].tolist(), q):
+                v = vectors_of.get(label)
+                if v is None or abs(float(np.linalg.norm(v - qi)) - float(dist)) > 1e-3:
+                    bad.append((label, float(dist)))
+            answered[0] += 1
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        for f in range(window, window + 150):
+            labels, vectors = frame(f)
+            vectors_of.update(zip(labels.tolist(), vectors))  # known before any reader can see them
+            ivf.apply(labels, vectors, frame(f - window)[0])
+    finally:
+        stop.set()
+        t.join(10.0)
+    assert not t.is_alive() and answered[0] >= 5, answered
+    assert not bad, bad[:5]
+
+
+def test_dead_rows_are_written_again_only_once_no_reader_holds_a_version_that_held_them() -> None:
+    """Without readers a change's added vectors take the rows earlier changes freed (dead rows stay few,
+    the lists' ends hardly move); while a reader holds a version, no row that version holds is written,
+    however many changes come (its vectors and labels stay as they were), so dead rows pile up; once it
+    lets go, its rows are taken again. Answers equal brute force's at the end."""
+    _, frame, ivf, exact, window = sliding(per=40, frames=20, nlist=8)
+    per = 40
+
+    def step(f: int) -> tuple[_State, _State]:
+        before = ivf._state
+        labels, vectors = frame(f)
+        ivf.apply(labels, vectors, frame(f - window)[0] if f >= window else np.zeros(0, np.int64))
+        return before, ivf._state
+
+    for f in range(window + 5):
+        step(f)
+    reused = 0
+    for f in range(window + 5, window + 25):                    # no reader: freed rows are taken again
+        before, after = step(f)
+        if after.vectors is before.vectors:
+            reused += int((after.ends - before.ends).sum()) < per
+            assert after.dead <= 3 * per, after.dead
+    assert reused >= 10, reused
+    with ivf._reading() as held:
+        rows = held.held_rows()
+        vectors, labels = held.vectors[rows].copy(), held.labels[rows].copy()
+        grew = []
+        for f in range(window + 25, window + 35):
+            before, after = step(f)
+            np.testing.assert_array_equal(held.vectors[rows], vectors)   # not one row it holds written
+            np.testing.assert_array_equal(held.labels[rows], labels)
+            if after.vectors is before.vectors is held.vectors:
+                grew.append(len(ivf._pending))
+    assert grew and grew == list(range(grew[0], grew[0] + len(grew))), grew  # each change's freed rows wait
+    for f in range(window + 35, window + 60):
+        _, after = step(f)
+    assert after.dead <= 3 * per and len(ivf._pending) <= 1, (after.dead, ivf._pending)  # let go: taken again
+    for f in range(window + 60 - window, window + 60):
+        exact.add(*frame(f))
+    q = np.random.default_rng(8).normal(size=(60, 16)).astype(np.float32) * 4
+    np.testing.assert_allclose(ivf.query(q)[0], exact.query(q)[0], rtol=1e-5, atol=1e-5)

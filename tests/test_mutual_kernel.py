@@ -61,3 +61,44 @@ def test_empty_frames_give_no_pairs() -> None:
     a, b = np.zeros((0, 3), np.float32), np.ones((4, 3), np.float32)
     got = mutual_pairs(a, b)
     assert got.seed_patch.tolist() == [-1] * 4 and np.isinf(got.distance).all()
+
+
+def test_the_pairs_of_a_stack_shared_among_threads_equal_one_threads_and_the_threads_stop() -> None:
+    """Two association threads give the pairs of one thread bit for bit (each pair computed as alone), the
+    pool's threads run only while it is set, and setting 1 shuts them down (joined)."""
+    from streamad.core import association
+    from streamad.core.association import mutual_pairs_stack, set_workers, workers_alive
+
+    rng = np.random.default_rng(7)
+    seeds = rng.integers(0, 3, size=(6, 60, 5)).astype(np.float32)    # ties in every pair
+    frame = rng.integers(0, 3, size=(60, 5)).astype(np.float32)
+    before = association.workers()
+    try:
+        set_workers(1)
+        alone = mutual_pairs_stack(seeds, frame)
+        assert workers_alive() == []
+        set_workers(2)
+        shared = mutual_pairs_stack(seeds, frame)
+        assert 1 <= len(workers_alive()) <= 2, workers_alive()
+        for a, b in zip(alone, shared):
+            np.testing.assert_array_equal(a, b)
+        set_workers(1)
+        assert workers_alive() == []                              # shut down and joined
+        with pytest.raises(ValueError, match="association workers must be an int >= 1, got 0"):
+            set_workers(0)
+    finally:
+        set_workers(before)
+
+
+def test_the_thread_budget_sets_the_association_threads() -> None:
+    from streamad.config import ThreadConfig
+    from streamad.core.association import set_workers, workers
+    from streamad.stream.threads import apply_threads
+
+    try:
+        assert apply_threads(ThreadConfig(), background=False, cores=2)["associate"] == 2 == workers()
+        assert apply_threads(ThreadConfig(), background=True, cores=2)["associate"] == 1 == workers()
+        assert apply_threads(ThreadConfig(associate=3), background=True, cores=2)["associate"] == 3
+    finally:
+        apply_threads(ThreadConfig(), background=False)           # as the bench leaves it
+        set_workers(1)

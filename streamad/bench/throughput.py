@@ -79,7 +79,7 @@ def measure_throughput(frames: list[np.ndarray], config: Any, *, warmup: int = 5
     Each pass runs under the thread budget of its mode (:mod:`streamad.vision.threads`).
     """
     from streamad.vision.features import PatchFeatureExtractor
-    from streamad.vision.threads import apply_threads
+    from streamad.stream.threads import apply_threads
 
     window = config.window
     if len(frames) <= window:
@@ -209,7 +209,8 @@ def report_lines(result: dict[str, Any]) -> list[str]:
     lines = [f"device {r['device']}, backbone {r['backbone']}, input {h}x{w}, window {r['window']}, {r['frames']} frames; "
              f"index {ix['kind']} (nprobe {ix['nprobe']}, exact below {ix['exact_below']:,}); blur sigma "
              f"{r['blur_sigma']:g}, trimming k {r['k_sigma']:g}; threads "
-             + ", ".join(f"{mode}: torch {t['torch']} blas {t['blas']}" for mode, t in r["threads"].items()),
+             + ", ".join(f"{mode}: torch {t['torch']} blas {t['blas']} associate {t['associate']}"
+                         for mode, t in r["threads"].items()),
              f"backbone only : {r['backbone_fps']:7.2f} fps  (p50 {r['backbone_p50_ms']:.1f} ms, "
              f"p99 {r['backbone_p99_ms']:.1f} ms)"]
     if "pipeline_fps" in r:

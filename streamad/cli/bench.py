@@ -57,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aggregate", type=int, default=None, metavar="A", help="A x A local averaging (default 3)")
     add(p, "dim", "image_size", "blur", "k_sigma", "memory")
     p.add_argument("--modes", default="live,sync", help="passes after the backbone's: live, sync or both (default)")
-    add(p, "torch_threads", "blas_threads")
+    add(p, "torch_threads", "blas_threads", "associate_threads")
     p.add_argument("--warmup", type=int, default=5, metavar="N", help="untimed backbone calls first (default 5)")
     add(p, "json", "quiet")
 

@@ -147,6 +147,10 @@ def _table() -> dict[str, Option]:
                                          help="BLAS threads of association and search (default 0: 1 with background "
                                               "learning, else all cores), so that scorer and learner do not fight "
                                               "over the cores")),
+        Option(("--associate-threads",), dict(type=int, default=None, metavar="N",
+                                              help="threads that share a frame's mutual pairs with its seeds (default "
+                                                   "0: 1 with background learning, else all cores; the same answers "
+                                                   "whatever the count)")),
         Option(("--memory",), dict(type=int, default=None, metavar="N",
                                    help=f"long-term nominal memory beyond the window: at most N trusted patches of "
                                         f"frames that left it (default {_S.memory.capacity}; 0: none, as --preset "
@@ -321,7 +325,8 @@ def config_error(exc: Exception) -> UserError:
 
 #: The flat settings of the streaming engine that commands take as options.
 STREAM_SETTINGS = ("window", "admit_every", "backbone", "weights", "layers", "image_size", "dim", "aggregate",
-                   "device", "k_sigma", "blur", "learning", "learner_duty", "torch_threads", "blas_threads", "memory",
+                   "device", "k_sigma", "blur", "learning", "learner_duty", "torch_threads", "blas_threads",
+                   "associate_threads", "memory",
                    "memory_epsilon_ratio", "memory_max_age", "rule", "false_alarm_rate", "index", "nprobe",
                    "exact_below", "ef_construction")
 

@@ -70,7 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("detector")
     add(g, "preset", "window")
     g.add_argument("--admit-every", type=int, default=None, metavar="K", help="admit one frame in K to the window")
-    add(g, "backbone", "device", "learning", "learner_duty", "torch_threads", "blas_threads", "memory")
+    add(g, "backbone", "device", "learning", "learner_duty", "torch_threads", "blas_threads",
+           "associate_threads", "memory")
     g = p.add_argument_group("alarms")
     add(g, "false_alarm_rate")
     g.add_argument("--alarms-per-hour", type=float, default=None, metavar="N",
@@ -245,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
 def apply_thread_budget(config: StreamConfig | None) -> dict[str, int]:
     """Set the process's torch and BLAS threads as ``config.threads`` says (streamad.vision.threads); none
     without a config (a stand-in detector's)."""
-    from streamad.vision.threads import apply_threads
+    from streamad.stream.threads import apply_threads
 
     if config is None:
         return {}
@@ -261,7 +262,7 @@ def report(args: argparse.Namespace, parts: Parts, summary: WatchSummary, thread
     if args.stats:
         print(summary.stage_table())
         if threads:
-            print(f"threads: torch {threads['torch']}, BLAS {threads['blas']}")
+            print(f"threads: torch {threads['torch']}, BLAS {threads['blas']}, association {threads['associate']}")
         if learner:
             stages = ", ".join(f"{k} {v:.1f}" for k, v in learner.get("stage_ms", {}).items())
             print(f"background learner: {learner['admitted']} admissions ({learner['admissions_per_s']:.2f}/s), "

@@ -4,7 +4,9 @@ The one primitive both the batch oracle and the streaming engine use, so that bo
 bit-identical distances for the same inputs. :func:`mutual_pairs_stack` associates many pairs of
 frames at once, with numpy (the oracle's arithmetic, bit-identical to :func:`mutual_pairs`) or on a
 torch device (``"cpu"``, ``"cuda"``: the same math on tensors, one batched matrix product; equal to
-numpy's up to float32 rounding, so ties may break differently).
+numpy's up to float32 rounding, so ties may break differently). With numpy, the pairs of a stack are
+shared among :func:`set_workers` threads (the product and the compiled pass release the interpreter
+lock; every pair is computed as alone, so the answers are the same bit for bit whatever the count).
 
     >>> import numpy as np
     >>> seed = np.array([[0.0, 0.0], [10.0, 0.0]])
@@ -18,6 +20,8 @@ numpy's up to float32 rounding, so ties may break differently).
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,7 +124,10 @@ def mutual_pairs_stack(seeds: np.ndarray, frames: np.ndarray, device: str = "num
         a = a[None]
     n = max(len(a) if a.ndim == 3 else 1, len(b) if b.ndim == 3 else 1)
     if check_device(device) == "numpy":
-        out = [mutual_pairs(a[i] if a.ndim == 3 else a, b[i] if b.ndim == 3 else b) for i in range(n)]
+        def pair(i: int) -> MutualPairs:
+            return mutual_pairs(a[i] if a.ndim == 3 else a, b[i] if b.ndim == 3 else b)
+        pool = _pool() if n > 1 else None
+        out = list(pool.map(pair, range(n))) if pool is not None else [pair(i) for i in range(n)]
         return (np.stack([o.seed_patch for o in out]), np.stack([o.distance for o in out]))
     return _mutual_pairs_torch(a, b, n, device)
 
@@ -144,3 +151,53 @@ def _mutual_pairs_torch(a: np.ndarray, b: np.ndarray, n: int, device: str) -> tu
         patch = torch.where(mutual, nearest_seed, torch.full_like(nearest_seed, NO_PAIR))
         dist = torch.where(mutual, d, torch.full_like(d, float("inf")))
     return patch.cpu().numpy().astype(np.int64), dist.cpu().numpy()
+
+
+# -- the association's threads ------------------------------------------------------------------------------
+# Who owns what: the pool belongs to this module (one per process, like BLAS's); set_workers, called by the
+# thread budget (streamad.stream.threads.apply_threads) from the application's thread, replaces it under
+# _POOL_LOCK, shutting the old one down (its running pairs finish first). A caller of mutual_pairs_stack takes
+# the pool in force when it starts; its threads ("streamad-associate-K") only compute pairs and hold nothing.
+_POOL_LOCK = threading.Lock()
+_POOL: ThreadPoolExecutor | None = None
+_WORKERS = 1
+
+
+def set_workers(workers: int) -> int:
+    """Share the pairs of :func:`mutual_pairs_stack` (numpy) among ``workers`` threads, process-wide (1: on
+    the caller's thread, no pool); returns the count in force. The thread budget sets it: the cores when
+    one thing runs at a time (synchronous learning, eval), 1 beside a scorer (background learning).
+
+        >>> set_workers(2), len(workers_alive()) <= 2
+        (2, True)
+        >>> set_workers(1), workers_alive()
+        (1, [])
+    """
+    global _POOL, _WORKERS
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"association workers must be an int >= 1, got {workers!r}")
+    with _POOL_LOCK:
+        old, _POOL, _WORKERS = _POOL, None, workers
+    if old is not None:
+        old.shutdown(wait=True)
+    return workers
+
+
+def workers() -> int:
+    """How many threads share the pairs of a stack now."""
+    return _WORKERS
+
+
+def workers_alive() -> list[str]:
+    """The names of the association threads running now."""
+    return [t.name for t in threading.enumerate() if t.name.startswith("streamad-associate") and t.is_alive()]
+
+
+def _pool() -> ThreadPoolExecutor | None:
+    global _POOL
+    with _POOL_LOCK:
+        if _WORKERS <= 1:
+            return None
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(_WORKERS, thread_name_prefix="streamad-associate")
+        return _POOL

@@ -6,12 +6,15 @@ index first reaches ``exact_below``); a query gets the answer that an exact sear
 of the ``nprobe`` lists whose centroids are nearest to it gives. Below ``exact_below`` vectors every
 query is exact.
 
-All lists are stored one after another in one array. A change (:meth:`IVFIndex.apply`: the removed
-and added vectors of one admission) assigns each added vector to its nearest centroid and builds new
-arrays: the kept rows and the added ones, merged list by list (:func:`_merge`). That copies every
-held vector once per change, but computes nothing else: no graph to repair, where re-inserting into
-an HNSW graph cost milliseconds per vector (docs/DESIGN.md section 4; ``streamad bench-engine --mode
-index`` measures both).
+All lists are stored one after another in one array, each followed by room for more (a quarter of its
+vectors, at least 8 rows). A change (:meth:`IVFIndex.apply`: the removed and added vectors of one
+admission) assigns each added vector to its nearest centroid, writes it into the room after its list
+and marks each removed vector dead in a new copy of the ``alive`` mask (:func:`_append`): it costs what
+it changes, not what the index holds. When a list's room runs out, or dead rows exceed a quarter of the
+live ones, the index is laid out afresh in new arrays, dead rows dropped (:func:`_compact`: every held
+vector copied once, as every change did before; measured in ``streamad bench-engine --mode engine``,
+index column). No graph to repair either, where re-inserting into an HNSW graph cost milliseconds per
+vector (docs/DESIGN.md section 4; ``streamad bench-engine --mode index`` measures both).
 
 The nearest (k = 1, what the stream asks) comes from one compiled call (:mod:`streamad.index.ivf_scan`):
 each query's own list first; then only the probed lists whose bisector with the query's own centroid
@@ -22,10 +25,11 @@ window's own answer, the memory for its epsilon); in a list, the full distance o
 whose distance in the leading principal coordinates leaves a chance. Larger k: one matrix product per
 probed list (:meth:`IVFIndex._query_lists`).
 
-Readers see snapshots. The new arrays are published with one reference assignment, so a query
+Readers see snapshots. A change's new state is published with one reference assignment, so a query
 running in another thread while :meth:`~IVFIndex.apply` runs answers either entirely from the state
-before the change or entirely from the state after it, never from a half-applied one. Only one
-thread may write.
+before the change or entirely from the state after it, never from a half-applied one: the rows a
+change writes lie past the ends of every list of every published state (no reader reads them), and
+what it marks dead is marked in a new mask. Only one thread may write.
 
 When the set has grown to ``retrain_growth`` (2) times the size the centroids were trained on, or the
 largest list holds more than ``max_imbalance`` times the mean, the centroids are retrained and every
@@ -46,7 +50,9 @@ growth 2 it would have been trained on at least 15,452 (about 124 lists of at mo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,6 +63,7 @@ import numpy as np
 from streamad.config import IndexConfig
 from streamad.index.base import BaseIndex, check_change, check_held, check_query, check_within
 from streamad.index.exact import exact_knn
+from streamad.index.ivf_rows import place_columns, place_rows
 from streamad.index.ivf_scan import bundled_blas, nearest_in_lists, rerank
 from streamad.state_schema import StatePart
 
@@ -71,48 +78,106 @@ _EXTRA = 2
 PRODUCT_FROM = 64
 
 
+#: Room left after each list when the index is laid out, as a share of its vectors (at least SLACK_MIN
+#: rows): a change writes its added vectors there and marks its removed ones dead, touching nothing else.
+SLACK = 0.25
+SLACK_MIN = 8
+#: The index is laid out afresh (dead rows dropped) when a list's room runs out, or when dead rows exceed
+#: this share of the live ones (a shrinking set never runs out of room).
+DEAD_SHARE = 0.25
+
+
 @dataclass(frozen=True)
 class _State:
-    """One consistent version of the index: what a query reads (never modified once published).
+    """One consistent version of the index: what a query reads.
 
-    The vectors of all lists are stored list after list in one array (list ``i`` is rows
-    ``bounds[i]:bounds[i + 1]`` of ``vectors``; ``list_of`` gives each row's list). Beside them, their
-    leading principal coordinates (``proj``, (p, n), column by column: the compiled scan's lower bounds,
-    :mod:`streamad.index.ivf_scan`), on the ``basis`` learnt with the centroids."""
+    List ``l`` owns rows ``region[l]:region[l + 1]`` of the buffers (``vectors``, ``labels``, ``sqnorms``
+    and the principal coordinates ``proj``, (p, rows), column by column: the compiled scan's lower bounds,
+    :mod:`streamad.index.ivf_scan`, on the ``basis`` learnt with the centroids); its vectors are rows
+    ``region[l]:ends[l]``, of which the ``alive`` ones are held (a removed vector stays in its place, dead).
+    The buffers are shared between versions: a change writes its added vectors into rows that no reader
+    holds, the dead rows no reader can still read as held (their version's ``pins`` are all gone) and the
+    room past ``ends``, and publishes a new version with its own ``ends``, ``alive`` and ``live``. A
+    reader may read a dead row while it is written (the bounds pass reads whole lists) but never takes
+    it; the rows its version holds are never written while it reads."""
 
-    centroids: np.ndarray | None  # (nlist, d) float32; None while exact (one list)
-    vectors: np.ndarray  # (n, d) float32, C-contiguous
-    labels: np.ndarray  # (n,) int64
-    sqnorms: np.ndarray  # (n,) float32
-    list_of: np.ndarray  # (n,) int64, ascending
-    bounds: np.ndarray  # (nlist + 1,) int64
+    centroids: np.ndarray | None  # (nlist, d) float32; None while exact (one list, no room, nothing dead)
+    vectors: np.ndarray  # (rows, d) float32, C-contiguous
+    labels: np.ndarray  # (rows,) int64
+    sqnorms: np.ndarray  # (rows,) float32
+    region: np.ndarray  # (nlist + 1,) int64
+    ends: np.ndarray  # (nlist,) int64
+    alive: np.ndarray  # (rows,) bool
+    live: np.ndarray  # (nlist,) int64: the vectors each list holds
+    size: int
+    dead: int
     basis: np.ndarray | None = None  # (p, d) float32 orthonormal rows; None while exact
-    proj: np.ndarray | None = None  # (p, n) float32: basis @ vectors.T; None while exact
+    proj: np.ndarray | None = None  # (p, rows) float32: basis @ vectors.T; None while exact
     gaps: np.ndarray | None = None  # (nlist, nlist) float64 distances between centroids; None while exact
     centroid_sq: np.ndarray | None = None  # (nlist,) float32 squared norms of the centroids
     vector_sq: float = 0.0  # the largest squared norm of a vector held since the centroids were trained
+    version: int = 0  # counts the versions published
+    #: Readers reading this version now (changed under the index's lock only): while any does, the rows it
+    #: holds are not written (:meth:`IVFIndex._reusable`).
+    pins: list[int] = dataclasses.field(default_factory=lambda: [0], compare=False, repr=False)
 
     @property
-    def size(self) -> int:
-        return len(self.labels)
+    def starts(self) -> np.ndarray:
+        return self.region[:-1]
+
+    def held_rows(self) -> np.ndarray:
+        """The rows of the vectors held, list after list (in each list, the order they came in)."""
+        return np.flatnonzero(self.alive)
 
     @classmethod
-    def build(cls, centroids: np.ndarray | None, vectors: np.ndarray, labels: np.ndarray, sqnorms: np.ndarray,
-              list_of: np.ndarray, basis: np.ndarray | None = None, proj: np.ndarray | None = None,
-              gaps: np.ndarray | None = None, centroid_sq: np.ndarray | None = None, vector_sq: float = 0.0) -> _State:
-        """A state of rows already sorted by ``list_of`` (``proj``, ``gaps`` and the norms: computed from the
-        centroids, basis and vectors unless given, as a change that keeps the centroids passes them on)."""
+    def layout(cls, centroids: np.ndarray | None, vectors: np.ndarray, labels: np.ndarray, list_of: np.ndarray,
+               basis: np.ndarray | None = None, proj: np.ndarray | None = None, gaps: np.ndarray | None = None,
+               centroid_sq: np.ndarray | None = None, vector_sq: float = 0.0, sqnorms: np.ndarray | None = None,
+               version: int = 0, held: np.ndarray | None = None, added: np.ndarray | None = None,
+               added_proj: np.ndarray | None = None) -> _State:
+        """A state of ``vectors`` (with ``labels``) in the lists ``list_of``, each list's rows in the given
+        order, with room after each (none while exact). ``proj`` (the vectors' principal coordinates),
+        ``gaps``, ``sqnorms`` and the centroids' norms: computed from the centroids, basis and vectors unless
+        given (a change passes them on: computed once per vector). A change passes its buffers instead:
+        the vectors are rows ``held`` of ``vectors`` (and columns ``held`` of ``proj``) followed by ``added``
+        (and ``added_proj``); each is copied once, to its place (:mod:`streamad.index.ivf_rows`)."""
+        d = vectors.shape[1]
+        held = np.arange(len(vectors)) if held is None else held
+        added = np.zeros((0, d), np.float32) if added is None else added
         nlist = 1 if centroids is None else len(centroids)
-        bounds = np.concatenate([[0], np.cumsum(np.bincount(list_of, minlength=nlist))]).astype(np.int64)
+        order = np.argsort(list_of, kind="stable")
+        lists = list_of[order]
+        sizes = np.bincount(lists, minlength=nlist).astype(np.int64)
+        room = np.zeros(nlist, np.int64) if centroids is None else np.maximum(np.ceil(SLACK * sizes), SLACK_MIN)
+        region = np.concatenate([[0], np.cumsum(sizes + room)]).astype(np.int64)
+        rows = region[lists] + (np.arange(len(lists)) - np.concatenate([[0], np.cumsum(sizes)])[lists])
+        total = int(region[-1])
+        buf = np.empty((total, d), np.float32)  # the room past each list's end is never read
+        place_rows(buf, rows, np.ascontiguousarray(vectors, np.float32), held, np.ascontiguousarray(added, np.float32),
+                   order)
+        sq = np.zeros(total, np.float32)
+        sq[rows] = _rowsq(buf[rows]) if sqnorms is None else sqnorms[order]
+        lab = np.full(total, -1, np.int64)
+        lab[rows] = labels[order]
+        alive = np.zeros(total, bool)
+        alive[rows] = True
         if centroids is not None and gaps is None:
             c = centroids.astype(np.float64)
             csq = np.einsum("ij,ij->i", c, c)
             gaps = np.sqrt(np.maximum(csq[:, None] + csq[None, :] - 2.0 * (c @ c.T), 0.0))
             centroid_sq = _rowsq(centroids)
-            vector_sq = max(vector_sq, float(sqnorms.max()) if len(sqnorms) else 0.0)
-        if basis is not None and proj is None:
-            proj = np.ascontiguousarray(basis @ vectors.T)
-        return cls(centroids, vectors, labels, sqnorms, list_of, bounds, basis, proj, gaps, centroid_sq, vector_sq)
+        vector_sq = max(vector_sq, float(sq.max()) if total else 0.0)
+        pbuf = None
+        if basis is not None:
+            pbuf = np.empty((len(basis), total), np.float32)
+            if proj is None:
+                pbuf[:, rows] = basis @ buf[rows].T
+            else:
+                extra = np.zeros((len(basis), 0), np.float32) if added_proj is None else added_proj
+                place_columns(pbuf, rows, np.ascontiguousarray(proj, np.float32), held,
+                              np.ascontiguousarray(extra, np.float32), order)
+        return cls(centroids, buf, lab, sq, region, region[:-1] + sizes, alive, sizes, len(lists), 0, basis, pbuf,
+                   gaps, centroid_sq, vector_sq, version)
 
     @property
     def slack(self) -> float:
@@ -124,8 +189,7 @@ class _State:
 
     @classmethod
     def empty(cls, dim: int) -> _State:
-        return cls.build(None, np.zeros((0, dim), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32),
-                         np.zeros(0, np.int64))
+        return cls.layout(None, np.zeros((0, dim), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
 def _rowsq(v: np.ndarray) -> np.ndarray:
@@ -216,35 +280,61 @@ def kmeans(vectors: np.ndarray, k: int, seed: int, iterations: int = 10, sample:
     return np.ascontiguousarray(km.centroids, np.float32)
 
 
-def _merge(state: _State, keep: np.ndarray, added: np.ndarray, vectors: np.ndarray,
-           add_list: np.ndarray) -> _State:
-    """A new state: the kept rows of ``state`` and the added ones, each list's new rows after its kept ones.
-
-    The held rows are taken in the new order in one gather, the few added ones then written in their places
-    (the projection alike, column by column)."""
-    kept = np.flatnonzero(keep)
-    kept_list = state.list_of[kept]
+def _append(state: _State, gone: np.ndarray, added: np.ndarray, vectors: np.ndarray, add_list: np.ndarray,
+            free: np.ndarray) -> tuple[_State, np.ndarray] | None:
+    """The next version after a change written into the present buffers, and the rows written: ``gone``
+    (rows) marked dead; each ``added`` vector (in list ``add_list``) written into a ``free`` row of its list
+    (ascending; dead rows that no reader can still read as held), else into the room after the list's rows.
+    None where a list's room does not take its vectors or the dead rows would exceed ``DEAD_SHARE`` of the
+    live ones: the caller lays the index out afresh (:func:`_compact`)."""
+    assert state.centroids is not None and state.basis is not None and state.proj is not None
+    nlist = len(state.ends)
+    need = np.bincount(add_list, minlength=nlist).astype(np.int64)
+    free_list = np.searchsorted(state.region, free, side="right") - 1
+    have = np.bincount(free_list, minlength=nlist).astype(np.int64)
+    ends = state.ends + np.maximum(need - have, 0)
+    size = state.size - len(gone) + len(added)
+    dead = state.dead + len(gone) - int(np.minimum(need, have).sum())
+    if (ends > state.region[1:]).any() or dead > DEAD_SHARE * size + SLACK_MIN:
+        return None
     order = np.argsort(add_list, kind="stable")
     a_list = add_list[order]
-    nk, na = len(kept), len(a_list)
-    pos_a = np.arange(na) + np.searchsorted(kept_list, a_list, side="right")  # the added rows' new places
-    source = np.zeros(nk + na, np.int64)  # each new row's held row (0 where an added one goes)
-    source[np.arange(nk) + np.searchsorted(a_list, kept_list, side="left")] = kept
+    rank = np.arange(len(a_list)) - np.searchsorted(a_list, a_list, side="left")
+    pos = state.ends[a_list] + rank - have[a_list]  # past the list's rows, after its free ones
+    reuse = rank < have[a_list]
+    if reuse.any():
+        pos[reuse] = free[np.searchsorted(free_list, a_list[reuse], side="left") + rank[reuse]]
     av = vectors[order]
     a_sq = _rowsq(av)
-    rows = np.take(state.vectors, source, axis=0) if state.size else np.empty((nk + na, av.shape[1]), np.float32)
-    rows[pos_a] = av
-    proj = None
-    if state.basis is not None and state.proj is not None:
-        proj = np.take(state.proj, source, axis=1) if state.size else np.empty((len(state.basis), nk + na), np.float32)
-        proj[:, pos_a] = state.basis @ av.T
-    source[pos_a] = state.size + np.arange(na)  # now into [held | added in list order], for the small arrays
-    labels = np.concatenate([state.labels, added[order]])[source]
-    sqnorms = np.concatenate([state.sqnorms, a_sq])[source]
-    list_of = np.concatenate([state.list_of, a_list])[source]
-    vector_sq = max(state.vector_sq, float(a_sq.max())) if na else state.vector_sq
-    return _State.build(state.centroids, rows, labels, sqnorms, list_of, state.basis, proj, state.gaps,
-                        state.centroid_sq, vector_sq)
+    state.vectors[pos] = av
+    state.sqnorms[pos] = a_sq
+    state.labels[pos] = added[order]
+    state.proj[:, pos] = state.basis @ av.T
+    alive = state.alive.copy()
+    alive[gone] = False
+    alive[pos] = True
+    live = state.live + need
+    if len(gone):
+        live -= np.bincount(np.searchsorted(state.region, gone, side="right") - 1, minlength=nlist)
+    vector_sq = max(state.vector_sq, float(a_sq.max())) if len(a_sq) else state.vector_sq
+    return dataclasses.replace(state, ends=ends, alive=alive, live=live, size=size, dead=dead, vector_sq=vector_sq,
+                               version=state.version + 1, pins=[0]), pos
+
+
+def _compact(state: _State, gone: np.ndarray, added: np.ndarray, vectors: np.ndarray,
+             add_list: np.ndarray) -> _State:
+    """The next version after a change, laid out afresh in new buffers: the held rows but ``gone`` (in row
+    order), then the added ones, each list's new rows after its kept ones, with new room; no dead rows."""
+    alive = state.alive.copy()
+    alive[gone] = False
+    rows = np.flatnonzero(alive)
+    lists = (np.searchsorted(state.region, rows, side="right") - 1).astype(np.int64)
+    with_proj = state.basis is not None and state.proj is not None
+    return _State.layout(state.centroids, state.vectors, np.concatenate([state.labels[rows], added]),
+                         np.concatenate([lists, add_list]), state.basis, state.proj if with_proj else None, state.gaps,
+                         state.centroid_sq, state.vector_sq, np.concatenate([state.sqnorms[rows], _rowsq(vectors)]),
+                         state.version + 1, held=rows, added=vectors,
+                         added_proj=state.basis @ vectors.T if with_proj else None)
 
 
 class IVFIndex(BaseIndex):
@@ -271,6 +361,14 @@ class IVFIndex(BaseIndex):
         self.retrain_growth, self.max_imbalance = float(retrain_growth), float(max_imbalance)
         self.device = device  # exact search (below exact_below) on a torch device, e.g. "cuda"
         self._state = _State.empty(self.dim)
+        # The writer's own (readers never see them): each held label's row; the rows of the present buffers
+        # that a change may write (dead, and no reader can still read them as held); rows that died at a
+        # version that readers may still hold, with that version; the versions replaced while read.
+        self._row_of: dict[int, int] = {}
+        self._free = np.zeros(0, bool)
+        self._pending: list[tuple[int, np.ndarray]] = []
+        self._retired: list[_State] = []
+        self._lock = threading.Lock()  # covers taking a version to read (``_State.pins``) and publishing one
         self._trained_size = 0
         self.retrains = 0
         #: Work done by k = 1 queries, summed: (query, list) scans, vectors bounded in projection, full
@@ -291,7 +389,8 @@ class IVFIndex(BaseIndex):
         return self._state.size
 
     def __contains__(self, label: object) -> bool:
-        return bool((self._state.labels == int(label)).any())  # type: ignore[call-overload]
+        with self._reading() as state:
+            return bool(((state.labels == int(label)) & state.alive).any())  # type: ignore[call-overload]
 
     @property
     def trained(self) -> bool:
@@ -300,16 +399,17 @@ class IVFIndex(BaseIndex):
 
     def labels(self) -> np.ndarray:
         """The labels held (list by list)."""
-        return self._state.labels.copy()
+        with self._reading() as state:
+            return state.labels[state.held_rows()]
 
     def vectors(self) -> np.ndarray:
-        """The vectors held, in the order of :meth:`labels` (a read-only view)."""
-        out = self._state.vectors.view()
-        out.flags.writeable = False
-        return out
+        """The vectors held, in the order of :meth:`labels` (a copy)."""
+        with self._reading() as state:
+            return state.vectors[state.held_rows()]
 
     def list_sizes(self) -> np.ndarray:
-        return np.diff(self._state.bounds)
+        """How many vectors each list holds."""
+        return self._state.live.copy()
 
     # ------------------------------------------------------------------ changes
     def apply(self, added: np.ndarray, vectors: np.ndarray, removed: np.ndarray, replace: bool = False) -> None:
@@ -317,21 +417,80 @@ class IVFIndex(BaseIndex):
         (see :meth:`BaseIndex.apply`: ``KeyError`` for a removed label not held, ``ValueError`` for a held
         label to add unless ``replace``; nothing changes then)."""
         added, vectors, removed = check_change(added, vectors, removed, self.dim)
-        state = self._state
-        again = check_held(lambda x: np.isin(x, state.labels), added, removed, replace)
+        state, row_of = self._state, self._row_of
+        again = check_held(lambda x: np.fromiter((int(v) in row_of for v in x), bool, len(x)), added, removed,
+                           replace)
         if len(again):
             removed = np.concatenate([removed, again])
         if not len(added) and not len(removed):
             return
-        keep = ~np.isin(state.labels, removed) if len(removed) else np.ones(state.size, bool)
+        gone = np.fromiter((row_of[int(v)] for v in removed), np.int64, len(removed))
         add_list = np.zeros(len(added), np.int64) if state.centroids is None else self._assign(vectors, state.centroids)
-        new = _merge(state, keep, added, vectors, add_list)
-        self._state = new  # the one publication of this change
+        written = None if state.centroids is None else _append(state, gone, added, vectors, add_list,
+                                                                 self._reusable())
+        if written is not None:
+            self._publish(written[0], removed, written[1], gone)  # the one publication of this change
+        else:
+            self._publish(_compact(state, gone, added, vectors, add_list))
+        new = self._state
         if new.centroids is None:
             if new.size >= max(self.exact_below, 1):
-                self._train(new.vectors, new.labels)
+                self._train(self.vectors(), self.labels())
         elif new.size > self.retrain_growth * self._trained_size or self._imbalanced():
-            self._train(new.vectors, new.labels)
+            self._train(self.vectors(), self.labels())
+
+    def _publish(self, new: _State, removed: np.ndarray | None = None, written: np.ndarray | None = None,
+                 gone: np.ndarray | None = None) -> None:
+        """Make ``new`` the version readers take (one reference assignment, under the lock) and bring the
+        writer's bookkeeping up to date: after a change written in place (``removed`` labels, the ``written``
+        rows, the ``gone`` rows), entry by entry, the old version kept while readers hold it and the gone
+        rows pending until none can still read them; after a layout in new buffers, afresh (the old
+        buffers are never written again, so no reader of them needs waiting for)."""
+        with self._lock:
+            old, self._state = self._state, new
+            held = old.pins[0] > 0
+        if written is not None and removed is not None and gone is not None:
+            if held:
+                self._retired.append(old)
+            self._free[written] = False
+            self._pending.append((old.version, gone))
+            row_of = self._row_of
+            for label in removed.tolist():
+                del row_of[label]
+            row_of.update(zip(new.labels[written].tolist(), written.tolist()))
+        else:
+            rows = new.held_rows()
+            self._row_of = dict(zip(new.labels[rows].tolist(), rows.tolist()))
+            self._free = np.zeros(len(new.labels), bool)
+            self._pending, self._retired = [], []
+
+    def _reusable(self) -> np.ndarray:
+        """The rows of the present buffers a change may write (ascending): dead, and dead in every version a
+        reader still holds. Rows that died at version ``v`` (held in ``v``) become writable once no reader
+        holds ``v`` or an older version."""
+        with self._lock:
+            self._retired = [s for s in self._retired if s.pins[0] > 0]
+            oldest = min((s.version for s in self._retired), default=None)
+        keep = []
+        for version, rows in self._pending:
+            if oldest is None or version < oldest:
+                self._free[rows] = True
+            else:
+                keep.append((version, rows))
+        self._pending = keep
+        return np.flatnonzero(self._free)
+
+    @contextmanager
+    def _reading(self) -> Iterator[_State]:
+        """The present version, held for reading until the block ends: no change writes the rows it holds."""
+        with self._lock:
+            state = self._state
+            state.pins[0] += 1
+        try:
+            yield state
+        finally:
+            with self._lock:
+                state.pins[0] -= 1
 
     def _assign(self, vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
         if not len(vectors):
@@ -357,11 +516,9 @@ class IVFIndex(BaseIndex):
         centroids = kmeans(vectors, nlist, seed=self.seed + self.retrains)
         basis = self._basis(vectors, self.seed + self.retrains)
         assign = self._assign(vectors, centroids)
-        order = np.argsort(assign, kind="stable")
-        rows = np.ascontiguousarray(vectors[order])
         self._trained_size = n
         self.retrains += 1
-        self._state = _State.build(centroids, rows, labels[order], _rowsq(rows), assign[order], basis)
+        self._publish(_State.layout(centroids, np.ascontiguousarray(vectors, np.float32), labels, assign, basis))
 
     # ------------------------------------------------------------------ queries
     def query(self, vectors: np.ndarray, k: int = 1,
@@ -370,15 +527,15 @@ class IVFIndex(BaseIndex):
 
         k = 1 runs the compiled scan (:meth:`_query_nearest`); with ``within``, only vectors nearer than
         it are sought. Larger k: one matrix product per probed list (:meth:`_query_lists`)."""
-        state = self._state  # one consistent version for the whole query
-        q = check_query(state.size, self.dim, vectors, k)
-        bound = check_within(within, len(q), int(k))
-        if state.centroids is None:
-            dist, rows = exact_knn(state.vectors, q, int(k), device=self.device)
-            return dist, state.labels[rows]
-        if k == 1:
-            return self._query_nearest(state, q, bound)
-        return self._query_lists(state, q, int(k))
+        with self._reading() as state:  # one consistent version for the whole query, held while it runs
+            q = check_query(state.size, self.dim, vectors, k)
+            bound = check_within(within, len(q), int(k))
+            if state.centroids is None:
+                dist, rows = exact_knn(state.vectors, q, int(k), device=self.device)
+                return dist, state.labels[rows]
+            if k == 1:
+                return self._query_nearest(state, q, bound)
+            return self._query_lists(state, q, int(k))
 
     def _query_nearest(self, state: _State, q: np.ndarray,
                        within: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -392,7 +549,8 @@ class IVFIndex(BaseIndex):
         dc2 *= -2.0
         dc2 += state.centroid_sq[None, :]
         bound = np.full(len(q), np.inf) if within is None else within
-        best_d, best_r, work = nearest_in_lists(state.vectors, state.sqnorms, state.proj, state.bounds, state.gaps,
+        best_d, best_r, work = nearest_in_lists(state.vectors, state.sqnorms, state.proj, state.starts, state.ends,
+                                                state.alive, state.gaps,
                                                 q, q @ state.basis.T, dc2, bound, self.nprobe, state.slack,
                                                 self.product_from)
         self.work += work  # (a race between readers only loses a count)
@@ -400,8 +558,9 @@ class IVFIndex(BaseIndex):
         labels = np.where(rows >= 0, state.labels[rows], -1)
         lost = (rows < 0) & np.isinf(bound)  # every list it could probe is empty: exact search
         if lost.any():
-            d_lost, r_lost = exact_knn(state.vectors, q[lost], 1, device=self.device)
-            dist[lost], labels[lost] = d_lost[:, 0], state.labels[r_lost[:, 0]]
+            held = state.held_rows()
+            d_lost, r_lost = exact_knn(state.vectors[held], q[lost], 1, device=self.device)
+            dist[lost], labels[lost] = d_lost[:, 0], state.labels[held[r_lost[:, 0]]]
         return dist[:, None], labels[:, None]
 
     def _probes(self, state: _State, q: np.ndarray) -> np.ndarray:
@@ -430,28 +589,29 @@ class IVFIndex(BaseIndex):
         order = np.argsort(flat_l, kind="stable")
         flat_q, flat_slot = order // nprobe, order % nprobe
         starts = np.searchsorted(flat_l[order], np.arange(nlist + 1))
-        rows = state.bounds
         rows_of, sqnorms = state.vectors, state.sqnorms
         for li in np.flatnonzero(np.diff(starts)).tolist():
-            lo, hi = int(rows[li]), int(rows[li + 1])
-            if hi == lo:
+            lo, hi = int(state.region[li]), int(state.ends[li])
+            if not state.live[li]:
                 continue
             a, b = starts[li], starts[li + 1]
             qs, slots = flat_q[a:b], flat_slot[a:b]
             part = q[qs] @ rows_of[lo:hi].T
             part *= -2.0
             part += sqnorms[lo:hi]
-            take = min(per, hi - lo)
+            part[:, ~state.alive[lo:hi]] = np.inf  # dead rows: never a candidate
+            take = min(per, int(state.live[li]))
             top = np.argpartition(part, take - 1, axis=1)[:, :take] if take < hi - lo else \
                 np.broadcast_to(np.arange(take), (len(qs), take))
             cols = slots[:, None] * per + np.arange(take)[None, :]
             cand_d[qs[:, None], cols] = np.take_along_axis(part, top, axis=1)
             cand_i[qs[:, None], cols] = lo + top
         dist, labels = self._rerank(q, cand_d, cand_i, state, k)
-        short = np.diff(state.bounds)[probes].sum(axis=1) < k  # its probed lists hold fewer than k vectors
+        short = state.live[probes].sum(axis=1) < k  # its probed lists hold fewer than k vectors
         if short.any():  # (a large k, or emptied lists): those queries are answered by exact search
-            d_short, rows = exact_knn(state.vectors, q[short], k, device=self.device)
-            dist[short], labels[short] = d_short, state.labels[rows]
+            held = state.held_rows()
+            d_short, rows = exact_knn(state.vectors[held], q[short], k, device=self.device)
+            dist[short], labels[short] = d_short, state.labels[held[rows]]
         return dist, labels
 
     @staticmethod
@@ -474,14 +634,16 @@ class IVFIndex(BaseIndex):
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """Parameters, centroids and lists as JSON scalars and numpy arrays (for persistence)."""
-        state = self._state
-        sizes = np.diff(state.bounds).astype(np.int64)  # the rows are stored list after list
+        with self._reading() as state:
+            rows = state.held_rows()  # list after list
+            vectors, labels = state.vectors[rows], state.labels[rows]
+        sizes = state.live.astype(np.int64)
         return {"kind": self.kind, "dim": self.dim, "nlist": self.nlist, "nprobe": self.nprobe,
                 "exact_below": self.exact_below, "seed": self.seed, "retrain_growth": self.retrain_growth,
                 "max_imbalance": self.max_imbalance, "trained_size": self._trained_size, "retrains": self.retrains,
                 "trained": state.centroids is not None,
                 "centroids": state.centroids if state.centroids is not None else np.zeros((0, self.dim), np.float32),
-                "list_sizes": sizes, "vectors": self.vectors(), "labels": self.labels(),
+                "list_sizes": sizes, "vectors": vectors, "labels": labels,
                 "basis": state.basis if state.basis is not None else np.zeros((0, self.dim), np.float32)}
 
     #: Arrays a state may lack: saved before they existed, rebuilt by :meth:`from_state` (the basis).
@@ -545,5 +707,16 @@ class IVFIndex(BaseIndex):
         if centroids is not None:  # any orthonormal basis gives true lower bounds: an older state gets one
             basis = (np.ascontiguousarray(state["basis"], np.float32) if "basis" in state
                      else idx._basis(vectors, idx.seed + idx.retrains))
-        idx._state = _State.build(centroids, np.ascontiguousarray(vectors), labels, _rowsq(vectors), list_of, basis)
+        idx._publish(_State.layout(centroids, np.ascontiguousarray(vectors), labels, list_of, basis))
         return idx
+
+
+def warm() -> None:
+    """Load (or compile, on a machine's first run) the compiled scan, re-ranking and layout now rather than in
+    the first query: a small index answers a query and lays itself out afresh, through the calls the
+    stream makes, with their argument types (numba reads its cache on a process's first call)."""
+    rng = np.random.default_rng(0)
+    idx = IVFIndex(dim=8, exact_below=0, nlist=2, nprobe=2)
+    idx.add(np.arange(16), rng.normal(size=(16, 8)).astype(np.float32))
+    idx.query(rng.normal(size=(2, 8)).astype(np.float32))
+    idx.query(rng.normal(size=(2, 8)).astype(np.float32), within=np.full(2, 1.0))

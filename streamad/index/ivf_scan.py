@@ -13,7 +13,8 @@ releases the interpreter lock:
    nearest are scanned, again grouped by list: every one of the query's ``nprobe`` nearest lists that
    can hold a nearer vector and, where some of those cannot, as many farther ones that can.
 
-A list is scanned in two steps. First the distances in the leading principal components (``proj``, a
+A list's rows are ``starts[l]:ends[l]``; of them only those ``alive`` count (a removed vector stays in
+its place, dead, until the index is compacted: :mod:`streamad.index.ivf`). A list is scanned in two steps. First the distances in the leading principal components (``proj``, a
 few dimensions kept column by column, so the products run over contiguous memory): the distance in a
 projection is never more than the true one, so it is a lower bound. Then the full distance (row-major
 ``vectors``), nearest lower bound first, only for the vectors whose bound is below the best distance
@@ -30,13 +31,13 @@ centroid distances, the projection) is covered by ``slack`` and a relative margi
 
     >>> import numpy as np
     >>> vectors = np.array([[0.0], [1.0], [10.0], [11.0]], np.float32)    # lists [0, 1] and [10, 11]
-    >>> proj = vectors.T.copy(); bounds = np.array([0, 2, 4])
+    >>> proj = vectors.T.copy(); starts, ends = np.array([0, 2]), np.array([2, 4]); alive = np.ones(4, bool)
     >>> centroids = np.array([[0.5], [10.5]], np.float32); gaps = np.array([[0.0, 10.0], [10.0, 0.0]])
     >>> q = np.array([[0.9], [5.3]], np.float32)
     >>> dc2 = (-2.0 * q @ centroids.T + (centroids ** 2).sum(1)).astype(np.float32)
     >>> sqnorms = (vectors ** 2).sum(1)
-    >>> best_d, best_r, work = nearest_in_lists(vectors, sqnorms, proj, bounds, gaps, q, q.copy(), dc2,
-    ...                                         np.full(2, np.inf), 2, 1e-9, 8)
+    >>> best_d, best_r, work = nearest_in_lists(vectors, sqnorms, proj, starts, ends, alive, gaps, q, q.copy(),
+    ...                                         dc2, np.full(2, np.inf), 2, 1e-9, 8)
     >>> best_r[:, 0].tolist(), work.tolist()   # query 1 scanned the second list too, one full distance each
     ([1, 1], [3, 6, 2, 0])
     >>> dist, rows = rerank(vectors, np.array([5, 6, 7, 8]), q, best_r)
@@ -126,13 +127,14 @@ def _least(sqnorms: np.ndarray, row: np.ndarray) -> float:  # pragma: no cover -
 
 
 @numba.njit(cache=True, nogil=True)
-def _scan_product(vectors: np.ndarray, sqnorms: np.ndarray, lo: int, hi: int, q: np.ndarray, q_sq: np.ndarray,
-                  group: np.ndarray, tol: np.ndarray, best_d: np.ndarray,
+def _scan_product(vectors: np.ndarray, sqnorms: np.ndarray, alive: np.ndarray, lo: int, hi: int, q: np.ndarray,
+                  q_sq: np.ndarray, group: np.ndarray, tol: np.ndarray, best_d: np.ndarray,
                   best_r: np.ndarray) -> None:  # pragma: no cover - compiled
     """Rows ``lo:hi`` against the queries ``group`` by one matrix product (BLAS): ``|q|^2 + |v|^2 - 2 q.v``
     for every pair, each query's best ``KEEP`` updated in place. A query whose nearest pair, by a
     vectorised minimum, is beyond its ``KEEP``-th best by more than its rounding slack ``tol`` is passed
-    over (most are, once the nearest lists have been read)."""
+    over (most are, once the nearest lists have been read; the minimum counts dead rows too, which only
+    makes it smaller). Dead rows are never taken."""
     nq, n = len(group), hi - lo
     qg = np.empty((nq, q.shape[1]), np.float32)
     for g in range(nq):
@@ -145,6 +147,8 @@ def _scan_product(vectors: np.ndarray, sqnorms: np.ndarray, lo: int, hi: int, q:
         if q_sq[i] + _least(sq, part[g]) > worst + tol[i]:
             continue
         for j in range(n):
+            if not alive[lo + j]:
+                continue
             v = max(q_sq[i] + sq[j] - 2.0 * part[g, j], np.float32(0.0))
             if v < worst:
                 _insert(best_d, best_r, i, v, lo + j)
@@ -152,13 +156,15 @@ def _scan_product(vectors: np.ndarray, sqnorms: np.ndarray, lo: int, hi: int, q:
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _scan_list(vectors: np.ndarray, proj: np.ndarray, lo: int, hi: int, q: np.ndarray, qp: np.ndarray,
+def _scan_list(vectors: np.ndarray, proj: np.ndarray, alive: np.ndarray, lo: int, hi: int, q: np.ndarray,
+               qp: np.ndarray,
                group: np.ndarray, limit: np.ndarray, tol: np.ndarray, best_d: np.ndarray,
                best_r: np.ndarray) -> int:  # pragma: no cover - compiled
     """Rows ``lo:hi`` against the queries ``group``, bounded in principal coordinates first: each query's
     best ``KEEP`` rows updated in place (``best_d`` ascending float32 squared distances, ``best_r`` their
     rows, -1 for none). ``limit`` (m,): the squared bound the caller gives (``within``); ``tol`` (m,):
-    the rounding slack, squared units. Returns how many full distances it computed."""
+    the rounding slack, squared units. Dead rows (not ``alive``) are bounded but never taken. Returns how
+    many full distances it computed."""
     n, nq = hi - lo, len(group)
     fulls = 0
     low = np.zeros((nq, n), np.float32)
@@ -176,7 +182,7 @@ def _scan_list(vectors: np.ndarray, proj: np.ndarray, lo: int, hi: int, q: np.nd
         first = np.argmin(a)  # the nearest lower bound first: it is most often the answer
         for step in range(n + 1):
             j = first if step == 0 else step - 1
-            if step > 0 and j == first:
+            if (step > 0 and j == first) or not alive[lo + j]:
                 continue
             cut = min(best_d[i, 0] * (1.0 + _MARGIN), limit[i]) + tol[i]
             if a[j] > cut:
@@ -189,7 +195,8 @@ def _scan_list(vectors: np.ndarray, proj: np.ndarray, lo: int, hi: int, q: np.nd
 
 
 @numba.njit(cache=True, nogil=True)
-def _scan(vectors: np.ndarray, sqnorms: np.ndarray, proj: np.ndarray, lo: int, hi: int, q: np.ndarray,
+def _scan(vectors: np.ndarray, sqnorms: np.ndarray, proj: np.ndarray, alive: np.ndarray, lo: int, hi: int,
+          q: np.ndarray,
           q_sq: np.ndarray, qp: np.ndarray, group: np.ndarray, limit: np.ndarray, tol: np.ndarray,
           best_d: np.ndarray, best_r: np.ndarray, product_from: int, work: np.ndarray) -> None:  # pragma: no cover
     """One list against a group of queries: by one matrix product where the group has at least
@@ -198,11 +205,11 @@ def _scan(vectors: np.ndarray, sqnorms: np.ndarray, proj: np.ndarray, lo: int, h
     bounded, full distances after the bounds, distances by product)."""
     work[0] += len(group)
     if len(group) >= product_from:
-        _scan_product(vectors, sqnorms, lo, hi, q, q_sq, group, tol, best_d, best_r)
+        _scan_product(vectors, sqnorms, alive, lo, hi, q, q_sq, group, tol, best_d, best_r)
         work[3] += len(group) * (hi - lo)
     else:
         work[1] += len(group) * (hi - lo)
-        work[2] += _scan_list(vectors, proj, lo, hi, q, qp, group, limit, tol, best_d, best_r)
+        work[2] += _scan_list(vectors, proj, alive, lo, hi, q, qp, group, limit, tol, best_d, best_r)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -245,15 +252,15 @@ def _nearest_first(lists: np.ndarray, dc2: np.ndarray, count: int) -> np.ndarray
 
 
 @numba.njit(cache=True, nogil=True)
-def nearest_in_lists(vectors: np.ndarray, sqnorms: np.ndarray, proj: np.ndarray, bounds: np.ndarray,
-                     gaps: np.ndarray, q: np.ndarray, qp: np.ndarray, dc2: np.ndarray, within: np.ndarray,
+def nearest_in_lists(vectors: np.ndarray, sqnorms: np.ndarray, proj: np.ndarray, starts: np.ndarray,
+                     ends: np.ndarray, alive: np.ndarray, gaps: np.ndarray, q: np.ndarray, qp: np.ndarray, dc2: np.ndarray, within: np.ndarray,
                      nprobe: int, slack: float,
                      product_from: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
     """Each query's best ``KEEP`` rows among its ``nprobe`` nearest lists (see the module docstring), for
     :func:`rerank`.
 
-    ``vectors`` (n, d) float32, list after list (list ``l`` is rows ``bounds[l]:bounds[l + 1]``), and
-    ``sqnorms`` their squared norms; ``proj`` (p, n) float32, the vectors' leading ``p`` principal coordinates; ``gaps`` (nlist, nlist)
+    ``vectors`` (n, d) float32, list after list (list ``l`` is rows ``starts[l]:ends[l]``, of which only the
+    ``alive`` ones count), and ``sqnorms`` their squared norms; ``proj`` (p, n) float32, the vectors' leading ``p`` principal coordinates; ``gaps`` (nlist, nlist)
     float64 centroid distances; ``q`` (m, d) float32 and ``qp`` (m, p) its projection; ``dc2`` (m, nlist)
     float32 ``|q - c|^2 - |q|^2``; ``within`` (m,) float64 (``inf``: no bound); ``slack`` in squared units
     (float32 rounding of the vectors' norms); a list is scanned by one matrix product for a group of at
@@ -276,11 +283,11 @@ def nearest_in_lists(vectors: np.ndarray, sqnorms: np.ndarray, proj: np.ndarray,
         q_sq[i] = s
         tol[i] = slack + 1e-5 * s
         limit[i] = np.inf if within[i] == np.inf else within[i] * within[i] * (1.0 + _MARGIN)
-    order, starts = _by_list(own, nlist)
+    order, groups = _by_list(own, nlist)
     work = np.zeros(4, np.int64)
     for li in range(nlist):  # each query's own list
-        if starts[li + 1] > starts[li] and bounds[li + 1] > bounds[li]:
-            _scan(vectors, sqnorms, proj, bounds[li], bounds[li + 1], q, q_sq, qp, order[starts[li]:starts[li + 1]],
+        if groups[li + 1] > groups[li] and ends[li] > starts[li]:
+            _scan(vectors, sqnorms, proj, alive, starts[li], ends[li], q, q_sq, qp, order[groups[li]:groups[li + 1]],
                   limit, tol, best_d, best_r, product_from, work)
     # the other probed lists whose bisector with the own list lies within the bound
     pair_q = np.empty(m * probe, np.int64)
@@ -303,15 +310,15 @@ def nearest_in_lists(vectors: np.ndarray, sqnorms: np.ndarray, proj: np.ndarray,
         if n_pass >= probe:
             chosen = _nearest_first(chosen, dc2[i], probe - 1)
         for li in chosen:
-            if bounds[li + 1] > bounds[li]:
+            if ends[li] > starts[li]:
                 pair_q[npairs] = i
                 pair_l[npairs] = li
                 npairs += 1
-    order, starts = _by_list(pair_l[:npairs], nlist)
+    order, groups = _by_list(pair_l[:npairs], nlist)
     for li in range(nlist):
-        if starts[li + 1] > starts[li]:
-            _scan(vectors, sqnorms, proj, bounds[li], bounds[li + 1], q, q_sq, qp,
-                  pair_q[:npairs][order[starts[li]:starts[li + 1]]], limit, tol, best_d, best_r, product_from, work)
+        if groups[li + 1] > groups[li]:
+            _scan(vectors, sqnorms, proj, alive, starts[li], ends[li], q, q_sq, qp,
+                  pair_q[:npairs][order[groups[li]:groups[li + 1]]], limit, tol, best_d, best_r, product_from, work)
     return best_d, best_r, work
 
 

@@ -37,6 +37,7 @@ state, counters) and ``StreamDetector.load(dir, extractor)`` resumes it exactly 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 import warnings
@@ -83,6 +84,18 @@ def _physical_memory() -> int | None:
         return None
 
 
+@functools.cache
+def _warm_compiled() -> None:
+    """Load the engine's compiled kernels (association, the IVF's scan and layout) once per process, when the
+    first detector is made, so that no frame waits for it (numba reads its cache on a process's first call:
+    about 0.2 s each; a machine's very first run compiles them, about 12 s)."""
+    from streamad.core.mutual_kernel import warm as warm_association
+    from streamad.index.ivf import warm as warm_index
+
+    warm_association()
+    warm_index()
+
+
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1e3
 
@@ -120,6 +133,7 @@ class StreamDetector:
         self.config = config or StreamConfig()
         if not isinstance(self.config, StreamConfig):
             raise ValueError(f"config must be a StreamConfig, got {type(self.config).__name__}")
+        _warm_compiled()
         if extractor is None:
             from streamad.vision.features import PatchFeatureExtractor
 

@@ -65,7 +65,7 @@ FORMAT_VERSION = 1
 # Settings that may differ between the saved and the resuming configuration (they change no state).
 RUNTIME_FIELDS = frozenset({"features.device", "features.batch_size", "index.threads", "learn_in_background",
                             "learner_duty",
-                            "threads.torch", "threads.blas", "channels.device",
+                            "threads.torch", "threads.blas", "threads.associate", "channels.device",
                             "index.device",
                             # the alarm rule and rate: a resumed engine keeps its model, and its decisions re-learn
                             # their calibration when the rule changes (docs/alarms.md)

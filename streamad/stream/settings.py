@@ -42,6 +42,7 @@ PLACES: dict[str, tuple[str, ...]] = {
     # alarms and threads
     "rule": ("decisions", "rule"), "false_alarm_rate": ("decisions", "false_alarm_rate"),
     "torch_threads": ("threads", "torch"), "blas_threads": ("threads", "blas"),
+    "associate_threads": ("threads", "associate"),
     # batch InReaCh only (InReachConfig)
     "positional": ("positional", "mode"), "seed_choice": ("seed_choice",), "new_look_seeds": ("new_look_seeds",),
 }

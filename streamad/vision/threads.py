@@ -8,7 +8,9 @@ numbers, :func:`apply_threads` sets them process-wide (torch, and BLAS through t
 returns what is now in force, which ``streamad watch --stats`` and ``streamad bench`` print.
 
 Automatic choices, for ``n`` usable cores: BLAS ``1`` always; torch ``n`` without background
-learning, ``n - 1`` (at least 1) with it. BLAS keeps to one thread even when one thing runs at a
+learning, ``n - 1`` (at least 1) with it; association ``n`` threads without background learning (each
+pair of frames on one BLAS thread: the cores share a frame's pairs with its seeds, and no BLAS pool is
+left spinning), 1 with it (the learner keeps to its core). BLAS keeps to one thread even when one thing runs at a
 time because OpenBLAS's threads keep spinning after a call and starve torch's OpenMP pool on the next
 frame: measured on 2 cores (``streamad bench --modes sync``), the backbone stage took 89.9 ms per
 frame with BLAS 2 and 21.4 ms with BLAS 1 (synchronous 4.6 -> 6.8 fps). With background learning torch
@@ -18,9 +20,9 @@ beside a busy learner took 568 ms per frame instead of 51.
 
     >>> from streamad.config import ThreadConfig
     >>> resolve_threads(ThreadConfig(), background=True, cores=2)
-    {'torch': 1, 'blas': 1}
+    {'torch': 1, 'blas': 1, 'associate': 1}
     >>> resolve_threads(ThreadConfig(), background=False, cores=2)
-    {'torch': 2, 'blas': 1}
+    {'torch': 2, 'blas': 1, 'associate': 2}
     >>> resolve_threads(ThreadConfig(blas=2), background=True, cores=2)["blas"]
     2
 """
@@ -45,12 +47,14 @@ def usable_cores() -> int:
 def resolve_threads(config: ThreadConfig, background: bool, cores: int | None = None) -> dict[str, int]:
     """The thread counts ``config`` asks for, its zeros replaced by the automatic choice."""
     n = cores or usable_cores()
-    auto = {"torch": max(1, n - 1), "blas": 1} if background else {"torch": n, "blas": 1}
-    return {name: getattr(config, name) or auto[name] for name in ("torch", "blas")}
+    auto = ({"torch": max(1, n - 1), "blas": 1, "associate": 1} if background
+            else {"torch": n, "blas": 1, "associate": n})
+    return {name: getattr(config, name) or auto[name] for name in ("torch", "blas", "associate")}
 
 
 def apply_threads(config: ThreadConfig, background: bool, cores: int | None = None) -> dict[str, int]:
-    """Set torch's and BLAS's thread counts for this process; returns :func:`current_threads`."""
+    """Set torch's and BLAS's thread counts for this process; returns :func:`current_threads`. (The
+    association's threads: :func:`streamad.stream.threads.apply_threads`, which calls this.)"""
     want = resolve_threads(config, background, cores)
     import torch
 

@@ -120,6 +120,7 @@ def scan_costs(groups: tuple[int, ...] = (4, 8, 16, 32, 48, 64, 128, 240), lists
     q_sq = np.einsum("ij,ij->i", q, q).astype(np.float32)
     qp = np.ascontiguousarray(q @ basis.T)
     no_full = np.zeros(len(q), np.float32)  # a bound of 0: every vector ruled out after its lower bound
+    alive = np.ones(len(vectors), bool)
     out = {}
     for group in groups:
         cost = []
@@ -128,11 +129,11 @@ def scan_costs(groups: tuple[int, ...] = (4, 8, 16, 32, 48, 64, 128, 240), lists
             best_r = np.full((len(q), KEEP), -1, np.int64)
             work = np.zeros(4, np.int64)
             members = np.arange(group)
-            _scan(vectors, sqnorms, proj, 0, size, q, q_sq, qp, members, no_full, no_full, best_d, best_r,
+            _scan(vectors, sqnorms, proj, alive, 0, size, q, q_sq, qp, members, no_full, no_full, best_d, best_r,
                   product_from, work)
             t0 = time.perf_counter()
             for li in range(lists):
-                _scan(vectors, sqnorms, proj, li * size, (li + 1) * size, q, q_sq, qp, (members + li) % len(q),
+                _scan(vectors, sqnorms, proj, alive, li * size, (li + 1) * size, q, q_sq, qp, (members + li) % len(q),
                       no_full, no_full, best_d, best_r, product_from, work)
             cost.append((time.perf_counter() - t0) / (lists * group * size) * 1e9)
         out[group] = (cost[0], cost[1])

@@ -138,7 +138,7 @@ class ServeSession:
         return self
 
     def _open(self) -> None:
-        from streamad.vision.threads import apply_threads
+        from streamad.stream.threads import apply_threads
 
         config, stack = self.config, self._stack
         # the rule of watch (with or without workers): the backbone's results depend on torch's thread count,
