@@ -214,3 +214,30 @@ def test_the_memory_searched_within_epsilon_remembers_what_exact_search_would():
     needed = near <= within
     np.testing.assert_allclose(bounded[needed], near[needed], rtol=1e-5)
     assert (bounded[~needed] > within[~needed]).all()
+
+
+def test_the_compiled_cover_chooses_as_the_greedy_loop_does() -> None:
+    """The compiled greedy epsilon-cover gives the rows and counts of the plain loop it replaced, on random
+    symmetric neighbourhoods (some rows not even within of themselves, as rounding may leave them)."""
+    from streamad.stream.memory import _greedy_cover
+
+    def loop(within):
+        free = np.ones(len(within), bool)
+        chosen, counts = [], []
+        for i in range(len(within)):
+            if not free[i]:
+                continue
+            group = within[i] & free
+            free &= ~group
+            chosen.append(i)
+            counts.append(int(group.sum()))
+        return chosen, counts
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 40, 300):
+        for density in (0.0, 0.05, 0.3, 1.0):
+            w = rng.random((n, n)) < density
+            w = w | w.T
+            w[np.diag_indices(n)] = rng.random(n) < 0.9
+            chosen, counts = _greedy_cover(w)
+            assert (chosen.tolist(), counts.tolist()) == loop(w), (n, density)

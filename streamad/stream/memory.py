@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numba
 import numpy as np
 
 from streamad.config import IndexConfig, MemoryConfig
@@ -182,17 +183,8 @@ class LongTermMemory:
             return np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64)
         sq = (x * x).sum(1)
         d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0)
-        within = d2 <= self.epsilon ** 2
-        free = np.ones(len(x), bool)
-        chosen, counts = [], []
-        for i in range(len(x)):  # in order: the first of a group stands for it
-            if not free[i]:
-                continue
-            group = within[i] & free
-            free &= ~group
-            chosen.append(i)
-            counts.append(int(group.sum()))
-        return x[chosen], np.asarray(counts, np.int64)
+        chosen, counts = _greedy_cover(d2 <= self.epsilon ** 2)
+        return x[chosen], counts
 
     def _to_forget(self, now: int, extra: int) -> np.ndarray:
         """Labels to forget: not reinforced for ``max_age`` admissions, then the least recently reinforced
@@ -205,3 +197,32 @@ class LongTermMemory:
             order = alive[np.lexsort((self._count[alive], self._last[alive]))]
             old[order[:over]] = True
         return self._labels[old]
+
+
+@numba.njit(nogil=True, cache=True)
+def _greedy_cover(within: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Rows in order, each still free standing for itself and every free row ``within`` it: (the chosen
+    rows, how many rows each stands for). Compiled: a leaving frame's few hundred trusted patches made the
+    Python loop a few milliseconds of every admission.
+
+        >>> w = np.array([[1, 1, 0], [1, 1, 1], [0, 1, 1]], bool)
+        >>> [a.tolist() for a in _greedy_cover(w)]    # row 0 stands for 0 and 1; row 2 for itself
+        [[0, 2], [2, 1]]
+    """
+    n = within.shape[0]
+    free = np.ones(n, np.bool_)
+    chosen = np.empty(n, np.int64)
+    counts = np.empty(n, np.int64)
+    k = 0
+    for i in range(n):
+        if not free[i]:
+            continue
+        c = 0
+        for j in range(n):
+            if free[j] and within[i, j]:
+                free[j] = False
+                c += 1
+        chosen[k] = i
+        counts[k] = c
+        k += 1
+    return chosen[:k], counts[:k]
