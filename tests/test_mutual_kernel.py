@@ -64,8 +64,8 @@ def test_empty_frames_give_no_pairs() -> None:
 
 
 def test_the_pairs_of_a_stack_shared_among_threads_equal_one_threads_and_the_threads_stop() -> None:
-    """Two association threads give the pairs of one thread bit for bit (each pair computed as alone), the
-    pool's threads run only while it is set, and setting 1 shuts them down (joined)."""
+    """Two association threads give the pairs of one thread bit for bit (each pair computed as alone); they
+    run only during the call (joined before it returns: no thread outlives it)."""
     from streamad.core import association
     from streamad.core.association import mutual_pairs_stack, set_workers, workers_alive
 
@@ -78,12 +78,21 @@ def test_the_pairs_of_a_stack_shared_among_threads_equal_one_threads_and_the_thr
         alone = mutual_pairs_stack(seeds, frame)
         assert workers_alive() == []
         set_workers(2)
-        shared = mutual_pairs_stack(seeds, frame)
-        assert 1 <= len(workers_alive()) <= 2, workers_alive()
+        seen: list[list[str]] = []
+        real = association.mutual_pairs
+
+        def spy(a, b):                                            # which threads compute the pairs
+            seen.append(workers_alive())
+            return real(a, b)
+        association.mutual_pairs = spy
+        try:
+            shared = mutual_pairs_stack(seeds, frame)
+        finally:
+            association.mutual_pairs = real
+        assert max(len(s) for s in seen) >= 1 and all(len(s) <= 2 for s in seen), seen
         for a, b in zip(alone, shared):
             np.testing.assert_array_equal(a, b)
-        set_workers(1)
-        assert workers_alive() == []                              # shut down and joined
+        assert workers_alive() == []                              # joined before the call returned
         with pytest.raises(ValueError, match="association workers must be an int >= 1, got 0"):
             set_workers(0)
     finally:

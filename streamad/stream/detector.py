@@ -88,7 +88,7 @@ def _physical_memory() -> int | None:
 def _warm_compiled() -> None:
     """Load the engine's compiled kernels (association, the IVF's scan and layout, the memory's cover) once
     per process, when the first detector is made, so that no frame waits for it (numba reads its cache on a
-    process's first call: about 0.2 s in all; a machine's very first run compiles them, about 12 s)."""
+    process's first call: 0.3 s in all; a machine's very first run compiles them, 19.1 s)."""
     from streamad.core.mutual_kernel import warm as warm_association
     from streamad.index.ivf import warm as warm_index
     from streamad.stream.memory import _greedy_cover
