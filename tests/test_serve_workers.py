@@ -270,6 +270,24 @@ def test_a_stopped_worker_is_killed_within_the_request_timeout_and_its_camera_re
     assert worker_processes() == []
 
 
+def request_in_a_thread(worker, join_s: float, *request) -> tuple[threading.Thread, list[BaseException], float]:
+    """``worker.call(*request)`` under its lock on another thread, waited for up to ``join_s`` seconds: (the
+    thread, the error the call raised if any, the seconds waited)."""
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        with worker.lock:
+            try:
+                worker.call(*request)
+            except BaseException as exc:  # noqa: BLE001
+                outcome.append(exc)
+    caller = threading.Thread(target=call, daemon=True)
+    t0 = time.monotonic()
+    caller.start()
+    caller.join(join_s)
+    return caller, outcome, time.monotonic() - t0
+
+
 def test_a_request_larger_than_the_pipe_to_a_stopped_worker_still_meets_the_deadline(tmp_path: Path) -> None:
     """A frame's descriptors exceed a pipe's buffer: sending them to a stopped worker blocks until it reads.
     The request's deadline covers the send too (found by the one-hour live soak, where a hung worker
@@ -285,19 +303,8 @@ def test_a_request_larger_than_the_pipe_to_a_stopped_worker_still_meets_the_dead
         worker = pool.workers[0]
         pid = worker.process.pid
         os.kill(pid, signal.SIGSTOP)
-        outcome: list[BaseException] = []
-
-        def request() -> None:
-            with worker.lock:
-                try:
-                    worker.call("process", "a", np.zeros(8_000_000, np.uint8))   # 8 MB: far beyond a pipe's buffer
-                except BaseException as exc:  # noqa: BLE001
-                    outcome.append(exc)
-        caller = threading.Thread(target=request, daemon=True)
-        t0 = time.monotonic()
-        caller.start()
-        caller.join(timeout + 10.0)
-        waited = time.monotonic() - t0
+        caller, outcome, waited = request_in_a_thread(worker, timeout + 10.0,
+                                                      "process", "a", np.zeros(8_000_000, np.uint8))  # 8 MB
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
         assert not caller.is_alive(), "the request to a stopped worker blocked past its deadline"
@@ -320,19 +327,7 @@ def test_a_worker_stopped_half_way_through_an_answer_still_meets_the_deadline() 
     worker.main = answer_half_then_stop
     worker.start()
     pid, receiver = worker.process.pid, worker.receiver
-    outcome: list[BaseException] = []
-
-    def request() -> None:
-        with worker.lock:
-            try:
-                worker.call("process", "a")
-            except BaseException as exc:  # noqa: BLE001
-                outcome.append(exc)
-    caller = threading.Thread(target=request, daemon=True)
-    t0 = time.monotonic()
-    caller.start()
-    caller.join(timeout + 15.0)
-    waited = time.monotonic() - t0
+    caller, outcome, waited = request_in_a_thread(worker, timeout + 15.0, "process", "a")
     try:
         assert not caller.is_alive(), "the request waited past its deadline on a half-written answer"
     finally:

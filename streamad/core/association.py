@@ -40,15 +40,20 @@ class MutualPairs:
     distance: np.ndarray  # (P,) float64, inf where there is no pair
 
 
+def _common_float(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both arrays in one precision: float32 if both are float32, else float64."""
+    a, b = np.asarray(a), np.asarray(b)
+    dtype = np.float32 if a.dtype == np.float32 and b.dtype == np.float32 else np.float64
+    return a.astype(dtype, copy=False), b.astype(dtype, copy=False)
+
+
 def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Squared Euclidean distances between the rows of ``a`` (M, d) and ``b`` (N, d), shape (M, N).
 
     Computed as ``|a|^2 + |b|^2 - 2 a.b`` in the inputs' precision (float32 stays float32, anything
     else becomes float64) and clipped at zero.
     """
-    dtype = np.float32 if (np.asarray(a).dtype == np.float32 and np.asarray(b).dtype == np.float32) else np.float64
-    a = np.asarray(a, dtype=dtype)
-    b = np.asarray(b, dtype=dtype)
+    a, b = _common_float(a, b)
     sq = a @ b.T
     sq *= -2.0
     sq += np.einsum("ij,ij->i", a, a)[:, None]
@@ -85,10 +90,7 @@ def mutual_pairs(seed: np.ndarray, frame: np.ndarray) -> MutualPairs:
     Bit-identical to ``mutual_pairs_from_squared(squared_distances(seed, frame))``: the same product and
     norms, the rest in one compiled pass (:mod:`streamad.core.mutual_kernel`) instead of six over the
     squared-distance matrix; a NaN in the distances takes the numpy path, whose ``argmin`` rules ties."""
-    dtype = np.float32 if (np.asarray(seed).dtype == np.float32 and np.asarray(frame).dtype == np.float32) \
-        else np.float64
-    a = np.asarray(seed, dtype=dtype)
-    b = np.asarray(frame, dtype=dtype)
+    a, b = _common_float(seed, frame)
     if not len(a) or not len(b):  # a frame without patches: nobody has a partner
         return MutualPairs(seed_patch=np.full(len(b), NO_PAIR, np.int64), distance=np.full(len(b), np.inf))
     patch, distance, nan = mutual_from_products(a @ b.T, np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b))

@@ -8,9 +8,10 @@ query is exact.
 
 All lists are stored one after another in one array, each followed by room for more (a quarter of its
 vectors, at least 8 rows). A change (:meth:`IVFIndex.apply`: the removed and added vectors of one
-admission) assigns each added vector to its nearest centroid, writes it into the room after its list
-and marks each removed vector dead in a new copy of the ``alive`` mask (:func:`_append`): it costs what
-it changes, not what the index holds. When a list's room runs out, or dead rows exceed a quarter of the
+admission) assigns each added vector to its nearest centroid, writes it into a dead row of its list that
+no reader can still read as held, else into the room after the list, and marks each removed vector dead
+in a new copy of the ``alive`` mask (:func:`_append`): it costs what it changes, not what the index
+holds. When a list's room runs out, or dead rows exceed a quarter of the
 live ones, the index is laid out afresh in new arrays, dead rows dropped (:func:`_compact`: every held
 vector copied once, as every change did before; measured in ``streamad bench-engine --mode engine``,
 index column). No graph to repair either, where re-inserting into an HNSW graph cost milliseconds per
@@ -27,9 +28,10 @@ probed list (:meth:`IVFIndex._query_lists`).
 
 Readers see snapshots. A change's new state is published with one reference assignment, so a query
 running in another thread while :meth:`~IVFIndex.apply` runs answers either entirely from the state
-before the change or entirely from the state after it, never from a half-applied one: the rows a
-change writes lie past the ends of every list of every published state (no reader reads them), and
-what it marks dead is marked in a new mask. Only one thread may write.
+before the change or entirely from the state after it, never from a half-applied one: a reader pins
+the version it reads, a change writes only rows that no pinned version holds (the room past the lists'
+ends, or rows dead in every pinned version: :meth:`IVFIndex._reusable`), and what it marks dead is
+marked in a new mask. Only one thread may write.
 
 When the set has grown to ``retrain_growth`` (2) times the size the centroids were trained on, or the
 largest list holds more than ``max_imbalance`` times the mean, the centroids are retrained and every
@@ -109,8 +111,6 @@ class _State:
     ends: np.ndarray  # (nlist,) int64
     alive: np.ndarray  # (rows,) bool
     live: np.ndarray  # (nlist,) int64: the vectors each list holds
-    size: int
-    dead: int
     basis: np.ndarray | None = None  # (p, d) float32 orthonormal rows; None while exact
     proj: np.ndarray | None = None  # (p, rows) float32: basis @ vectors.T; None while exact
     gaps: np.ndarray | None = None  # (nlist, nlist) float64 distances between centroids; None while exact
@@ -124,6 +124,16 @@ class _State:
     @property
     def starts(self) -> np.ndarray:
         return self.region[:-1]
+
+    @property
+    def size(self) -> int:
+        """How many vectors the version holds."""
+        return int(self.live.sum())
+
+    @property
+    def dead(self) -> int:
+        """How many rows within the lists' ends hold no vector of this version."""
+        return int((self.ends - self.region[:-1]).sum()) - self.size
 
     def held_rows(self) -> np.ndarray:
         """The rows of the vectors held, list after list (in each list, the order they came in)."""
@@ -176,8 +186,8 @@ class _State:
                 extra = np.zeros((len(basis), 0), np.float32) if added_proj is None else added_proj
                 place_columns(pbuf, rows, np.ascontiguousarray(proj, np.float32), held,
                               np.ascontiguousarray(extra, np.float32), order)
-        return cls(centroids, buf, lab, sq, region, region[:-1] + sizes, alive, sizes, len(lists), 0, basis, pbuf,
-                   gaps, centroid_sq, vector_sq, version)
+        return cls(centroids, buf, lab, sq, region, region[:-1] + sizes, alive, sizes, basis, pbuf, gaps,
+                   centroid_sq, vector_sq, version)
 
     @property
     def slack(self) -> float:
@@ -293,9 +303,11 @@ def _append(state: _State, gone: np.ndarray, added: np.ndarray, vectors: np.ndar
     free_list = np.searchsorted(state.region, free, side="right") - 1
     have = np.bincount(free_list, minlength=nlist).astype(np.int64)
     ends = state.ends + np.maximum(need - have, 0)
-    size = state.size - len(gone) + len(added)
-    dead = state.dead + len(gone) - int(np.minimum(need, have).sum())
-    if (ends > state.region[1:]).any() or dead > DEAD_SHARE * size + SLACK_MIN:
+    live = state.live + need
+    if len(gone):
+        live -= np.bincount(np.searchsorted(state.region, gone, side="right") - 1, minlength=nlist)
+    new = dataclasses.replace(state, ends=ends, live=live, version=state.version + 1, pins=[0])
+    if (ends > state.region[1:]).any() or new.dead > DEAD_SHARE * new.size + SLACK_MIN:
         return None
     order = np.argsort(add_list, kind="stable")
     a_list = add_list[order]
@@ -313,12 +325,8 @@ def _append(state: _State, gone: np.ndarray, added: np.ndarray, vectors: np.ndar
     alive = state.alive.copy()
     alive[gone] = False
     alive[pos] = True
-    live = state.live + need
-    if len(gone):
-        live -= np.bincount(np.searchsorted(state.region, gone, side="right") - 1, minlength=nlist)
     vector_sq = max(state.vector_sq, float(a_sq.max())) if len(a_sq) else state.vector_sq
-    return dataclasses.replace(state, ends=ends, alive=alive, live=live, size=size, dead=dead, vector_sq=vector_sq,
-                               version=state.version + 1, pins=[0]), pos
+    return dataclasses.replace(new, alive=alive, vector_sq=vector_sq), pos
 
 
 def _compact(state: _State, gone: np.ndarray, added: np.ndarray, vectors: np.ndarray,

@@ -14,8 +14,10 @@ releases the interpreter lock:
    can hold a nearer vector and, where some of those cannot, as many farther ones that can.
 
 A list's rows are ``starts[l]:ends[l]``; of them only those ``alive`` count (a removed vector stays in
-its place, dead, until the index is compacted: :mod:`streamad.index.ivf`). A list is scanned in two steps. First the distances in the leading principal components (``proj``, a
-few dimensions kept column by column, so the products run over contiguous memory): the distance in a
+its place, dead, until a change writes another there or the index is laid out afresh:
+:mod:`streamad.index.ivf`). A list is scanned in two steps. First the distances in the leading
+principal components (``proj``, a few dimensions kept column by column, so the products run over
+contiguous memory): the distance in a
 projection is never more than the true one, so it is a lower bound. Then the full distance (row-major
 ``vectors``), nearest lower bound first, only for the vectors whose bound is below the best distance
 found. On patch descriptors the leading quarter of the dimensions holds most of the variance, and most
@@ -157,8 +159,7 @@ def _scan_product(vectors: np.ndarray, sqnorms: np.ndarray, alive: np.ndarray, l
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
 def _scan_list(vectors: np.ndarray, proj: np.ndarray, alive: np.ndarray, lo: int, hi: int, q: np.ndarray,
-               qp: np.ndarray,
-               group: np.ndarray, limit: np.ndarray, tol: np.ndarray, best_d: np.ndarray,
+               qp: np.ndarray, group: np.ndarray, limit: np.ndarray, tol: np.ndarray, best_d: np.ndarray,
                best_r: np.ndarray) -> int:  # pragma: no cover - compiled
     """Rows ``lo:hi`` against the queries ``group``, bounded in principal coordinates first: each query's
     best ``KEEP`` rows updated in place (``best_d`` ascending float32 squared distances, ``best_r`` their
@@ -196,8 +197,7 @@ def _scan_list(vectors: np.ndarray, proj: np.ndarray, alive: np.ndarray, lo: int
 
 @numba.njit(cache=True, nogil=True)
 def _scan(vectors: np.ndarray, sqnorms: np.ndarray, proj: np.ndarray, alive: np.ndarray, lo: int, hi: int,
-          q: np.ndarray,
-          q_sq: np.ndarray, qp: np.ndarray, group: np.ndarray, limit: np.ndarray, tol: np.ndarray,
+          q: np.ndarray, q_sq: np.ndarray, qp: np.ndarray, group: np.ndarray, limit: np.ndarray, tol: np.ndarray,
           best_d: np.ndarray, best_r: np.ndarray, product_from: int, work: np.ndarray) -> None:  # pragma: no cover
     """One list against a group of queries: by one matrix product where the group has at least
     ``product_from`` queries (a texture, where every query probes every list: BLAS is faster for many
@@ -253,15 +253,15 @@ def _nearest_first(lists: np.ndarray, dc2: np.ndarray, count: int) -> np.ndarray
 
 @numba.njit(cache=True, nogil=True)
 def nearest_in_lists(vectors: np.ndarray, sqnorms: np.ndarray, proj: np.ndarray, starts: np.ndarray,
-                     ends: np.ndarray, alive: np.ndarray, gaps: np.ndarray, q: np.ndarray, qp: np.ndarray, dc2: np.ndarray, within: np.ndarray,
-                     nprobe: int, slack: float,
+                     ends: np.ndarray, alive: np.ndarray, gaps: np.ndarray, q: np.ndarray, qp: np.ndarray,
+                     dc2: np.ndarray, within: np.ndarray, nprobe: int, slack: float,
                      product_from: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
     """Each query's best ``KEEP`` rows among its ``nprobe`` nearest lists (see the module docstring), for
     :func:`rerank`.
 
     ``vectors`` (n, d) float32, list after list (list ``l`` is rows ``starts[l]:ends[l]``, of which only the
-    ``alive`` ones count), and ``sqnorms`` their squared norms; ``proj`` (p, n) float32, the vectors' leading ``p`` principal coordinates; ``gaps`` (nlist, nlist)
-    float64 centroid distances; ``q`` (m, d) float32 and ``qp`` (m, p) its projection; ``dc2`` (m, nlist)
+    ``alive`` ones count), and ``sqnorms`` their squared norms; ``proj`` (p, n) float32, the vectors'
+    leading ``p`` principal coordinates; ``gaps`` (nlist, nlist) float64 centroid distances; ``q`` (m, d) float32 and ``qp`` (m, p) its projection; ``dc2`` (m, nlist)
     float32 ``|q - c|^2 - |q|^2``; ``within`` (m,) float64 (``inf``: no bound); ``slack`` in squared units
     (float32 rounding of the vectors' norms); a list is scanned by one matrix product for a group of at
     least ``product_from`` queries (:func:`_scan`). Returns (squared float32 distances (m, KEEP)

@@ -91,11 +91,11 @@ def _warm_compiled() -> None:
     process's first call: 0.3 s in all; a machine's very first run compiles them, 19.1 s)."""
     from streamad.core.mutual_kernel import warm as warm_association
     from streamad.index.ivf import warm as warm_index
-    from streamad.stream.memory import _greedy_cover
+    from streamad.stream.memory import warm as warm_memory
 
     warm_association()
     warm_index()
-    _greedy_cover(np.ones((1, 1), bool))
+    warm_memory()
 
 
 def _ms(t0: float) -> float:

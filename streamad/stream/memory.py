@@ -226,3 +226,8 @@ def _greedy_cover(within: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragm
         counts[k] = c
         k += 1
     return chosen[:k], counts[:k]
+
+
+def warm() -> None:
+    """Load (or compile, on a machine's first run) the compiled cover now rather than at the first eviction."""
+    _greedy_cover(np.ones((1, 1), bool))
