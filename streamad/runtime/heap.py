@@ -9,8 +9,16 @@ are not a leak and never come back. ``malloc_trim(0)`` gives every whole free pa
 
 Trimming has a price: a page handed back is faulted in again when it is used next (trimming after
 every backbone call made it 12-15 ms slower a call), so :class:`HeapTrimmer` trims once a minute on a
-thread of its own, a cost of a few milliseconds a minute. Where the C library is not glibc (macOS,
-Windows, musl) there is nothing to call: :func:`release_free_memory` says False and the trimmer idles.
+thread of its own, a cost of a few milliseconds a minute. glibc trims on its own too, by default after
+any ``free`` that leaves more than a small threshold free at the top of a heap, and serves blocks above
+another threshold from ``mmap`` (handed back at each ``free``): a frame's work that frees a heap's top
+each time is faulted in again at the next frame (measured: a serve camera whose detector runs in a
+worker process, so that nothing of the learner's pins the main heap's top, took 72,000 page faults a
+second and 16 % of a core in the kernel, its backbone 22-26 ms a frame against 16). So a process that
+trims once a minute turns glibc's own trimming off (:func:`defer_heap_trimming`, done by
+:meth:`HeapTrimmer.start`): its free memory goes back at the next trim, never in the middle of a frame.
+Where the C library is not glibc (macOS, Windows, musl) there is nothing to call:
+:func:`release_free_memory` and :func:`defer_heap_trimming` say False and the trimmer idles.
 
 >>> stats = heap_stats()
 >>> stats is None or stats.used_mib >= 0
@@ -27,10 +35,18 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 import threading
 from dataclasses import dataclass
 
 TRIM_EVERY_S = 60.0  # how often a long-running process hands its free heap back
+
+# glibc's mallopt parameters (malloc.h) and the values :func:`defer_heap_trimming` sets.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+TRIM_NEVER = 2**31 - 1  # mallopt takes a C int: the largest, so that a heap's free top is kept for the next trim
+# glibc's own ceiling for its dynamic mmap threshold (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit): blocks up to
+# this size come from the heaps, where freed memory is reused; larger ones still go to mmap.
+MMAP_FROM = 32 * 2**20
 
 
 class _MallInfo2(ctypes.Structure):
@@ -84,11 +100,39 @@ def release_free_memory() -> bool:
     return True
 
 
+def defer_heap_trimming() -> bool:
+    """Turn glibc's trimming after each ``free`` off for this process: blocks up to :data:`MMAP_FROM`
+    come from the heaps and a heap's free top stays until :func:`release_free_memory` (the
+    :class:`HeapTrimmer`) hands it back. True if set; False where the C library is not glibc, or where
+    ``GLIBC_TUNABLES`` already sets malloc's tunables (the user's choice stands). Process-wide and
+    idempotent; it frees nothing and allocates nothing.
+
+        >>> defer_heap_trimming() in (True, False)
+        True
+    """
+    libc = _glibc()
+    if libc is None or not hasattr(libc, "mallopt") or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.mallopt.restype = ctypes.c_int
+    # setting either turns glibc's dynamic thresholds off (so both are set)
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_FROM)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_NEVER))
+
+
+def heap_line() -> str:
+    """Defer glibc's trimming (:func:`defer_heap_trimming`) as ``watch`` and ``serve`` have it, for a
+    benchmark that measures what they run, and say so in a line of its report."""
+    if defer_heap_trimming():
+        return "heap: glibc's trimming after each free deferred, as in watch and serve"
+    return "heap: the C library's own (not glibc, or GLIBC_TUNABLES sets malloc's tunables)"
+
+
 class HeapTrimmer:
     """A thread (``streamad-heap``) that calls :func:`release_free_memory` every ``every`` seconds until
     :meth:`stop` (or the ``with`` block's end), which wakes it and joins it. It touches nothing of the
     caller's; ``trims`` counts its calls. Started by each ``serve`` / ``watch`` process and each worker
-    process."""
+    process; :meth:`start` also turns glibc's own trimming off (:func:`defer_heap_trimming`), since this
+    thread now hands the free memory back."""
 
     def __init__(self, every: float = TRIM_EVERY_S, name: str = "streamad-heap") -> None:
         if not every > 0:
@@ -100,6 +144,7 @@ class HeapTrimmer:
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> HeapTrimmer:
+        defer_heap_trimming()
         self.thread.start()
         return self
 
