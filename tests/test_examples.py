@@ -26,7 +26,7 @@ def test_examples_are_for_users_and_measurements_sit_with_the_benchmarks() -> No
     assert {p.name for p in SCRIPTS} == {"folder_to_video.py", "live_camera.py", "publish_subscribe.py",
                                          "serve_cameras.py", "subscribe_alarms.py"}
     assert (EXAMPLES / "serve.toml").is_file()
-    assert len(MEASUREMENTS) == 13 and "streamad.bench.scripts.quality_levers" in MEASUREMENTS
+    assert len(MEASUREMENTS) == 14 and "streamad.bench.scripts.quality_levers" in MEASUREMENTS
 
 
 def _help(run, monkeypatch, capsys, argv0: str) -> str:
