@@ -14,7 +14,7 @@ any ``free`` that leaves more than a small threshold free at the top of a heap, 
 another threshold from ``mmap`` (handed back at each ``free``): a frame's work that frees a heap's top
 each time is faulted in again at the next frame (measured: a serve camera whose detector runs in a
 worker process, so that nothing of the learner's pins the main heap's top, took 72,000 page faults a
-second and 16 % of a core in the kernel, its backbone 22-26 ms a frame against 16). So a process that
+second and 16 % of a core in the kernel, its backbone 21-26 ms a frame against 15-16). So a process that
 trims once a minute turns glibc's own trimming off (:func:`defer_heap_trimming`, done by
 :meth:`HeapTrimmer.start`): its free memory goes back at the next trim, never in the middle of a frame.
 Where the C library is not glibc (macOS, Windows, musl) there is nothing to call:
@@ -105,7 +105,10 @@ def defer_heap_trimming() -> bool:
     come from the heaps and a heap's free top stays until :func:`release_free_memory` (the
     :class:`HeapTrimmer`) hands it back. True if set; False where the C library is not glibc, or where
     ``GLIBC_TUNABLES`` already sets malloc's tunables (the user's choice stands). Process-wide and
-    idempotent; it frees nothing and allocates nothing.
+    idempotent; it frees nothing and allocates nothing. It holds for the rest of the process's life
+    (glibc's dynamic thresholds cannot be turned back on): freed memory is reused, so the heap grows no
+    higher than its peak, but after the last trimmer stops it is handed back only when the process ends
+    or :func:`release_free_memory` is called.
 
         >>> defer_heap_trimming() in (True, False)
         True
