@@ -5,6 +5,8 @@ dtypes, one-row and one-column shapes, and a NaN (which takes the numpy path).""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -67,7 +69,10 @@ def test_the_pairs_of_a_stack_shared_among_threads_equal_one_threads_and_the_thr
     """Two association threads give the pairs of one thread bit for bit (each pair computed as alone); they
     run only during the call (joined before it returns: no thread outlives it)."""
     from streamad.core import association
-    from streamad.core.association import mutual_pairs_stack, set_workers, workers_alive
+    from streamad.core.association import mutual_pairs_stack, set_workers
+
+    def workers_alive() -> list[str]:                             # the association threads running now
+        return [t.name for t in threading.enumerate() if t.name.startswith("streamad-associate") and t.is_alive()]
 
     rng = np.random.default_rng(7)
     seeds = rng.integers(0, 3, size=(6, 60, 5)).astype(np.float32)    # ties in every pair

@@ -76,7 +76,7 @@ def measure_throughput(frames: list[np.ndarray], config: Any, *, warmup: int = 5
     - ``sync``: ``process`` scores and admits every frame on the caller's thread (as eval does),
       timed once the window is full: ``sync_fps`` and its latency.
 
-    Each pass runs under the thread budget of its mode (:mod:`streamad.vision.threads`).
+    Each pass runs under the thread budget of its mode (:mod:`streamad.stream.threads`).
     """
     from streamad.vision.features import PatchFeatureExtractor
     from streamad.stream.threads import apply_threads

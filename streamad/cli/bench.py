@@ -64,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from streamad.bench import throughput
-    from streamad.runtime.heap import heap_line
+    from streamad.runtime.heap import heap_as_in_watch
 
     try:
         config = throughput.bench_config(**settings(args, STREAM_SETTINGS))
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--frames ({args.frames}) must exceed --window ({config.window}): the pipeline is timed "
                         "once the window is full")
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-    print(heap_line())
+    print(heap_as_in_watch())
     if args.images is None:
         frames = throughput.demo_frames(args.frames)
         print(f"frames: the first {len(frames)} of the built-in demo stream "

@@ -132,10 +132,10 @@ def say(line: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamad.runtime.heap import heap_line
+    from streamad.runtime.heap import heap_as_in_watch
 
     check(args)
-    say(heap_line())
+    say(heap_as_in_watch())
     modes = ("engine", "memory", "hnsw") if args.mode == "all" else (args.mode,)
     results: dict[str, Any] = {"cpu_count": os.cpu_count()}
     for mode in modes:

@@ -244,8 +244,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def apply_thread_budget(config: StreamConfig | None) -> dict[str, int]:
-    """Set the process's torch and BLAS threads as ``config.threads`` says (streamad.vision.threads); none
-    without a config (a stand-in detector's)."""
+    """Set the process's torch, BLAS and association threads as ``config.threads`` says
+    (streamad.stream.threads); none without a config (a stand-in detector's)."""
     from streamad.stream.threads import apply_threads
 
     if config is None:

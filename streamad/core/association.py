@@ -20,7 +20,6 @@ lock; every pair is computed as alone, so the answers are the same bit for bit w
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -183,11 +182,6 @@ def set_workers(workers: int) -> int:
 def workers() -> int:
     """How many threads share the pairs of a stack now."""
     return _WORKERS
-
-
-def workers_alive() -> list[str]:
-    """The names of the association threads running now (none outside a call)."""
-    return [t.name for t in threading.enumerate() if t.name.startswith("streamad-associate") and t.is_alive()]
 
 
 def _shared(pair: Callable[[int], MutualPairs], n: int) -> list[MutualPairs]:

@@ -133,7 +133,11 @@ class _State:
     @property
     def dead(self) -> int:
         """How many rows within the lists' ends hold no vector of this version."""
-        return int((self.ends - self.region[:-1]).sum()) - self.size
+        return int((self.ends - self.starts).sum()) - self.size
+
+    def lists_of(self, rows: np.ndarray) -> np.ndarray:
+        """The list each of ``rows`` belongs to (int64)."""
+        return (np.searchsorted(self.region, rows, side="right") - 1).astype(np.int64)
 
     def held_rows(self) -> np.ndarray:
         """The rows of the vectors held, list after list (in each list, the order they came in)."""
@@ -300,12 +304,12 @@ def _append(state: _State, gone: np.ndarray, added: np.ndarray, vectors: np.ndar
     assert state.centroids is not None and state.basis is not None and state.proj is not None
     nlist = len(state.ends)
     need = np.bincount(add_list, minlength=nlist).astype(np.int64)
-    free_list = np.searchsorted(state.region, free, side="right") - 1
+    free_list = state.lists_of(free)
     have = np.bincount(free_list, minlength=nlist).astype(np.int64)
     ends = state.ends + np.maximum(need - have, 0)
     live = state.live + need
     if len(gone):
-        live -= np.bincount(np.searchsorted(state.region, gone, side="right") - 1, minlength=nlist)
+        live -= np.bincount(state.lists_of(gone), minlength=nlist)
     new = dataclasses.replace(state, ends=ends, live=live, version=state.version + 1, pins=[0])
     if (ends > state.region[1:]).any() or new.dead > DEAD_SHARE * new.size + SLACK_MIN:
         return None
@@ -336,7 +340,7 @@ def _compact(state: _State, gone: np.ndarray, added: np.ndarray, vectors: np.nda
     alive = state.alive.copy()
     alive[gone] = False
     rows = np.flatnonzero(alive)
-    lists = (np.searchsorted(state.region, rows, side="right") - 1).astype(np.int64)
+    lists = state.lists_of(rows)
     with_proj = state.basis is not None and state.proj is not None
     return _State.layout(state.centroids, state.vectors, np.concatenate([state.labels[rows], added]),
                          np.concatenate([lists, add_list]), state.basis, state.proj if with_proj else None, state.gaps,

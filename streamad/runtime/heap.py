@@ -122,9 +122,9 @@ def defer_heap_trimming() -> bool:
     return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_FROM)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_NEVER))
 
 
-def heap_line() -> str:
-    """Defer glibc's trimming (:func:`defer_heap_trimming`) as ``watch`` and ``serve`` have it, for a
-    benchmark that measures what they run, and say so in a line of its report."""
+def heap_as_in_watch() -> str:
+    """Set the heap as ``watch`` and ``serve`` have it (:func:`defer_heap_trimming`), for a benchmark that
+    measures what they run; returns the line its report prints about it."""
     if defer_heap_trimming():
         return "heap: glibc's trimming after each free deferred, as in watch and serve"
     return "heap: the C library's own (not glibc, or GLIBC_TUNABLES sets malloc's tunables)"

@@ -21,7 +21,7 @@ def apply_threads(config: ThreadConfig, background: bool, cores: int | None = No
     """Set torch's, BLAS's and the association's thread counts for this process (0s chosen by
     :func:`streamad.vision.threads.resolve_threads`); returns :func:`current_threads`."""
     want = vision_threads.resolve_threads(config, background, cores)
-    vision_threads.apply_threads(config, background, cores)
+    vision_threads.set_threads(want)
     set_workers(want["associate"])
     return current_threads()
 

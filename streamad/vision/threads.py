@@ -54,8 +54,13 @@ def resolve_threads(config: ThreadConfig, background: bool, cores: int | None = 
 
 def apply_threads(config: ThreadConfig, background: bool, cores: int | None = None) -> dict[str, int]:
     """Set torch's and BLAS's thread counts for this process; returns :func:`current_threads`. (The
-    association's threads: :func:`streamad.stream.threads.apply_threads`, which calls this.)"""
-    want = resolve_threads(config, background, cores)
+    association's threads too: :func:`streamad.stream.threads.apply_threads`.)"""
+    return set_threads(resolve_threads(config, background, cores))
+
+
+def set_threads(want: dict[str, int]) -> dict[str, int]:
+    """Set torch's and BLAS's thread counts to ``want["torch"]`` and ``want["blas"]`` (counts already
+    resolved); returns :func:`current_threads`."""
     import torch
 
     torch.set_num_threads(want["torch"])

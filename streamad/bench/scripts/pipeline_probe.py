@@ -29,11 +29,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from streamad.bench import throughput
-    from streamad.runtime.heap import heap_line
+    from streamad.runtime.heap import heap_as_in_watch
     from streamad.stream.detector import StreamDetector
     from streamad.stream.threads import apply_threads
 
-    print(heap_line())
+    print(heap_as_in_watch())
     config = dataclasses.replace(throughput.bench_config(), learn_in_background=True)
     apply_threads(config.threads, background=True)  # the live budget: torch and BLAS on one thread each
     frames = throughput.demo_frames(args.frames)
