@@ -13,8 +13,8 @@ thread of its own, a cost of a few milliseconds a minute. glibc trims on its own
 any ``free`` that leaves more than a small threshold free at the top of a heap, and serves blocks above
 another threshold from ``mmap`` (handed back at each ``free``): a frame's work that frees a heap's top
 each time is faulted in again at the next frame (measured: a serve camera whose detector runs in a
-worker process, so that nothing of the learner's pins the main heap's top, took 72,000 page faults a
-second and 16 % of a core in the kernel, its backbone 21-26 ms a frame against 15-16). So a process that
+worker process, so that nothing of the learner's pins the main heap's top, spent 16 % of a core in the
+kernel, the machine 72,000 page faults a second, its backbone 21-26 ms a frame against 15-16). So a process that
 trims once a minute turns glibc's own trimming off (:func:`defer_heap_trimming`, done by
 :meth:`HeapTrimmer.start`): its free memory goes back at the next trim, never in the middle of a frame.
 Where the C library is not glibc (macOS, Windows, musl) there is nothing to call:
