@@ -72,7 +72,15 @@ def test_a_short_live_soak_detects_and_recovers_every_fault_explains_every_gap_a
     assert all(s["ok"] and s["frames_seen"] == s["last_published"] + 1 for s in report["states"])
     rows = report["intervals"]
     assert [r["interval"] for r in rows] == [1, 2, 3]
-    assert all({"serve", "w0", "w1"} <= set(r["processes"]) and r["alive"] == 3 for r in rows), rows
+    assert all({"serve", "w0", "w1"} <= set(r["processes"]) for r in rows), rows
+    # "alive" counts the processes of the interval's last sample round: a worker fault whose restart spans an
+    # interval's end (the faults run from the warm-up's end, 6 s, through the first boundary, 12 s) leaves
+    # one short there; otherwise all three, and all three at the end
+    assert rows[-1]["alive"] == 3, rows[-1]
+    for r in rows:
+        restarting = [f["name"] for f in faults.values() if f["name"] in ("kill", "stop", "save")
+                      and f["injected_s"] <= r["end_s"] <= f["recovered_s"] + 1.0]
+        assert r["alive"] == 3 or (r["alive"] == 2 and restarting), (r["interval"], r["alive"], r["end_s"], faults)
     assert all(r["processes"]["serve"]["rss_mib"] > 50 and r["processes"]["serve"]["threads"] > 3 for r in rows)
     for row in rows:
         for cam in ("cam0", "cam1", "cam2", "cam3"):
