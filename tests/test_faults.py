@@ -101,7 +101,8 @@ def test_camera_lost_and_back_the_loop_rides_through_and_no_frame_goes_unaccount
     assert kinds[:3] == ["lost", "open_failed", "open_failed"] and "reconnected" in kinds, kinds
     assert summary.stopped == "test stop" and summary.bad_frames == 0
     assert summary.source.failures == 3 and summary.source.reconnects == 1
-    assert len(after_return) == 20 and det.frames_seen == summary.frames
+    # the stop came in the 20th result; the frame the reader had read by then is finished too (none dropped)
+    assert len(after_return) in (20, 21) and det.frames_seen == summary.frames
     assert summary.ready > 0  # the detector kept its window through the outage: scores right after the return
     # every frame the camera delivered up to the last one processed was processed or counted as dropped
     # (stale: overwritten by a newer one before the loop read it): nothing vanished uncounted

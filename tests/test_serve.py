@@ -65,8 +65,8 @@ class Recording(StreamDetector):
         self.learned = 0  # admissions handed back with the results
         Recording.made.append(self)
 
-    def process(self, frame, timestamp=None):
-        r = super().process(frame, timestamp)
+    def process_described(self, described):  # process and the live loop's reader both come here
+        r = super().process_described(described)
         self.seen.append(seen(r))
         self.learned += len(r.learned)
         return r

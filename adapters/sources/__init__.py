@@ -19,7 +19,7 @@ Timestamps: live sources and folders give the wall-clock time (``time.time()``) 
 grabbed or read; video files give the nominal media time ``index / fps``; the demo gives
 ``index / fps`` of its configuration.
 
-One module per concern (``files``, ``camera`` and ``demo`` import only ``base``; ``spec`` imports
+One module per concern (``files``, ``camera``, ``demo`` and ``memory`` import only ``base``; ``spec`` imports
 them all):
 
 - ``base``: :class:`Frame`, :class:`Source`, :class:`SourceStats`, :class:`SourceEvent`, the OpenCV
@@ -27,6 +27,7 @@ them all):
 - ``files``: :class:`FolderSource` and :class:`VideoFileSource`, which end;
 - ``camera``: :class:`LiveSource` (camera index, device node or URL) and its :class:`Backoff`;
 - ``demo``: the generated scene (:class:`DemoStream`) and its :class:`DemoSource`;
+- ``memory``: :class:`ArraySource`, images held in memory (benchmarks, tests, a caller's own images);
 - ``spec``: :func:`open_source`, which turns a SOURCE string into one of the above.
 """
 
@@ -51,10 +52,11 @@ from streamad.adapters.sources.base import (
 from streamad.adapters.sources.camera import Backoff, LiveSource
 from streamad.adapters.sources.demo import DemoConfig, DemoSample, DemoSource, DemoStream
 from streamad.adapters.sources.files import FolderSource, VideoFileSource
+from streamad.adapters.sources.memory import ArraySource
 from streamad.adapters.sources.spec import open_source
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "SPEC_HINT", "URL_SCHEMES", "Backoff", "Capture", "CaptureFactory", "DemoConfig",
+    "IMAGE_EXTENSIONS", "SPEC_HINT", "URL_SCHEMES", "ArraySource", "Backoff", "Capture", "CaptureFactory", "DemoConfig",
     "DemoSample", "DemoSource", "DemoStream", "EventCallback", "FolderSource", "Frame", "LiveSource", "Source",
     "SourceError", "SourceEvent", "SourceStats", "VideoFileSource", "default_capture", "open_source",
     "redact_url", "to_rgb",

@@ -4,7 +4,11 @@ worker-mode :class:`~streamad.runtime.serve.workers.RemoteDetector` (the detecto
 ``ImageAnomalyDetector`` (batch ``fit`` / ``predict``) is no live detector and does not have it.
 
 :func:`~streamad.runtime.live.run_watch` needs less, a :class:`FrameScorer` (``process`` only), so any
-stand-in runs in the loop; a ``watch`` or ``serve`` run needs the whole :class:`Detector`.
+stand-in runs in the loop; a ``watch`` or ``serve`` run needs the whole :class:`Detector`. A scorer that
+is also a :class:`DescribingScorer` (``process`` split into ``describe``, the backbone, and
+``process_described``, the rest) lets the loop describe the next frame on its reader thread while it
+scores the current one (:mod:`streamad.runtime.reader`); ``StreamDetector`` is one, serve's
+``RemoteDetector`` (a whole frame per request to its worker) is not.
 
     >>> from streamad.stream.detector import StreamDetector
     >>> from streamad.testing.standin import BlockMeans
@@ -13,6 +17,8 @@ stand-in runs in the loop; a ``watch`` or ``serve`` run needs the whole :class:`
     >>> class OnlyScores:
     ...     def process(self, frame, timestamp=None): ...
     >>> isinstance(OnlyScores(), FrameScorer), isinstance(OnlyScores(), Detector)
+    (True, False)
+    >>> isinstance(StreamDetector(extractor=BlockMeans()), DescribingScorer), isinstance(OnlyScores(), DescribingScorer)
     (True, False)
 """
 
@@ -32,6 +38,18 @@ class FrameScorer(Protocol):
     cannot use raises ``ValueError`` (the loop skips and counts it)."""
 
     def process(self, frame: np.ndarray, timestamp: float | None = None) -> FrameResult: ...
+
+
+@runtime_checkable
+class DescribingScorer(FrameScorer, Protocol):
+    """A scorer whose ``process(frame, timestamp)`` is ``process_described(describe(frame, timestamp))``:
+    ``describe`` depends on the frame alone (it may run on another thread while ``process_described``
+    scores the frame before; its calls come one at a time, in order) and raises ``ValueError`` for a
+    frame it cannot use."""
+
+    def describe(self, frame: np.ndarray, timestamp: float | None = None) -> Any: ...
+
+    def process_described(self, described: Any) -> FrameResult: ...
 
 
 @runtime_checkable

@@ -7,11 +7,19 @@ so it runs the same with the real ``StreamDetector`` or a stand-in::
         summary = run_watch(source, detector, max_frames=100)
     print(summary)
 
-It survives bad frames (a ``ValueError`` from ``detector.process`` skips the frame and counts it),
-stops between frames when ``stop`` is set (see :func:`stop_on_signals` for Ctrl-C and SIGTERM), and
-returns a :class:`WatchSummary`, which also holds the time each stage took per frame (waiting for the
-source, the detector, drawing the overlay, publishing, recording, the window). Closing the source,
-publisher and recorder is the caller's job (``with`` blocks), so they are closed however the loop ends.
+It survives bad frames (a ``ValueError`` from the detector skips the frame and counts it), stops between
+frames when ``stop`` is set (see :func:`stop_on_signals` for Ctrl-C and SIGTERM), and returns a
+:class:`WatchSummary`, which also holds the time each stage took per frame (waiting for the source, the
+detector, drawing the overlay, publishing, recording, the window). Closing the source, publisher and
+recorder is the caller's job (``with`` blocks), so they are closed however the loop ends.
+
+Two threads, when the detector is a :class:`~streamad.runtime.detector.DescribingScorer` (``StreamDetector``
+is; ``pipeline=False`` or a plain :class:`~streamad.runtime.detector.FrameScorer` keeps one): a
+:class:`~streamad.runtime.reader.FrameReader` reads the source and computes each frame's features
+(``describe``, the backbone) one frame ahead, while the loop's thread scores the frame before
+(``process_described``) and delivers it; the results are the same, in the same order. A stop then
+finishes the frame in flight (at most one more frame read), it drops nothing. Everything but the reads
+and ``describe`` stays on the caller's thread (the detector's state, publisher, recorder, window, saves).
 
 The frame's timestamp (grab time of a live source, media time of a video file) is passed to the
 detector, so the published ``timestamp`` is when the frame was taken, not when it was scored.
@@ -46,7 +54,8 @@ from streamad.stream.events import AlarmEvents
 from streamad.display.overlay import SnapshotRecorder, VideoRecorder, Window, render_overlay
 from streamad.adapters.publisher import CameraPublisher, Publisher
 from streamad.adapters.sources import Frame, Source, SourceStats
-from streamad.runtime.detector import Detector, FrameScorer
+from streamad.runtime.detector import DescribingScorer, Detector, FrameScorer
+from streamad.runtime.reader import FrameReader, ReadEnd, ReadItem
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +104,7 @@ def stop_on_signals(flag: StopFlag, notify: Callable[[str], None] | None = None)
             signal.signal(s, h)
 
 
-STAGES = ("read", "detect", "overlay", "publish", "record", "show", "save")
+STAGES = ("read", "features", "detect", "overlay", "publish", "record", "show", "save")
 
 
 class StateSaver:
@@ -237,7 +246,9 @@ class WatchSummary:
 
     def stage_table(self) -> str:
         """Per-frame time of each stage that ran, in milliseconds (``read`` is the wait for the source's
-        next frame, including decoding a video file; ``publish`` is encoding and sending one message)."""
+        next frame, including decoding a video file; ``features`` the backbone on the reader's thread when
+        the loop describes one frame ahead, else part of ``detect``; ``publish`` is encoding and sending one
+        message)."""
         lines = [f"{'stage':<8} {'frames':>7} {'median ms':>10} {'p95 ms':>8} {'mean ms':>8}"]
         for name, t in self.stages.items():
             if t.count:
@@ -290,7 +301,8 @@ def run_watch(source: Source, detector: FrameScorer, *, publisher: Publisher | C
               overlay_scale: float | None = None, poll: float = 0.25,
               saver: StateSaver | None = None, events: AlarmEvents | None = None,
               on_alarm: Callable[[AlarmEvent], None] | None = None,
-              on_failure: Callable[[WatchSummary], None] | None = None) -> WatchSummary:
+              on_failure: Callable[[WatchSummary], None] | None = None,
+              pipeline: bool | None = None) -> WatchSummary:
     """Run ``detector`` on every frame of ``source`` until it ends, ``max_frames`` frames were read,
     ``stop`` is set, Ctrl-C, or the window is closed. Each result goes to ``publisher`` (with the frame
     and source name), its overlay to ``recorder`` and ``window``, and to ``on_result(frame, result)``.
@@ -302,12 +314,17 @@ def run_watch(source: Source, detector: FrameScorer, *, publisher: Publisher | C
     frames into alarm events: each is published (``Publisher.publish_event``) and handed to
     ``on_alarm(event)`` when it closes; the one open at the end is closed then. When an exception
     escapes the loop, ``on_failure`` first gets the summary of what it did (``stopped``: ``"failed: ..."``),
-    so that a caller that restarts the loop counts every frame."""
+    so that a caller that restarts the loop counts every frame. ``pipeline`` (None: whenever the detector
+    is a ``DescribingScorer``) describes each frame one ahead on a reader thread (the module's docstring)."""
     if max_frames is not None and max_frames < 0:
         raise ValueError(f"max_frames must be >= 0 or None, got {max_frames!r}")
+    describing = isinstance(detector, DescribingScorer)
+    if pipeline and not describing:
+        raise ValueError(f"pipeline=True needs a detector with describe and process_described "
+                         f"(a DescribingScorer such as StreamDetector); {type(detector).__name__} has only process")
     loop = _WatchLoop(source, detector, publisher=publisher, recorder=recorder, window=window,
                       on_result=on_result, on_bad_frame=on_bad_frame, overlay_scale=overlay_scale, saver=saver,
-                      events=events, on_alarm=on_alarm)
+                      events=events, on_alarm=on_alarm, pipeline=describing if pipeline is None else pipeline)
     start = time.monotonic()
     status = _StatusTicker(on_status, status_interval, start)
     try:
@@ -350,8 +367,8 @@ class _WatchLoop:
                  on_result: Callable[[Frame, FrameResult], None] | None,
                  on_bad_frame: Callable[[Frame, ValueError, int], None] | None, overlay_scale: float | None,
                  saver: StateSaver | None, events: AlarmEvents | None = None,
-                 on_alarm: Callable[[AlarmEvent], None] | None = None) -> None:
-        self.source, self.detector, self.saver = source, detector, saver
+                 on_alarm: Callable[[AlarmEvent], None] | None = None, pipeline: bool = False) -> None:
+        self.source, self.detector, self.saver, self.pipeline = source, detector, saver, pipeline
         self.events, self.on_alarm = events, on_alarm
         self.publisher, self.recorder, self.window = publisher, recorder, window
         self.on_result, self.on_bad_frame, self.overlay_scale = on_result, on_bad_frame, overlay_scale
@@ -366,6 +383,8 @@ class _WatchLoop:
 
     def run(self, stop: StopFlag, max_frames: int | None, poll: float, status: _StatusTicker) -> str:
         """Process frames until something stops the loop; return why (``WatchSummary.stopped``)."""
+        if self.pipeline:
+            return self.run_pipelined(stop, max_frames, poll, status)
         try:
             while True:
                 if stop:
@@ -387,6 +406,56 @@ class _WatchLoop:
         except KeyboardInterrupt:
             return "interrupted"
 
+    def run_pipelined(self, stop: StopFlag, max_frames: int | None, poll: float, status: _StatusTicker) -> str:
+        """``run`` with a :class:`FrameReader` reading and describing one frame ahead; this thread scores and
+        delivers. A closed window stops the reading; the frame already read is still scored and delivered."""
+        reader = FrameReader(self.source, self.detector.describe, stop=stop,  # type: ignore[attr-defined]
+                             max_frames=max_frames, poll=poll).start()
+        closed = False
+        try:
+            while True:
+                item = reader.next(timeout=poll)
+                if item is None:
+                    continue
+                if isinstance(item, ReadEnd):
+                    if item.error is not None:
+                        raise item.error
+                    return "window closed" if closed else item.reason
+                self.timers["read"].add(item.read_s)
+                self._mark = time.perf_counter()
+                result = self.detect_described(item)
+                if result is None:
+                    continue
+                if not self.deliver(item.frame, result, show=not closed) and not closed:
+                    closed = True
+                    reader.finish_reading("window closed")
+                self.save_tick()
+                status.tick(self.status_line)
+        except KeyboardInterrupt:
+            return "interrupted"
+        finally:
+            if not reader.close():
+                log.warning("the frame reader did not end within 10 s (a source read or the backbone hangs)")
+
+    def detect_described(self, item: ReadItem) -> FrameResult | None:
+        """``detect`` for a frame the reader described: its error (a bad frame, counted; anything else,
+        raised) or the second half of the detector on it."""
+        if item.error is not None:
+            if not isinstance(item.error, ValueError):
+                raise item.error
+            self.skip(item.frame, item.error)
+            return None
+        self.timers["features"].add(item.describe_s)
+        try:
+            self.busy = True
+            result = self.detector.process_described(item.described)  # type: ignore[attr-defined]
+            self.busy = False
+        except ValueError as exc:
+            self.busy = False
+            self.skip(item.frame, exc)
+            return None
+        return self.count(result)
+
     def read(self, poll: float) -> Frame | None:
         t0 = time.perf_counter()
         frame = self.source.read(timeout=poll)
@@ -403,12 +472,20 @@ class _WatchLoop:
             self.busy = False
         except ValueError as exc:
             self.busy = False
-            self.bad += 1
-            if self.on_bad_frame is not None:
-                self.on_bad_frame(frame, exc, self.bad)
-            elif self.bad <= 3 or self.bad % 100 == 0:
-                log.warning("%s frame %d skipped (%d so far): %s", frame.source, frame.index, self.bad, exc)
+            self.skip(frame, exc)
             return None
+        return self.count(result)
+
+    def skip(self, frame: Frame, exc: ValueError) -> None:
+        """A frame the detector rejected: counted and reported."""
+        self.bad += 1
+        if self.on_bad_frame is not None:
+            self.on_bad_frame(frame, exc, self.bad)
+        elif self.bad <= 3 or self.bad % 100 == 0:
+            log.warning("%s frame %d skipped (%d so far): %s", frame.source, frame.index, self.bad, exc)
+
+    def count(self, result: FrameResult) -> FrameResult:
+        """A result the detector returned: timed (``detect``) and counted."""
         self._mark = _lap(self.timers["detect"], self._mark)
         self.frames += 1
         self.ready += bool(result.ready)
@@ -418,8 +495,9 @@ class _WatchLoop:
         self.last = result
         return result
 
-    def deliver(self, frame: Frame, result: FrameResult) -> bool:
-        """Overlay, publish, record, ``on_result`` and the window; False when the window was closed."""
+    def deliver(self, frame: Frame, result: FrameResult, show: bool = True) -> bool:
+        """Overlay, publish, record, ``on_result`` and the window (unless ``show`` is False); False when the
+        window was closed."""
         t0, overlay = self._mark, None
         if self.need_overlay:
             # the detector accepted the frame, so it converts (a custom source may yield grayscale,
@@ -437,7 +515,7 @@ class _WatchLoop:
             self.on_result(frame, result)
         if self.events is not None:
             self.alarm(self.events.update(result), frame.source)
-        if self.window is not None and overlay is not None:
+        if self.window is not None and overlay is not None and show:
             t0 = time.perf_counter()
             is_open = self.window.show(overlay)
             _lap(self.timers["show"], t0)

@@ -37,6 +37,7 @@ state, counters) and ``StreamDetector.load(dir, extractor)`` resumes it exactly 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import time
@@ -114,10 +115,24 @@ def _timestamp(value: object) -> float:
     return t
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class DescribedFrame:
+    """A frame's checked (P, d) float32 ``descriptors``, its (h, w) ``frame_shape`` (the heatmap's size),
+    its ``timestamp`` (seconds, None for now) and the backbone's ``features_ms``: what
+    :meth:`StreamDetector.describe` hands to :meth:`StreamDetector.process_described`."""
+
+    descriptors: np.ndarray
+    frame_shape: tuple[int, int]
+    timestamp: float | None
+    features_ms: float
+
+
 class StreamDetector:
     """Incremental InReaCh on a stream of frames, river style.
 
     - ``process(frame)``: score, then admit if due; returns a :class:`~streamad.results.FrameResult`;
+      it is ``process_described(describe(frame))``: the backbone, then the rest (the live loop runs the
+      next frame's ``describe`` on a thread of its own while the current one is scored);
     - ``score_one(frame)``: score only, changes nothing (the threshold is the current one, no drift check);
     - ``learn_one(frame)``: admit the frame now, whatever the admission policy;
     - ``process_descriptors`` / ``score_descriptors`` / ``learn_descriptors``: the same on (P, d) descriptors.
@@ -350,9 +365,25 @@ class StreamDetector:
     # ------------------------------------------------------------------ frames
     def process(self, frame: np.ndarray, timestamp: float | None = None) -> FrameResult:
         """Score ``frame`` (RGB uint8 H x W x 3), then admit it to the window if the policy says so."""
+        return self.process_described(self.describe(frame, timestamp))
+
+    def describe(self, frame: np.ndarray, timestamp: float | None = None) -> DescribedFrame:
+        """The first half of ``process``: the frame's patch descriptors (the backbone), checked. It reads
+        nothing the scoring changes, so it may run on another thread while ``process_described`` scores the
+        frame before (the live loop's reader does, :mod:`streamad.runtime.reader`); calls of ``describe``
+        itself must come one at a time, in the frames' order (the first frame sets the stream's size).
+        A frame or timestamp it cannot use raises ``ValueError`` before anything changes."""
         timestamp = None if timestamp is None else _timestamp(timestamp)  # refused before anything changes
         frame, desc, t_feat = self._features(frame)
-        return self._process(desc, frame.shape[:2], timestamp, learn=True, timings={"features": t_feat})
+        return DescribedFrame(desc, (int(frame.shape[0]), int(frame.shape[1])), timestamp, t_feat)
+
+    def process_described(self, described: DescribedFrame) -> FrameResult:
+        """The second half of ``process``: score, decide and admit a frame ``describe`` returned
+        (``process(f, t)`` is ``process_described(describe(f, t))``, to the bit)."""
+        if not isinstance(described, DescribedFrame):
+            raise TypeError(f"process_described takes what describe returned, got {type(described).__name__}")
+        return self._process(described.descriptors, described.frame_shape, described.timestamp, learn=True,
+                             timings={"features": described.features_ms})
 
     def score_one(self, frame: np.ndarray, timestamp: float | None = None) -> FrameResult:
         """Score ``frame`` without learning from it (nothing in the detector changes but the frame count)."""
