@@ -16,7 +16,7 @@ import pytest
 
 from streamad.config import ChannelConfig, StreamConfig
 from streamad.results import FrameResult
-from streamad.runtime.detector import Detector, FrameScorer
+from streamad.runtime.detector import DescribingScorer, Detector, FrameScorer
 from streamad.runtime.serve.workers import DetectorSpec, RemoteDetector
 from streamad.stream.detector import StreamDetector
 from streamad.testing.standin import BlockMeans, StandInDetector
@@ -103,6 +103,29 @@ def test_every_live_detector_has_the_whole_contract(make) -> None:
     assert contract_problems(detector) == []
     assert detector.frame_size is None and detector.nominal_count == 0 and isinstance(detector.learner_stats(), dict)
     detector.close()
+
+
+@pytest.mark.parametrize("make", [lambda: StreamDetector(SMALL, extractor=BlockMeans()), remote_detector],
+                         ids=["StreamDetector", "RemoteDetector"])
+def test_both_detectors_come_in_halves_that_compose_to_process(make) -> None:
+    """The live loop's reader describes one frame ahead: describe + process_described is process, and a
+    first frame whose descriptors are refused sets no size in either."""
+    one, two = make(), make()
+    frames = [np.full((48, 64, 3), 40 + 7 * i, np.uint8) for i in range(6)]
+    whole = [one.process(f, timestamp=float(i)) for i, f in enumerate(frames)]
+    halves = [two.process_described(two.describe(f, float(i))) for i, f in enumerate(frames)]
+    assert isinstance(one, DescribingScorer)
+    assert [(r.index, r.ready, r.score, r.timestamp) for r in whole] == [
+        (r.index, r.ready, r.score, r.timestamp) for r in halves]
+    assert all("features" in r.timings for r in halves)
+    fresh = make()
+    fresh.extractor = lambda frames: np.full((1, fresh.n_patches if hasattr(fresh, "n_patches") else 64, 3), np.nan,
+                                             np.float32)
+    with pytest.raises(ValueError, match="finite"):
+        fresh.describe(frames[0])
+    assert fresh.frame_size is None
+    with pytest.raises(TypeError, match="takes what describe returned"):
+        one.process_described(frames[0])
 
 
 def test_the_contract_names_what_watch_and_serve_use() -> None:

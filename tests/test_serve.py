@@ -164,15 +164,15 @@ def test_serve_scores_equal_watch_scores_on_the_same_frames(tmp_path: Path, monk
     monkeypatch.setattr(serve_session, "make_detector", lambda config, extractor: Recording(config, extractor=extractor))
     remote: dict[str, list[tuple]] = {}
     learned: dict[str, int] = {}
-    remote_process = RemoteDetector.process
+    remote_process = RemoteDetector.process_described
 
-    def record(self, frame, timestamp=None):  # what a camera's loop gets back from its worker
-        r = remote_process(self, frame, timestamp)
+    def record(self, described):  # what a camera's loop gets back from its worker
+        r = remote_process(self, described)
         remote.setdefault(self.name, []).append(seen(r))
         learned[self.name] = learned.get(self.name, 0) + len(r.learned)
         return r
 
-    monkeypatch.setattr(RemoteDetector, "process", record)
+    monkeypatch.setattr(RemoteDetector, "process_described", record)
     Recording.made = []
     assert cli.main(["serve", str(path), "--json", str(tmp_path / "serve.json"), "--quiet",
                      "--workers", str(workers)]) == 0
@@ -661,14 +661,14 @@ def test_serve_equals_watch_with_the_real_backbone_on_real_images(bottle_dir: Pa
     served = [det.seen for det in Recording.made]
     assert json.loads((tmp_path / "serve.json").read_text())["mean_batch"] > 1.5
     remote: dict[str, list[tuple]] = {}
-    remote_process = RemoteDetector.process
+    remote_process = RemoteDetector.process_described
 
-    def record(self, frame, timestamp=None):  # the detectors in worker processes, the backbone here
-        r = remote_process(self, frame, timestamp)
+    def record(self, described):  # the detectors in worker processes, the backbone here
+        r = remote_process(self, described)
         remote.setdefault(self.name, []).append(seen(r))
         return r
 
-    monkeypatch.setattr(RemoteDetector, "process", record)
+    monkeypatch.setattr(RemoteDetector, "process_described", record)
     assert cli.main(["serve", str(path), "--quiet", "--workers", "2"]) == 0
     config = load_config(path).cameras[0].stream_config()
     monkeypatch.setattr(watch_cmd, "build_config", lambda args: config)

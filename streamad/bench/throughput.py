@@ -74,7 +74,9 @@ def measure_throughput(frames: list[np.ndarray], config: Any, *, warmup: int = 5
       (:func:`~streamad.runtime.live.run_watch`, its reader describing the next frame while the current one
       is scored) while the background learner admits the newest due frame (``learn_in_background``): the
       scoring rate (``pipeline_fps``), the latency from a frame's read to its result (``p50_ms``,
-      ``p99_ms``) and the learner's ``admissions_per_s``;
+      ``p99_ms``), the detector's own time a frame (``work_p50_ms``, ``work_p99_ms``: ``describe`` plus
+      ``process_described``, what ``process`` took when one thread did both) and the learner's
+      ``admissions_per_s``;
     - ``sync``: ``process`` scores and admits every frame on the caller's thread (as eval does),
       timed once the window is full: ``sync_fps`` and its latency.
 
@@ -162,7 +164,9 @@ def _live_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: 
 
         before = det.learner_stats().get("admitted", 0)
         t_start = time.perf_counter()
-        summary = run_watch(ArraySource(timed, name="bench", on_read=on_read), det, on_result=on_result)
+        timing = _TimedHalves(det)
+        summary = run_watch(ArraySource(timed, name="bench", on_read=on_read), timing, on_result=on_result,
+                            pipeline=True)
         elapsed = time.perf_counter() - t_start
         bar.close()
         learner = det.learner_stats()
@@ -170,12 +174,44 @@ def _live_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: 
         raise UserError(f"{summary.bad_frames} of the timed frames were refused by the detector: use images of "
                         "one size and kind")
     s = _summary(np.asarray(ms))
+    w = _summary(np.asarray(timing.frame_ms()))
     admitted = int(learner.get("admitted", 0)) - int(before)
     return {"pipeline_fps": len(ms) / elapsed, "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"], "max_ms": s["max_ms"],
+            "work_p50_ms": w["p50_ms"], "work_p99_ms": w["p99_ms"],
             "stage_ms": {k: v / len(ms) for k, v in stages.items()}, "timed_frames_ready": ready,
             "frames_timed": len(ms), "admissions_per_s": admitted / elapsed, "admissions": admitted,
             "learner_stage_ms": learner.get("stage_ms", {}), "learner_busy": learner.get("busy", 0.0),
             **({"memory_patches_at_start": 0 if memory is None else len(memory)} if config.memory.enabled else {})}
+
+
+class _TimedHalves:
+    """A describing detector, each call of its two halves timed: ``frame_ms()`` is, per frame, ``describe``
+    plus ``process_described`` in milliseconds (the detector's own time on the frame, without the wait for
+    the other thread). The reader calls ``describe`` in the frames' order and the loop ``process_described``
+    in the same order, so the two lists pair up."""
+
+    def __init__(self, detector: Any) -> None:
+        self.detector = detector
+        self._described: list[float] = []
+        self._scored: list[float] = []
+
+    def describe(self, frame: np.ndarray, timestamp: float | None = None) -> Any:
+        t0 = time.perf_counter()
+        out = self.detector.describe(frame, timestamp)
+        self._described.append((time.perf_counter() - t0) * 1e3)
+        return out
+
+    def process_described(self, described: Any) -> Any:
+        t0 = time.perf_counter()
+        out = self.detector.process_described(described)
+        self._scored.append((time.perf_counter() - t0) * 1e3)
+        return out
+
+    def process(self, frame: np.ndarray, timestamp: float | None = None) -> Any:
+        return self.process_described(self.describe(frame, timestamp))
+
+    def frame_ms(self) -> list[float]:
+        return [a + b for a, b in zip(self._described, self._scored)]
 
 
 def _time_backbone(extractor: Any, frames: list[np.ndarray], progress: bool) -> list[float]:
@@ -238,6 +274,9 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         lines += [f"live          : {r['pipeline_fps']:7.2f} fps  latency (read to result) p50 {r['p50_ms']:.1f} ms, p99 "
                   f"{r['p99_ms']:.1f} ms (p99/p50 {r['p99_ms'] / r['p50_ms']:.2f}); learner {r['admissions_per_s']:.2f} "
                   f"admissions/s ({r['admissions']} in the timed run, busy {100 * r['learner_busy']:.0f} %)",
+                  f"live detector time a frame (describe + score, without the wait between them): p50 "
+                  f"{r['work_p50_ms']:.1f} ms, p99 {r['work_p99_ms']:.1f} ms (p99/p50 "
+                  f"{r['work_p99_ms'] / r['work_p50_ms']:.2f})",
                   f"ratio live / backbone: {r['ratio']:.2f}",
                   "live scorer stage ms (mean per frame): " + _stages(r["stage_ms"]),
                   "learner stage ms (mean per admission): " + _stages(r["learner_stage_ms"])]

@@ -6,14 +6,16 @@ read once into memory (images repeated to --frames), so disk and decoding are no
 one frame at a time:
 
   backbone   the feature extractor alone (the physical floor of the pipeline)
-  live       the window filled first (untimed); then StreamDetector.process scores every frame
-             (features, score, heatmap, decisions) while the background learner admits the newest
-             due frame (association, trimming, reseeding, index update): 'watch' runs this way
+  live       the window filled first (untimed); then the frames go through watch's live loop: a
+             reader thread computes each frame's features one frame ahead while the loop scores
+             the frame before (score, heatmap, decisions) and the background learner admits the
+             newest due frame (association, trimming, reseeding, index update)
   sync       StreamDetector.process scores AND admits every frame on the caller's thread (as eval
              does), timed once the window is full
 
-Reported: backbone fps; live fps (= pipeline_fps), its ratio to the backbone, the scoring latency
-(p50, p99) and the learner's admissions per second; synchronous fps and latency; the mean
+Reported: backbone fps; live fps (= pipeline_fps), its ratio to the backbone, the latency from a
+frame's read to its result (p50, p99), the detector's own time a frame (features + scoring, without
+the wait between the threads) and the learner's admissions per second; synchronous fps and latency; the mean
 milliseconds of each stage; the thread budget of each pass (--torch-threads, --blas-threads: 0 =
 automatic, see streamad.vision.threads). With a long-term memory (--memory, on by default) the live
 pass first learns every frame once, untimed, so the memory holds what left the window. --device auto

@@ -7,8 +7,8 @@ worker-mode :class:`~streamad.runtime.serve.workers.RemoteDetector` (the detecto
 stand-in runs in the loop; a ``watch`` or ``serve`` run needs the whole :class:`Detector`. A scorer that
 is also a :class:`DescribingScorer` (``process`` split into ``describe``, the backbone, and
 ``process_described``, the rest) lets the loop describe the next frame on its reader thread while it
-scores the current one (:mod:`streamad.runtime.reader`); ``StreamDetector`` is one, serve's
-``RemoteDetector`` (a whole frame per request to its worker) is not.
+scores the current one (:mod:`streamad.runtime.reader`); ``StreamDetector`` and serve's ``RemoteDetector``
+(the backbone in serve's process, the rest in its worker) are.
 
     >>> from streamad.stream.detector import StreamDetector
     >>> from streamad.testing.standin import BlockMeans

@@ -87,6 +87,7 @@ import numpy as np
 from streamad.config import StreamConfig
 from streamad.results import FrameResult
 from streamad.runtime.heap import HeapTrimmer
+from streamad.stream.detector import DescribedFrame
 from streamad.vision.frames import StreamFrameSize, as_rgb_uint8
 
 if TYPE_CHECKING:
@@ -568,7 +569,9 @@ class RemoteDetector:
     ``process(frame)`` gets the frame's descriptors from ``extractor`` on the calling thread (the
     shared backbone, batched with the other cameras), resizes a frame of another size to the first
     one's as ``StreamDetector.process`` does, and returns the worker's ``FrameResult`` (its
-    ``timings`` with the ``features`` stage of this side). ``save(dir)`` saves the state in the worker.
+    ``timings`` with the ``features`` stage of this side). Its halves, ``describe`` (the backbone, here)
+    and ``process_described`` (the worker), let the live loop describe the next frame while the worker
+    scores the current one, as with ``StreamDetector``. ``save(dir)`` saves the state in the worker.
     A rejected frame raises ``ValueError`` as the detector does; a dead worker raises
     :class:`WorkerDied` once per camera, and the next call reopens the detector in a fresh worker."""
 
@@ -634,12 +637,26 @@ class RemoteDetector:
             raise
 
     def process(self, frame: np.ndarray, timestamp: float | None = None) -> FrameResult:
+        return self.process_described(self.describe(frame, timestamp))
+
+    def describe(self, frame: np.ndarray, timestamp: float | None = None) -> DescribedFrame:
+        """The frame's descriptors from the shared backbone, here (``StreamDetector.describe``'s half: the
+        live loop's reader calls it one frame ahead); the worker checks them with the frame."""
         original = as_rgb_uint8(frame)
         frame = self._size.fit(original, stacklevel=2)
         t0 = time.perf_counter()
         out = np.asarray(self.extractor([frame]))
         t_feat = (time.perf_counter() - t0) * 1e3
         desc = out[0] if out.ndim == 3 and len(out) == 1 else out
+        if desc.dtype.kind != "f" or not np.isfinite(desc).all():
+            raise ValueError(f"the extractor's output must be finite floating-point values (got dtype {desc.dtype})")
+        self._size.accept(original.shape)  # the stream's size, as StreamDetector.describe keeps it
+        return DescribedFrame(desc, (int(frame.shape[0]), int(frame.shape[1])), timestamp, t_feat)
+
+    def process_described(self, described: DescribedFrame) -> FrameResult:
+        """The worker's result for a frame :meth:`describe` returned."""
+        if not isinstance(described, DescribedFrame):
+            raise TypeError(f"process_described takes what describe returned, got {type(described).__name__}")
         with self.worker.lock:
             lost = self._lost()
             if lost is not None and not self._told:
@@ -647,10 +664,9 @@ class RemoteDetector:
                 raise WorkerDied(f"{lost}; camera {self.spec.name}'s detector is gone")
             if lost is not None:
                 self._open()
-            result, self._nominal = self._call("process", desc, (int(frame.shape[0]), int(frame.shape[1])),
-                                               timestamp)
-        self._size.accept(original.shape)
-        return dataclasses.replace(result, timings={"features": t_feat, **result.timings})
+            result, self._nominal = self._call("process", described.descriptors, described.frame_shape,
+                                               described.timestamp)
+        return dataclasses.replace(result, timings={"features": described.features_ms, **result.timings})
 
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Save the detector's state to ``directory`` (in the worker); :class:`WorkerDied` if it is gone."""
