@@ -76,6 +76,28 @@ def test_the_reader_reads_a_frame_only_once_the_loop_took_the_one_before() -> No
     assert [i.frame.index for i in rest[:-1]] == [2, 3, 4, 5] and reads == list(range(6))
 
 
+@pytest.mark.parametrize("loop_s, describe_s", [(0.15, 0.0), (0.0, 0.05)], ids=["slow loop", "slow backbone"])
+def test_the_reader_reads_just_in_time_for_a_slower_loop_and_at_once_for_a_faster_one(loop_s, describe_s) -> None:
+    read_at: dict[int, float] = {}
+    taken_at: dict[int, float] = {}
+
+    def describe(im, t):
+        time.sleep(describe_s)
+        return None
+
+    source = ArraySource(images(14), on_read=lambda i: read_at.__setitem__(i, time.perf_counter()))
+    with FrameReader(source, describe=describe) as reader:
+        while isinstance(item := reader.next(timeout=5.0), ReadItem):
+            taken_at[item.frame.index] = time.perf_counter()
+            time.sleep(loop_s)  # the loop's work on the frame
+    late = [read_at[i + 1] - taken_at[i] for i in range(6, 13)]  # after the medians formed
+    if loop_s:  # the loop takes 0.15 s a frame, the reader next to nothing: it reads about 0.13 s later
+        assert min(late) > 0.09 and max(late) < 0.2, late
+        assert max(taken_at[i + 1] - taken_at[i] for i in range(6, 13)) < 0.2  # and the loop never waits long
+    else:
+        assert max(late) < 0.03, late
+
+
 def test_bad_frames_and_failures_of_describe_come_in_their_place() -> None:
     def describe(im, t):
         if im[0, 0, 0] == 1:

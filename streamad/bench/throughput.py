@@ -1,8 +1,9 @@
 """Frames per second of the backbone alone and of the full pipeline, on the same frames in memory.
 
-Two passes, one frame at a time: the feature extractor alone (the physical floor of the pipeline),
-then ``StreamDetector.process`` (features, score, heatmap, decisions, admission into the window). The
-pipeline is timed once the window is full (steady state); the frames before that fill it.
+The feature extractor alone, one frame at a time (the physical floor of the pipeline), then the
+detector in the live loop as ``watch`` runs it (:func:`~streamad.runtime.live.run_watch`: a reader thread
+computes each frame's features one frame ahead while the loop scores, decides and, in the ``sync``
+pass, admits the frame before). The pipeline is timed once the window is full (steady state).
 
 The frames are images of a folder (read once, repeated as needed) or the first frames of the
 built-in demo stream (:mod:`streamad.adapters.sources.demo`), so disk and decoding are not timed::
@@ -77,8 +78,9 @@ def measure_throughput(frames: list[np.ndarray], config: Any, *, warmup: int = 5
       ``p99_ms``), the detector's own time a frame (``work_p50_ms``, ``work_p99_ms``: ``describe`` plus
       ``process_described``, what ``process`` took when one thread did both) and the learner's
       ``admissions_per_s``;
-    - ``sync``: ``process`` scores and admits every frame on the caller's thread (as eval does),
-      timed once the window is full: ``sync_fps`` and its latency.
+    - ``sync``: every frame scored and admitted on the loop's thread (``watch --learning sync``: the
+      reader describes the next frame meanwhile), timed once the window is full: ``sync_fps``, its
+      latency and the detector's own time a frame (``sync_work_p50_ms``, ``sync_work_p99_ms``).
 
     Each pass runs under the thread budget of its mode (:mod:`streamad.stream.threads`).
     """
@@ -116,15 +118,19 @@ def measure_throughput(frames: list[np.ndarray], config: Any, *, warmup: int = 5
 
 
 def _sync_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: bool) -> dict[str, Any]:
-    """Score and admit every frame on this thread; timed once the window is full."""
+    """Every frame through the live loop with every frame admitted on the loop's thread (``watch --learning
+    sync``: the reader describes the next frame meanwhile); timed once the window is full."""
     from streamad.stream.detector import StreamDetector
 
     det = StreamDetector(config, extractor=extractor)
-    ms, stages, reseeds, ready = _time_pipeline(det, frames, config.window, progress, "sync")
-    s = _summary(np.asarray(ms))
-    return {"sync_fps": s["fps"], "sync_p50_ms": s["p50_ms"], "sync_p99_ms": s["p99_ms"], "sync_max_ms": s["max_ms"],
-            "sync_stage_ms": {k: v / len(ms) for k, v in stages.items()}, "sync_frames_ready": ready,
-            "sync_frames_timed": len(ms), "reseeds": len(reseeds),
+    run = _LoopRun(det, len(frames), timed_from=config.window, progress=progress, label="sync")
+    run.go(frames)
+    s, w = _summary(np.asarray(run.latency_ms)), _summary(np.asarray(run.work_ms()))
+    reseeds = run.reseed_ms
+    return {"sync_fps": run.fps(), "sync_p50_ms": s["p50_ms"], "sync_p99_ms": s["p99_ms"], "sync_max_ms": s["max_ms"],
+            "sync_work_p50_ms": w["p50_ms"], "sync_work_p99_ms": w["p99_ms"],
+            "sync_stage_ms": run.stage_means(), "sync_frames_ready": run.ready,
+            "sync_frames_timed": len(run.latency_ms), "reseeds": len(reseeds),
             "reseed_frame_ms_median": float(np.median(reseeds)) if reseeds else None,
             "nominal_patches_at_end": det.nominal_count}
 
@@ -133,8 +139,6 @@ def _live_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: 
     """Fill the window (untimed), then run the frames through the live loop (``run_watch``, the reader
     describing one frame ahead) while the learner admits in the background. A frame's latency runs from
     its read to its result."""
-    from streamad.adapters.sources import ArraySource
-    from streamad.runtime.live import run_watch
     from streamad.stream.detector import StreamDetector
 
     window = config.window
@@ -145,56 +149,56 @@ def _live_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: 
             det.learn_one(f)
         memory = det.memory
         timed = frames[window:]
-        read_at = np.zeros(len(timed))
-        ms: list[float] = []
-        stages: dict[str, float] = {}
-        ready = 0
-        bar = tqdm(total=len(timed), desc="live", unit="frame", disable=not progress, leave=False)
-
-        def on_read(i: int) -> None:
-            read_at[i] = time.perf_counter()
-
-        def on_result(frame: Any, r: Any) -> None:
-            nonlocal ready
-            ms.append((time.perf_counter() - read_at[frame.index]) * 1e3)
-            ready += r.ready
-            for k, v in r.timings.items():
-                stages[k] = stages.get(k, 0.0) + v
-            bar.update()
-
+        run = _LoopRun(det, len(timed), timed_from=0, progress=progress, label="live")
         before = det.learner_stats().get("admitted", 0)
-        t_start = time.perf_counter()
-        timing = _TimedHalves(det)
-        summary = run_watch(ArraySource(timed, name="bench", on_read=on_read), timing, on_result=on_result,
-                            pipeline=True)
-        elapsed = time.perf_counter() - t_start
-        bar.close()
+        run.go(timed)
         learner = det.learner_stats()
-    if summary.bad_frames:
-        raise UserError(f"{summary.bad_frames} of the timed frames were refused by the detector: use images of "
-                        "one size and kind")
-    s = _summary(np.asarray(ms))
-    w = _summary(np.asarray(timing.frame_ms()))
+    s, w = _summary(np.asarray(run.latency_ms)), _summary(np.asarray(run.work_ms()))
+    elapsed = run.elapsed()
     admitted = int(learner.get("admitted", 0)) - int(before)
-    return {"pipeline_fps": len(ms) / elapsed, "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"], "max_ms": s["max_ms"],
+    return {"pipeline_fps": run.fps(), "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"], "max_ms": s["max_ms"],
             "work_p50_ms": w["p50_ms"], "work_p99_ms": w["p99_ms"],
-            "stage_ms": {k: v / len(ms) for k, v in stages.items()}, "timed_frames_ready": ready,
-            "frames_timed": len(ms), "admissions_per_s": admitted / elapsed, "admissions": admitted,
+            "stage_ms": run.stage_means(), "timed_frames_ready": run.ready,
+            "frames_timed": len(run.latency_ms), "admissions_per_s": admitted / elapsed, "admissions": admitted,
             "learner_stage_ms": learner.get("stage_ms", {}), "learner_busy": learner.get("busy", 0.0),
             **({"memory_patches_at_start": 0 if memory is None else len(memory)} if config.memory.enabled else {})}
 
 
-class _TimedHalves:
-    """A describing detector, each call of its two halves timed: ``frame_ms()`` is, per frame, ``describe``
-    plus ``process_described`` in milliseconds (the detector's own time on the frame, without the wait for
-    the other thread). The reader calls ``describe`` in the frames' order and the loop ``process_described``
-    in the same order, so the two lists pair up."""
+class _LoopRun:
+    """Frames in memory through the live loop (:func:`~streamad.runtime.live.run_watch`, the reader describing
+    one frame ahead), the frames from ``timed_from`` on timed: each one's latency from its read to its result
+    (``latency_ms``), the detector's own time on it (``work_ms()``: ``describe`` plus ``process_described``,
+    what ``process`` took when one thread did both, without the wait between the threads), its stage
+    timings, and the latency of those that promoted a seed (``reseed_ms``). The rate counts the timed frames
+    from the result of the frame before the first timed one (or the start) to the last result."""
 
-    def __init__(self, detector: Any) -> None:
-        self.detector = detector
+    def __init__(self, detector: Any, n: int, *, timed_from: int, progress: bool, label: str) -> None:
+        self.detector, self.timed_from = detector, timed_from
+        self.read_at = np.zeros(n)
+        self.latency_ms: list[float] = []
+        self.reseed_ms: list[float] = []
+        self.stages: dict[str, float] = {}
+        self.ready = 0
         self._described: list[float] = []
         self._scored: list[float] = []
+        self._start = self._end = 0.0
+        self._promotion = self._last_promotion()
+        self._bar = tqdm(total=n, desc=label, unit="frame", disable=not progress, leave=False)
 
+    def go(self, frames: list[np.ndarray]) -> None:
+        from streamad.adapters.sources import ArraySource
+        from streamad.runtime.live import run_watch
+
+        self._start = time.perf_counter()
+        summary = run_watch(ArraySource(frames, name="bench", on_read=self._on_read), self, on_result=self._on_result,
+                            pipeline=True)
+        self._bar.close()
+        if summary.bad_frames:
+            raise UserError(f"{summary.bad_frames} frames were refused by the detector: use images of one size "
+                            "and kind")
+
+    # the loop's detector: the real one, each half timed (the reader calls describe in the frames' order and
+    # the loop process_described in the same order, so the two lists pair up)
     def describe(self, frame: np.ndarray, timestamp: float | None = None) -> Any:
         t0 = time.perf_counter()
         out = self.detector.describe(frame, timestamp)
@@ -210,8 +214,42 @@ class _TimedHalves:
     def process(self, frame: np.ndarray, timestamp: float | None = None) -> Any:
         return self.process_described(self.describe(frame, timestamp))
 
-    def frame_ms(self) -> list[float]:
-        return [a + b for a, b in zip(self._described, self._scored)]
+    def _on_read(self, i: int) -> None:
+        self.read_at[i] = time.perf_counter()
+
+    def _on_result(self, frame: Any, r: Any) -> None:
+        now = time.perf_counter()
+        self._bar.update()
+        promotion = self._last_promotion()
+        promoted, self._promotion = promotion != self._promotion, promotion
+        if frame.index < self.timed_from:
+            self._start = now  # the timed frames' span starts at the result before the first of them
+            return
+        self._end = now
+        ms = (now - self.read_at[frame.index]) * 1e3
+        self.latency_ms.append(ms)
+        if promoted:
+            self.reseed_ms.append(ms)
+        self.ready += r.ready
+        for k, v in r.timings.items():
+            self.stages[k] = self.stages.get(k, 0.0) + v
+
+    def _last_promotion(self) -> Any:
+        channels = getattr(self.detector, "channels", None)
+        return None if channels is None else channels.schedule.last_promotion
+
+    def work_ms(self) -> list[float]:
+        pairs = list(zip(self._described, self._scored))[self.timed_from:]
+        return [a + b for a, b in pairs]
+
+    def elapsed(self) -> float:
+        return max(1e-9, self._end - self._start)
+
+    def fps(self) -> float:
+        return len(self.latency_ms) / self.elapsed()
+
+    def stage_means(self) -> dict[str, float]:
+        return {k: v / max(1, len(self.latency_ms)) for k, v in self.stages.items()}
 
 
 def _time_backbone(extractor: Any, frames: list[np.ndarray], progress: bool) -> list[float]:
@@ -222,30 +260,6 @@ def _time_backbone(extractor: Any, frames: list[np.ndarray], progress: bool) -> 
         extractor([f])
         ms.append((time.perf_counter() - t0) * 1e3)
     return ms
-
-
-def _time_pipeline(det: Any, frames: list[np.ndarray], window: int, progress: bool,
-                   label: str = "pipeline") -> tuple[list[float], dict[str, float], list[float], int]:
-    """``det.process`` on every frame, timed after the first ``window``: (milliseconds per timed frame,
-    summed stage milliseconds, milliseconds of the frames that promoted a seed, timed frames ready)."""
-    pipeline_ms: list[float] = []
-    stages: dict[str, float] = {}
-    reseeds: list[float] = []
-    ready = 0
-    for i, f in enumerate(tqdm(frames, desc=label, unit="frame", disable=not progress, leave=False)):
-        before = det.channels.schedule.last_promotion
-        t0 = time.perf_counter()
-        r = det.process(f)
-        dt = (time.perf_counter() - t0) * 1e3
-        if i < window:  # filling the window: not timed
-            continue
-        pipeline_ms.append(dt)
-        ready += r.ready
-        for k, v in r.timings.items():
-            stages[k] = stages.get(k, 0.0) + v
-        if det.channels.schedule.last_promotion != before:
-            reseeds.append(dt)
-    return pipeline_ms, stages, reseeds, ready
 
 
 def _summary(ms: np.ndarray) -> dict[str, float]:
@@ -285,8 +299,10 @@ def report_lines(result: dict[str, Any]) -> list[str]:
                          "(every frame learned once before)")
     if "sync_fps" in r:
         lines += [f"synchronous   : {r['sync_fps']:7.2f} fps  (p50 {r['sync_p50_ms']:.1f} ms, p99 {r['sync_p99_ms']:.1f} "
-                  f"ms, max {r['sync_max_ms']:.1f} ms), every frame admitted; nominal patches at the end "
-                  f"{r['nominal_patches_at_end']:,}",
+                  f"ms, max {r['sync_max_ms']:.1f} ms, read to result), every frame admitted; nominal patches at the "
+                  f"end {r['nominal_patches_at_end']:,}",
+                  f"sync detector time a frame (describe + score and admit): p50 {r['sync_work_p50_ms']:.1f} ms, "
+                  f"p99 {r['sync_work_p99_ms']:.1f} ms",
                   "sync stage ms (mean per frame): " + _stages(r["sync_stage_ms"])]
     return lines
 

@@ -10,8 +10,8 @@ one frame at a time:
              reader thread computes each frame's features one frame ahead while the loop scores
              the frame before (score, heatmap, decisions) and the background learner admits the
              newest due frame (association, trimming, reseeding, index update)
-  sync       StreamDetector.process scores AND admits every frame on the caller's thread (as eval
-             does), timed once the window is full
+  sync       every frame scored AND admitted on the loop's thread (watch --learning sync; the
+             reader describes the next frame meanwhile), timed once the window is full
 
 Reported: backbone fps; live fps (= pipeline_fps), its ratio to the backbone, the latency from a
 frame's read to its result (p50, p99), the detector's own time a frame (features + scoring, without

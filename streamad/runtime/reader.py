@@ -9,8 +9,11 @@ search then run side by side instead of one after the other.
 Who owns what: the reader's thread (``streamad-reader``) owns the source's reads and the calls to
 ``describe``, one at a time, in the source's order; the loop's thread owns everything else and takes the
 reader's items with :meth:`FrameReader.next`, in order. The reader reads a frame only once the loop took
-the one before, so one frame is in flight at a time: a live frame waits at most one scoring before it is
-scored, and nothing is read that the loop will not see. It stops reading when ``stop`` is set, when
+the one before, so one frame is in flight at a time and nothing is read that the loop will not see. It
+reads just in time: when the loop's own time a frame (from taking an item to asking for the next, the
+median of the last few) is longer than reading and describing one, the reader waits out the difference
+before it reads, so a live camera's frame is taken as late as the loop allows (a scorer slower than the
+backbone, as with every frame admitted, would otherwise leave each frame a whole scoring old). It stops reading when ``stop`` is set, when
 ``max_frames`` frames were read, or when the source ends, and then hands a :class:`ReadEnd` with the
 reason; what it read before still comes first (a stop finishes the frames in flight, it drops none).
 :meth:`FrameReader.close` (the loop's thread, any time) ends the thread and joins it; safe to call twice.
@@ -27,13 +30,19 @@ reason; what it read before still comes first (a stop finishes the frames in fli
 from __future__ import annotations
 
 import queue
+import statistics
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from streamad.adapters.sources import Frame, Source
+
+
+#: frames over which the reader takes the medians of its just-in-time wait
+JUST_IN_TIME_FRAMES = 9
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +86,11 @@ class FrameReader:
         self._slot = threading.Semaphore(1)  # the reader reads only when the loop took the frame before
         self._closing = threading.Event()
         self._reason: str | None = None  # a stop asked by the loop (finish_reading)
+        # just in time: the loop's own time a frame (take -> next call) against the reader's (read + describe);
+        # the loop's thread appends to _busy, the reader's to _own; deques: appends and copies are atomic
+        self._busy: deque[float] = deque(maxlen=JUST_IN_TIME_FRAMES)
+        self._own: deque[float] = deque(maxlen=JUST_IN_TIME_FRAMES)
+        self._taken_at: float | None = None
         self._thread = threading.Thread(target=self._run, name="streamad-reader", daemon=True)
 
     def start(self) -> FrameReader:
@@ -96,13 +110,25 @@ class FrameReader:
     def next(self, timeout: float | None = None) -> ReadItem | ReadEnd | None:
         """The next item in the source's order (the reader then reads the frame after it), or None when
         nothing came within ``timeout`` seconds. After a :class:`ReadEnd` nothing more comes."""
+        if self._taken_at is not None:  # the loop's own time on the item it took last
+            self._busy.append(time.perf_counter() - self._taken_at)
+            self._taken_at = None
         try:
             item = self._items.get(timeout=timeout)
         except queue.Empty:
             return None
         if isinstance(item, ReadItem):
+            self._taken_at = time.perf_counter()
             self._slot.release()
         return item
+
+    def lead(self) -> float:
+        """Seconds the reader waits before its next read: the loop's median time a frame less the reader's
+        median read and describe, less a margin (a tenth, and 2 ms); 0 until each has three frames."""
+        busy, own = list(self._busy), list(self._own)
+        if len(busy) < 3 or len(own) < 3:
+            return 0.0
+        return max(0.0, 0.9 * statistics.median(busy) - statistics.median(own) - 0.002)
 
     def finish_reading(self, reason: str) -> None:
         """Read no more frames: the frames read already come first, then ``ReadEnd(reason)``."""
@@ -139,6 +165,10 @@ class FrameReader:
                         break  # a stop: say so now, the frame in flight comes first anyway
                 if self._closing.is_set():
                     return
+                wait_until = time.perf_counter() + self.lead()
+                while (left := wait_until - time.perf_counter()) > 0 and self._why_stop() is None:
+                    if self._closing.wait(min(left, self.poll)):
+                        return
                 why = self._why_stop()
                 if why is not None:
                     self._items.put(ReadEnd(why))
@@ -157,6 +187,8 @@ class FrameReader:
                     described, error = self.describe(frame.image, frame.timestamp), None
                 except Exception as exc:  # noqa: BLE001 - handed to the loop, which counts or raises it
                     described, error = None, exc
-                self._items.put(ReadItem(frame, described, error, t1 - t0, time.perf_counter() - t1))
+                t2 = time.perf_counter()
+                self._own.append(t2 - t0)
+                self._items.put(ReadItem(frame, described, error, t1 - t0, t2 - t1))
         except BaseException as exc:  # noqa: BLE001 - the source's read failed: the loop raises it
             self._items.put(ReadEnd("failed", exc))
