@@ -578,19 +578,24 @@ def test_two_serve_processes_and_one_listener_every_message_no_gaps(tmp_path: Pa
     listen = subprocess.Popen([sys.executable, "-m", "streamad", "listen", *(f"tcp://127.0.0.1:{p}" for p in ports),
                                "--json", "--status", "--timeout", "60"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env)
-    boxes = [serve_process(tmp_path, f"box{k}", cfg, "--quiet") for k, cfg in enumerate(configs)]
+    # the listener's output is read from the start: a listener blocked on a full stdout pipe stops taking
+    # messages, and what serve still queues for it when it ends (its final statuses) goes after the linger
     lines: list[str] = []
+    reading = threading.Thread(target=lambda: lines.extend(iter(listen.stdout.readline, "")), daemon=True)
+    reading.start()
+    boxes = [serve_process(tmp_path, f"box{k}", cfg, "--quiet") for k, cfg in enumerate(configs)]
     try:
         outs = [p.communicate(timeout=60) for p in boxes]
         end = time.monotonic() + 30
-        while time.monotonic() < end:   # read until the last frame of each camera and its final status are in
-            lines.append(listen.stdout.readline())
-            done = [json.loads(x) for x in lines if x.strip()]
+        while time.monotonic() < end:   # until the last frame of each camera and its final status are in
+            done = [json.loads(x) for x in list(lines) if x.strip()]
             if sum(m["type"] == "frame" for m in done) == 120 and sum(
                     m["type"] == "status" and m["state"] in ("ended", "stopped") for m in done) == 4:
                 break
+            time.sleep(0.05)
         listen.terminate()
-        out, err = listen.communicate(timeout=30)
+        reading.join(30)
+        out, err = "", listen.communicate(timeout=30)[1]
     finally:
         for p in (*boxes, listen):
             if p.poll() is None:
