@@ -92,10 +92,10 @@ def test_the_reader_reads_just_in_time_for_a_slower_loop_and_at_once_for_a_faste
             time.sleep(loop_s)  # the loop's work on the frame
     late = [read_at[i + 1] - taken_at[i] for i in range(6, 13)]  # after the medians formed
     if loop_s:  # the loop takes 0.15 s a frame, the reader next to nothing: it reads about 0.13 s later
-        assert min(late) > 0.09 and max(late) < 0.2, late
-        assert max(taken_at[i + 1] - taken_at[i] for i in range(6, 13)) < 0.2  # and the loop never waits long
+        assert min(late) > 0.09 and max(late) < 0.25, late
+        assert max(taken_at[i + 1] - taken_at[i] for i in range(6, 13)) < 0.25  # and the loop never waits long
     else:
-        assert max(late) < 0.03, late
+        assert max(late) < 0.08, late  # a thread's wake-up, not a wait
 
 
 def test_bad_frames_and_failures_of_describe_come_in_their_place() -> None:
