@@ -12,7 +12,7 @@ its images: ``run_watch(ArraySource(images), detector)``.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from streamad.adapters.sources.base import EventCallback, Frame, Source
@@ -24,7 +24,8 @@ class ArraySource(Source):
     ``on_read(index)``, if given, is called as each frame is handed out (a benchmark's clock)."""
 
     def __init__(self, images: Sequence[Any], *, name: str = "memory", fps: float | None = None,
-                 on_event: EventCallback | None = None, on_read: Any = None) -> None:
+                 on_event: EventCallback | None = None,
+                 on_read: Callable[[int], None] | None = None) -> None:
         if fps is not None and not fps > 0:
             raise ValueError(f"ArraySource.fps must be > 0 or None, got {fps!r}")
         super().__init__(name, on_event)

@@ -67,7 +67,7 @@ def bench_config(*, device: str | None = None, **settings: Any) -> Any:
 
 
 def measure_throughput(frames: list[np.ndarray], config: Any, *, warmup: int = 5, progress: bool = False,
-                       modes: tuple[str, ...] = ("live", "sync")) -> dict[str, Any]:
+                       modes: tuple[str, ...] = ("live", "sync"), pipeline: bool = True) -> dict[str, Any]:
     """Time the backbone alone, then the pipeline in each of ``modes`` on the same ``frames`` (more than
     ``config.window`` of them), after ``warmup`` untimed backbone calls.
 
@@ -82,7 +82,9 @@ def measure_throughput(frames: list[np.ndarray], config: Any, *, warmup: int = 5
       reader describes the next frame meanwhile), timed once the window is full: ``sync_fps``, its
       latency and the detector's own time a frame (``sync_work_p50_ms``, ``sync_work_p99_ms``).
 
-    Each pass runs under the thread budget of its mode (:mod:`streamad.stream.threads`).
+    Each pass runs under the thread budget of its mode (:mod:`streamad.stream.threads`). ``pipeline=False``
+    runs the loop on one thread (``run_watch(..., pipeline=False)``: the lever's measure,
+    ``python -m streamad.bench.scripts.pipeline_probe``).
     """
     from streamad.vision.features import PatchFeatureExtractor
     from streamad.stream.threads import apply_threads
@@ -108,23 +110,24 @@ def measure_throughput(frames: list[np.ndarray], config: Any, *, warmup: int = 5
         "threads": {"backbone": threads}}
     if "sync" in modes:
         out["threads"]["sync"] = apply_threads(config.threads, background=False)
-        out.update(_sync_pass(extractor, frames, replace(config, learn_in_background=False), progress))
+        out.update(_sync_pass(extractor, frames, replace(config, learn_in_background=False), progress, pipeline))
     if "live" in modes:
         out["threads"]["live"] = apply_threads(config.threads, background=True)
-        out.update(_live_pass(extractor, frames, replace(config, learn_in_background=True), progress))
+        out.update(_live_pass(extractor, frames, replace(config, learn_in_background=True), progress, pipeline))
         out["ratio"] = out["pipeline_fps"] / out["backbone_fps"]
     apply_threads(config.threads, background=False)
     return out
 
 
-def _sync_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: bool) -> dict[str, Any]:
+def _sync_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: bool,
+               pipeline: bool = True) -> dict[str, Any]:
     """Every frame through the live loop with every frame admitted on the loop's thread (``watch --learning
     sync``: the reader describes the next frame meanwhile); timed once the window is full."""
     from streamad.stream.detector import StreamDetector
 
     det = StreamDetector(config, extractor=extractor)
     run = _LoopRun(det, len(frames), timed_from=config.window, progress=progress, label="sync")
-    run.go(frames)
+    run.go(frames, pipeline)
     s, w = _summary(np.asarray(run.latency_ms)), _summary(np.asarray(run.work_ms()))
     reseeds = run.reseed_ms
     return {"sync_fps": run.fps(), "sync_p50_ms": s["p50_ms"], "sync_p99_ms": s["p99_ms"], "sync_max_ms": s["max_ms"],
@@ -135,7 +138,8 @@ def _sync_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: 
             "nominal_patches_at_end": det.nominal_count}
 
 
-def _live_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: bool) -> dict[str, Any]:
+def _live_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: bool,
+               pipeline: bool = True) -> dict[str, Any]:
     """Fill the window (untimed), then run the frames through the live loop (``run_watch``, the reader
     describing one frame ahead) while the learner admits in the background. A frame's latency runs from
     its read to its result."""
@@ -151,7 +155,7 @@ def _live_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: 
         timed = frames[window:]
         run = _LoopRun(det, len(timed), timed_from=0, progress=progress, label="live")
         before = det.learner_stats().get("admitted", 0)
-        run.go(timed)
+        run.go(timed, pipeline)
         learner = det.learner_stats()
     s, w = _summary(np.asarray(run.latency_ms)), _summary(np.asarray(run.work_ms()))
     elapsed = run.elapsed()
@@ -166,7 +170,7 @@ def _live_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: 
 
 class _LoopRun:
     """Frames in memory through the live loop (:func:`~streamad.runtime.live.run_watch`, the reader describing
-    one frame ahead), the frames from ``timed_from`` on timed: each one's latency from its read to its result
+    one frame ahead unless ``go`` is told ``pipeline=False``), the frames from ``timed_from`` on timed: each one's latency from its read to its result
     (``latency_ms``), the detector's own time on it (``work_ms()``: ``describe`` plus ``process_described``,
     what ``process`` took when one thread did both, without the wait between the threads), its stage
     timings, and the latency of those that promoted a seed (``reseed_ms``). The rate counts the timed frames
@@ -185,13 +189,13 @@ class _LoopRun:
         self._promotion = self._last_promotion()
         self._bar = tqdm(total=n, desc=label, unit="frame", disable=not progress, leave=False)
 
-    def go(self, frames: list[np.ndarray]) -> None:
+    def go(self, frames: list[np.ndarray], pipeline: bool = True) -> None:
         from streamad.adapters.sources import ArraySource
         from streamad.runtime.live import run_watch
 
         self._start = time.perf_counter()
         summary = run_watch(ArraySource(frames, name="bench", on_read=self._on_read), self, on_result=self._on_result,
-                            pipeline=True)
+                            pipeline=pipeline)
         self._bar.close()
         if summary.bad_frames:
             raise UserError(f"{summary.bad_frames} frames were refused by the detector: use images of one size "
@@ -235,8 +239,7 @@ class _LoopRun:
             self.stages[k] = self.stages.get(k, 0.0) + v
 
     def _last_promotion(self) -> Any:
-        channels = getattr(self.detector, "channels", None)
-        return None if channels is None else channels.schedule.last_promotion
+        return self.detector.channels.schedule.last_promotion
 
     def work_ms(self) -> list[float]:
         pairs = list(zip(self._described, self._scored))[self.timed_from:]

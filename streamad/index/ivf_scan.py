@@ -79,7 +79,7 @@ def one_thread_scan_blas() -> list[str]:
     while an OpenBLAS thread pool spins for a while after each call: beside numpy's pool (the learner's
     association) the two took each other's cores (the synthetic engine's association ran 3 x slower).
     scipy's BLAS is loaded when this module loads and set then, so the thread budget
-    (:func:`streamad.vision.threads.apply_threads`), which sets every loaded BLAS, governs it from then on
+    (:func:`streamad.stream.threads.apply_threads`), which sets every loaded BLAS, governs it from then on
     like numpy's; a BLAS that scipy shares with numpy is left as the application set it.
     """
     libs = bundled_blas("scipy")

@@ -446,15 +446,7 @@ class _WatchLoop:
             self.skip(item.frame, item.error)
             return None
         self.timers["features"].add(item.describe_s)
-        try:
-            self.busy = True
-            result = self.detector.process_described(item.described)  # type: ignore[attr-defined]
-            self.busy = False
-        except ValueError as exc:
-            self.busy = False
-            self.skip(item.frame, exc)
-            return None
-        return self.count(result)
+        return self.run_detector(item.frame, self.detector.process_described, item.described)  # type: ignore[attr-defined]
 
     def read(self, poll: float) -> Frame | None:
         t0 = time.perf_counter()
@@ -466,14 +458,21 @@ class _WatchLoop:
 
     def detect(self, frame: Frame) -> FrameResult | None:
         """The detector's result, counted; None for a frame it rejected (counted and reported)."""
+        return self.run_detector(frame, self.detector.process, frame.image, timestamp=frame.timestamp)
+
+    def run_detector(self, frame: Frame, call: Callable[..., FrameResult], *args: object,
+                     **kwargs: object) -> FrameResult | None:
+        """``call(*args, **kwargs)`` (the detector, or its scoring half) on ``frame``, with ``busy`` set while
+        it runs (a KeyboardInterrupt leaves it set: no final save of a half-updated detector); its result
+        counted, or None for a frame it rejected (counted and reported)."""
+        self.busy = True
         try:
-            self.busy = True
-            result = self.detector.process(frame.image, timestamp=frame.timestamp)
-            self.busy = False
+            result = call(*args, **kwargs)
         except ValueError as exc:
             self.busy = False
             self.skip(frame, exc)
             return None
+        self.busy = False
         return self.count(result)
 
     def skip(self, frame: Frame, exc: ValueError) -> None:

@@ -4,8 +4,9 @@ On a camera box the cores are shared: the scorer runs the backbone (torch's Open
 background learner runs association and trimming (numpy's BLAS pool), and other processes run too.
 Pools that each take every core spin against each other: two jobs on 2 cores cut torch's throughput
 tenfold. :func:`resolve_threads` turns a :class:`~streamad.config.ThreadConfig` (0 = automatic) into
-numbers, :func:`apply_threads` sets them process-wide (torch, and BLAS through threadpoolctl) and
-returns what is now in force, which ``streamad watch --stats`` and ``streamad bench`` print.
+numbers, :func:`set_threads` sets them process-wide (torch, and BLAS through threadpoolctl) and
+returns what is now in force, which ``streamad watch --stats`` and ``streamad bench`` print
+(:func:`streamad.stream.threads.apply_threads` does both, and sets the association's threads).
 
 Automatic choices, for ``n`` usable cores: BLAS ``1`` always; torch ``n`` without background
 learning, ``n - 1`` (at least 1) with it; association ``n`` threads without background learning (each
@@ -33,7 +34,7 @@ import os
 
 from streamad.config import ThreadConfig
 
-__all__ = ["apply_threads", "current_threads", "resolve_threads", "usable_cores"]
+__all__ = ["current_threads", "resolve_threads", "set_threads", "usable_cores"]
 
 
 def usable_cores() -> int:
@@ -50,12 +51,6 @@ def resolve_threads(config: ThreadConfig, background: bool, cores: int | None = 
     auto = ({"torch": max(1, n - 1), "blas": 1, "associate": 1} if background
             else {"torch": n, "blas": 1, "associate": n})
     return {name: getattr(config, name) or auto[name] for name in ("torch", "blas", "associate")}
-
-
-def apply_threads(config: ThreadConfig, background: bool, cores: int | None = None) -> dict[str, int]:
-    """Set torch's and BLAS's thread counts for this process; returns :func:`current_threads`. (The
-    association's threads too: :func:`streamad.stream.threads.apply_threads`.)"""
-    return set_threads(resolve_threads(config, background, cores))
 
 
 def set_threads(want: dict[str, int]) -> dict[str, int]:

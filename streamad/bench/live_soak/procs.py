@@ -106,36 +106,27 @@ def workers(serve_pid: int) -> list[int]:
 class WorkerRoles:
     """Stable names for worker processes that come and go: the first ones found are ``w0``, ``w1``, ...
     in order of process id (serve starts worker K before K + 1); a process that replaces one that died (a
-    restarted worker) takes its name. With ``limit`` (serve's number of workers) there are never more names
-    than that: a replacement seen while the process it replaces still runs (serve started it before the
-    old one's exit finished) stays unnamed until a name is free.
+    restarted worker) takes its name.
 
         >>> roles = WorkerRoles()
         >>> roles.update([300, 200]), roles.update([200, 410]), roles.update([200]), roles.update([200, 520])
         ({200: 'w0', 300: 'w1'}, {200: 'w0', 410: 'w1'}, {200: 'w0'}, {200: 'w0', 520: 'w1'})
-        >>> roles = WorkerRoles(limit=2)
-        >>> roles.update([200, 300]), roles.update([200, 300, 410]), roles.update([200, 410])
-        ({200: 'w0', 300: 'w1'}, {200: 'w0', 300: 'w1'}, {200: 'w0', 410: 'w1'})
     """
 
-    def __init__(self, limit: int | None = None) -> None:
-        if limit is not None and not (isinstance(limit, int) and limit >= 1):
-            raise ValueError(f"WorkerRoles.limit must be an int >= 1 or None, got {limit!r}")
-        self.limit = limit
+    def __init__(self) -> None:
         self.by_pid: dict[int, str] = {}
         self._free: list[str] = []  # names of processes gone, for the ones that replace them
         self._count = 0
 
     def update(self, pids: list[int]) -> dict[int, str]:
-        """The names of the running ``pids`` (new ones take the names of the ones gone, else new names while
-        fewer than ``limit`` were given; the rest wait unnamed)."""
+        """The names of the running ``pids`` (new ones take the names of the ones gone, else new names)."""
         self._free += [name for pid, name in self.by_pid.items() if pid not in pids]
         self._free.sort(key=lambda n: int(n[1:]))
         current = {pid: name for pid, name in self.by_pid.items() if pid in pids}
         for pid in sorted(p for p in pids if p not in current):
             if self._free:
                 current[pid] = self._free.pop(0)
-            elif self.limit is None or self._count < self.limit:
+            else:
                 current[pid] = f"w{self._count}"
                 self._count += 1
         self.by_pid = current
@@ -156,16 +147,14 @@ class ProcRecord:
 
 class ProcessSampler(HelperThread):
     """Samples the serve process ``serve_pid`` and its worker processes every ``every`` seconds, on a thread
-    of its own (``streamad-soak-procs``), which owns nothing but its records. ``workers`` (serve's number
-    of worker processes) caps the names (:class:`WorkerRoles`). ``records()`` copies them (any thread);
-    ``stop()`` ends and joins the thread (safe to call twice)."""
+    of its own (``streamad-soak-procs``), which owns nothing but its records. ``records()`` copies them
+    (any thread); ``stop()`` ends and joins the thread (safe to call twice)."""
 
-    def __init__(self, serve_pid: int, clock: Callable[[], float], every: float = 5.0,
-                 workers: int | None = None) -> None:
+    def __init__(self, serve_pid: int, clock: Callable[[], float], every: float = 5.0) -> None:
         if not every > 0:
             raise ValueError(f"ProcessSampler.every must be > 0 seconds, got {every!r}")
         self.serve_pid, self.clock, self.every = serve_pid, clock, float(every)
-        self.roles = WorkerRoles(limit=workers)
+        self.roles = WorkerRoles()
         self.seen: set[int] = set()  # every worker pid ever sampled
         self._records: list[ProcRecord] = []
         self._lock = threading.Lock()
@@ -174,8 +163,8 @@ class ProcessSampler(HelperThread):
     def sample_now(self) -> list[ProcRecord]:
         """Sample every process once (the thread does this every ``every`` seconds); returns the samples."""
         t = self.clock()
-        running = workers(self.serve_pid)
-        named = [(self.serve_pid, "serve")] + list(self.roles.update(running).items())
+        named = [(self.serve_pid, "serve")] + [(pid, role) for pid, role in
+                                               self.roles.update(workers(self.serve_pid)).items()]
         out = []
         for pid, role in named:
             s = sample(pid)
@@ -183,7 +172,7 @@ class ProcessSampler(HelperThread):
                 out.append(ProcRecord(t, role, pid, s.rss_mib, s.threads))
         with self._lock:
             self._records.extend(out)
-            self.seen.update(running)
+            self.seen.update(pid for pid, role in named if role != "serve")
         return out
 
     def _run(self) -> None:

@@ -218,7 +218,7 @@ class LiveSoak:
             self.emit(f"soak: serve started (pid {serve.pid}): {len(cams)} cameras, {s.workers} workers, "
                       f"{s.preset} preset, {s.extractor} extractor; work folder {work}")
             self._wait_ready(serve, counter, [c.name for c in cams])
-            sampler = procs.ProcessSampler(serve.pid, self.clock, s.sample_s_, workers=s.workers).start()
+            sampler = procs.ProcessSampler(serve.pid, self.clock, s.sample_s_).start()
             stack.callback(sampler.stop)
             poller = PagePoller(f"http://{http}", self.clock, every=s.web_every_s).start()
             stack.callback(poller.stop)

@@ -174,9 +174,7 @@ class ServeSession:
         publisher = self._stack.enter_context(Publisher(
             config.publish, topic=config.cameras[0].name, bind_any=config.bind_any, overlay_jpeg=config.overlay_jpeg,
             hwm=config.hwm, curve_secret_key_file=config.curve_server_key, allowed_clients_dir=config.curve_clients))
-        # the last status messages (every camera's final state) still go out: 0.5 s once lost a camera's final
-        # status to a listener on a loaded 2-core machine (the full suite's serve test, not reproduced alone)
-        publisher.linger_s = 2.0
+        publisher.linger_s = 0.5  # the last status messages (every camera's final state) still go out
         self.on_event(f"publishing on {publisher.address} (topic: the camera's name; status: _status/CAMERA)")
         return publisher
 

@@ -641,16 +641,19 @@ class RemoteDetector:
 
     def describe(self, frame: np.ndarray, timestamp: float | None = None) -> DescribedFrame:
         """The frame's descriptors from the shared backbone, here (``StreamDetector.describe``'s half: the
-        live loop's reader calls it one frame ahead); the worker checks them with the frame."""
+        live loop's reader calls it one frame ahead); the worker checks them with the frame. Only the frame
+        that would fix the stream's size is checked here too, so that a refused one fixes none."""
         original = as_rgb_uint8(frame)
         frame = self._size.fit(original, stacklevel=2)
         t0 = time.perf_counter()
         out = np.asarray(self.extractor([frame]))
         t_feat = (time.perf_counter() - t0) * 1e3
         desc = out[0] if out.ndim == 3 and len(out) == 1 else out
-        if desc.dtype.kind != "f" or not np.isfinite(desc).all():
-            raise ValueError(f"the extractor's output must be finite floating-point values (got dtype {desc.dtype})")
-        self._size.accept(original.shape)  # the stream's size, as StreamDetector.describe keeps it
+        if self._size.size is None:
+            if desc.dtype.kind != "f" or not np.isfinite(desc).all():
+                raise ValueError(f"the extractor's output must be finite floating-point values (got dtype "
+                                 f"{desc.dtype})")
+            self._size.accept(original.shape)  # the stream's size, as StreamDetector.describe keeps it
         return DescribedFrame(desc, (int(frame.shape[0]), int(frame.shape[1])), timestamp, t_feat)
 
     def process_described(self, described: DescribedFrame) -> FrameResult:
