@@ -544,7 +544,8 @@ class StreamConfig:
     admitted when at least ``admit_every`` frames and, if set, ``admit_interval_s`` seconds have
     passed since the last admitted one (every frame is scored). ``seed`` seeds all randomness.
     ``learn_in_background`` admits on a learner thread (scoring never waits; needs the ``ivf`` index),
-    busy at most ``learner_duty`` of the time; ``threads`` is the thread budget (docs/DESIGN.md section 3).
+    using at most ``learner_duty`` of one core at niceness ``learner_nice`` (Linux: the scorer takes the cores
+    first); ``threads`` is the thread budget (docs/DESIGN.md section 3).
     ``memory`` is the long-term nominal memory beyond the window (:class:`MemoryConfig`; 60,000 patches by
     default, ``MemoryConfig(capacity=0)`` turns it off). The defaults (blur 8, ``top_mean`` of the 30 highest
     patch scores, ``zscore`` k = 2, the memory) were chosen on the stream by the rule of docs/stream_defaults.md.
@@ -566,6 +567,7 @@ class StreamConfig:
     seed: int = 0
     learn_in_background: bool = False
     learner_duty: float = 0.5
+    learner_nice: int = 10
     threads: ThreadConfig = field(default_factory=ThreadConfig)
     memory: MemoryConfig = field(default_factory=lambda: STREAM_MEMORY)
 
@@ -584,7 +586,9 @@ class StreamConfig:
         _check(c, "learn_in_background", isinstance(self.learn_in_background, bool), self.learn_in_background,
                "True or False")
         _check(c, "learner_duty", isinstance(self.learner_duty, (int, float)) and 0 < self.learner_duty <= 1,
-               self.learner_duty, "in (0, 1]: the largest share of the time the background learner may be busy")
+               self.learner_duty, "in (0, 1]: the largest share of one core the background learner may use")
+        _check(c, "learner_nice", _int_at_least(self.learner_nice, 0) and self.learner_nice <= 19, self.learner_nice,
+               "an int in [0, 19]: how much lower the background learner's scheduling priority is (Linux)")
         _check(c, "heatmap", self.heatmap.image_score != "reweight", self.heatmap,
                "a HeatmapConfig with image_score 'max' or 'top_mean' (the streaming engine has no 'reweight')")
         _check(c, "learn_in_background", not self.learn_in_background or self.index.kind == "ivf",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -217,14 +219,21 @@ def test_background_learning_needs_the_ivf_index():
         StreamConfig(learn_in_background=True, index=IndexConfig(kind="hnsw"))
 
 
-def test_the_learner_rests_so_that_it_is_busy_at_most_its_duty():
+def _burn(seconds: float) -> None:
+    """Use ``seconds`` of this thread's CPU time."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_the_learner_rests_so_that_it_uses_at_most_its_duty_of_a_core():
     stamps: list[float] = []
 
     def admit(job: int) -> None:
         stamps.append(time.perf_counter())
-        time.sleep(0.05)
+        _burn(0.05)
 
-    learner = Learner(admit, duty=0.25)  # 0.05 s of work, then 0.15 s of rest
+    learner = Learner(admit, duty=0.25)  # 0.05 s of CPU, then 0.15 s of rest
     for i in range(4):
         learner.submit(i)
         learner.wait_idle(5)
@@ -234,8 +243,63 @@ def test_the_learner_rests_so_that_it_is_busy_at_most_its_duty():
     assert time.perf_counter() - t0 < 0.1  # a resting learner stops at once
     gaps = np.diff(stamps)
     assert len(stamps) == 4 and (gaps >= 0.19).all(), gaps
+    assert learner.stats()["cpu"] > 0
     with pytest.raises(ValueError, match="Learner.duty"):
         Learner(admit, duty=0)
+
+
+def test_a_job_that_waited_rather_than_worked_needs_no_rest():
+    """The duty is CPU time: a job that spent its time waiting (for a core, here for a sleep) used little of
+    one, so the next job starts at once (a wall-clock duty of 0.25 would rest 0.15 s after each)."""
+    stamps: list[float] = []
+
+    def admit(job: int) -> None:
+        stamps.append(time.perf_counter())
+        time.sleep(0.05)
+
+    learner = Learner(admit, duty=0.25)
+    for i in range(4):
+        learner.submit(i)
+        learner.wait_idle(5)
+    learner.stop()
+    gaps = np.diff(stamps)
+    assert len(stamps) == 4 and (gaps < 0.12).all(), gaps
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own priority is Linux's")
+def test_the_learner_thread_runs_at_a_lower_priority_and_the_callers_does_not():
+    tids: list[int] = []
+    learner = Learner(lambda job: tids.append(threading.get_native_id()), nice=7)
+    learner.submit(1)
+    assert learner.wait_idle(5)
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert learner.nice_applied
+    assert os.getpriority(os.PRIO_PROCESS, tids[0]) == min(19, before + 7)  # the learner's own thread
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # the caller's unchanged
+    learner.stop()
+    plain = Learner(lambda job: tids.append(threading.get_native_id()))
+    plain.submit(2)
+    assert plain.wait_idle(5)
+    assert not plain.nice_applied and os.getpriority(os.PRIO_PROCESS, tids[1]) == before
+    plain.stop()
+    for bad in (-1, 20, 2.5, True):
+        with pytest.raises(ValueError, match="Learner.nice"):
+            Learner(lambda job: None, nice=bad)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own priority is Linux's")
+def test_the_detectors_learner_takes_its_niceness_from_the_config():
+    with pytest.raises(ValueError, match="StreamConfig.learner_nice"):
+        StreamConfig(learner_nice=20)
+    assert StreamConfig().learner_nice == 10
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    for nice in (0, 4):
+        det = StreamDetector(config(learner_nice=nice), extractor=Grid())
+        with det:
+            det.process_descriptors(frames(1)[0])
+            assert det.wait_learned(10)
+            tid = det._learner._thread.native_id
+            assert os.getpriority(os.PRIO_PROCESS, tid) == min(19, caller + nice)
 
 
 def test_a_leaving_frame_is_remembered_before_the_window_index_lets_it_go():

@@ -108,14 +108,19 @@ def stand_in(patches: int) -> Any:
 
 
 def descriptor_detector(window: int, patches: int, dim: int, seeds: int, seed: int, *, index: Any = None,
-                        background: bool = False) -> Any:
+                        background: bool = False, memory: int | None = None) -> Any:
     """A ``StreamDetector`` for frames of ``patches`` descriptors of dimension ``dim`` (``index``: an
-    ``IndexConfig``, default the configured one; ``background``: learn on the background learner)."""
+    ``IndexConfig``, default the configured one; ``background``: learn on the background learner;
+    ``memory``: the long-term memory's capacity, default the stream's, 0 for none)."""
+    import dataclasses
+
     from streamad.config import ChannelConfig, FeatureConfig, StreamConfig
     from streamad.stream.detector import StreamDetector
 
     ex = stand_in(patches)
-    extra = {} if index is None else {"index": index}
+    extra: dict[str, Any] = {} if index is None else {"index": index}
+    if memory is not None:
+        extra["memory"] = dataclasses.replace(StreamConfig().memory, capacity=memory)
     cfg = StreamConfig(window=window, channels=ChannelConfig(seeds=seeds),
                        features=FeatureConfig(grid=ex.grid, dim=dim), seed=seed, learn_in_background=background,
                        **extra)

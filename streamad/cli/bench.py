@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", choices=("ivf", "hnsw"), default=None,
                    help="nominal index kind (default: the stream's, ivf); live mode needs ivf")
     p.add_argument("--nprobe", type=int, default=None, metavar="N", help="IVF lists searched per query")
-    add(p, "learner_duty", "layers")
+    add(p, "learner_duty", "learner_nice", "layers")
     p.add_argument("--aggregate", type=int, default=None, metavar="A", help="A x A local averaging (default 3)")
     add(p, "dim", "image_size", "blur", "k_sigma", "memory")
     p.add_argument("--modes", default="live,sync", help="passes after the backbone's: live, sync or both (default)")

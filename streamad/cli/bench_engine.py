@@ -4,7 +4,9 @@ Modes:
   engine  per-admitted-frame cost of each stage (associate, trim, index update, score = index query,
           heatmap) at several window sizes W, median / p99 / mean over the timed frames (the mean
           includes seed promotions, amortised), and the ratio median(largest W) / median(smallest W)
-          of the engine total (target <= 1.5: the cost should not grow with W)
+          of the engine total (target <= 1.5: the cost should not grow with W); each W in its steady
+          state: warmed up until the window turned over and the long-term memory (its size set by
+          --memory, not by W) is full or stops growing; --memory 0 measures the window alone
   memory  resident memory after a short and a long stream (target: within 5%); uses a smaller grid
           and dimension by default (P=100, d=64: 10,000 frames in about 3 minutes on 2 cores)
   hnsw    recall@1 of the HNSW index against exact search, and query time of both, for a few
@@ -64,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--frames", type=int, default=None, metavar="N",
                    help="engine: timed frames per window, at least two promotion periods (default 24); "
                    "soak: frames in all (default 20000)")
+    g.add_argument("--memory", type=int, default=None, metavar="N",
+                   help="engine: the long-term memory's capacity in patches (default: the stream's, 60000; 0: none, "
+                        "the window alone). Each window is warmed up until the memory is full or stops growing")
     g = p.add_argument_group("memory mode")
     g.add_argument("--memory-frames", type=int, nargs=2, default=[2000, 10000], metavar=("N1", "N2"),
                    help="read resident memory after N1 and N2 frames (default 2000 10000)")
@@ -152,7 +157,7 @@ def run_engine(args: argparse.Namespace) -> dict[str, Any]:
 
     say("engine mode:")
     res = bench_engine(args.windows, frames=args.frames, patches=args.patches, dim=args.dim, seeds=args.seeds,
-                       seed=args.seed, emit=say)
+                       seed=args.seed, memory=args.memory, emit=say)
     print(engine_table(res))
     return res
 

@@ -139,8 +139,13 @@ def _table() -> dict[str, Option]:
                                           "score and admit on one thread (deterministic, as 'streamad eval' does; "
                                           "slower)")),
         Option(("--learner-duty",), dict(type=float, default=None, metavar="F",
-                                         help=f"background learning: the largest share of the time the learner may be "
-                                              f"busy (default {_S.learner_duty:g}), so that scoring keeps the cores")),
+                                         help=f"background learning: the largest share of one core the learner may "
+                                              f"use (CPU time; default {_S.learner_duty:g}), so that scoring keeps the "
+                                              f"cores")),
+        Option(("--learner-nice",), dict(type=int, default=None, metavar="N",
+                                         help=f"background learning: how much lower the learner thread's scheduling "
+                                              f"priority is, 0-19 (Linux; default {_S.learner_nice}): the scorer's "
+                                              f"threads take a core first, the learner runs on what they leave")),
         Option(("--torch-threads",), dict(type=int, default=None, metavar="N",
                                           help="threads of the backbone (default 0: all usable cores)")),
         Option(("--blas-threads",), dict(type=int, default=None, metavar="N",
@@ -325,7 +330,7 @@ def config_error(exc: Exception) -> UserError:
 
 #: The flat settings of the streaming engine that commands take as options.
 STREAM_SETTINGS = ("window", "admit_every", "backbone", "weights", "layers", "image_size", "dim", "aggregate",
-                   "device", "k_sigma", "blur", "learning", "learner_duty", "torch_threads", "blas_threads",
+                   "device", "k_sigma", "blur", "learning", "learner_duty", "learner_nice", "torch_threads", "blas_threads",
                    "associate_threads", "memory",
                    "memory_epsilon_ratio", "memory_max_age", "rule", "false_alarm_rate", "index", "nprobe",
                    "exact_below", "ef_construction")

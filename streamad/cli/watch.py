@@ -70,7 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("detector")
     add(g, "preset", "window")
     g.add_argument("--admit-every", type=int, default=None, metavar="K", help="admit one frame in K to the window")
-    add(g, "backbone", "device", "learning", "learner_duty", "torch_threads", "blas_threads",
+    add(g, "backbone", "device", "learning", "learner_duty", "learner_nice", "torch_threads", "blas_threads",
            "associate_threads", "memory")
     g = p.add_argument_group("alarms")
     add(g, "false_alarm_rate")

@@ -13,9 +13,10 @@ seeds) after every operation, while touching only what changed:
   non-seed window frame) or stops being one (associated with the remaining seeds).
 
 Changed channels are re-trimmed lazily, once, when the nominal set is next read (``nominal_keys``,
-``nominal_mask``, ``drain_changes``). Trimming applies exactly :func:`streamad.core.channels.trim_channel`'s
-arithmetic to every changed channel at once (channels of equal length are stacked), so the result is
-bit-identical to the oracle; ``batched_trim=False`` calls ``trim_channel`` channel by channel instead.
+``nominal_mask``, ``drain_changes``). Trimming runs the oracle's kernel (:mod:`streamad.core.trim_kernel`,
+which :func:`streamad.core.trimming.trim_channel` runs too) on every changed channel at once, reading the
+members where the window holds them, so the result is bit-identical to the oracle; ``batched_trim=False``
+calls ``trim_channel`` channel by channel instead.
 
 :class:`SeedSchedule` decides which frames are seeds: the first ``D`` admitted frames; afterwards one
 promotion at a time, at least ``W // D`` admissions apart, of the most recent eligible frame whenever
@@ -48,7 +49,8 @@ import numpy as np
 
 from streamad.core.association import NO_PAIR, mutual_pairs_stack
 from streamad.core.channels import best_pair
-from streamad.core.trimming import trim_channel, trim_many
+from streamad.core.trim_kernel import trim_members
+from streamad.core.trimming import trim_channel
 from streamad.config import ChannelConfig
 from streamad.errors import StateError
 from streamad.state_schema import FIX, StatePart
@@ -642,16 +644,15 @@ class IncrementalChannels:
         ci, pi = np.nonzero(mask)  # channel-major, frame order within a channel: canonical order
         slots = order[pi]
         patches = cols[ci, pi].astype(np.int64)
-        keep = np.zeros(len(ci), bool)
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        for m in np.unique(sizes[sizes > self.config.min_span]).tolist():
-            chans = np.flatnonzero(sizes == m)
-            idx = starts[chans][:, None] + np.arange(m)  # (C, m) positions in the member list
-            vectors = self._x[slots[idx], patches[idx]]  # (C, m, d)
-            if self.batched_trim:
-                keep[idx] = trim_many(vectors, self.config)
-            else:
-                keep[idx] = np.stack([trim_channel(v, self.config) for v in vectors])
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        if self.batched_trim:  # every changed channel in one compiled call, members read in place
+            keep = trim_members(self._x, slots, patches, starts, self.config.spread, self.config.k_sigma,
+                                self.config.min_span)
+        else:
+            keep = np.zeros(len(ci), bool)
+            for c in range(len(js)):
+                lo, hi = starts[c], starts[c + 1]
+                keep[lo:hi] = trim_channel(self._x[slots[lo:hi], patches[lo:hi]], self.config)
         self._nominal[slots, patches] = keep
         self.stats["trimmed_channels"] += len(js)
         return len(js)

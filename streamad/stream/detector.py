@@ -87,14 +87,16 @@ def _physical_memory() -> int | None:
 
 @functools.cache
 def _warm_compiled() -> None:
-    """Load the engine's compiled kernels (association, the IVF's scan and layout, the memory's cover) once
+    """Load the engine's compiled kernels (association, trimming, the IVF's scan and layout, the memory's cover) once
     per process, when the first detector is made, so that no frame waits for it (numba reads its cache on a
     process's first call: 0.3 s in all; a machine's very first run compiles them, 19.1 s)."""
     from streamad.core.mutual_kernel import warm as warm_association
+    from streamad.core.trim_kernel import warm as warm_trimming
     from streamad.index.ivf import warm as warm_index
     from streamad.stream.memory import warm as warm_memory
 
     warm_association()
+    warm_trimming()
     warm_index()
     warm_memory()
 
@@ -623,7 +625,7 @@ class StreamDetector:
             return  # learning stopped on an error (warned once); scoring goes on with the index as it is
         if self._learner is None:
             self._learner = Learner(self._admit_job, name="streamad-learner", job_id=lambda job: job[0],
-                                    duty=self.config.learner_duty)
+                                    duty=self.config.learner_duty, nice=self.config.learner_nice)
         frame_id = self._next_frame_id
         self._next_frame_id += 1
         try:

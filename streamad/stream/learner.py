@@ -12,7 +12,11 @@ Ownership (docs/DESIGN.md section 3, "scoring and learning apart"):
   completed admissions through :meth:`Learner.completed`;
 - how it stops: :meth:`Learner.stop` lets the running admission finish, drops a waiting one and
   joins the thread; :meth:`Learner.pause` (a context manager) holds the learner between jobs, e.g.
-  while the detector's state is saved.
+  while the detector's state is saved;
+- how it shares the cores: on Linux the thread runs at a lower scheduling priority (``nice``, 10 by
+  default, the ``nice`` utility's own increment), so the scorer's threads take a core first and the
+  learner runs on what they leave; and it uses at most ``duty`` of one core's time (CPU time, not wall
+  time: an admission that waited for a core most of its time needs no rest after it).
 
 An exception raised by an admission stops the learner; it is kept in :attr:`Learner.error` and
 raised again by the next :meth:`submit` (a live loop counts it and goes on scoring with the index it has).
@@ -29,6 +33,8 @@ raised again by the next :meth:`submit` (a live loop counts it and goes on scori
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,15 +52,22 @@ class Learner:
     """One daemon thread applying ``admit(job)`` to the newest submitted job; see the module docstring.
 
     ``job_id(job)`` gives the number reported by :meth:`completed` (default: the job itself). ``duty``
-    (0 < duty <= 1) is the largest share of the time the learner may be busy: after a job that took
-    ``t`` seconds it rests ``t / duty - t`` before the next, leaving the cores to the scorer.
+    (0 < duty <= 1) is the largest share of one core the learner may use: after a job that used ``c``
+    seconds of CPU time in ``t`` seconds it rests ``c / duty - t`` before the next (nothing when that is
+    negative: the job waited for a core), leaving the cores to the scorer. ``nice`` (0-19) is added to
+    the thread's scheduling niceness on Linux (elsewhere ignored; :attr:`nice_applied` says which).
     """
 
     def __init__(self, admit: Callable[[Any], Any], name: str = "streamad-learner",
-                 job_id: Callable[[Any], int] | None = None, duty: float = 1.0) -> None:
+                 job_id: Callable[[Any], int] | None = None, duty: float = 1.0, nice: int = 0) -> None:
         if not 0.0 < float(duty) <= 1.0:
             raise ValueError(f"Learner.duty must be in (0, 1], got {duty!r}")
+        if not isinstance(nice, int) or isinstance(nice, bool) or not 0 <= nice <= 19:
+            raise ValueError(f"Learner.nice must be an int in [0, 19], got {nice!r}")
         self.duty = float(duty)
+        self.nice = nice
+        self.nice_applied = False  # set by the thread once it lowered its own priority
+        self.cpu_s = 0.0  # CPU seconds the admissions used (the thread's own clock)
         self._admit = admit
         self._job_id = job_id or (lambda job: job)
         self._cond = threading.Condition()
@@ -128,9 +141,22 @@ class Learner:
         """Admissions done and skipped, admissions per second since start, share of time busy."""
         elapsed = max(1e-9, time.perf_counter() - self._started_at)
         return {"admitted": self.admitted, "skipped": self.skipped, "admissions_per_s": self.admitted / elapsed,
-                "busy": self.busy_s / elapsed}
+                "busy": self.busy_s / elapsed, "cpu": self.cpu_s / elapsed}
+
+    def _lower_priority(self) -> None:
+        """Add ``nice`` to this thread's niceness (Linux: a thread's priority is its own; raising it needs
+        no privilege). Elsewhere ``setpriority`` would change the whole process: left alone."""
+        if self.nice <= 0 or not sys.platform.startswith("linux"):
+            return
+        tid = threading.get_native_id()
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + self.nice))
+        except OSError:  # a sandbox that refuses it: the learner runs at the scorer's priority
+            return
+        self.nice_applied = True
 
     def _run(self) -> None:
+        self._lower_priority()
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._stopping or (self._has_pending and not self._paused))
@@ -139,7 +165,7 @@ class Learner:
                     return
                 job, self._pending, self._has_pending = self._pending, None, False
                 self._busy = True
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 self._admit(job)
             except BaseException as exc:  # noqa: BLE001 - kept and raised again on the caller's thread
@@ -148,11 +174,13 @@ class Learner:
                     self._cond.notify_all()
                 return
             with self._cond:
-                took = time.perf_counter() - t0
+                took, used = time.perf_counter() - t0, time.thread_time() - c0
                 self.busy_s += took
+                self.cpu_s += used
                 self.admitted += 1
                 self._completed.append(int(self._job_id(job)))
                 self._busy = False
                 self._cond.notify_all()
-                if self.duty < 1.0:  # rest, so that the learner takes at most `duty` of the time
-                    self._cond.wait_for(lambda: self._stopping, took / self.duty - took)
+                rest = used / self.duty - took
+                if rest > 0:  # so that the learner uses at most `duty` of one core
+                    self._cond.wait_for(lambda: self._stopping, rest)

@@ -64,7 +64,7 @@ FORMAT = "streamad-engine-state"
 FORMAT_VERSION = 1
 # Settings that may differ between the saved and the resuming configuration (they change no state).
 RUNTIME_FIELDS = frozenset({"features.device", "features.batch_size", "index.threads", "learn_in_background",
-                            "learner_duty",
+                            "learner_duty", "learner_nice",
                             "threads.torch", "threads.blas", "threads.associate", "channels.device",
                             "index.device",
                             # the alarm rule and rate: a resumed engine keeps its model, and its decisions re-learn

@@ -25,7 +25,8 @@ T = TypeVar("T")
 PLACES: dict[str, tuple[str, ...]] = {
     # the stream: window, admission, learning
     "window": ("window",), "admit_every": ("admit_every",), "admit_interval_s": ("admit_interval_s",),
-    "learn_in_background": ("learn_in_background",), "learner_duty": ("learner_duty",), "seed": ("seed",),
+    "learn_in_background": ("learn_in_background",), "learner_duty": ("learner_duty",),
+    "learner_nice": ("learner_nice",), "seed": ("seed",),
     # features
     "backbone": ("features", "backbone"), "weights": ("features", "weights"), "layers": ("features", "layers"),
     "image_size": ("features", "image_size"), "grid": ("features", "grid"), "dim": ("features", "dim"),
