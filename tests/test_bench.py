@@ -93,3 +93,16 @@ def test_bench_measures_the_feature_levers_it_is_given(tmp_path):
     r = json.loads(out.read_text())
     assert (r["blur_sigma"], r["k_sigma"]) == (8.0, 2.0)
     assert main(["bench", "--frames", "12", "--window", "11", "--aggregate", "4"]) == 2
+
+
+def test_bench_engine_measures_each_window_with_its_memory_full():
+    """The steady state: the long-term memory (its size its capacity, not W) fills before the timing, so a
+    small window is not measured with a young memory against a large window with a full one."""
+    from streamad.bench.engine import bench_engine
+
+    res = bench_engine([12], frames=4, patches=16, dim=8, seeds=3, memory=300)
+    r = res["windows"]["12"]
+    assert r["memory"] == 300 and r["warmup_frames"] > 12 + 6  # warmed past 1.5 W until the memory was full
+    assert set(r["stages_ms"]) == {"associate", "trim", "index", "score", "heatmap"}
+    alone = bench_engine([12], frames=4, patches=16, dim=8, seeds=3, memory=0)["windows"]["12"]
+    assert alone["memory"] == 0 and alone["warmup_frames"] == 18

@@ -66,9 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--frames", type=int, default=None, metavar="N",
                    help="engine: timed frames per window, at least two promotion periods (default 24); "
                    "soak: frames in all (default 20000)")
-    g.add_argument("--memory", type=int, default=None, metavar="N",
-                   help="engine: the long-term memory's capacity in patches (default: the stream's, 60000; 0: none, "
-                        "the window alone). Each window is warmed up until the memory is full or stops growing")
+    add(g, "memory")  # engine: each window is warmed up until the memory is full or stops growing
     g = p.add_argument_group("memory mode")
     g.add_argument("--memory-frames", type=int, nargs=2, default=[2000, 10000], metavar=("N1", "N2"),
                    help="read resident memory after N1 and N2 frames (default 2000 10000)")
