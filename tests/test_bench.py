@@ -32,17 +32,22 @@ def test_bench_reports_both_rates_on_the_same_frames(bottle_dir, tmp_path, capsy
     assert "synchronous" in printed
 
 
-def test_bench_with_memory_times_the_live_pass_with_a_filled_memory(bottle_dir, tmp_path, capsys):
+def test_bench_with_memory_times_both_passes_with_a_filled_memory(bottle_dir, tmp_path, capsys):
     base = ["bench", str(bottle_dir / "test" / "good"), "--frames", "30", "--window", "20", "--device", "cpu",
-            "--warmup", "0", "--modes", "live", "--quiet"]
+            "--warmup", "0", "--modes", "live,sync", "--quiet"]
     out = tmp_path / "memory.json"
     assert main(base + ["--memory", "5000", "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     assert 0 < r["memory_patches_at_start"] <= 5000  # the 10 frames that left the window were remembered
-    assert "long-term memory:" in capsys.readouterr().out
+    assert 0 < r["sync_memory_patches_at_start"] <= 5000  # the sync pass too: a running stream's memory
+    assert r["sync_frames_timed"] == 10
+    printed = capsys.readouterr().out
+    assert "when the live pass started" in printed and "when the sync pass started" in printed
     plain = tmp_path / "plain.json"
     assert main(base + ["--memory", "0", "--json", str(plain)]) == 0  # 0: no memory (the default has one)
-    assert "memory_patches_at_start" not in json.loads(plain.read_text())
+    r = json.loads(plain.read_text())
+    assert "memory_patches_at_start" not in r and "sync_memory_patches_at_start" not in r
+    assert r["sync_frames_timed"] == 10  # timed once the window is full, from the first frame
 
 
 def test_bench_refuses_too_few_frames_and_empty_folders(tmp_path, capsys):

@@ -122,12 +122,20 @@ def measure_throughput(frames: list[np.ndarray], config: Any, *, warmup: int = 5
 def _sync_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: bool,
                pipeline: bool = True) -> dict[str, Any]:
     """Every frame through the live loop with every frame admitted on the loop's thread (``watch --learning
-    sync``: the reader describes the next frame meanwhile); timed once the window is full."""
+    sync``: the reader describes the next frame meanwhile); timed once the window is full. With a long-term
+    memory, as in the live pass, every frame is learned once first (untimed), so that the timed frames meet
+    a running stream's memory, not one filling from empty (whose index retrains at every doubling)."""
     from streamad.stream.detector import StreamDetector
 
     det = StreamDetector(config, extractor=extractor)
-    run = _LoopRun(det, len(frames), timed_from=config.window, progress=progress, label="sync")
-    run.go(frames, pipeline)
+    timed, timed_from = frames, config.window
+    if config.memory.enabled:
+        for f in frames:
+            det.learn_one(f)
+        timed, timed_from = frames[config.window:], 0
+    memory_at_start = None if det.memory is None else len(det.memory)
+    run = _LoopRun(det, len(timed), timed_from=timed_from, progress=progress, label="sync")
+    run.go(timed, pipeline)
     s, w = _summary(np.asarray(run.latency_ms)), _summary(np.asarray(run.work_ms()))
     reseeds = run.reseed_ms
     return {"sync_fps": run.fps(), "sync_p50_ms": s["p50_ms"], "sync_p99_ms": s["p99_ms"], "sync_max_ms": s["max_ms"],
@@ -135,7 +143,8 @@ def _sync_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: 
             "sync_stage_ms": run.stage_means(), "sync_frames_ready": run.ready,
             "sync_frames_timed": len(run.latency_ms), "reseeds": len(reseeds),
             "reseed_frame_ms_median": float(np.median(reseeds)) if reseeds else None,
-            "nominal_patches_at_end": det.nominal_count}
+            "nominal_patches_at_end": det.nominal_count,
+            **({"sync_memory_patches_at_start": memory_at_start} if memory_at_start is not None else {})}
 
 
 def _live_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: bool,
@@ -165,6 +174,7 @@ def _live_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: 
             "stage_ms": run.stage_means(), "timed_frames_ready": run.ready,
             "frames_timed": len(run.latency_ms), "admissions_per_s": admitted / elapsed, "admissions": admitted,
             "learner_stage_ms": learner.get("stage_ms", {}), "learner_busy": learner.get("busy", 0.0),
+            "learner_cpu": learner.get("cpu", 0.0),
             **({"memory_patches_at_start": 0 if memory is None else len(memory)} if config.memory.enabled else {})}
 
 
@@ -290,7 +300,8 @@ def report_lines(result: dict[str, Any]) -> list[str]:
     if "pipeline_fps" in r:
         lines += [f"live          : {r['pipeline_fps']:7.2f} fps  latency (read to result) p50 {r['p50_ms']:.1f} ms, p99 "
                   f"{r['p99_ms']:.1f} ms (p99/p50 {r['p99_ms'] / r['p50_ms']:.2f}); learner {r['admissions_per_s']:.2f} "
-                  f"admissions/s ({r['admissions']} in the timed run, busy {100 * r['learner_busy']:.0f} %)",
+                  f"admissions/s ({r['admissions']} in the timed run, busy {100 * r['learner_busy']:.0f} %, CPU "
+                  f"{100 * r.get('learner_cpu', 0.0):.0f} % of a core)",
                   f"live detector time a frame (describe + score, without the wait between them): p50 "
                   f"{r['work_p50_ms']:.1f} ms, p99 {r['work_p99_ms']:.1f} ms (p99/p50 "
                   f"{r['work_p99_ms'] / r['work_p50_ms']:.2f})",
@@ -307,6 +318,9 @@ def report_lines(result: dict[str, Any]) -> list[str]:
                   f"sync detector time a frame (describe + score and admit): p50 {r['sync_work_p50_ms']:.1f} ms, "
                   f"p99 {r['sync_work_p99_ms']:.1f} ms",
                   "sync stage ms (mean per frame): " + _stages(r["sync_stage_ms"])]
+        if "sync_memory_patches_at_start" in r:
+            lines.append(f"long-term memory: {r['sync_memory_patches_at_start']:,} patches when the sync pass "
+                         "started (every frame learned once before)")
     return lines
 
 

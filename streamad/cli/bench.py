@@ -17,8 +17,9 @@ Reported: backbone fps; live fps (= pipeline_fps), its ratio to the backbone, th
 frame's read to its result (p50, p99), the detector's own time a frame (features + scoring, without
 the wait between the threads) and the learner's admissions per second; synchronous fps and latency; the mean
 milliseconds of each stage; the thread budget of each pass (--torch-threads, --blas-threads: 0 =
-automatic, see streamad.vision.threads). With a long-term memory (--memory, on by default) the live
-pass first learns every frame once, untimed, so the memory holds what left the window. --device auto
+automatic, see streamad.vision.threads). With a long-term memory (--memory, on by default) each pass
+first learns every frame once, untimed, so the memory holds what left the window, as in a running
+stream (a memory filling from empty retrains its index at every doubling: the stream's first minutes). --device auto
 measures on CUDA when there is one (the default is cpu, as everywhere). The measuring lives in
 streamad.bench.throughput.
 

@@ -267,7 +267,8 @@ def report(args: argparse.Namespace, parts: Parts, summary: WatchSummary, thread
             stages = ", ".join(f"{k} {v:.1f}" for k, v in learner.get("stage_ms", {}).items())
             print(f"background learner: {learner['admitted']} admissions ({learner['admissions_per_s']:.2f}/s), "
                   f"{learner['skipped']} due frames skipped for a newer one, busy {100 * learner['busy']:.0f} % "
-                  f"of the time; ms per admission: {stages or '-'}")
+                  f"of the time, {100 * learner.get('cpu', 0.0):.0f} % of a core in CPU time; ms per admission: "
+                  f"{stages or '-'}")
     if parts.publisher is not None:
         print(f"published on {parts.publisher.address}")
     saved = saved_line(parts.recorder, args.record)

@@ -138,7 +138,8 @@ class Learner:
         self._thread.join(timeout)
 
     def stats(self) -> dict[str, float]:
-        """Admissions done and skipped, admissions per second since start, share of time busy."""
+        """Admissions done and skipped, admissions per second since start, share of the time busy (wall
+        clock) and of one core used (CPU time)."""
         elapsed = max(1e-9, time.perf_counter() - self._started_at)
         return {"admitted": self.admitted, "skipped": self.skipped, "admissions_per_s": self.admitted / elapsed,
                 "busy": self.busy_s / elapsed, "cpu": self.cpu_s / elapsed}
