@@ -121,20 +121,15 @@ def measure_throughput(frames: list[np.ndarray], config: Any, *, warmup: int = 5
 
 def _sync_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: bool,
                pipeline: bool = True) -> dict[str, Any]:
-    """Every frame through the live loop with every frame admitted on the loop's thread (``watch --learning
-    sync``: the reader describes the next frame meanwhile); timed once the window is full. With a long-term
-    memory, as in the live pass, every frame is learned once first (untimed), so that the timed frames meet
-    a running stream's memory, not one filling from empty (whose index retrains at every doubling)."""
+    """After :func:`_learn_first` (as the live pass), the frames after the first window through the live loop,
+    each scored and admitted on the loop's thread (``watch --learning sync``: the reader describes the next
+    frame meanwhile)."""
     from streamad.stream.detector import StreamDetector
 
     det = StreamDetector(config, extractor=extractor)
-    timed, timed_from = frames, config.window
-    if config.memory.enabled:
-        for f in frames:
-            det.learn_one(f)
-        timed, timed_from = frames[config.window:], 0
+    timed = _learn_first(det, frames, config)
     memory_at_start = None if det.memory is None else len(det.memory)
-    run = _LoopRun(det, len(timed), timed_from=timed_from, progress=progress, label="sync")
+    run = _LoopRun(det, len(timed), progress=progress, label="sync")
     run.go(timed, pipeline)
     s, w = _summary(np.asarray(run.latency_ms)), _summary(np.asarray(run.work_ms()))
     reseeds = run.reseed_ms
@@ -149,20 +144,15 @@ def _sync_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: 
 
 def _live_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: bool,
                pipeline: bool = True) -> dict[str, Any]:
-    """Fill the window (untimed), then run the frames through the live loop (``run_watch``, the reader
-    describing one frame ahead) while the learner admits in the background. A frame's latency runs from
-    its read to its result."""
+    """After :func:`_learn_first`, the frames after the first window through the live loop (``run_watch``,
+    the reader describing one frame ahead) while the learner admits in the background. A frame's latency
+    runs from its read to its result."""
     from streamad.stream.detector import StreamDetector
 
-    window = config.window
     with StreamDetector(config, extractor=extractor) as det:
-        # with a long-term memory, learn every frame once first (untimed) so that the memory holds what
-        # the frames that left the window trusted, as in a running stream; else fill the window
-        for f in frames if config.memory.enabled else frames[:window]:
-            det.learn_one(f)
+        timed = _learn_first(det, frames, config)
         memory = det.memory
-        timed = frames[window:]
-        run = _LoopRun(det, len(timed), timed_from=0, progress=progress, label="live")
+        run = _LoopRun(det, len(timed), progress=progress, label="live")
         before = det.learner_stats().get("admitted", 0)
         run.go(timed, pipeline)
         learner = det.learner_stats()
@@ -178,16 +168,26 @@ def _live_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: 
             **({"memory_patches_at_start": 0 if memory is None else len(memory)} if config.memory.enabled else {})}
 
 
+def _learn_first(det: Any, frames: list[np.ndarray], config: Any) -> list[np.ndarray]:
+    """Learn untimed what a running stream would hold, and return the frames to time (those after the first
+    window): with a long-term memory every frame once, so that the memory holds what the frames that left
+    the window trusted (a memory filling from empty retrains its index at every doubling: a stream's first
+    minutes, not its running state); without one, the first window."""
+    for f in frames if config.memory.enabled else frames[:config.window]:
+        det.learn_one(f)
+    return frames[config.window:]
+
+
 class _LoopRun:
     """Frames in memory through the live loop (:func:`~streamad.runtime.live.run_watch`, the reader describing
-    one frame ahead unless ``go`` is told ``pipeline=False``), the frames from ``timed_from`` on timed: each one's latency from its read to its result
-    (``latency_ms``), the detector's own time on it (``work_ms()``: ``describe`` plus ``process_described``,
-    what ``process`` took when one thread did both, without the wait between the threads), its stage
-    timings, and the latency of those that promoted a seed (``reseed_ms``). The rate counts the timed frames
-    from the result of the frame before the first timed one (or the start) to the last result."""
+    one frame ahead unless ``go`` is told ``pipeline=False``), each one timed: its latency from its read to its
+    result (``latency_ms``), the detector's own time on it (``work_ms()``: ``describe`` plus
+    ``process_described``, what ``process`` took when one thread did both, without the wait between the
+    threads), its stage timings, and the latency of those that promoted a seed (``reseed_ms``). The rate
+    counts the frames from the start to the last result."""
 
-    def __init__(self, detector: Any, n: int, *, timed_from: int, progress: bool, label: str) -> None:
-        self.detector, self.timed_from = detector, timed_from
+    def __init__(self, detector: Any, n: int, *, progress: bool, label: str) -> None:
+        self.detector = detector
         self.read_at = np.zeros(n)
         self.latency_ms: list[float] = []
         self.reseed_ms: list[float] = []
@@ -236,9 +236,6 @@ class _LoopRun:
         self._bar.update()
         promotion = self._last_promotion()
         promoted, self._promotion = promotion != self._promotion, promotion
-        if frame.index < self.timed_from:
-            self._start = now  # the timed frames' span starts at the result before the first of them
-            return
         self._end = now
         ms = (now - self.read_at[frame.index]) * 1e3
         self.latency_ms.append(ms)
@@ -252,8 +249,7 @@ class _LoopRun:
         return self.detector.channels.schedule.last_promotion
 
     def work_ms(self) -> list[float]:
-        pairs = list(zip(self._described, self._scored))[self.timed_from:]
-        return [a + b for a, b in pairs]
+        return [a + b for a, b in zip(self._described, self._scored)]
 
     def elapsed(self) -> float:
         return max(1e-9, self._end - self._start)

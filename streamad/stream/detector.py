@@ -105,6 +105,22 @@ def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
+def extract_descriptors(extractor: Any, size: StreamFrameSize, frame: np.ndarray,
+                        check: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
+    """A frame through the backbone as a stream takes it: (the frame as RGB ``uint8`` fitted to the stream's
+    ``size``, its (P, d) descriptors as ``check`` returns them, the extractor's milliseconds). The stream's
+    size is fixed by the first frame whose descriptors ``check`` accepts (a ``ValueError`` from it fixes
+    nothing). ``StreamDetector`` and serve's worker-mode ``RemoteDetector`` both describe frames so."""
+    original = as_rgb_uint8(frame)
+    frame = size.fit(original, stacklevel=4)  # the warning points at the caller of process / describe
+    t0 = time.perf_counter()
+    out = np.asarray(extractor([frame]))
+    t_feat = _ms(t0)
+    desc = check(out[0] if out.ndim == 3 and len(out) == 1 else out)
+    size.accept(original.shape)
+    return frame, desc, t_feat
+
+
 def _timestamp(value: object) -> float:
     """A caller's timestamp as float seconds; a clear error for anything not a finite number."""
     try:
@@ -400,14 +416,8 @@ class StreamDetector:
             self._learn(desc, {})
 
     def _features(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        original = as_rgb_uint8(frame)
-        frame = self._size.fit(original, stacklevel=3)
-        t0 = time.perf_counter()
-        out = np.asarray(self.extractor([frame]))
-        t_feat = _ms(t0)
-        desc = self._check_descriptors(out[0] if out.ndim == 3 and len(out) == 1 else out, "the extractor's output")
-        self._size.accept(original.shape)  # the stream's size: kept only once the frame is accepted
-        return frame, desc, t_feat
+        return extract_descriptors(self.extractor, self._size, frame,
+                                   lambda d: self._check_descriptors(d, "the extractor's output"))
 
     # ------------------------------------------------------------------ descriptors
     def process_descriptors(self, descriptors: np.ndarray, frame_shape: tuple[int, int] | None = None,

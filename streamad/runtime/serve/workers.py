@@ -87,8 +87,8 @@ import numpy as np
 from streamad.config import StreamConfig
 from streamad.results import FrameResult
 from streamad.runtime.heap import HeapTrimmer
-from streamad.stream.detector import DescribedFrame
-from streamad.vision.frames import StreamFrameSize, as_rgb_uint8
+from streamad.stream.detector import DescribedFrame, extract_descriptors
+from streamad.vision.frames import StreamFrameSize
 
 if TYPE_CHECKING:
     from streamad.stream.detector import Extractor, StreamDetector
@@ -643,18 +643,15 @@ class RemoteDetector:
         """The frame's descriptors from the shared backbone, here (``StreamDetector.describe``'s half: the
         live loop's reader calls it one frame ahead); the worker checks them with the frame. Only the frame
         that would fix the stream's size is checked here too, so that a refused one fixes none."""
-        original = as_rgb_uint8(frame)
-        frame = self._size.fit(original, stacklevel=2)
-        t0 = time.perf_counter()
-        out = np.asarray(self.extractor([frame]))
-        t_feat = (time.perf_counter() - t0) * 1e3
-        desc = out[0] if out.ndim == 3 and len(out) == 1 else out
-        if self._size.size is None:
-            if desc.dtype.kind != "f" or not np.isfinite(desc).all():
-                raise ValueError(f"the extractor's output must be finite floating-point values (got dtype "
-                                 f"{desc.dtype})")
-            self._size.accept(original.shape)  # the stream's size, as StreamDetector.describe keeps it
+        frame, desc, t_feat = extract_descriptors(self.extractor, self._size, frame, self._check_first)
         return DescribedFrame(desc, (int(frame.shape[0]), int(frame.shape[1])), timestamp, t_feat)
+
+    def _check_first(self, desc: np.ndarray) -> np.ndarray:
+        """The frame that would fix the stream's size: its descriptors finite floats (the worker checks
+        every frame's in full)."""
+        if self._size.size is None and (desc.dtype.kind != "f" or not np.isfinite(desc).all()):
+            raise ValueError(f"the extractor's output must be finite floating-point values (got dtype {desc.dtype})")
+        return desc
 
     def process_described(self, described: DescribedFrame) -> FrameResult:
         """The worker's result for a frame :meth:`describe` returned."""
