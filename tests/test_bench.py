@@ -25,10 +25,14 @@ def test_bench_reports_both_rates_on_the_same_frames(bottle_dir, tmp_path, capsy
     assert r["timed_frames_ready"] == 8 and r["sync_frames_ready"] == 8  # every timed frame was scored
     assert {"features", "score", "heatmap"} <= set(r["stage_ms"])  # live: the scorer's stages ...
     assert "associate" not in r["stage_ms"]  # ... the admission work is the learner's
+    tails = r["stage_p50_p99_ms"]  # each stage's spread, over the same frames as its mean
+    assert set(tails) == set(r["stage_ms"]) and all(0 <= a <= b for a, b in tails.values())
+    assert r["score_time_vs_score_r"] is None or -1.0 <= r["score_time_vs_score_r"] <= 1.0
     assert {"features", "score", "associate", "index"} <= set(r["sync_stage_ms"])
     assert r["threads"]["live"]["blas"] == 1 and r["index"]["kind"] == "ivf"
     printed = capsys.readouterr().out
     assert "backbone only" in printed and "live" in printed and "ratio live / backbone" in printed
+    assert "live scorer stage ms p50 / p99: features" in printed
     assert "synchronous" in printed
 
 
@@ -111,3 +115,19 @@ def test_bench_engine_measures_each_window_with_its_memory_full():
     assert set(r["stages_ms"]) == {"associate", "trim", "index", "score", "heatmap"}
     alone = bench_engine([12], frames=4, patches=16, dim=8, seeds=3, memory=0)["windows"]["12"]
     assert alone["memory"] == 0 and alone["warmup_frames"] == 18
+
+
+def test_the_score_time_correlation_follows_the_frames_pairs():
+    """The live pass's correlation of a frame's score stage with its image score: the pairs it was given,
+    nothing when there is no spread."""
+    from streamad.bench.throughput import _LoopRun
+
+    run = object.__new__(_LoopRun)  # only the pairs matter here
+    run.score_pairs = [(10.0, 1.0), (20.0, 2.0), (31.0, 3.0), (40.0, 4.5)]
+    assert run.score_time_correlation() == pytest.approx(float(np.corrcoef([10, 20, 31, 40], [1, 2, 3, 4.5])[0, 1]))
+    run.score_pairs = [(10.0, 3.0), (20.0, 2.0), (30.0, 1.0)]
+    assert run.score_time_correlation() == pytest.approx(-1.0)
+    run.score_pairs = [(10.0, 1.0), (10.0, 2.0), (10.0, 3.0)]
+    assert run.score_time_correlation() is None
+    run.score_pairs = [(10.0, 1.0), (20.0, 2.0)]
+    assert run.score_time_correlation() is None

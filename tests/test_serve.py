@@ -224,6 +224,28 @@ def test_a_camera_that_sends_nothing_delays_the_others_at_most_the_batch_wait() 
     assert 0.4 < waited < 3.0 and alone < 0.3
 
 
+def test_the_batch_wait_is_off_on_the_cpu_unless_the_file_sets_it(tmp_path: Path, monkeypatch) -> None:
+    """On the CPU a batch costs the sum of its frames: serve waits for none unless ``batch_wait_ms`` says so;
+    a backbone on a GPU gets the wait that lets a batch form there."""
+    from streamad.runtime.serve.config import GPU_BATCH_WAIT_MS, auto_batch_wait_ms
+
+    assert load_config(config_file(tmp_path / "auto.toml", [("a", "demo:1")])).batch_wait_ms is None
+    assert auto_batch_wait_ms([]) == auto_batch_wait_ms(["cpu"]) == 0.0
+    assert auto_batch_wait_ms(["cpu", "cuda:0"]) == auto_batch_wait_ms(["cuda"]) == GPU_BATCH_WAIT_MS > 0
+    monkeypatch.setattr(serve_session, "make_extractor", lambda features: BlockMeans())
+    for head, want in (("", 0.0), ("[serve]\nbatch_wait_ms = 3\n", 3.0)):
+        path = config_file(tmp_path / "serve.toml", [("a", "demo:1"), ("b", "demo:2")],
+                           head=head + "[publisher]\nenabled = false\n")
+        lines: list[str] = []
+        with serve_session.ServeSession(load_config(path), on_event=lines.append) as session:
+            assert session.batch_wait_ms == want and session.fleet is not None
+            assert session.fleet.backbone.max_wait == want / 1000.0
+        assert any(f"batch wait {want:g} ms" in line for line in lines), lines
+    with SharedBackbone(max_wait=0.0) as backbone, \
+            pytest.raises(ValueError, match=r"max_wait must be in \[0, 1\] seconds, got 2"):
+        backbone.max_wait = 2
+
+
 # -- faults: one camera's troubles leave the others alone ---------------------------------------------
 
 

@@ -74,9 +74,11 @@ def _env(torch_threads: int | None) -> dict[str, str]:
 
 
 def serve_config(n: int, *, preset: str, window: int | None, learning: str, device: str | None,
-                 batch_wait_ms: float, workers: int = 0) -> str:
-    """The TOML of N demo cameras with the given settings (no publisher, no page)."""
-    head = f"[serve]\nbatch_wait_ms = {batch_wait_ms}\nworkers = {workers}\n"
+                 batch_wait_ms: float | None, workers: int = 0) -> str:
+    """The TOML of N demo cameras with the given settings (no publisher, no page; ``batch_wait_ms`` None:
+    serve's own choice)."""
+    head = f"[serve]\nworkers = {workers}\n"
+    head += "" if batch_wait_ms is None else f"batch_wait_ms = {batch_wait_ms}\n"
     head += f'device = "{device}"\n' if device else ""
     head += "[publisher]\nenabled = false\n"
     cams = "".join(f'\n[[cameras]]\nname = "cam{i}"\nsource = "demo"\npreset = "{preset}"\nlearning = "{learning}"\n'
@@ -85,7 +87,7 @@ def serve_config(n: int, *, preset: str, window: int | None, learning: str, devi
 
 
 def run_serve(n: int, frames: int, *, preset: str, window: int | None, learning: str, device: str | None,
-              batch_wait_ms: float = 5.0, workers: int = 0, timeout: float = 3600.0) -> Row:
+              batch_wait_ms: float | None = None, workers: int = 0, timeout: float = 3600.0) -> Row:
     """One ``streamad serve`` with ``n`` demo cameras, ``frames`` frames each (detection in ``workers``
     worker processes; 0: on threads)."""
     with tempfile.TemporaryDirectory(prefix="streamad-bench-serve-") as tmp:
@@ -105,6 +107,7 @@ def run_serve(n: int, frames: int, *, preset: str, window: int | None, learning:
     rates = tuple(c["frames"] / c["seconds"] if c["seconds"] > 0 else 0.0 for c in doc["cameras"])
     admits = [c["admissions"] / c["seconds"] for c in doc["cameras"] if c["seconds"] > 0]
     return Row(n, "serve", rates, wall, doc["fps"], {"mean_batch": doc["mean_batch"], "threads": doc["threads"],
+                                                      "batch_wait_ms": doc.get("batch_wait_ms"),
                                                       "workers": doc.get("workers", 0),
                                                       "admissions_per_s": sum(admits) / len(admits) if admits
                                                       else None})
@@ -157,7 +160,7 @@ def run_watches(n: int, frames: int, *, preset: str, window: int | None, learnin
 
 
 def measure(counts: list[int], frames: int, *, preset: str = "default", window: int | None = None,
-            learning: str = "background", device: str | None = None, batch_wait_ms: float = 5.0,
+            learning: str = "background", device: str | None = None, batch_wait_ms: float | None = None,
             workers: int = 0, modes: tuple[str, ...] = ("serve", "watch"), progress: Any = None) -> list[Row]:
     """For each camera count: a ``serve`` row and a ``watch`` row (as ``modes`` says); ``workers`` is
     serve's ``[serve] workers`` (at most one per camera is started)."""

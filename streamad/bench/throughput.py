@@ -161,7 +161,8 @@ def _live_pass(extractor: Any, frames: list[np.ndarray], config: Any, progress: 
     admitted = int(learner.get("admitted", 0)) - int(before)
     return {"pipeline_fps": run.fps(), "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"], "max_ms": s["max_ms"],
             "work_p50_ms": w["p50_ms"], "work_p99_ms": w["p99_ms"],
-            "stage_ms": run.stage_means(), "timed_frames_ready": run.ready,
+            "stage_ms": run.stage_means(), "stage_p50_p99_ms": run.stage_tails(),
+            "score_time_vs_score_r": run.score_time_correlation(), "timed_frames_ready": run.ready,
             "frames_timed": len(run.latency_ms), "admissions_per_s": admitted / elapsed, "admissions": admitted,
             "learner_stage_ms": learner.get("stage_ms", {}), "learner_busy": learner.get("busy", 0.0),
             "learner_cpu": learner.get("cpu", 0.0),
@@ -191,7 +192,8 @@ class _LoopRun:
         self.read_at = np.zeros(n)
         self.latency_ms: list[float] = []
         self.reseed_ms: list[float] = []
-        self.stages: dict[str, float] = {}
+        self.stages: dict[str, list[float]] = {}
+        self.score_pairs: list[tuple[float, float]] = []  # (score stage ms, image score) of each ready frame
         self.ready = 0
         self._described: list[float] = []
         self._scored: list[float] = []
@@ -242,8 +244,10 @@ class _LoopRun:
         if promoted:
             self.reseed_ms.append(ms)
         self.ready += r.ready
+        if r.ready and "score" in r.timings:
+            self.score_pairs.append((float(r.timings["score"]), float(r.score)))
         for k, v in r.timings.items():
-            self.stages[k] = self.stages.get(k, 0.0) + v
+            self.stages.setdefault(k, []).append(v)
 
     def _last_promotion(self) -> Any:
         return self.detector.channels.schedule.last_promotion
@@ -258,7 +262,21 @@ class _LoopRun:
         return len(self.latency_ms) / self.elapsed()
 
     def stage_means(self) -> dict[str, float]:
-        return {k: v / max(1, len(self.latency_ms)) for k, v in self.stages.items()}
+        return {k: sum(v) / max(1, len(self.latency_ms)) for k, v in self.stages.items()}
+
+    def stage_tails(self) -> dict[str, tuple[float, float]]:
+        """Each stage's (p50, p99) milliseconds over the frames that ran it."""
+        return {k: (float(np.percentile(v, 50)), float(np.percentile(v, 99))) for k, v in self.stages.items() if v}
+
+    def score_time_correlation(self) -> float | None:
+        """Pearson's r between a frame's score stage (ms) and its image score, over the ready frames: how much
+        of the scoring's spread follows how anomalous the frames are (None: too few frames, or no spread)."""
+        pairs = np.asarray(self.score_pairs, np.float64).reshape(-1, 2)
+        times, scores = pairs[:, 0], pairs[:, 1]
+        ok = np.isfinite(scores) & np.isfinite(times)
+        if ok.sum() < 3 or np.std(times[ok]) == 0 or np.std(scores[ok]) == 0:
+            return None
+        return float(np.corrcoef(times[ok], scores[ok])[0, 1])
 
 
 def _time_backbone(extractor: Any, frames: list[np.ndarray], progress: bool) -> list[float]:
@@ -303,7 +321,12 @@ def report_lines(result: dict[str, Any]) -> list[str]:
                   f"{r['work_p99_ms'] / r['work_p50_ms']:.2f})",
                   f"ratio live / backbone: {r['ratio']:.2f}",
                   "live scorer stage ms (mean per frame): " + _stages(r["stage_ms"]),
+                  "live scorer stage ms p50 / p99: " + ", ".join(
+                      f"{k} {a:.1f} / {b:.1f}" for k, (a, b) in r.get("stage_p50_p99_ms", {}).items()),
                   "learner stage ms (mean per admission): " + _stages(r["learner_stage_ms"])]
+        if r.get("score_time_vs_score_r") is not None:
+            lines.append(f"score stage time against the frame's score: correlation {r['score_time_vs_score_r']:.2f} "
+                         "(a frame far from every nominal patch rules out less: docs/DESIGN.md section 4)")
         if "memory_patches_at_start" in r:
             lines.append(f"long-term memory: {r['memory_patches_at_start']:,} patches when the live pass started "
                          "(every frame learned once before)")

@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cameras", type=int, nargs="+", default=[1, 2, 4, 8], metavar="N", help="camera counts (1 2 4 8)")
     p.add_argument("--frames", type=int, default=300, metavar="F", help="frames per camera (default 300)")
     add(p, "preset", "window", "learning", "device")
-    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="serve's [serve] batch_wait_ms (default 5)")
+    p.add_argument("--batch-wait-ms", type=float, default=None,
+                   help="serve's [serve] batch_wait_ms (default: serve's own, 5 with a GPU backbone, 0 on the CPU)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="serve's [serve] workers: detection in N worker processes (default 0: on threads)")
     p.add_argument("--modes", default="serve,watch", help="serve, watch or both (default serve,watch)")

@@ -59,9 +59,7 @@ class SharedBackbone:
     with a ``RuntimeError`` and joins the thread."""
 
     def __init__(self, max_wait: float = 0.005, name: str = "streamad-backbone") -> None:
-        if not 0 <= max_wait <= 1:
-            raise ValueError(f"SharedBackbone.max_wait must be in [0, 1] seconds, got {max_wait!r}")
-        self.max_wait = float(max_wait)
+        self.max_wait = max_wait
         self.batches = 0
         self.sizes: Counter[int] = Counter()
         self._queue: queue.Queue[_Request | None] = queue.Queue()
@@ -70,6 +68,17 @@ class SharedBackbone:
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+
+    @property
+    def max_wait(self) -> float:
+        """Seconds a batch waits for the other cameras' frames (set it before the cameras start)."""
+        return self._max_wait
+
+    @max_wait.setter
+    def max_wait(self, seconds: float) -> None:
+        if not 0 <= seconds <= 1:
+            raise ValueError(f"SharedBackbone.max_wait must be in [0, 1] seconds, got {seconds!r}")
+        self._max_wait = float(seconds)
 
     # -- cameras ---------------------------------------------------------------------------------
     def client(self, extractor: Extractor) -> BatchedExtractor:

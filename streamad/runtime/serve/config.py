@@ -5,6 +5,7 @@
     [serve]                       # optional: process-wide settings
     device = "cpu"                # the backbone's device for every camera (cpu, cuda, cuda:N, auto)
     batch_wait_ms = 5             # a batch waits at most this long for more cameras' frames
+                                  # (default: 5 with a GPU backbone, 0 on the CPU, where a batch saves nothing)
     workers = 0                   # detection in N worker processes (0: on threads of this process)
     worker_timeout_s = 30         # a worker that answers no request for this long is killed and restarted
 
@@ -40,7 +41,7 @@ import dataclasses
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,7 +158,7 @@ class ServeConfig:
     """A whole ``streamad serve``: its ``cameras`` and the process-wide settings.
 
     ``device`` is the backbone's for every camera; a batch waits at most ``batch_wait_ms`` for more
-    frames; ``workers`` worker processes hold the cameras' detectors (0: threads of the serve process,
+    frames (None: :func:`auto_batch_wait_ms` of the backbones' devices); ``workers`` worker processes hold the cameras' detectors (0: threads of the serve process,
     :mod:`streamad.runtime.serve.workers`), and one that answers no request for ``worker_timeout_s``
     seconds is killed and restarted; ``status_every`` seconds between status messages (0:
     none); ``torch_threads`` / ``blas_threads`` (0: automatic). ``publish`` is the ZeroMQ address
@@ -168,7 +169,7 @@ class ServeConfig:
 
     cameras: tuple[CameraConfig, ...]
     device: str | None = None
-    batch_wait_ms: float = 5.0
+    batch_wait_ms: float | None = None
     workers: int = 0
     worker_timeout_s: float = 30.0
     status_every: float = 1.0
@@ -192,7 +193,7 @@ class ServeConfig:
         _need(c, "cameras", not dup, dup, "cameras with distinct names")
         _need(c, "device", _opt(lambda v: v in ("cpu", "cuda", "auto") or str(v).startswith("cuda:"))(self.device),
               self.device, "'cpu', 'cuda', 'cuda:N' or 'auto'")
-        _need(c, "batch_wait_ms", _is_num(self.batch_wait_ms) and 0 <= self.batch_wait_ms <= 1000,
+        _need(c, "batch_wait_ms", _opt(lambda v: _is_num(v) and 0 <= v <= 1000)(self.batch_wait_ms),
               self.batch_wait_ms, "a number of milliseconds in [0, 1000]")
         _need(c, "workers", _is_int(self.workers) and 0 <= self.workers <= 256, self.workers,
               "an int in [0, 256] (0: detection on threads of the serve process)")
@@ -214,6 +215,22 @@ class ServeConfig:
               f"HOST:PORT such as {DEFAULT_HTTP}")
         _need(c, "history_s", _is_num(self.history_s) and 10 <= self.history_s <= 86400, self.history_s,
               "a number of seconds in [10, 86400]")
+
+
+#: The batch wait where a camera's backbone runs on a GPU: a batch of frames costs about what one costs there.
+GPU_BATCH_WAIT_MS = 5.0
+
+
+def auto_batch_wait_ms(devices: Iterable[str]) -> float:
+    """``[serve] batch_wait_ms`` when the file leaves it out: :data:`GPU_BATCH_WAIT_MS` when any backbone runs
+    on a GPU (``devices``: the backbones' torch devices, such as ``"cpu"`` or ``"cuda:0"``), else 0. On the
+    CPU a batch costs the sum of its frames, so waiting for one only leaves cores idle (README, "Many
+    cameras", has the figures).
+
+        >>> auto_batch_wait_ms(["cpu", "cpu"]), auto_batch_wait_ms(["cpu", "cuda:0"])
+        (0.0, 5.0)
+    """
+    return GPU_BATCH_WAIT_MS if any(str(d).startswith("cuda") for d in devices) else 0.0
 
 
 # -- reading the file ----------------------------------------------------------------------------------

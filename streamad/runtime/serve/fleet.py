@@ -12,7 +12,7 @@ seconds. ``streamad watch`` is the one-camera case: the loop then runs on the ca
 the detector itself (scoring, learner, decisions, state) lives in a worker process, and a worker that
 dies fails that camera's loop like any other error (reported, restarted); see that module.
 
-Threads and what they own (docs/DESIGN.md, "Threads of serve"):
+Threads and what they own (docs/DESIGN.md, "Threads of `streamad serve`"):
 
 - a camera thread owns its source reads, its detector's scoring, its events and its state saver; it
   writes its ``CameraStatus`` and ``latest`` entry (one tuple, replaced whole);

@@ -33,7 +33,7 @@ from streamad.adapters.sources import Source, open_source
 from streamad.runtime.detector import Detector
 from streamad.runtime.live import StateSaver
 from streamad.runtime.serve.batcher import BatchedExtractor, SharedBackbone
-from streamad.runtime.serve.config import CameraConfig, ServeConfig
+from streamad.runtime.serve.config import CameraConfig, ServeConfig, auto_batch_wait_ms
 from streamad.runtime.serve.fleet import Camera, Fleet, FleetSummary
 from streamad.runtime.serve.web import WebPage
 from streamad.runtime.serve.workers import DetectorSpec, WorkerDied, WorkerPool
@@ -93,11 +93,16 @@ class Extractors:
             self._by_config[features] = ext
         return self._by_config[features]
 
+    def devices(self) -> list[str]:
+        """The torch devices of the extractors made so far (``"cpu"`` for a stand-in that names none)."""
+        return [str(getattr(ext, "device", "cpu")) for ext in self._by_config.values()]
+
 
 class ServeSession:
     """One ``streamad serve`` run of ``config`` (see the module docstring). ``max_frames`` overrides every
     camera's; ``token`` is the page's access token (default: :func:`read_token` of
     ``config.http_token_file``). After :meth:`open` (or entering the ``with`` block) ``threads``,
+    ``batch_wait_ms`` (the file's, else :func:`~streamad.runtime.serve.config.auto_batch_wait_ms`),
     ``workers``, ``publisher``, ``cameras``, ``fleet`` and ``page`` are set."""
 
     def __init__(self, config: ServeConfig, *, on_event: EventSink, status_lines: Callable[[str], EventSink] | None
@@ -108,6 +113,7 @@ class ServeSession:
         self.max_frames, self.token = max_frames, token
         self.workers = min(config.workers, len(config.cameras))
         self.threads: dict[str, int] = {}
+        self.batch_wait_ms = 0.0
         self.publisher: Publisher | None = None
         self.cameras: list[Camera] = []
         self.fleet: Fleet | None = None
@@ -147,7 +153,7 @@ class ServeSession:
         self.threads = apply_threads(ThreadConfig(torch=config.torch_threads, blas=config.blas_threads),
                                      background=background)
         self.publisher = self._open_publisher()
-        backbone = SharedBackbone(max_wait=config.batch_wait_ms / 1000.0)
+        backbone = SharedBackbone(max_wait=0.0)  # its wait is set below, once the backbones' devices are known
         stack.callback(backbone.stop)
         pool = None
         if self.workers:
@@ -155,6 +161,9 @@ class ServeSession:
             stack.callback(pool.close)  # after every camera's final save and close (the stack unwinds in reverse)
         extractors = Extractors()
         self.cameras = [self._camera(cam, extractors, backbone, pool) for cam in config.cameras]
+        self.batch_wait_ms = (config.batch_wait_ms if config.batch_wait_ms is not None
+                              else auto_batch_wait_ms(extractors.devices()))
+        backbone.max_wait = self.batch_wait_ms / 1000.0
         fleet = Fleet(self.cameras, publisher=self.publisher, backbone=backbone, status_every=config.status_every,
                       on_event=self.on_event, history_s=config.history_s)
         self.fleet = fleet
@@ -165,6 +174,7 @@ class ServeSession:
                                                                          if self.token else ""))
         self.on_event(f"{len(self.cameras)} camera(s): " + ", ".join(f"{c.name} ({c.source.name})" for c in self.cameras)
                       + f"; threads: torch {self.threads['torch']}, BLAS {self.threads['blas']}"
+                      + f"; batch wait {self.batch_wait_ms:g} ms"
                       + (f"; detection in {self.workers} worker process(es)" if self.workers else ""))
 
     def _open_publisher(self) -> Publisher | None:
@@ -261,7 +271,8 @@ class ServeSession:
         keys = ("frames", "seconds", "fps", "ready", "anomalies", "alarm_events", "bad_frames", "stopped", "published",
                 "state_saves", "state_save_failures", "admissions")
         return {"frames": summary.frames, "seconds": summary.seconds, "fps": summary.fps, "stopped": summary.stopped,
-                "batches": summary.batches, "mean_batch": summary.mean_batch, "threads": self.threads,
+                "batches": summary.batches, "mean_batch": summary.mean_batch, "batch_wait_ms": self.batch_wait_ms,
+                "threads": self.threads,
                 "workers": self.workers,
                 "cameras": [{"name": c.name, **{k: getattr(c.summary, k) for k in keys}, "restarts": c.restarts}
                             for c in summary.cameras]}
