@@ -158,8 +158,9 @@ class ServeConfig:
     """A whole ``streamad serve``: its ``cameras`` and the process-wide settings.
 
     ``device`` is the backbone's for every camera; a batch waits at most ``batch_wait_ms`` for more
-    frames (None: :func:`auto_batch_wait_ms` of the backbones' devices); ``workers`` worker processes hold the cameras' detectors (0: threads of the serve process,
-    :mod:`streamad.runtime.serve.workers`), and one that answers no request for ``worker_timeout_s``
+    frames (None: :func:`auto_batch_wait_ms` of the backbones' devices); ``workers`` worker processes
+    hold the cameras' detectors (0: threads of the serve process, :mod:`streamad.runtime.serve.workers`),
+    and one that answers no request for ``worker_timeout_s``
     seconds is killed and restarted; ``status_every`` seconds between status messages (0:
     none); ``torch_threads`` / ``blas_threads`` (0: automatic). ``publish`` is the ZeroMQ address
     (None: no publisher) with ``bind_any``, ``overlay_jpeg``, ``hwm`` and CURVE keys; ``http`` the
@@ -217,7 +218,8 @@ class ServeConfig:
               "a number of seconds in [10, 86400]")
 
 
-#: The batch wait where a camera's backbone runs on a GPU: a batch of frames costs about what one costs there.
+#: The batch wait where a camera's backbone runs on a GPU, where a batch is meant to cost little more than one
+#: frame (the former default everywhere; not measured on a GPU yet).
 GPU_BATCH_WAIT_MS = 5.0
 
 
