@@ -67,6 +67,8 @@ from streamad.index.base import BaseIndex, check_change, check_held, check_query
 from streamad.index.exact import exact_knn
 from streamad.index.ivf_rows import place_columns, place_rows
 from streamad.index.ivf_scan import bundled_blas, nearest_in_lists, rerank
+from streamad.index.label_rows import LabelRows
+from streamad.index.label_rows import warm as warm_label_rows
 from streamad.state_schema import StatePart
 
 __all__ = ["IVFIndex"]
@@ -376,7 +378,7 @@ class IVFIndex(BaseIndex):
         # The writer's own (readers never see them): each held label's row; the rows of the present buffers
         # that a change may write (dead, and no reader can still read them as held); rows that died at a
         # version that readers may still hold, with that version; the versions replaced while read.
-        self._row_of: dict[int, int] = {}
+        self._row_of = LabelRows()  # compiled: its bulk operations run without the interpreter lock
         self._free = np.zeros(0, bool)
         self._pending: list[tuple[int, np.ndarray]] = []
         self._retired: list[_State] = []
@@ -430,13 +432,12 @@ class IVFIndex(BaseIndex):
         label to add unless ``replace``; nothing changes then)."""
         added, vectors, removed = check_change(added, vectors, removed, self.dim)
         state, row_of = self._state, self._row_of
-        again = check_held(lambda x: np.fromiter((int(v) in row_of for v in x), bool, len(x)), added, removed,
-                           replace)
+        again = check_held(row_of.contains, added, removed, replace)
         if len(again):
             removed = np.concatenate([removed, again])
         if not len(added) and not len(removed):
             return
-        gone = np.fromiter((row_of[int(v)] for v in removed), np.int64, len(removed))
+        gone = row_of.rows(removed)
         add_list = np.zeros(len(added), np.int64) if state.centroids is None else self._assign(vectors, state.centroids)
         written = None if state.centroids is None else _append(state, gone, added, vectors, add_list,
                                                                  self._reusable())
@@ -466,13 +467,11 @@ class IVFIndex(BaseIndex):
                 self._retired.append(old)
             self._free[written] = False
             self._pending.append((old.version, gone))
-            row_of = self._row_of
-            for label in removed.tolist():
-                del row_of[label]
-            row_of.update(zip(new.labels[written].tolist(), written.tolist()))
+            self._row_of.remove(removed)
+            self._row_of.put(new.labels[written], written)
         else:
             rows = new.held_rows()
-            self._row_of = dict(zip(new.labels[rows].tolist(), rows.tolist()))
+            self._row_of = LabelRows(new.labels[rows], rows)
             self._free = np.zeros(len(new.labels), bool)
             self._pending, self._retired = [], []
 
@@ -727,6 +726,7 @@ def warm() -> None:
     """Load (or compile, on a machine's first run) the compiled scan, re-ranking and layout now rather than in
     the first query: a small index answers a query and lays itself out afresh, through the calls the
     stream makes, with their argument types (numba reads its cache on a process's first call)."""
+    warm_label_rows()
     rng = np.random.default_rng(0)
     idx = IVFIndex(dim=8, exact_below=0, nlist=2, nprobe=2)
     idx.add(np.arange(16), rng.normal(size=(16, 8)).astype(np.float32))
