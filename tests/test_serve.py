@@ -152,14 +152,15 @@ def test_config_reads_every_setting_and_resolves_paths_against_its_folder(tmp_pa
 # -- batching changes nothing ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers,batches", [(0, True), (2, True), (0, False), (2, False)])
 def test_serve_scores_equal_watch_scores_on_the_same_frames(tmp_path: Path, monkeypatch, capsys,
-                                                            workers: int) -> None:
-    """On threads (workers 0) and in worker processes (2 for 3 cameras: two share one), every camera of a
-    ``serve`` gives exactly the results of ``watch``."""
+                                                            workers: int, batches: bool) -> None:
+    """On threads (workers 0) and in worker processes (2 for 3 cameras: two share one), with the cameras'
+    frames batched (a batch wait) or each on its camera's thread (none: the CPU's default), every camera
+    of a ``serve`` gives exactly the results of ``watch``."""
     frames = write_frames(tmp_path / "frames")
     path = config_file(tmp_path / "serve.toml", [("a", str(frames)), ("b", str(frames)), ("c", str(frames))],
-                       head='[serve]\nbatch_wait_ms = 500\n[publisher]\nenabled = false\n')
+                       head=('[serve]\nbatch_wait_ms = 500\n' if batches else '') + '[publisher]\nenabled = false\n')
     monkeypatch.setattr(serve_session, "make_extractor", lambda features: BlockMeans())
     monkeypatch.setattr(serve_session, "make_detector", lambda config, extractor: Recording(config, extractor=extractor))
     remote: dict[str, list[tuple]] = {}
@@ -187,7 +188,10 @@ def test_serve_scores_equal_watch_scores_on_the_same_frames(tmp_path: Path, monk
     out = capsys.readouterr().out
     assert "3 camera(s), 120 frames" in out and all(f"{n}: frames 40 in" in out for n in "abc")
     assert report["workers"] == workers
-    assert report["mean_batch"] > 2.0      # the frames of the three cameras really went through together
+    if batches:
+        assert report["mean_batch"] > 2.0  # the frames of the three cameras really went through together
+    else:
+        assert report["mean_batch"] == 1.0 and report["batches"] == 120 and report["batch_wait_ms"] is None
     assert [c["admissions"] for c in report["cameras"]] == admissions
     assert all(c["admissions"] > 0 for c in report["cameras"])
 
@@ -224,26 +228,67 @@ def test_a_camera_that_sends_nothing_delays_the_others_at_most_the_batch_wait() 
     assert 0.4 < waited < 3.0 and alone < 0.3
 
 
-def test_the_batch_wait_is_off_on_the_cpu_unless_the_file_sets_it(tmp_path: Path, monkeypatch) -> None:
-    """On the CPU a batch costs the sum of its frames: serve waits for none unless ``batch_wait_ms`` says so;
-    a backbone on a GPU gets the wait that lets a batch form there."""
+def test_on_the_cpu_each_camera_runs_the_backbone_on_its_own_thread_unless_the_file_sets_a_wait(
+        tmp_path: Path, monkeypatch) -> None:
+    """On the CPU a batch costs the sum of its frames: serve batches nothing (each camera's frames on its
+    own thread) unless ``batch_wait_ms`` says so; a backbone on a GPU gets the wait that lets a batch form."""
     from streamad.runtime.serve.config import GPU_BATCH_WAIT_MS, auto_batch_wait_ms
 
     assert load_config(config_file(tmp_path / "auto.toml", [("a", "demo:1")])).batch_wait_ms is None
-    assert auto_batch_wait_ms([]) == auto_batch_wait_ms(["cpu"]) == 0.0
+    assert auto_batch_wait_ms([]) is None and auto_batch_wait_ms(["cpu"]) is None
     assert auto_batch_wait_ms(["cpu", "cuda:0"]) == auto_batch_wait_ms(["cuda"]) == GPU_BATCH_WAIT_MS > 0
     monkeypatch.setattr(serve_session, "make_extractor", lambda features: BlockMeans())
-    for head, want in (("", 0.0), ("[serve]\nbatch_wait_ms = 3\n", 3.0)):
+    for head, want, line in (("", None, "backbone on each camera's thread"),
+                             ("[serve]\nbatch_wait_ms = 3\n", 3.0, "batch wait 3 ms"),
+                             ("[serve]\nbatch_wait_ms = 0\n", 0.0, "batch wait 0 ms")):
         path = config_file(tmp_path / "serve.toml", [("a", "demo:1"), ("b", "demo:2")],
                            head=head + "[publisher]\nenabled = false\n")
         lines: list[str] = []
         with serve_session.ServeSession(load_config(path), on_event=lines.append) as session:
             assert session.batch_wait_ms == want and session.fleet is not None
-            assert session.fleet.backbone.max_wait == want / 1000.0
-        assert any(f"batch wait {want:g} ms" in line for line in lines), lines
-    with SharedBackbone(max_wait=0.0) as backbone, \
-            pytest.raises(ValueError, match=r"max_wait must be in \[0, 1\] seconds, got 2"):
-        backbone.max_wait = 2
+            backbone = session.fleet.backbone
+            assert backbone.batching is (want is not None)
+            assert backbone.max_wait == (None if want is None else want / 1000.0)
+        assert any(line in text for text in lines), lines
+    with SharedBackbone(max_wait=0.0) as backbone:
+        for bad in (2, -0.1, "5"):
+            with pytest.raises(ValueError, match=r"max_wait must be None \(no batches\) or in \[0, 1\] seconds"):
+                backbone.max_wait = bad
+
+
+def test_a_backbone_that_does_not_batch_runs_each_cameras_frames_on_its_own_thread_at_once() -> None:
+    """``max_wait=None``: every camera calls the extractor on its own thread, several at the same time (the
+    batching thread would run them one after another), and every call is counted."""
+    inside = threading.Barrier(3, timeout=10)  # three cameras inside the extractor at once, or it breaks
+    threads_seen: list[str] = []
+
+    def extractor(frames):
+        threads_seen.append(threading.current_thread().name)
+        inside.wait()
+        return np.stack([f.reshape(1, -1, 3).mean(axis=1) for f in frames]).astype(np.float32)
+
+    with SharedBackbone(max_wait=None) as backbone:
+        clients = [backbone.client(extractor) for _ in range(3)]
+        out: dict[int, list] = {}
+
+        def camera(i: int) -> None:
+            out[i] = clients[i]([np.full((8, 8, 3), 10 * (i + 1), np.uint8)]).tolist()
+
+        cams = [threading.Thread(target=camera, args=(i,), name=f"cam{i}") for i in range(3)]
+        for t in cams:
+            t.start()
+        for t in cams:
+            t.join(20)
+        assert not inside.broken
+        assert sorted(threads_seen) == ["cam0", "cam1", "cam2"]
+        assert out == {i: [[[10.0 * (i + 1)] * 3]] for i in range(3)}
+        assert backbone.batches == 3 and backbone.sizes == {1: 3} and backbone.mean_batch() == 1.0
+    with SharedBackbone(max_wait=0.0) as backbone:   # batching: the calls go through the backbone's thread
+        clients = [backbone.client(lambda frames: (threads_seen.append(threading.current_thread().name),
+                                                   np.zeros((len(frames), 1, 3), np.float32))[1]) for _ in range(2)]
+        threads_seen.clear()
+        clients[0]([np.zeros((8, 8, 3), np.uint8)])
+        assert threads_seen == ["streamad-backbone"]
 
 
 # -- faults: one camera's troubles leave the others alone ---------------------------------------------
@@ -674,7 +719,8 @@ def test_serve_equals_watch_with_the_real_backbone_on_real_images(bottle_dir: Pa
                                                                   capsys) -> None:
     """The default backbone (EfficientNet-Lite0, preset fast) on 10 bottle images: two cameras batched
     through one backbone score every frame exactly as ``streamad watch`` does (synchronous learning),
-    with their detectors on threads and in worker processes."""
+    with their detectors on threads and in worker processes, and so do two cameras that run the one
+    backbone on their own threads at once (no batch wait)."""
     frames = tmp_path / "bottle"
     frames.mkdir()
     for name in sorted(os.listdir(bottle_dir / "train" / "good"))[:10]:
@@ -697,6 +743,13 @@ def test_serve_equals_watch_with_the_real_backbone_on_real_images(bottle_dir: Pa
 
     monkeypatch.setattr(RemoteDetector, "process_described", record)
     assert cli.main(["serve", str(path), "--quiet", "--workers", "2"]) == 0
+    # no batch wait (the CPU's default): the two cameras run the one backbone on their own threads, at once
+    unbatched = config_file(tmp_path / "unbatched.toml", [(n, str(frames)) for n in "ab"], extra=extra,
+                            head="[publisher]\nenabled = false\n")
+    Recording.made = []
+    assert cli.main(["serve", str(unbatched), "--quiet", "--json", str(tmp_path / "unbatched.json")]) == 0
+    served_alone = [det.seen for det in Recording.made]
+    assert json.loads((tmp_path / "unbatched.json").read_text())["mean_batch"] == 1.0
     config = load_config(path).cameras[0].stream_config()
     monkeypatch.setattr(watch_cmd, "build_config", lambda args: config)
     monkeypatch.setattr(watch_cmd, "make_detector", lambda cfg: Recording(cfg))
@@ -705,5 +758,5 @@ def test_serve_equals_watch_with_the_real_backbone_on_real_images(bottle_dir: Pa
     watched = Recording.made[0].seen
     capsys.readouterr()
     assert len(watched) == 10 and sum(r[1] for r in watched) >= 5
-    assert served == [watched] * 2
+    assert served == [watched] * 2 and served_alone == [watched] * 2
     assert [remote["a"], remote["b"]] == [watched] * 2

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=300, metavar="F", help="frames per camera (default 300)")
     add(p, "preset", "window", "learning", "device")
     p.add_argument("--batch-wait-ms", type=float, default=None,
-                   help="serve's [serve] batch_wait_ms (default: serve's own, 5 with a GPU backbone, 0 on the CPU)")
+                   help="serve's [serve] batch_wait_ms (default: serve's own, 5 with a GPU backbone, no batches on the CPU)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="serve's [serve] workers: detection in N worker processes (default 0: on threads)")
     p.add_argument("--modes", default="serve,watch", help="serve, watch or both (default serve,watch)")

@@ -5,9 +5,10 @@ policy, optional state folder) and the process-wide settings (device, publisher 
 docs/live_io.md has the whole format. Unknown keys and bad values are refused at start with the
 file, key and line named.
 
-The newest frame of every camera goes through the backbone in one batch (a batch forms from what is
-ready and waits at most [serve] batch_wait_ms for the rest: by default 5 with a GPU backbone and 0 on
-the CPU, where a batch costs the sum of its frames); each camera has its own detector
+With a GPU backbone the newest frame of every camera goes through it in one batch (a batch forms from
+what is ready and waits at most [serve] batch_wait_ms for the rest, by default 5). On the CPU, where a
+batch costs the sum of its frames, each camera runs its frames through the one backbone on its own
+thread, side by side (setting batch_wait_ms batches there too); each camera has its own detector
 (window, index, learner, threshold, state). Results go out on one ZeroMQ publisher with the camera's
 name as topic, plus a status message per camera each second (topic _status/CAMERA); 'streamad listen'
 reads them. A camera that fails is reopened while the others go on. Ctrl-C or SIGTERM stops every

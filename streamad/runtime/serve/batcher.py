@@ -1,4 +1,4 @@
-"""One backbone for every camera: frames of all cameras go through it in batches, on one thread.
+"""One backbone for every camera: frames of all cameras go through it in batches, on one thread, where a batch pays.
 
 Each camera's detector gets a :class:`BatchedExtractor` as its extractor: calling it hands the frame
 to the :class:`SharedBackbone` thread and waits for the descriptors. The thread takes the first frame
@@ -12,7 +12,12 @@ Batching does not change a result: the extractors compute each frame's descripto
 the others in the batch (the backbone in eval mode; ``tests/test_serve.py`` checks the scores).
 
 With a single camera there is nothing to batch with: the extractor is called on the camera's own
-thread (``streamad watch``), with no hand-over.
+thread (``streamad watch``), with no hand-over. Nor where a batch does not pay: ``max_wait=None`` (serve's
+choice on the CPU, where a batch costs the sum of its frames) runs every camera's frames on that camera's
+own thread, side by side, as separate ``streamad watch`` processes would; the one batching thread would
+instead be one runnable thread for all the cameras' backbone work, a single share of the cores
+(docs/DESIGN.md, section 4). The backbone is read-only in eval mode, so cameras may call it at once.
+Every call counts in ``batches`` and ``sizes``, on either path.
 
     >>> import numpy as np
     >>> class Means:                       # any extractor: frames -> (N, P, d), with grid and image_size
@@ -58,27 +63,34 @@ class SharedBackbone:
     ``stop()`` (or the ``with`` block's end) lets the running batch finish, fails the waiting requests
     with a ``RuntimeError`` and joins the thread."""
 
-    def __init__(self, max_wait: float = 0.005, name: str = "streamad-backbone") -> None:
+    def __init__(self, max_wait: float | None = 0.005, name: str = "streamad-backbone") -> None:
+        self._lock = threading.Lock()
         self.max_wait = max_wait
         self.batches = 0
         self.sizes: Counter[int] = Counter()
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._clients: list[BatchedExtractor] = []
-        self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     @property
-    def max_wait(self) -> float:
-        """Seconds a batch waits for the other cameras' frames (set it before the cameras start)."""
+    def max_wait(self) -> float | None:
+        """Seconds a batch waits for the other cameras' frames; None: no batches, each camera's frames run
+        on its own thread (set it before the cameras start)."""
         return self._max_wait
 
     @max_wait.setter
-    def max_wait(self, seconds: float) -> None:
-        if not 0 <= seconds <= 1:
-            raise ValueError(f"SharedBackbone.max_wait must be in [0, 1] seconds, got {seconds!r}")
-        self._max_wait = float(seconds)
+    def max_wait(self, seconds: float | None) -> None:
+        if seconds is not None and not (isinstance(seconds, (int, float)) and 0 <= seconds <= 1):
+            raise ValueError(f"SharedBackbone.max_wait must be None (no batches) or in [0, 1] seconds, "
+                             f"got {seconds!r}")
+        self._max_wait = None if seconds is None else float(seconds)
+
+    @property
+    def batching(self) -> bool:
+        """Whether frames of several cameras go through the batching thread (else each camera's own)."""
+        return self._max_wait is not None
 
     # -- cameras ---------------------------------------------------------------------------------
     def client(self, extractor: Extractor) -> BatchedExtractor:
@@ -108,6 +120,12 @@ class SharedBackbone:
         self._queue.put(_Request(extractor, frames, future))
         return future
 
+    def count_call(self, frames: int) -> None:
+        """Count a backbone call of ``frames`` frames made on a camera's own thread."""
+        with self._lock:
+            self.batches += 1
+            self.sizes[frames] += 1
+
     def mean_batch(self) -> float:
         """Frames per backbone call, on average (0 before the first)."""
         n = sum(self.sizes.values())
@@ -116,7 +134,7 @@ class SharedBackbone:
     # -- the thread ------------------------------------------------------------------------------
     def _collect(self, first: _Request) -> list[_Request]:
         batch = [first]
-        deadline = time.monotonic() + self.max_wait
+        deadline = time.monotonic() + (self.max_wait or 0.0)
         while len(batch) < max(1, self.active):
             left = deadline - time.monotonic()
             if left <= 0:
@@ -159,8 +177,7 @@ class SharedBackbone:
                 for req in reqs:
                     req.future.set_exception(exc)
                 continue
-            self.batches += 1
-            self.sizes[len(frames)] += 1
+            self.count_call(len(frames))
             start = 0
             for req in reqs:
                 req.future.set_result(out[start:start + len(req.frames)])
@@ -186,7 +203,7 @@ class SharedBackbone:
 class BatchedExtractor:
     """A camera's extractor: ``extractor``'s attributes (``grid``, ``image_size``, ``dim``, ...), but
     calls go through the :class:`SharedBackbone` (directly on the caller's thread while it is the only
-    camera)."""
+    camera, or when the backbone does not batch)."""
 
     def __init__(self, backbone: SharedBackbone, extractor: Extractor) -> None:
         self.backbone, self.extractor = backbone, extractor
@@ -198,6 +215,9 @@ class BatchedExtractor:
         return getattr(self.extractor, name)
 
     def __call__(self, frames: Sequence[np.ndarray]) -> np.ndarray:
-        if self.backbone.active <= 1 or not self.backbone.running:
-            return np.asarray(self.extractor(frames))
+        backbone = self.backbone
+        if not backbone.batching or backbone.active <= 1 or not backbone.running:
+            out = np.asarray(self.extractor(frames))
+            backbone.count_call(len(frames))
+            return out
         return self.backbone.submit(self.extractor, list(frames)).result()

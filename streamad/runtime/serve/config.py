@@ -5,7 +5,8 @@
     [serve]                       # optional: process-wide settings
     device = "cpu"                # the backbone's device for every camera (cpu, cuda, cuda:N, auto)
     batch_wait_ms = 5             # a batch waits at most this long for more cameras' frames
-                                  # (default: 5 with a GPU backbone, 0 on the CPU, where a batch saves nothing)
+                                  # (default: 5 with a GPU backbone; on the CPU, where a batch saves nothing,
+                                  # none: each camera's frames on its own thread)
     workers = 0                   # detection in N worker processes (0: on threads of this process)
     worker_timeout_s = 30         # a worker that answers no request for this long is killed and restarted
 
@@ -158,7 +159,7 @@ class ServeConfig:
     """A whole ``streamad serve``: its ``cameras`` and the process-wide settings.
 
     ``device`` is the backbone's for every camera; a batch waits at most ``batch_wait_ms`` for more
-    frames (None: :func:`auto_batch_wait_ms` of the backbones' devices); ``workers`` worker processes
+    frames (None: :func:`auto_batch_wait_ms` of the backbones' devices: no batches on the CPU); ``workers`` worker processes
     hold the cameras' detectors (0: threads of the serve process, :mod:`streamad.runtime.serve.workers`),
     and one that answers no request for ``worker_timeout_s``
     seconds is killed and restarted; ``status_every`` seconds between status messages (0:
@@ -223,16 +224,17 @@ class ServeConfig:
 GPU_BATCH_WAIT_MS = 5.0
 
 
-def auto_batch_wait_ms(devices: Iterable[str]) -> float:
+def auto_batch_wait_ms(devices: Iterable[str]) -> float | None:
     """``[serve] batch_wait_ms`` when the file leaves it out: :data:`GPU_BATCH_WAIT_MS` when any backbone runs
-    on a GPU (``devices``: the backbones' torch devices, such as ``"cpu"`` or ``"cuda:0"``), else 0. On the
-    CPU a batch costs the sum of its frames, so waiting for one only leaves cores idle (README, "Many
-    cameras", has the figures).
+    on a GPU (``devices``: the backbones' torch devices, such as ``"cpu"`` or ``"cuda:0"``), else None: no
+    batches at all, each camera runs its frames through the backbone on its own thread. On the CPU a batch
+    costs the sum of its frames, so waiting for one only leaves cores idle, and the one batching thread is a
+    single share of the cores for every camera's backbone work (docs/DESIGN.md, section 4, has the figures).
 
         >>> auto_batch_wait_ms(["cpu", "cpu"]), auto_batch_wait_ms(["cpu", "cuda:0"])
-        (0.0, 5.0)
+        (None, 5.0)
     """
-    return GPU_BATCH_WAIT_MS if any(str(d).startswith("cuda") for d in devices) else 0.0
+    return GPU_BATCH_WAIT_MS if any(str(d).startswith("cuda") for d in devices) else None
 
 
 # -- reading the file ----------------------------------------------------------------------------------

@@ -102,7 +102,8 @@ class ServeSession:
     """One ``streamad serve`` run of ``config`` (see the module docstring). ``max_frames`` overrides every
     camera's; ``token`` is the page's access token (default: :func:`read_token` of
     ``config.http_token_file``). After :meth:`open` (or entering the ``with`` block) ``threads``,
-    ``batch_wait_ms`` (the file's, else :func:`~streamad.runtime.serve.config.auto_batch_wait_ms`),
+    ``batch_wait_ms`` (the file's, else :func:`~streamad.runtime.serve.config.auto_batch_wait_ms`; None: no
+    batches, each camera's backbone work on its own thread),
     ``workers``, ``publisher``, ``cameras``, ``fleet`` and ``page`` are set."""
 
     def __init__(self, config: ServeConfig, *, on_event: EventSink, status_lines: Callable[[str], EventSink] | None
@@ -113,7 +114,7 @@ class ServeSession:
         self.max_frames, self.token = max_frames, token
         self.workers = min(config.workers, len(config.cameras))
         self.threads: dict[str, int] = {}
-        self.batch_wait_ms = 0.0
+        self.batch_wait_ms: float | None = None
         self.publisher: Publisher | None = None
         self.cameras: list[Camera] = []
         self.fleet: Fleet | None = None
@@ -153,7 +154,7 @@ class ServeSession:
         self.threads = apply_threads(ThreadConfig(torch=config.torch_threads, blas=config.blas_threads),
                                      background=background)
         self.publisher = self._open_publisher()
-        backbone = SharedBackbone(max_wait=0.0)  # its wait is set below, once the backbones' devices are known
+        backbone = SharedBackbone(max_wait=None)  # its wait is set below, once the backbones' devices are known
         stack.callback(backbone.stop)
         pool = None
         if self.workers:
@@ -163,7 +164,7 @@ class ServeSession:
         self.cameras = [self._camera(cam, extractors, backbone, pool) for cam in config.cameras]
         self.batch_wait_ms = (config.batch_wait_ms if config.batch_wait_ms is not None
                               else auto_batch_wait_ms(extractors.devices()))
-        backbone.max_wait = self.batch_wait_ms / 1000.0
+        backbone.max_wait = None if self.batch_wait_ms is None else self.batch_wait_ms / 1000.0
         fleet = Fleet(self.cameras, publisher=self.publisher, backbone=backbone, status_every=config.status_every,
                       on_event=self.on_event, history_s=config.history_s)
         self.fleet = fleet
@@ -174,7 +175,8 @@ class ServeSession:
                                                                          if self.token else ""))
         self.on_event(f"{len(self.cameras)} camera(s): " + ", ".join(f"{c.name} ({c.source.name})" for c in self.cameras)
                       + f"; threads: torch {self.threads['torch']}, BLAS {self.threads['blas']}"
-                      + f"; batch wait {self.batch_wait_ms:g} ms"
+                      + ("; backbone on each camera's thread (no batches on the CPU)" if self.batch_wait_ms is None
+                         else f"; batch wait {self.batch_wait_ms:g} ms")
                       + (f"; detection in {self.workers} worker process(es)" if self.workers else ""))
 
     def _open_publisher(self) -> Publisher | None:
