@@ -401,7 +401,26 @@ def test_bench_serve_passes_its_workers_to_serve(tmp_path: Path) -> None:
                                  workers=2))
     config = load_config(path)
     assert config.workers == 2 and len(config.cameras) == 3 and config.publish is None
+    assert all(c.admit_every is None for c in config.cameras)
     assert cli.main(["bench-serve", "--workers", "-1"]) == 2
+
+
+def test_bench_serve_caps_both_sides_learning_alike(tmp_path: Path, capsys) -> None:
+    """``--admit-every K`` reaches every serve camera's file entry and every watch process's command line,
+    and the StreamConfig each side builds from it admits one frame in K."""
+    from streamad.bench.serve import serve_config, watch_command
+    from streamad.cli import watch as watch_cli
+
+    path = tmp_path / "bench.toml"
+    path.write_text(serve_config(2, preset="default", window=None, learning="background", device=None,
+                                 batch_wait_ms=None, workers=2, admit_every=8))
+    cameras = load_config(path).cameras
+    assert [c.stream_config().admit_every for c in cameras] == [8, 8]
+    cmd = watch_command(10, preset="default", window=None, learning="background", device=None, admit_every=8)
+    args = cli.build_parser().parse_args(cmd[3:])
+    assert watch_cli.build_config(args).admit_every == 8
+    assert cli.main(["bench-serve", "--admit-every", "0"]) == 2
+    assert "--admit-every must be >= 1, got 0" in capsys.readouterr().err
 
 
 # -- the command: Ctrl-C to the whole process group -------------------------------------------------------

@@ -74,27 +74,44 @@ def _env(torch_threads: int | None) -> dict[str, str]:
 
 
 def serve_config(n: int, *, preset: str, window: int | None, learning: str, device: str | None,
-                 batch_wait_ms: float | None, workers: int = 0) -> str:
+                 batch_wait_ms: float | None, workers: int = 0, admit_every: int | None = None) -> str:
     """The TOML of N demo cameras with the given settings (no publisher, no page; ``batch_wait_ms`` None:
-    serve's own choice)."""
+    serve's own choice; ``admit_every`` None: the preset's).
+
+        >>> print(serve_config(1, preset="fast", window=None, learning="background", device=None,
+        ...                    batch_wait_ms=None, admit_every=8).strip())
+        [serve]
+        workers = 0
+        [publisher]
+        enabled = false
+        <BLANKLINE>
+        [[cameras]]
+        name = "cam0"
+        source = "demo"
+        preset = "fast"
+        learning = "background"
+        admit_every = 8
+    """
     head = f"[serve]\nworkers = {workers}\n"
     head += "" if batch_wait_ms is None else f"batch_wait_ms = {batch_wait_ms}\n"
     head += f'device = "{device}"\n' if device else ""
     head += "[publisher]\nenabled = false\n"
     cams = "".join(f'\n[[cameras]]\nname = "cam{i}"\nsource = "demo"\npreset = "{preset}"\nlearning = "{learning}"\n'
-                   + (f"window = {window}\n" if window else "") for i in range(n))
+                   + (f"window = {window}\n" if window else "")
+                   + (f"admit_every = {admit_every}\n" if admit_every else "") for i in range(n))
     return head + cams
 
 
 def run_serve(n: int, frames: int, *, preset: str, window: int | None, learning: str, device: str | None,
-              batch_wait_ms: float | None = None, workers: int = 0, timeout: float = 3600.0) -> Row:
+              batch_wait_ms: float | None = None, workers: int = 0, admit_every: int | None = None,
+              timeout: float = 3600.0) -> Row:
     """One ``streamad serve`` with ``n`` demo cameras, ``frames`` frames each (detection in ``workers``
     worker processes; 0: on threads)."""
     with tempfile.TemporaryDirectory(prefix="streamad-bench-serve-") as tmp:
         cfg, report = os.path.join(tmp, "serve.toml"), os.path.join(tmp, "serve.json")
         with open(cfg, "w", encoding="utf-8") as fh:
             fh.write(serve_config(n, preset=preset, window=window, learning=learning, device=device,
-                                  batch_wait_ms=batch_wait_ms, workers=workers))
+                                  batch_wait_ms=batch_wait_ms, workers=workers, admit_every=admit_every))
         t0 = time.monotonic()
         proc = subprocess.run([sys.executable, "-m", "streamad", "serve", cfg, "--max-frames", str(frames), "--quiet",
                                "--json", report], capture_output=True, text=True, timeout=timeout, env=_env(None))
@@ -113,15 +130,30 @@ def run_serve(n: int, frames: int, *, preset: str, window: int | None, learning:
                                                       else None})
 
 
-def run_watches(n: int, frames: int, *, preset: str, window: int | None, learning: str, device: str | None,
-                timeout: float = 3600.0) -> Row:
-    """``n`` ``streamad watch demo`` processes at once, ``frames`` frames each."""
+def watch_command(frames: int, *, preset: str, window: int | None, learning: str, device: str | None,
+                  admit_every: int | None = None) -> list[str]:
+    """The ``streamad watch demo`` command line of one of the separate processes.
+
+        >>> watch_command(150, preset="default", window=32, learning="background", device=None,
+        ...               admit_every=8)[3:]
+        ['watch', 'demo', '--max-frames', '150', '--quiet', '--stats', '--preset', 'default', '--learning', 'background', '--window', '32', '--admit-every', '8']
+    """
     cmd = [sys.executable, "-m", "streamad", "watch", "demo", "--max-frames", str(frames), "--quiet", "--stats",
            "--preset", preset, "--learning", learning]
     if window:
         cmd += ["--window", str(window)]
     if device:
         cmd += ["--device", device]
+    if admit_every:
+        cmd += ["--admit-every", str(admit_every)]
+    return cmd
+
+
+def run_watches(n: int, frames: int, *, preset: str, window: int | None, learning: str, device: str | None,
+                admit_every: int | None = None, timeout: float = 3600.0) -> Row:
+    """``n`` ``streamad watch demo`` processes at once, ``frames`` frames each."""
+    cmd = watch_command(frames, preset=preset, window=window, learning=learning, device=device,
+                        admit_every=admit_every)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="streamad-bench-watch-") as tmp:
         logs = [(open(os.path.join(tmp, f"{i}.out"), "w+"), open(os.path.join(tmp, f"{i}.err"), "w+"))
@@ -161,9 +193,11 @@ def run_watches(n: int, frames: int, *, preset: str, window: int | None, learnin
 
 def measure(counts: list[int], frames: int, *, preset: str = "default", window: int | None = None,
             learning: str = "background", device: str | None = None, batch_wait_ms: float | None = None,
-            workers: int = 0, modes: tuple[str, ...] = ("serve", "watch"), progress: Any = None) -> list[Row]:
+            workers: int = 0, modes: tuple[str, ...] = ("serve", "watch"), admit_every: int | None = None,
+            progress: Any = None) -> list[Row]:
     """For each camera count: a ``serve`` row and a ``watch`` row (as ``modes`` says); ``workers`` is
-    serve's ``[serve] workers`` (at most one per camera is started)."""
+    serve's ``[serve] workers`` (at most one per camera is started); ``admit_every`` (None: the preset's)
+    caps every camera's learning alike, so that both sides learn as much."""
     rows = []
     for n in counts:
         if n < 1:
@@ -173,9 +207,10 @@ def measure(counts: list[int], frames: int, *, preset: str = "default", window: 
                 progress(f"{n} camera(s): {mode} ...")
             if mode == "serve":
                 rows.append(run_serve(n, frames, preset=preset, window=window, learning=learning, device=device,
-                                      batch_wait_ms=batch_wait_ms, workers=workers))
+                                      batch_wait_ms=batch_wait_ms, workers=workers, admit_every=admit_every))
             else:
-                rows.append(run_watches(n, frames, preset=preset, window=window, learning=learning, device=device))
+                rows.append(run_watches(n, frames, preset=preset, window=window, learning=learning, device=device,
+                                        admit_every=admit_every))
     return rows
 
 

@@ -12,6 +12,7 @@ examples:
   streamad bench-serve --cameras 1 2 4 8 --frames 300
   streamad bench-serve --cameras 1 2 4 8 --frames 300 --workers 8      # serve's detectors in worker processes
   streamad bench-serve --cameras 1 2 4 8 16 32 --frames 300 --device cuda --out docs/serve_bench.md
+  streamad bench-serve --cameras 4 --frames 300 --workers 8 --admit-every 8   # both sides learning alike
   streamad bench-serve --cameras 2 --frames 10 --preset fast       # a smoke test
 """
 
@@ -36,6 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="serve's [serve] batch_wait_ms (default: serve's own, 5 with a GPU backbone, no batches on the CPU)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="serve's [serve] workers: detection in N worker processes (default 0: on threads)")
+    p.add_argument("--admit-every", type=int, default=None, metavar="K",
+                   help="every camera, in serve and in watch, admits at most one frame in K to its window (default: "
+                        "the preset's): both sides then learn alike, where otherwise serve's learners fill every "
+                        "moment a camera waits")
     p.add_argument("--modes", default="serve,watch", help="serve, watch or both (default serve,watch)")
     add(p, "out", "json")
 
@@ -47,12 +52,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--frames must be >= 1, got {args.frames}")
     if args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
+    if args.admit_every is not None and args.admit_every < 1:
+        raise UserError(f"--admit-every must be >= 1, got {args.admit_every}")
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     if not modes or any(m not in ("serve", "watch") for m in modes):
         raise UserError(f"--modes must list serve and/or watch, got {args.modes!r}")
     rows = measure(args.cameras, args.frames, preset=args.preset, window=args.window, learning=args.learning,
                    device=args.device, batch_wait_ms=args.batch_wait_ms, workers=args.workers, modes=modes,
-                   progress=lambda line: print(f"streamad bench-serve: {line}", file=sys.stderr, flush=True))
+                   admit_every=args.admit_every, progress=lambda line: print(f"streamad bench-serve: {line}", file=sys.stderr, flush=True))
     text = table(rows)
     print(text)
     write_report(text, [{"cameras": r.cameras, "mode": r.mode, "rates": list(r.rates), "aggregate": r.aggregate,
