@@ -37,10 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="serve's [serve] batch_wait_ms (default: serve's own, 5 with a GPU backbone, no batches on the CPU)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="serve's [serve] workers: detection in N worker processes (default 0: on threads)")
-    p.add_argument("--admit-every", type=int, default=None, metavar="K",
-                   help="every camera, in serve and in watch, admits at most one frame in K to its window (default: "
-                        "the preset's): both sides then learn alike, where otherwise serve's learners fill every "
-                        "moment a camera waits")
+    add(p, "admit_every")
     p.add_argument("--modes", default="serve,watch", help="serve, watch or both (default serve,watch)")
     add(p, "out", "json")
 

@@ -133,6 +133,10 @@ def _table() -> dict[str, Option]:
                                    help="; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()))),
         Option(("--window",), dict(type=int, default=None, metavar="W",
                                    help=f"frames kept in the sliding window (default: the preset's, {_S.window})")),
+        Option(("--admit-every",), dict(type=int, default=None, metavar="K",
+                                        help=f"admit one frame in K to the window (default: the preset's, "
+                                             f"{_S.admit_every}; bench-serve: every camera of serve and of the "
+                                             f"watch processes alike, so that both sides learn as much)")),
         Option(("--learning",), dict(choices=("background", "sync"), default="background",
                                      help="background (default): every frame is scored at once and a learner thread "
                                           "admits the newest due frame, so scoring never waits for learning; sync: "

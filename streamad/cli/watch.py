@@ -68,8 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="camera or URL: give up after N failed reconnection attempts in a row (default: retry "
                         "forever, waiting 0.5 s, 1 s, 2 s, ... up to 10 s between attempts)")
     g = p.add_argument_group("detector")
-    add(g, "preset", "window")
-    g.add_argument("--admit-every", type=int, default=None, metavar="K", help="admit one frame in K to the window")
+    add(g, "preset", "window", "admit_every")
     add(g, "backbone", "device", "learning", "learner_duty", "learner_nice", "torch_threads", "blas_threads",
            "associate_threads", "memory")
     g = p.add_argument_group("alarms")

@@ -1,4 +1,4 @@
-"""One backbone for every camera: frames of all cameras go through it in batches, on one thread, where a batch pays.
+"""One backbone for every camera: where a batch pays, frames of all cameras go through it in batches.
 
 Each camera's detector gets a :class:`BatchedExtractor` as its extractor: calling it hands the frame
 to the :class:`SharedBackbone` thread and waits for the descriptors. The thread takes the first frame
