@@ -283,9 +283,12 @@ def test_a_backbone_that_does_not_batch_runs_each_cameras_frames_on_its_own_thre
         assert sorted(threads_seen) == ["cam0", "cam1", "cam2"]
         assert out == {i: [[[10.0 * (i + 1)] * 3]] for i in range(3)}
         assert backbone.batches == 3 and backbone.sizes == {1: 3} and backbone.mean_batch() == 1.0
+    def where(frames):
+        threads_seen.append(threading.current_thread().name)
+        return np.zeros((len(frames), 1, 3), np.float32)
+
     with SharedBackbone(max_wait=0.0) as backbone:   # batching: the calls go through the backbone's thread
-        clients = [backbone.client(lambda frames: (threads_seen.append(threading.current_thread().name),
-                                                   np.zeros((len(frames), 1, 3), np.float32))[1]) for _ in range(2)]
+        clients = [backbone.client(where) for _ in range(2)]
         threads_seen.clear()
         clients[0]([np.zeros((8, 8, 3), np.uint8)])
         assert threads_seen == ["streamad-backbone"]

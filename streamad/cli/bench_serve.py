@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=300, metavar="F", help="frames per camera (default 300)")
     add(p, "preset", "window", "learning", "device")
     p.add_argument("--batch-wait-ms", type=float, default=None,
-                   help="serve's [serve] batch_wait_ms (default: serve's own, 5 with a GPU backbone, no batches on the CPU)")
+                   help="serve's [serve] batch_wait_ms (default: serve's own, 5 with a GPU backbone, no batches on "
+                        "the CPU)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="serve's [serve] workers: detection in N worker processes (default 0: on threads)")
     add(p, "admit_every")
@@ -56,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--modes must list serve and/or watch, got {args.modes!r}")
     rows = measure(args.cameras, args.frames, preset=args.preset, window=args.window, learning=args.learning,
                    device=args.device, batch_wait_ms=args.batch_wait_ms, workers=args.workers, modes=modes,
-                   admit_every=args.admit_every, progress=lambda line: print(f"streamad bench-serve: {line}", file=sys.stderr, flush=True))
+                   admit_every=args.admit_every,
+                   progress=lambda line: print(f"streamad bench-serve: {line}", file=sys.stderr, flush=True))
     text = table(rows)
     print(text)
     write_report(text, [{"cameras": r.cameras, "mode": r.mode, "rates": list(r.rates), "aggregate": r.aggregate,

@@ -121,7 +121,7 @@ class SharedBackbone:
         return future
 
     def count_call(self, frames: int) -> None:
-        """Count a backbone call of ``frames`` frames made on a camera's own thread."""
+        """Count one backbone call of ``frames`` frames (the batching thread's or a camera's own)."""
         with self._lock:
             self.batches += 1
             self.sizes[frames] += 1
